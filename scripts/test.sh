@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what it needs, then builds and tests
+# every crate. Usage: ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# RUSTUP_AUTO_INSTALL=0 on our machines: the target listed in rust-toolchain.toml is not
+# fetched by itself. Idempotent and quick once installed.
+rustup target add wasm32-wasip2 >/dev/null
+
+# Keep build output outside the clone so CI reruns on the same machine are incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lockstep-target}"
+
+# The PostgreSQL tests need the machine's server (127.0.0.1:5432, trust auth, database test).
+# It is started before sessions begin; start it again if it has stopped.
+if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked "$@"

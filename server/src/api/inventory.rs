@@ -1,0 +1,203 @@
+//! `/v1/resource-types`, `/v1/resources`, `/v1/accounts`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode, header};
+use serde::Deserialize;
+
+use super::AppState;
+use super::extract::{ApiJson, ApiPath, ApiQuery, Authorized, List, ListQuery, need};
+use crate::error::Result;
+use crate::inventory::accounts::{
+    self, Account, AccountPatch, NewAccount, RetrieveRequest, RetrievedPassword,
+};
+use crate::inventory::resource_types::{self, NewResourceType, ResourceType};
+use crate::inventory::resources::{self, NewResource, Resource, ResourcePatch};
+
+#[utoipa::path(get, path = "/v1/resource-types", tag = "inventory", responses((status = 200, body = Vec<ResourceType>)))]
+pub async fn list_types(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+) -> Result<Json<Vec<ResourceType>>> {
+    Ok(Json(resource_types::list(&s.store).await?))
+}
+
+#[utoipa::path(get, path = "/v1/resource-types/{name}", tag = "inventory", responses((status = 200, body = ResourceType)))]
+pub async fn get_type(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ResourceType>> {
+    Ok(Json(resource_types::get(&s.store, &name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/resource-types", tag = "inventory", request_body = NewResourceType,
+    responses((status = 201, body = ResourceType)))]
+pub async fn create_type(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiJson(input): ApiJson<NewResourceType>,
+) -> Result<(StatusCode, Json<ResourceType>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(resource_types::create(&s.store, &a.actor, input).await?),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/resource-types/{name}", tag = "inventory", responses((status = 204)))]
+pub async fn delete_type(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode> {
+    resource_types::delete(&s.store, &a.actor, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/resources` filters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceQuery {
+    /// Only resources of this type.
+    pub resource_type: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/resources", tag = "inventory", params(ResourceQuery),
+    responses((status = 200, body = List<Resource>)))]
+pub async fn list_resources(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiQuery(q): ApiQuery<ResourceQuery>,
+) -> Result<Json<List<Resource>>> {
+    let page = ListQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    Ok(Json(
+        resources::list(&s.store, q.resource_type.as_deref(), &page)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/resources", tag = "inventory", request_body = NewResource,
+    responses((status = 201, body = Resource), (status = 422, body = super::problem::Problem)))]
+pub async fn create_resource(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiJson(input): ApiJson<NewResource>,
+) -> Result<(StatusCode, Json<Resource>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(resources::create(&s.store, &a.actor, input).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/resources/{id}", tag = "inventory", responses((status = 200, body = Resource)))]
+pub async fn get_resource(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Resource>> {
+    Ok(Json(resources::get(&s.store, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/resources/{id}", tag = "inventory", request_body = ResourcePatch,
+    responses((status = 200, body = Resource)))]
+pub async fn update_resource(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<ResourcePatch>,
+) -> Result<Json<Resource>> {
+    Ok(Json(
+        resources::update(&s.store, &a.actor, &id, patch).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/resources/{id}", tag = "inventory", responses((status = 204), (status = 409, body = super::problem::Problem)))]
+pub async fn delete_resource(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode> {
+    resources::delete(&s.store, &a.actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/resources/{id}/accounts", tag = "inventory", params(ListQuery),
+    responses((status = 200, body = List<Account>)))]
+pub async fn list_accounts(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<List<Account>>> {
+    Ok(Json(
+        accounts::list_for_resource(&s.store, &id, &q.page()?)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/resources/{id}/accounts", tag = "inventory", request_body = NewAccount,
+    responses((status = 201, body = Account)))]
+pub async fn create_account(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<NewAccount>,
+) -> Result<(StatusCode, Json<Account>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(accounts::create(&s.store, &s.vault, &a.actor, &id, input).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "inventory", responses((status = 200, body = Account)))]
+pub async fn get_account(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Account>> {
+    Ok(Json(accounts::get(&s.store, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/accounts/{id}", tag = "inventory", request_body = AccountPatch,
+    responses((status = 200, body = Account)))]
+pub async fn update_account(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<AccountPatch>,
+) -> Result<Json<Account>> {
+    Ok(Json(
+        accounts::update(&s.store, &a.actor, &id, patch).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "inventory", responses((status = 204)))]
+pub async fn delete_account(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode> {
+    accounts::delete(&s.store, &a.actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{id}/password/retrieve", tag = "inventory", request_body = RetrieveRequest,
+    responses((status = 200, body = RetrievedPassword, description = "The only response that carries a password; audited with the reason")))]
+pub async fn retrieve_password(
+    State(s): State<AppState>,
+    a: Authorized<need::RetrievePasswords>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<RetrieveRequest>,
+) -> Result<([(HeaderName, &'static str); 1], Json<RetrievedPassword>)> {
+    let retrieved = accounts::retrieve_password(&s.store, &s.vault, &a.actor, &id, req).await?;
+    // A password must not linger in a proxy's or browser's cache.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(retrieved)))
+}

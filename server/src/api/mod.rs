@@ -1,0 +1,151 @@
+//! The HTTP API: the only module that knows HTTP.
+//!
+//! Handlers are thin: extract (typed, with problem-document rejections), authorize (through
+//! [`extract::Authorized`], the single decision point), call one domain function, map the
+//! result. Routes, their OpenAPI descriptions and the router are all listed in this file.
+
+pub mod audit;
+pub mod extract;
+pub mod identity;
+pub mod inventory;
+pub mod ops;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::store::Store;
+use crate::vault::Vault;
+
+/// Default cap on a JSON request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub vault: Arc<Vault>,
+    pub metrics: Arc<ops::Metrics>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lockstep", description = "Privileged password rotation with sandboxed listeners"),
+    paths(
+        ops::healthz, ops::metrics,
+        identity::me, identity::list_users, identity::create_user, identity::get_user,
+        identity::issue_user_token, identity::list_user_tokens, identity::list_my_tokens,
+        identity::issue_my_token, identity::revoke_token, identity::list_roles,
+        identity::create_role, identity::delete_role,
+        inventory::list_types, inventory::get_type, inventory::create_type, inventory::delete_type,
+        inventory::list_resources, inventory::create_resource, inventory::get_resource,
+        inventory::update_resource, inventory::delete_resource, inventory::list_accounts,
+        inventory::create_account, inventory::get_account, inventory::update_account,
+        inventory::delete_account, inventory::retrieve_password,
+        audit::list, audit::verify,
+    ),
+    components(schemas(problem::Problem, crate::error::FieldProblem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+/// The whole application.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/me", get(identity::me))
+        .route(
+            "/users",
+            get(identity::list_users).post(identity::create_user),
+        )
+        .route("/users/{id}", get(identity::get_user))
+        .route(
+            "/users/{id}/tokens",
+            get(identity::list_user_tokens).post(identity::issue_user_token),
+        )
+        .route(
+            "/tokens",
+            get(identity::list_my_tokens).post(identity::issue_my_token),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(identity::revoke_token),
+        )
+        .route(
+            "/roles",
+            get(identity::list_roles).post(identity::create_role),
+        )
+        .route(
+            "/roles/{name}",
+            axum::routing::delete(identity::delete_role),
+        )
+        .route(
+            "/resource-types",
+            get(inventory::list_types).post(inventory::create_type),
+        )
+        .route(
+            "/resource-types/{name}",
+            get(inventory::get_type).delete(inventory::delete_type),
+        )
+        .route(
+            "/resources",
+            get(inventory::list_resources).post(inventory::create_resource),
+        )
+        .route(
+            "/resources/{id}",
+            get(inventory::get_resource)
+                .patch(inventory::update_resource)
+                .delete(inventory::delete_resource),
+        )
+        .route(
+            "/resources/{id}/accounts",
+            get(inventory::list_accounts).post(inventory::create_account),
+        )
+        .route(
+            "/accounts/{id}",
+            get(inventory::get_account)
+                .patch(inventory::update_account)
+                .delete(inventory::delete_account),
+        )
+        .route(
+            "/accounts/{id}/password/retrieve",
+            post(inventory::retrieve_password),
+        )
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify));
+
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .nest("/v1", v1)
+        .fallback(problem::not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_requests,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,92 @@
+//! The command line: every flag defined once, with its environment variable and its help.
+//! `lockstep serve` reads the same settings from a TOML file given by `--config`; the command
+//! line and environment win over the file, the file over the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lockstep", version, about = "Rotate privileged passwords; run sandboxed listeners", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTPS with a self-signed certificate unless --dev).
+    Serve(ServeArgs),
+    /// Administration without a running server.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Where the data lives: shared by every command that opens the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database, master key and TLS certificate.
+    #[arg(long, env = "LOCKSTEP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` (default: SQLite in the data dir).
+    /// Prefer the environment variable when the URL holds a password: argv is visible to all.
+    #[arg(long, env = "LOCKSTEP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
+    /// max_body_bytes.
+    #[arg(long, env = "LOCKSTEP_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on [default: 127.0.0.1:7470].
+    #[arg(long, env = "LOCKSTEP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The master key file (64 hex characters, mode 0600) [default: DATA_DIR/master.key,
+    /// created on first start]. LOCKSTEP_MASTER_KEY may hold the key itself instead.
+    #[arg(long, env = "LOCKSTEP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Serve plain HTTP, on a loopback address only. For development and tests.
+    #[arg(long, env = "LOCKSTEP_DEV")]
+    pub dev: bool,
+    /// Forward every audit event to a syslog collector: udp://HOST:PORT or tcp://HOST:PORT.
+    #[arg(long, env = "LOCKSTEP_SYSLOG")]
+    pub syslog: Option<String>,
+    /// Largest JSON request body accepted, in bytes [default: 1048576].
+    #[arg(long, env = "LOCKSTEP_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user and print a new API token for it (the token is the last line of output).
+    Create {
+        /// The user's login name.
+        name: String,
+        /// The role: privileged-admin, admin, password-admin, auditor, password-user, or a
+        /// custom role.
+        #[arg(long)]
+        role: String,
+        /// Token lifetime in days.
+        #[arg(long, default_value_t = crate::identity::DEFAULT_TOKEN_DAYS)]
+        expires_in_days: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad event otherwise.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}

@@ -1,0 +1,141 @@
+//! Resolved settings for `lockstep serve` and the store-opening commands.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::audit::syslog::SyslogTarget;
+use crate::cli::{ServeArgs, StoreArgs};
+use crate::error::{Error, Result};
+
+pub const DEFAULT_DATA_DIR: &str = "./lockstep-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+
+/// The config file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    master_key_file: Option<PathBuf>,
+    dev: Option<bool>,
+    syslog: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+/// Where a master key comes from.
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    File(PathBuf),
+    /// Hex in the LOCKSTEP_MASTER_KEY environment variable.
+    Env,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub master_key: MasterKeySource,
+    pub dev: bool,
+    pub syslog: Option<SyslogTarget>,
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(Error::io(format!(
+                    "cannot read config file {}",
+                    path.display()
+                )))?;
+                toml::from_str::<ConfigFile>(&text).map_err(|e| {
+                    Error::Config(format!("config file {}: {}", path.display(), e.message()))
+                })?
+            }
+            None => ConfigFile::default(),
+        };
+        let data_dir = args
+            .store
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let listen = match args.listen.or(file.listen) {
+            Some(l) => l,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| Error::Config("bad default listen".into()))?,
+        };
+        let database_url = args.store.database_url.or(file.database_url);
+        let database_url = match database_url {
+            Some(url) => url,
+            None => default_database_url(&data_dir),
+        };
+        let master_key = match args.master_key_file.or(file.master_key_file) {
+            Some(p) => MasterKeySource::File(p),
+            None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
+            None => MasterKeySource::File(data_dir.join("master.key")),
+        };
+        let dev = args.dev || file.dev.unwrap_or(false);
+        if dev && !listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "--dev serves plain HTTP and is allowed only on a loopback address, not {listen}; \
+                 drop --dev to serve HTTPS"
+            )));
+        }
+        let syslog = args.syslog.or(file.syslog).map(|s| s.parse()).transpose()?;
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(crate::api::DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(Error::Config(
+                "--max-body-bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(ServeConfig {
+            data_dir,
+            listen,
+            database_url,
+            master_key,
+            dev,
+            syslog,
+            max_body_bytes,
+        })
+    }
+}
+
+/// The SQLite database inside a data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("lockstep.db").display())
+}
+
+/// The database URL for a store-opening command (`admin`, `audit`).
+pub fn store_url(args: &StoreArgs) -> String {
+    match &args.database_url {
+        Some(url) => url.clone(),
+        None => default_database_url(
+            args.data_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_DATA_DIR)),
+        ),
+    }
+}
+
+/// Creates the data directory (mode 0700) if needed.
+pub fn ensure_data_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!(
+            "cannot create data directory {}",
+            dir.display()
+        )))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            Error::io(format!("cannot restrict data directory {}", dir.display())),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Resource types: how a type's passwords are reset, and which listener execution modes it
+//! allows (seed 000, section 4.8).
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, FieldProblem, Result};
+use crate::store::resource_types::ResourceTypeRow;
+use crate::store::{self, Store};
+
+/// How a password change reaches the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResetMethod {
+    /// Agentless, over SSH with a command template.
+    Ssh,
+    /// Through the resource's `lockstep-agent`.
+    Agent,
+    /// In the vault only; listeners still run.
+    Local,
+}
+
+impl ResetMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetMethod::Ssh => "ssh",
+            ResetMethod::Agent => "agent",
+            ResetMethod::Local => "local",
+        }
+    }
+
+    fn parse(s: &str) -> ResetMethod {
+        match s {
+            "ssh" => ResetMethod::Ssh,
+            "agent" => ResetMethod::Agent,
+            _ => ResetMethod::Local,
+        }
+    }
+}
+
+/// Where a listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecutionMode {
+    Agentless,
+    Agent,
+    Gateway,
+}
+
+/// Types whose listeners may run in agent mode (seed 000, 4.8).
+const AGENT_TYPES: &[&str] = &[
+    "Windows",
+    "WindowsDomain",
+    "Linux",
+    "Mac",
+    "Solaris",
+    "HPUX",
+    "AIX",
+];
+/// Types whose listeners may not run through a gateway (seed 000, 4.8).
+const NO_GATEWAY_TYPES: &[&str] = &["Kubernetes", "CiscoIOS", "CiscoPIX", "CiscoCatOS", "HPiLO"];
+
+/// The listener execution modes allowed for a type.
+pub fn allowed_modes(type_name: &str) -> Vec<ExecutionMode> {
+    let mut modes = vec![ExecutionMode::Agentless];
+    if AGENT_TYPES.contains(&type_name) {
+        modes.push(ExecutionMode::Agent);
+    }
+    if !NO_GATEWAY_TYPES.contains(&type_name) {
+        modes.push(ExecutionMode::Gateway);
+    }
+    modes
+}
+
+/// The built-in types: (name, reset method, description).
+pub const BUILTIN_TYPES: &[(&str, ResetMethod, &str)] = &[
+    (
+        "Linux",
+        ResetMethod::Ssh,
+        "Linux server, reset over SSH with chpasswd",
+    ),
+    ("Mac", ResetMethod::Ssh, "macOS, reset over SSH"),
+    (
+        "Solaris",
+        ResetMethod::Ssh,
+        "Oracle Solaris, reset over SSH",
+    ),
+    ("HPUX", ResetMethod::Ssh, "HP-UX, reset over SSH"),
+    ("AIX", ResetMethod::Ssh, "IBM AIX, reset over SSH"),
+    (
+        "Windows",
+        ResetMethod::Agent,
+        "Windows server or workstation, reset by its agent",
+    ),
+    (
+        "WindowsDomain",
+        ResetMethod::Agent,
+        "Active Directory domain, reset by an agent on a domain member",
+    ),
+    (
+        "Kubernetes",
+        ResetMethod::Local,
+        "Kubernetes; vault-only reset, listeners update the cluster",
+    ),
+    ("CiscoIOS", ResetMethod::Ssh, "Cisco IOS network device"),
+    ("CiscoPIX", ResetMethod::Ssh, "Cisco PIX firewall"),
+    ("CiscoCatOS", ResetMethod::Ssh, "Cisco CatOS switch"),
+    ("HPiLO", ResetMethod::Ssh, "HP Integrated Lights-Out"),
+    (
+        "MySQL",
+        ResetMethod::Local,
+        "MySQL or MariaDB database; vault-only reset, listeners apply it",
+    ),
+    (
+        "PostgreSQL",
+        ResetMethod::Local,
+        "PostgreSQL database; vault-only reset, listeners apply it",
+    ),
+    (
+        "Oracle",
+        ResetMethod::Local,
+        "Oracle database; vault-only reset, listeners apply it",
+    ),
+    (
+        "MSSQL",
+        ResetMethod::Local,
+        "Microsoft SQL Server; vault-only reset, listeners apply it",
+    ),
+    (
+        "Generic",
+        ResetMethod::Local,
+        "Anything else: vault-only reset, listeners apply it",
+    ),
+];
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ResourceType {
+    pub name: String,
+    pub builtin: bool,
+    pub reset_method: ResetMethod,
+    pub description: String,
+    /// Listener execution modes allowed for resources of this type.
+    pub listener_modes: Vec<ExecutionMode>,
+}
+
+impl From<ResourceTypeRow> for ResourceType {
+    fn from(r: ResourceTypeRow) -> ResourceType {
+        ResourceType {
+            listener_modes: allowed_modes(&r.name),
+            reset_method: ResetMethod::parse(&r.reset_method),
+            builtin: r.builtin != 0,
+            name: r.name,
+            description: r.description,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewResourceType {
+    /// 1–64 letters, digits, `_` or `-`, starting with a letter.
+    pub name: String,
+    pub reset_method: ResetMethod,
+    #[serde(default)]
+    pub description: String,
+}
+
+pub async fn seed_builtin(store: &Store) -> Result<()> {
+    let mut tx = store.begin_write().await?;
+    for (name, method, description) in BUILTIN_TYPES {
+        let row = ResourceTypeRow {
+            name: name.to_string(),
+            builtin: 1,
+            reset_method: method.as_str().to_string(),
+            description: description.to_string(),
+            created_at: crate::time::now(),
+        };
+        store::resource_types::insert_builtin_if_absent(tx.conn(), &row).await?;
+    }
+    tx.commit().await
+}
+
+pub async fn list(store: &Store) -> Result<Vec<ResourceType>> {
+    Ok(store::resource_types::list(store.pool())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub async fn get(store: &Store, name: &str) -> Result<ResourceType> {
+    store::resource_types::get(store.pool(), name)
+        .await?
+        .map(Into::into)
+        .ok_or_else(|| Error::NotFound {
+            what: "resource type",
+            id: name.to_string(),
+        })
+}
+
+pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Result<ResourceType> {
+    let mut problems = Vec::new();
+    let n = &input.name;
+    let valid = n.len() <= 64
+        && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        problems.push(FieldProblem::new(
+            "name",
+            "must be 1 to 64 letters, digits, '_' or '-', starting with a letter",
+        ));
+    }
+    super::fields::check_text("description", Some(&input.description), 500, &mut problems);
+    if !problems.is_empty() {
+        return Err(Error::Validation(problems));
+    }
+    let row = ResourceTypeRow {
+        name: input.name,
+        builtin: 0,
+        reset_method: input.reset_method.as_str().to_string(),
+        description: input.description,
+        created_at: crate::time::now(),
+    };
+    let mut tx = store.begin_write().await?;
+    store::resource_types::insert(tx.conn(), &row)
+        .await
+        .map_err(|e| {
+            if store::is_unique_violation(&e) {
+                Error::Conflict(format!(
+                    "a resource type named '{}' already exists",
+                    row.name
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "resource-type.create",
+            target: &row.name,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({ "reset_method": row.reset_method }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {
+    let t = get(store, name).await?;
+    if t.builtin {
+        return Err(Error::Conflict(format!(
+            "'{name}' is a built-in resource type and cannot be deleted"
+        )));
+    }
+    let used = store::resource_types::count_resources(store.pool(), name).await?;
+    if used > 0 {
+        return Err(Error::Conflict(format!(
+            "resource type '{name}' is used by {used} resource(s); delete or retype them first"
+        )));
+    }
+    let mut tx = store.begin_write().await?;
+    store::resource_types::delete_custom(tx.conn(), name).await?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "resource-type.delete",
+            target: name,
+            outcome: Outcome::Success,
+            detail: serde_json::Value::Null,
+        },
+    )
+    .await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_modes_follow_seed_000_section_4_8() {
+        assert_eq!(
+            allowed_modes("Linux"),
+            vec![
+                ExecutionMode::Agentless,
+                ExecutionMode::Agent,
+                ExecutionMode::Gateway
+            ]
+        );
+        assert_eq!(allowed_modes("Kubernetes"), vec![ExecutionMode::Agentless]);
+        assert_eq!(
+            allowed_modes("MySQL"),
+            vec![ExecutionMode::Agentless, ExecutionMode::Gateway]
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! `lockstep-server`: the `lockstep` binary's library.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. In short: `api` is the only module that knows HTTP;
+//! `store` is the only module that knows SQL; `vault` is the only module that sees master keys;
+//! domain modules (`identity`, `inventory`, `audit`) sit between and know neither HTTP nor SQL
+//! dialects.
+
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod inventory;
+pub mod serve;
+pub mod store;
+pub mod time;
+pub mod tls;
+pub mod vault;
+
+pub use error::{Error, Result};

@@ -1,0 +1,155 @@
+//! `lockstep serve`: open everything, then serve until SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, AppState, ops::Metrics};
+use crate::audit::syslog::SyslogForwarder;
+use crate::config::{MasterKeySource, ServeConfig};
+use crate::error::{Error, Result};
+use crate::store::audit::AuditRow;
+use crate::store::{Store, redact_url};
+use crate::vault::{MasterKey, Vault, load_or_create_master_key};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey> {
+    match source {
+        MasterKeySource::Env => {
+            let text =
+                zeroize::Zeroizing::new(std::env::var("LOCKSTEP_MASTER_KEY").map_err(|_| {
+                    Error::Config("LOCKSTEP_MASTER_KEY is not set or not valid UTF-8".into())
+                })?);
+            MasterKey::from_hex(&text).map_err(|_| {
+                Error::Config("LOCKSTEP_MASTER_KEY must be 64 hexadecimal characters".into())
+            })
+        }
+        MasterKeySource::File(path) => {
+            let (key, created) = load_or_create_master_key(path)?;
+            if created {
+                tracing::warn!(
+                    path = %path.display(),
+                    "created a new master key; back it up apart from the database: without it no stored password can be read"
+                );
+            }
+            Ok(key)
+        }
+    }
+}
+
+/// Opens the store and writes the built-in roles and resource types.
+pub async fn open_store(url: &str) -> Result<Store> {
+    let store = Store::open(url).await?;
+    crate::identity::seed_builtin_roles(&store).await?;
+    crate::inventory::resource_types::seed_builtin(&store).await?;
+    Ok(store)
+}
+
+/// Consumes committed audit rows: counts them and forwards them to syslog if configured.
+fn spawn_audit_publisher(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<AuditRow>,
+    mut forwarder: Option<SyslogForwarder>,
+    metrics: Arc<Metrics>,
+) {
+    tokio::spawn(async move {
+        while let Some(row) = rx.recv().await {
+            metrics.count_audit_event();
+            if let Some(f) = &mut forwarder
+                && let Err(e) = f.send(&row).await
+            {
+                metrics.count_audit_forward_failure();
+                tracing::warn!(seq = row.seq, error = %e, "could not forward audit event to syslog");
+            }
+        }
+    });
+}
+
+pub async fn run(cfg: ServeConfig) -> Result<()> {
+    // rustls needs one process-wide crypto provider; ring keeps the build free of aws-lc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::config::ensure_data_dir(&cfg.data_dir)?;
+    let vault = Vault::new(load_master_key(&cfg.master_key)?);
+    let mut store = open_store(&cfg.database_url).await?;
+    tracing::info!(
+        database = %redact_url(&cfg.database_url),
+        master_key_id = %vault.current_key_id(),
+        "store ready"
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    store.set_audit_sink(tx);
+    spawn_audit_publisher(
+        rx,
+        cfg.syslog.clone().map(SyslogForwarder::new),
+        metrics.clone(),
+    );
+
+    let state = AppState {
+        store: store.clone(),
+        vault: Arc::new(vault),
+        metrics,
+    };
+    let app = api::router(state, cfg.max_body_bytes)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let listening = {
+        let handle = handle.clone();
+        let scheme = if cfg.dev { "http" } else { "https" };
+        tokio::spawn(async move {
+            if let Some(addr) = handle.listening().await {
+                tracing::info!("lockstep listening on {scheme}://{addr}");
+            }
+        })
+    };
+
+    let served = if cfg.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: serving plain HTTP without TLS on {}; tokens and passwords cross \
+             the loopback interface unencrypted. Never use --dev in production.",
+            cfg.listen
+        );
+        axum_server::bind(cfg.listen)
+            .handle(handle)
+            .serve(app)
+            .await
+    } else {
+        let tls = crate::tls::load_or_create(&cfg.data_dir.join("tls"), cfg.listen)?;
+        if tls.created {
+            tracing::info!(cert = %tls.cert.display(), "created a self-signed TLS certificate");
+        }
+        tracing::info!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint);
+        let rustls_config =
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(Error::io("cannot load the TLS certificate"))?;
+        axum_server::bind_rustls(cfg.listen, rustls_config)
+            .handle(handle)
+            .serve(app)
+            .await
+    };
+    listening.abort();
+    served.map_err(Error::io(format!("cannot serve on {}", cfg.listen)))?;
+    store.close().await;
+    tracing::info!("lockstep stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
+    handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+}

@@ -1,0 +1,143 @@
+//! Accounts: a login on a resource, with its password sealed by the vault.
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use super::{Page, PageRequest};
+use crate::error::Result;
+use crate::vault::Sealed;
+
+/// An account without its sealed password: what listings and most reads need.
+#[derive(Debug, Clone, FromRow)]
+pub struct AccountRow {
+    pub id: String,
+    pub resource_id: String,
+    pub login_name: String,
+    pub description: Option<String>,
+    pub domain_name: Option<String>,
+    pub compliant_status: String,
+    pub compliant_reason: Option<String>,
+    pub expiry_status: String,
+    pub password_sync_status: String,
+    pub custom_fields: String,
+    pub password_changed_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The column list, as a literal so queries stay `&'static str` (sqlx's `SqlSafeStr`).
+macro_rules! columns {
+    () => {
+        "id, resource_id, login_name, description, domain_name, compliant_status, \
+     compliant_reason, expiry_status, password_sync_status, custom_fields, password_changed_at, \
+     created_at, updated_at"
+    };
+}
+
+pub async fn insert(
+    conn: &mut AnyConnection,
+    a: &AccountRow,
+    password: &Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO accounts (",
+        columns!(),
+        ", password_key_id, password_nonce, password_ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(&a.id)
+    .bind(&a.resource_id)
+    .bind(&a.login_name)
+    .bind(&a.description)
+    .bind(&a.domain_name)
+    .bind(&a.compliant_status)
+    .bind(&a.compliant_reason)
+    .bind(&a.expiry_status)
+    .bind(&a.password_sync_status)
+    .bind(&a.custom_fields)
+    .bind(&a.password_changed_at)
+    .bind(&a.created_at)
+    .bind(&a.updated_at)
+    .bind(&password.key_id)
+    .bind(&password.nonce)
+    .bind(&password.ciphertext)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the descriptive columns of `a` (not the password, not the status fields).
+pub async fn update_details(conn: &mut AnyConnection, a: &AccountRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE accounts SET login_name = $2, description = $3, domain_name = $4, \
+         custom_fields = $5, updated_at = $6 WHERE id = $1",
+    )
+    .bind(&a.id)
+    .bind(&a.login_name)
+    .bind(&a.description)
+    .bind(&a.domain_name)
+    .bind(&a.custom_fields)
+    .bind(&a.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<AccountRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM accounts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+#[derive(FromRow)]
+struct SealedRow {
+    password_key_id: String,
+    password_nonce: Vec<u8>,
+    password_ciphertext: Vec<u8>,
+}
+
+pub async fn get_sealed_password(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
+    let row: Option<SealedRow> = sqlx::query_as(
+        "SELECT password_key_id, password_nonce, password_ciphertext FROM accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Sealed {
+        key_id: r.password_key_id,
+        nonce: r.password_nonce,
+        ciphertext: r.password_ciphertext,
+    }))
+}
+
+pub async fn list_for_resource(
+    pool: &AnyPool,
+    resource_id: &str,
+    page: &PageRequest,
+) -> Result<Page<AccountRow>> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM accounts WHERE resource_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(resource_id)
+    .bind(page.after.as_deref().unwrap_or(""))
+    .bind(page.limit + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, page.limit, |r: &AccountRow| {
+        r.id.clone()
+    }))
+}
+
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,268 @@
+//! The store: every SQL statement of the server lives under this module, one file per entity.
+//!
+//! One code path serves both databases through sqlx's `Any` driver: queries use `$1`-style
+//! parameters (which SQLite also accepts), integers are `BIGINT`, timestamps fixed-width text.
+//! The schema is migrated from `migrations/sqlite` or `migrations/postgres`, which are kept
+//! column-for-column identical.
+//!
+//! **Invariant:** store code knows nothing of HTTP, wasm or plaintext secrets; it moves sealed
+//! bytes (`vault::Sealed`) in and out.
+//!
+//! Writes go through [`Store::begin_write`], which serializes writers inside this process. SQLite
+//! has a single writer anyway (this avoids `SQLITE_BUSY` on lock upgrades), and the audit chain
+//! needs its appends ordered; on PostgreSQL the audit append additionally takes an advisory lock
+//! so several servers on one database keep a single chain.
+
+pub mod accounts;
+pub mod audit;
+pub mod resource_types;
+pub mod resources;
+pub mod roles;
+pub mod tokens;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use self::audit::AuditRow;
+
+use crate::error::{Error, Result};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::Config(format!(
+                "unsupported database URL '{}'; use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+/// Hides a password in a database URL before it is printed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A connection pool plus the write lock. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    write_lock: Arc<Mutex<()>>,
+    audit_sink: Option<UnboundedSender<AuditRow>>,
+}
+
+/// A write transaction. Holds the process-wide write lock until commit or drop (rollback).
+pub struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    audited: Vec<AuditRow>,
+    audit_sink: Option<UnboundedSender<AuditRow>>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Notes an audit row written in this transaction; it is published after commit.
+    pub fn record_audit(&mut self, row: AuditRow) {
+        self.audited.push(row);
+    }
+
+    /// Commits, then hands the audit rows written in this transaction to the audit sink (syslog
+    /// forwarding, metrics). A rolled-back transaction publishes nothing.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        if let Some(sink) = &self.audit_sink {
+            for row in self.audited {
+                // The receiver only goes away at shutdown; nothing to do then.
+                let _ = sink.send(row);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Connects and migrates the schema. `url` is `sqlite://...` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        let store = Self::connect(url, false).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating; for SQLite, the file must exist. Used by read-only tools
+    /// such as `lockstep audit verify`, which must not create or change a database.
+    pub async fn open_existing(url: &str) -> Result<Store> {
+        Self::connect(url, true).await
+    }
+
+    async fn connect(url: &str, must_exist: bool) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let mode = if must_exist { "rw" } else { "rwc" };
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode={mode}")
+            }
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(|e| {
+            Error::Config(format!("invalid database URL '{}': {e}", redact_url(&url)))
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the single writer; the busy timeout
+                        // covers other processes (the admin CLI) writing at the same time.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                Error::Config(format!("cannot open database '{}': {e}", redact_url(&url)))
+            })?;
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: Arc::new(Mutex::new(())),
+            audit_sink: None,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Sends every committed audit row to `sink` from now on.
+    pub fn set_audit_sink(&mut self, sink: UnboundedSender<AuditRow>) {
+        self.audit_sink = Some(sink);
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx {
+            tx,
+            backend: self.backend,
+            audited: Vec::new(),
+            audit_sink: self.audit_sink.clone(),
+            _guard: guard,
+        })
+    }
+
+    /// A trivial round trip, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// True when a database error is a unique-constraint violation (both dialects).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+        }
+        _ => false,
+    }
+}
+
+/// True when a database error is a foreign-key violation (both dialects).
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
+        }
+        _ => false,
+    }
+}
+
+/// Keyset pagination: rows with an id strictly after `after`, at most `limit`.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// One page of rows and the cursor of the next one, if any.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows: the extra row only says "there is more".
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_after = if more { rows.last().map(key) } else { None };
+        Page {
+            items: rows,
+            next_after,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Resource types: the built-in list and custom types.
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ResourceTypeRow {
+    pub name: String,
+    pub builtin: i64,
+    pub reset_method: String,
+    pub description: String,
+    pub created_at: String,
+}
+
+/// The column list, as a literal so queries stay `&'static str` (sqlx's `SqlSafeStr`).
+macro_rules! columns {
+    () => {
+        "name, builtin, reset_method, description, created_at"
+    };
+}
+
+pub async fn insert_builtin_if_absent(
+    conn: &mut AnyConnection,
+    row: &ResourceTypeRow,
+) -> Result<()> {
+    sqlx::query(concat!(
+        "INSERT INTO resource_types (",
+        columns!(),
+        ") VALUES ($1, 1, $2, $3, $4) \
+         ON CONFLICT (name) DO NOTHING"
+    ))
+    .bind(&row.name)
+    .bind(&row.reset_method)
+    .bind(&row.description)
+    .bind(&row.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO resource_types (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5)"
+    ))
+    .bind(&row.name)
+    .bind(row.builtin)
+    .bind(&row.reset_method)
+    .bind(&row.description)
+    .bind(&row.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &AnyPool, name: &str) -> Result<Option<ResourceTypeRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resource_types WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn list(pool: &AnyPool) -> Result<Vec<ResourceTypeRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resource_types ORDER BY builtin DESC, name"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Deletes a custom type. Fails with a foreign-key violation while resources use it.
+pub async fn delete_custom(conn: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM resource_types WHERE name = $1 AND builtin = 0")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn count_resources(pool: &AnyPool, name: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE resource_type = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await?,
+    )
+}
