@@ -39,7 +39,7 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// 422: one or more fields are invalid.
-    #[error("the request has invalid fields")]
+    #[error("{}", describe(.0))]
     Validation(Vec<FieldProblem>),
     /// A 4xx decided by the HTTP layer (malformed JSON, wrong type, body too large, ...).
     #[error("{detail}")]
@@ -76,6 +76,15 @@ impl Error {
         let context = context.into();
         move |source| Error::Io { context, source }
     }
+}
+
+/// `field: problem; field: problem` — the `detail` of a validation problem.
+pub fn describe(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.field, p.problem))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -53,11 +53,7 @@ impl IntoResponse for Error {
             }
             Error::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail),
             Error::Validation(errors) => {
-                let detail = errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.problem))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let detail = crate::error::describe(&errors);
                 Problem {
                     errors,
                     ..problem(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
@@ -121,6 +117,17 @@ impl From<PathRejection> for Error {
             status: r.status().as_u16(),
             detail: r.body_text(),
         }
+    }
+}
+
+/// The answer to a known path called with a method it does not serve.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::Rejected {
+        status: 405,
+        detail: format!(
+            "{} does not accept {method}; GET /openapi.json lists its methods",
+            uri.path()
+        ),
     }
 }
 

@@ -1,0 +1,347 @@
+//! Shared harness: a real `lockstep` process on loopback, its log, and a JSON client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `lockstep` binary built beside this test (scripts/test.sh builds every binary first).
+pub fn lockstep_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("lockstep");
+    assert!(
+        bin.exists(),
+        "{} is missing; run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `lockstep ARGS` to completion, returning (status, stdout, stderr).
+pub fn lockstep(args: &[&str]) -> (ExitStatus, String, String) {
+    lockstep_env(args, &[])
+}
+
+pub fn lockstep_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = Command::new(lockstep_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("LOCKSTEP_LOG", "info")
+        .output()
+        .expect("run lockstep");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates a user through the CLI and returns its token (the last line of stdout).
+pub fn admin_create(store_args: &[&str], name: &str, role: &str) -> String {
+    let mut args = vec!["admin", "create", name, "--role", role];
+    args.extend_from_slice(store_args);
+    let (status, stdout, stderr) = lockstep(&args);
+    assert!(status.success(), "admin create failed: {stderr}");
+    stdout
+        .lines()
+        .last()
+        .expect("token line")
+        .trim()
+        .to_string()
+}
+
+/// A running server. Stopped with SIGTERM on drop.
+pub struct Server {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub log: PathBuf,
+    pub root_token: String,
+}
+
+pub struct ServerOptions {
+    pub dev: bool,
+    pub extra: Vec<String>,
+    pub database_url: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            dev: true,
+            extra: Vec::new(),
+            database_url: None,
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(opts: ServerOptions) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let data_s = data.to_str().expect("utf-8 path").to_string();
+        let mut store_args = vec!["--data-dir".to_string(), data_s.clone()];
+        if let Some(url) = &opts.database_url {
+            store_args.push("--database-url".into());
+            store_args.push(url.clone());
+        }
+        let store_refs: Vec<&str> = store_args.iter().map(String::as_str).collect();
+        let root_token = admin_create(&store_refs, "root", "privileged-admin");
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        args.extend(store_args.iter().cloned());
+        if opts.dev {
+            args.push("--dev".into());
+        }
+        args.extend(opts.extra.iter().cloned());
+        let child = Command::new(lockstep_bin())
+            .args(&args)
+            .env("LOCKSTEP_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn lockstep serve");
+        let scheme = if opts.dev { "http" } else { "https" };
+        let needle = format!("lockstep listening on {scheme}://");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(i) = text.find(&needle) {
+                let rest = &text[i + needle.len()..];
+                let addr = rest.split_whitespace().next().expect("addr");
+                let addr = addr.replace("127.0.0.1", "localhost");
+                break format!("{scheme}://{addr}");
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Server {
+            child,
+            dir,
+            base,
+            log,
+            root_token,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A small JSON client.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+/// A response: status, content type and body text (parsed as JSON where possible).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.text().await.expect("body");
+        Reply {
+            status,
+            content_type,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        // A fresh connection: a server may close one after refusing an oversized body, and a
+        // pooled connection reused after that would fail the next request.
+        let http = reqwest::Client::new();
+        let mut req = http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Reply {
+            status,
+            content_type,
+            text: resp.text().await.expect("body"),
+        }
+    }
+}
+
+/// Creates a user with `role` through the API and returns a token for it.
+pub async fn user_with_role(api: &Api, root: &str, name: &str, role: &str) -> String {
+    let r = api
+        .post(
+            "/v1/users",
+            root,
+            serde_json::json!({ "name": name, "role": role }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let t = api
+        .post(
+            &format!("/v1/users/{id}/tokens"),
+            root,
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    t.json()["token"].as_str().expect("token").to_string()
+}
+
+/// A fresh PostgreSQL database on the machine's server, or None when there is none and CI is
+/// not set (in CI the PostgreSQL tests are mandatory).
+pub async fn postgres_database() -> Option<(String, String)> {
+    use sqlx::Connection;
+    let admin_url = "postgres://postgres@127.0.0.1:5432/test";
+    let mut conn = match sqlx::PgConnection::connect(admin_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is required in CI: {e}"
+            );
+            eprintln!("skipping PostgreSQL part: {e}");
+            return None;
+        }
+    };
+    let name = format!("lockstep_e2e_{}", random_hex(6));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    Some((format!("postgres://postgres@127.0.0.1:5432/{name}"), name))
+}
+
+pub async fn drop_postgres_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) =
+        sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test").await
+    {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    let f = std::fs::File::open("/dev/urandom").expect("urandom");
+    std::io::Read::read_exact(&mut &f, &mut b).expect("read urandom");
+    hex::encode(b)
+}
