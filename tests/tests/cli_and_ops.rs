@@ -261,31 +261,18 @@ async fn master_key_is_created_0600_and_a_wrong_key_cannot_open_passwords() {
     let other = "11".repeat(32);
     let data = server.data_dir();
     let log = server.dir.path().join("other.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let mut child = std::process::Command::new(common::lockstep_bin())
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .env("LOCKSTEP_MASTER_KEY", &other)
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    let base = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(i) = text.find("listening on http://") {
-            break format!(
-                "http://{}",
-                text[i + 20..].split_whitespace().next().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let args: Vec<String> = [
+        "serve",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (mut child, base) =
+        common::spawn_serve(&args, &[("LOCKSTEP_MASTER_KEY", &other)], &log, true);
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/accounts/{aid}/password/retrieve"))
         .bearer_auth(&root)
@@ -353,4 +340,100 @@ fn admin_create_refuses_unknown_roles_and_duplicates() {
         lockstep(&["admin", "create", "x", "--role", "wizard", "--data-dir", d]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("no role named 'wizard'"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_do_and_typos_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("lockstep.toml");
+    let toml = format!(
+        "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\ndev = true\nmax_body_bytes = 2048\n",
+        data.display()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let token = admin_create(
+        &["--data-dir", data.to_str().unwrap()],
+        "root",
+        "privileged-admin",
+    );
+    let log = dir.path().join("server.log");
+    let args: Vec<String> = ["serve", "--config", config.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    let (mut child, base) = common::spawn_serve(&args, &[], &log, true);
+    let big = json!({"name": "x".repeat(4000), "resource_type": "Linux"});
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/resources"))
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        413,
+        "max_body_bytes from the config file applies"
+    );
+    let small = json!({"name": "cfg", "resource_type": "Linux"});
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/resources"))
+        .bearer_auth(&token)
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "data_dir from the config file applies (the token was made there)"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\ndevv = true\n").unwrap();
+    let (status, _, stderr) = lockstep(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("unknown field `devv`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn audit_events_are_forwarded_to_syslog_over_tcp() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("tcp://{}", listener.local_addr().unwrap());
+    let server = Server::start_with(ServerOptions {
+        extra: vec!["--syslog".into(), target],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let r = api
+        .post(
+            "/v1/resources",
+            &server.root_token,
+            json!({"name": "tcp1", "resource_type": "Linux"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut received = String::new();
+    let mut buf = vec![0u8; 8192];
+    while !received.contains("resource.create") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "collector connection closed early");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // RFC 6587 octet counting: "LEN <85>1 ..." where LEN is the byte length of the message.
+    let (len, rest) = received.split_once(' ').unwrap();
+    let len: usize = len.parse().unwrap();
+    assert!(rest.starts_with("<85>1 "), "{rest}");
+    assert!(rest.len() >= len);
 }

@@ -96,35 +96,13 @@ impl Server {
         let store_refs: Vec<&str> = store_args.iter().map(String::as_str).collect();
         let root_token = admin_create(&store_refs, "root", "privileged-admin");
         let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
         let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
         args.extend(store_args.iter().cloned());
         if opts.dev {
             args.push("--dev".into());
         }
         args.extend(opts.extra.iter().cloned());
-        let child = Command::new(lockstep_bin())
-            .args(&args)
-            .env("LOCKSTEP_LOG", "info,tower_http=debug")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn lockstep serve");
-        let scheme = if opts.dev { "http" } else { "https" };
-        let needle = format!("lockstep listening on {scheme}://");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(i) = text.find(&needle) {
-                let rest = &text[i + needle.len()..];
-                let addr = rest.split_whitespace().next().expect("addr");
-                let addr = addr.replace("127.0.0.1", "localhost");
-                break format!("{scheme}://{addr}");
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (child, base) = spawn_serve(&args, &[], &log, opts.dev);
         Server {
             child,
             dir,
@@ -173,6 +151,46 @@ impl Drop for Server {
                 .status();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Starts `lockstep ARGS` with its output in `log` and waits until it listens; returns the
+/// child and its base URL (`http://localhost:PORT` or `https://...`).
+pub fn spawn_serve(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    dev: bool,
+) -> (Child, String) {
+    let log_file = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(lockstep_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("LOCKSTEP_LOG", "info,tower_http=debug")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("dup"))
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn lockstep serve");
+    let scheme = if dev { "http" } else { "https" };
+    let needle = format!("lockstep listening on {scheme}://");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = text.find(&needle) {
+            let rest = &text[i + needle.len()..];
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .replace("127.0.0.1", "localhost");
+            return (child, format!("{scheme}://{addr}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("lockstep serve exited with {status}:\n{text}");
+        }
+        assert!(Instant::now() < deadline, "server did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
