@@ -19,4 +19,8 @@ if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; the
 fi
 
 cargo build --workspace --all-targets --locked
+# The example listeners and the test probe, as WebAssembly components (the runtime's tests
+# load them from here; they also build them on demand when run alone).
+cargo build --locked --release --target wasm32-wasip2 \
+  --manifest-path listeners/Cargo.toml --target-dir "$CARGO_TARGET_DIR/listeners"
 cargo test --workspace --locked "$@"

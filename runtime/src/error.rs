@@ -39,6 +39,34 @@ pub enum Error {
     /// per line when displayed.
     #[error("{}", display_problems(.0))]
     Invalid(Vec<Problem>),
+    /// The wasmtime engine could not be built or linked.
+    #[error("listener engine: {0}")]
+    Engine(String),
+    /// The compiled-component cache could not be used.
+    #[error("component cache: {0}")]
+    Cache(String),
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component failed to compile.
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// The component imports an interface its manifest does not grant.
+    #[error(
+        "the component imports '{import}', which needs {grant}; grant it in the manifest or remove the import"
+    )]
+    UngrantedImport {
+        /// The import's full name, e.g. `lockstep:listener/secrets@0.1.0`.
+        import: String,
+        /// The manifest field that would grant it.
+        grant: &'static str,
+    },
+    /// The component does not fit the listener world (a missing hook, a wrong signature).
+    #[error("the component does not implement the lockstep:listener@0.1.0 world: {0}")]
+    Link(String),
+    /// The manifest asks for something this host cannot provide yet.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn display_problems(problems: &[Problem]) -> String {

@@ -1,0 +1,126 @@
+//! `test-probe`: a listener for the test suite, not for production. Its first parameter
+//! names a behaviour, the rest are that behaviour's arguments, so one small component can
+//! probe every capability and limit of the host.
+
+use lockstep_sdk::{
+    Event, Listener, PostOutcome, PreOutcome, describe, exec, export_listener, log, props, secrets,
+    target_exec,
+};
+
+fn run(event: &Event) -> Result<String, String> {
+    let p = &event.parameters;
+    let arg = |i: usize| p.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "ok" => Ok(format!(
+            "{}:{:?}:{:?}",
+            event.job_id, event.phase, event.trigger
+        )),
+        "resource-prop" => props::resource(&arg(1))
+            .map(|v| v.unwrap_or_else(|| "<none>".into()))
+            .map_err(|e| describe(&e)),
+        "account-prop" => props::account(&arg(1))
+            .map(|v| v.unwrap_or_else(|| "<none>".into()))
+            .map_err(|e| describe(&e)),
+        "old-password" => secrets::old_password().map_err(|e| describe(&e)),
+        "new-password" => secrets::new_password().map_err(|e| describe(&e)),
+        "exec" | "target-exec" => {
+            let args: Vec<&str> = p[2..].iter().map(String::as_str).collect();
+            let out = if arg(0) == "exec" {
+                exec::run(&arg(1), &args)
+            } else {
+                target_exec::run(&arg(1), &args)
+            };
+            out.map(|o| {
+                format!(
+                    "{}|{}|{}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .map_err(|e| describe(&e))
+        }
+        "log" => {
+            log::debug("d");
+            log::info("i");
+            log::warn("w");
+            log::error("e");
+            Ok("logged".into())
+        }
+        "log-flood" => {
+            let line = "x".repeat(1000);
+            for _ in 0..100_000 {
+                log::info(&line);
+            }
+            Ok("flooded".into())
+        }
+        "stdout-flood" => {
+            let line = "y".repeat(1000);
+            for _ in 0..100_000 {
+                println!("{line}");
+            }
+            Ok("printed".into())
+        }
+        "spin" => loop {
+            std::hint::black_box(0u64);
+        },
+        "hostcall-spin" => loop {
+            let _ = props::resource("RESOURCENAME");
+        },
+        "alloc" => {
+            let mut v: Vec<Vec<u8>> = Vec::new();
+            loop {
+                v.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&v);
+            }
+        }
+        "recurse" => Ok(recurse(0).to_string()),
+        "panic" => panic!("probe panicked on purpose"),
+        "huge-result" => Ok("z".repeat(8 << 20)),
+        "env" => Ok(std::env::vars()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+            .join(",")),
+        "read-file" => std::fs::read_to_string(arg(1)).map_err(|e| e.to_string()),
+        "clock" => Ok(format!(
+            "{:?}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .is_ok()
+        )),
+        other => Err(format!("unknown probe behaviour '{other}'")),
+    }
+}
+
+/// Unbounded on purpose: the host must stop it (stack exhaustion traps).
+#[inline(never)]
+#[allow(unconditional_recursion, clippy::only_used_in_recursion)]
+fn recurse(n: u64) -> u64 {
+    std::hint::black_box(recurse(n + 1)) + 1
+}
+
+struct Probe;
+
+impl Listener for Probe {
+    fn pre_reset(event: Event) -> PreOutcome {
+        match run(&event) {
+            Ok(_) if event.parameters.first().map(String::as_str) == Some("veto") => {
+                PreOutcome::Veto("vetoed".into())
+            }
+            Ok(text) => {
+                log::info(&text);
+                PreOutcome::Proceed
+            }
+            Err(e) => PreOutcome::Veto(e),
+        }
+    }
+
+    fn post_reset(event: Event) -> PostOutcome {
+        match run(&event) {
+            Ok(text) => PostOutcome::Success(text),
+            Err(e) => PostOutcome::Failure(e),
+        }
+    }
+}
+
+export_listener!(Probe);

@@ -1,0 +1,99 @@
+//! The compiled-component cache: a directory only this host writes, holding `.cwasm` files
+//! keyed on (component SHA-256, wasmtime version, engine configuration).
+//!
+//! Loading a `.cwasm` is `unsafe` in wasmtime because the bytes are executable code. The
+//! safety argument is that this directory is created 0700, refused if anyone else can write
+//! to it, and only ever written by [`ComponentCache::store`] with bytes wasmtime itself
+//! produced; wasmtime additionally rejects artifacts from another version or configuration.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::error::Error;
+
+/// A directory of precompiled components.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl ComponentCache {
+    /// Opens (creating, mode 0700) the cache directory for `engine`.
+    pub fn open(dir: &Path, engine: &Engine) -> Result<ComponentCache, Error> {
+        let io = |what: &str| {
+            let what = format!("{what} {}", dir.display());
+            move |e: std::io::Error| Error::Cache(format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(dir).map_err(io("cannot create component cache"))?;
+        let meta = std::fs::metadata(dir).map_err(io("cannot inspect component cache"))?;
+        if meta.permissions().mode() & 0o022 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("cannot restrict component cache"))?;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_key = format!("{:016x}", h.finish());
+        Ok(ComponentCache {
+            dir: dir.to_path_buf(),
+            engine_key,
+        })
+    }
+
+    fn path_for(&self, wasm: &[u8]) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(wasm));
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+    }
+
+    /// A cached compilation of `wasm`, if there is one.
+    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Option<Component> {
+        let path = self.path_for(wasm);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file lives in a 0700 directory that only this host writes, and was
+        // written by `store` from `Component::serialize` output of an engine with the same
+        // compatibility hash (part of the file name). wasmtime still checks the version and
+        // configuration recorded in the artifact and returns an error on any mismatch.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(c) => Some(c),
+            Err(_) => {
+                // A stale or damaged artifact: drop it and compile again.
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Writes the compiled form of `wasm` atomically (temporary file, then rename), mode 0600.
+    pub fn store(&self, wasm: &[u8], component: &Component) -> Result<(), Error> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| Error::Cache(format!("cannot serialize a component: {e:#}")))?;
+        let path = self.path_for(wasm);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Cache(format!("cannot write {}: {e}", path.display()))
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! The one wasmtime [`Engine`] and its configuration, and the epoch ticker.
+//!
+//! Every choice here is a limit or a safety decision, so each is documented:
+//! - Cranelift on x86-64 (Winch and aarch64 have had miscompile CVEs; see
+//!   `docs/listeners.md`).
+//! - The pooling allocator: instantiation in microseconds, and a hard cap on how many
+//!   instances, memories and tables exist at once across all runs.
+//! - Epoch interruption: a spinning guest is stopped at its deadline; cheaper than fuel.
+//! - Component-model async ("concurrency support") off: its code paths are new and have had
+//!   CVEs, and listeners do not need it. Host calls are still async Rust futures.
+
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
+
+use crate::error::Error;
+use crate::limits::EPOCH_TICK;
+
+/// Most listener runs in flight at once (pool slots); a run beyond it fails to instantiate
+/// and is reported, never queued unboundedly.
+pub const MAX_CONCURRENT_RUNS: u32 = 64;
+/// Largest linear memory any listener may have (the manifest's `memory_mib` maximum).
+pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
+/// Per-instance metadata size; interpreted guests (Python, JavaScript) need more than the
+/// default 1 MiB.
+pub const MAX_INSTANCE_SIZE: usize = 16 << 20;
+/// Deepest wasm stack; deep recursion traps with a stack overflow beyond it.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+/// Builds the engine. The `Engine` is shared by every run; build it once.
+pub fn build_engine() -> Result<Engine, Error> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_CONCURRENT_RUNS)
+        .total_core_instances(MAX_CONCURRENT_RUNS * 16)
+        .total_memories(MAX_CONCURRENT_RUNS * 2)
+        .total_tables(MAX_CONCURRENT_RUNS * 16)
+        .total_stacks(MAX_CONCURRENT_RUNS)
+        .max_memory_size(MAX_MEMORY_BYTES)
+        .max_component_instance_size(MAX_INSTANCE_SIZE)
+        .max_core_instance_size(MAX_INSTANCE_SIZE)
+        .max_core_instances_per_component(crate::limits::MAX_INSTANCES as u32)
+        .max_memories_per_component(crate::limits::MAX_MEMORIES as u32)
+        .max_tables_per_component(crate::limits::MAX_TABLES as u32)
+        .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
+        .max_unused_warm_slots(8);
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .memory_reservation(MAX_MEMORY_BYTES as u64)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(MAX_WASM_STACK * 2)
+        .wasm_component_model(true)
+        .concurrency_support(false);
+    Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let tick: Duration = EPOCH_TICK;
+    std::thread::Builder::new()
+        .name("lockstep-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| panic!("cannot start the epoch ticker thread: {e}"));
+}

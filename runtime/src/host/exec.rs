@@ -1,0 +1,181 @@
+//! Running a granted program: absolute path, no shell, cleared environment, working directory
+//! `/`, standard input from the guest, capped output, killed at the deadline.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::HostState;
+use super::bindings::lockstep::listener::exec::{Host, Output};
+use super::bindings::lockstep::listener::types::HostError;
+
+impl Host for HostState {
+    async fn run(
+        &mut self,
+        program: String,
+        args: Vec<String>,
+        stdin: Vec<u8>,
+    ) -> Result<Output, HostError> {
+        if let Err(denial) = self.manifest.exec_allowed(&program, &args) {
+            return Err(self.deny("exec", format!("{program} {args:?}"), denial.to_string()));
+        }
+        let remaining = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        let out = run_program(&program, &args, &stdin, remaining, self.output_cap())
+            .await
+            .map_err(HostError::Failed)?;
+        if out.timed_out {
+            return Err(HostError::Failed(format!(
+                "{program} was killed at the listener's deadline"
+            )));
+        }
+        Ok(Output {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+/// A finished program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramOutput {
+    /// Exit status, or -1 when killed (by a signal or the deadline).
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+/// Reads at most `cap` bytes and discards the rest, so a chatty program cannot fill memory
+/// and cannot block on a full pipe either.
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// Runs `program` with `args`. The caller has checked the grant.
+pub async fn run_program(
+    program: &str,
+    args: &[String],
+    stdin: &[u8],
+    timeout: Duration,
+    output_cap: usize,
+) -> Result<ProgramOutput, String> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let mut child_stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let input = stdin.to_vec();
+    let feed = async move {
+        if let Some(mut s) = child_stdin.take() {
+            // A program that does not read its input closes the pipe: not an error here.
+            let _ = s.write_all(&input).await;
+        }
+    };
+    let out = async move {
+        match stdout {
+            Some(s) => read_capped(s, output_cap).await,
+            None => Vec::new(),
+        }
+    };
+    let err = async move {
+        match stderr {
+            Some(s) => read_capped(s, output_cap).await,
+            None => Vec::new(),
+        }
+    };
+    let run = async {
+        let ((), stdout, stderr, status) = tokio::join!(feed, out, err, child.wait());
+        (stdout, stderr, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((stdout, stderr, status)) => {
+            let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
+            Ok(ProgramOutput {
+                status: status.code().unwrap_or(-1),
+                stdout,
+                stderr,
+                timed_out: false,
+            })
+        }
+        // Dropping the future drops the child, which kills it (kill_on_drop).
+        Err(_) => Ok(ProgramOutput {
+            status: -1,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            timed_out: true,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stdin_reaches_the_program_and_the_environment_is_empty() {
+        let out = run_program(
+            "/usr/bin/wc",
+            &["-c".into()],
+            b"12345",
+            Duration::from_secs(5),
+            1024,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status, 0);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+        let env = run_program("/usr/bin/env", &[], b"", Duration::from_secs(5), 1024)
+            .await
+            .unwrap();
+        assert_eq!(env.stdout, b"", "no variable is passed to a child");
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_and_the_deadline_kills() {
+        let out = run_program("/usr/bin/yes", &[], b"", Duration::from_millis(300), 100)
+            .await
+            .unwrap();
+        assert!(out.timed_out);
+        let out = run_program(
+            "/usr/bin/head",
+            &["-c".into(), "100000".into(), "/dev/zero".into()],
+            b"",
+            Duration::from_secs(5),
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.stdout.len(), 100);
+        assert_eq!(out.status, 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error() {
+        let err = run_program("/nonexistent/prog", &[], b"", Duration::from_secs(1), 10)
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot start /nonexistent/prog"), "{err}");
+    }
+}

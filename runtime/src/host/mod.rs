@@ -1,0 +1,98 @@
+//! The host side of `wit/listener.wit`: the per-run state a [`wasmtime::Store`] carries, and
+//! one module per Lockstep capability. Each capability checks the manifest on every call;
+//! a refusal returns `host-error::denied` to the guest and leaves a [`DenialRecord`] for the
+//! audit trail. Adding a capability is one module here plus one entry in
+//! [`crate::listener::allowed_imports`].
+
+mod exec;
+mod log;
+mod props;
+mod secrets;
+mod target_exec;
+
+pub use exec::{ProgramOutput, run_program};
+pub use target_exec::TargetExec;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use zeroize::Zeroizing;
+
+use crate::limits::SummedLimiter;
+use crate::manifest::Manifest;
+use crate::report::{DenialRecord, LogLine};
+
+/// Bindings generated from `wit/listener.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "listener",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use bindings::lockstep::listener::types::HostError;
+
+/// What a run may be told about the reset it serves. Passwords are zeroized when the run
+/// ends; the listener sees each only if its manifest grants it.
+#[derive(Default)]
+pub struct RunContext {
+    /// Resource properties by key (`RESOURCENAME`, `IPADDRESS`, custom columns, ...).
+    pub resource: BTreeMap<String, String>,
+    /// Account properties by key (`LOGINNAME`, ...).
+    pub account: BTreeMap<String, String>,
+    pub old_password: Option<Zeroizing<String>>,
+    pub new_password: Option<Zeroizing<String>>,
+    /// The reset's connection to its target, for `target-exec`; `None` outside a reset.
+    pub target: Option<Arc<dyn TargetExec>>,
+}
+
+/// Everything one store carries.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: SummedLimiter,
+    pub(crate) manifest: Arc<Manifest>,
+    pub(crate) ctx: RunContext,
+    pub(crate) deadline: Instant,
+    pub(crate) denials: Vec<DenialRecord>,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) log_bytes: usize,
+    pub(crate) logs_dropped_bytes: u64,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// Records a refusal and returns the error the guest sees.
+    fn deny(&mut self, capability: &'static str, requested: String, reason: String) -> HostError {
+        let message = format!("{capability}: {reason}");
+        self.denials.push(DenialRecord {
+            capability,
+            requested,
+            reason,
+        });
+        HostError::Denied(message)
+    }
+
+    /// Bytes of output (logs, program output) one run may keep.
+    fn output_cap(&self) -> usize {
+        (self.manifest.limits().output_kib as usize) * 1024
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::lockstep::listener::types::Host for HostState {}

@@ -1,0 +1,33 @@
+//! `lockstep:listener/props`: resource and account properties, by granted key.
+
+use super::HostState;
+use super::bindings::lockstep::listener::props::Host;
+use super::bindings::lockstep::listener::types::HostError;
+
+impl HostState {
+    fn property(&mut self, scope: &str, key: String) -> Result<Option<String>, HostError> {
+        if !self.manifest.allows_prop(&key) {
+            return Err(self.deny(
+                "props",
+                format!("{scope} {key}"),
+                format!("'{key}' is not in capabilities.props"),
+            ));
+        }
+        let map = if scope == "resource" {
+            &self.ctx.resource
+        } else {
+            &self.ctx.account
+        };
+        Ok(map.get(&key).cloned())
+    }
+}
+
+impl Host for HostState {
+    async fn resource_property(&mut self, key: String) -> Result<Option<String>, HostError> {
+        self.property("resource", key)
+    }
+
+    async fn account_property(&mut self, key: String) -> Result<Option<String>, HostError> {
+        self.property("account", key)
+    }
+}

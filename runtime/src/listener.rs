@@ -1,0 +1,369 @@
+//! Loading a listener (compile or load from cache, refuse ungranted imports, pre-link) and
+//! running one hook in a fresh store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::cache::ComponentCache;
+use crate::error::Error;
+use crate::host::bindings::lockstep::listener::types as wit;
+use crate::host::bindings::{Listener, ListenerPre};
+use crate::host::{HostState, RunContext};
+use crate::limits::{SummedLimiter, epoch_ticks};
+use crate::manifest::{Manifest, Phase};
+use crate::report::{HookOutcome, Invocation, MAX_MESSAGE_BYTES, RunFailure, truncate};
+
+/// Bytes one host call may move from guest to host (arguments, log lines, program input).
+const HOSTCALL_FUEL: usize = 2 << 20;
+/// Live resource handles one run may hold.
+const MAX_TABLE_ENTRIES: usize = 10_000;
+/// Margin between the epoch deadline and the outer timeout, so the epoch normally fires first
+/// and the outer timeout only catches a guest stuck in a host call.
+const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
+
+/// What started the reset (matches the WIT `trigger` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Bulk,
+    Scheduled,
+    CheckIn,
+    ReverseSync,
+    Api,
+}
+
+/// The reset a hook is called for.
+#[derive(Debug, Clone)]
+pub struct ResetEvent {
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub resource_type: String,
+    /// The listener's additional parameters, in order.
+    pub parameters: Vec<String>,
+}
+
+/// Interfaces every listener may import: the standard WASI pieces a compiled guest's runtime
+/// needs (clocks, random, stdio, environment, exit, and the filesystem with nothing opened),
+/// plus the Lockstep types and log. Anything else must be granted.
+const ALWAYS_ALLOWED: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "lockstep:listener/types",
+    "lockstep:listener/log",
+];
+
+/// The interfaces (without `@version`) `manifest` lets a component import.
+pub fn allowed_imports(manifest: &Manifest) -> Vec<&'static str> {
+    let caps = manifest.capabilities();
+    let mut allowed = ALWAYS_ALLOWED.to_vec();
+    if !caps.props.is_empty() {
+        allowed.push("lockstep:listener/props");
+    }
+    if !caps.secrets.is_empty() {
+        allowed.push("lockstep:listener/secrets");
+    }
+    if !caps.exec.is_empty() {
+        allowed.push("lockstep:listener/exec");
+    }
+    if !caps.target_exec.is_empty() {
+        allowed.push("lockstep:listener/target-exec");
+        // target-exec's signature reuses exec's `output` record.
+        allowed.push("lockstep:listener/exec");
+    }
+    allowed
+}
+
+/// The grant an interface needs, for error messages.
+fn grant_for(import: &str) -> &'static str {
+    match import {
+        "lockstep:listener/props" => "capabilities.props",
+        "lockstep:listener/secrets" => "capabilities.secrets",
+        "lockstep:listener/exec" => "capabilities.exec",
+        "lockstep:listener/target-exec" => "capabilities.target_exec",
+        i if i.starts_with("wasi:http/") || i.starts_with("wasi:sockets/") => {
+            "capabilities.network"
+        }
+        _ => "a capability Lockstep does not offer",
+    }
+}
+
+/// The listener host: one engine, one linker, an optional compiled-component cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    cache: Option<ComponentCache>,
+}
+
+/// A listener version ready to run: its manifest and its pre-linked component.
+#[derive(Clone)]
+pub struct LoadedListener {
+    manifest: Arc<Manifest>,
+    pre: ListenerPre<HostState>,
+    digest: String,
+}
+
+impl Runtime {
+    /// Builds the engine, starts its epoch ticker, links the host interfaces, and opens the
+    /// compiled-component cache in `cache_dir` (none: compile on every load).
+    pub fn new(cache_dir: Option<&std::path::Path>) -> Result<Runtime, Error> {
+        let engine = crate::engine::build_engine()?;
+        crate::engine::start_epoch_ticker(&engine);
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        let link =
+            |e: wasmtime::Error| Error::Engine(format!("cannot link host interfaces: {e:#}"));
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        Listener::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(link)?;
+        let cache = cache_dir
+            .map(|d| ComponentCache::open(d, &engine))
+            .transpose()?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) a component and checks it against its manifest:
+    /// it must be a component, import nothing the manifest does not grant, and export both
+    /// hooks of the `lockstep:listener@0.1.0` world.
+    pub fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<LoadedListener, Error> {
+        if !manifest.endpoints().is_empty() {
+            return Err(Error::Unsupported(
+                "capabilities.network: outbound network access is not available in this Lockstep version".into(),
+            ));
+        }
+        if !manifest.capabilities().dirs.is_empty() {
+            return Err(Error::Unsupported(
+                "capabilities.dirs: host directories are not available in this Lockstep version"
+                    .into(),
+            ));
+        }
+        if wasm.len() < 8 || wasm[..4] != *b"\0asm" {
+            return Err(Error::NotAComponent(
+                "it does not start with the WebAssembly magic bytes".into(),
+            ));
+        }
+        if wasm[4..8] != [0x0d, 0x00, 0x01, 0x00] {
+            return Err(Error::NotAComponent(
+                "it is a core WebAssembly module, not a component; build for wasm32-wasip2 or run `wasm-tools component new`"
+                    .into(),
+            ));
+        }
+        let component = match self.cache.as_ref().and_then(|c| c.load(&self.engine, wasm)) {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, wasm)
+                    .map_err(|e| Error::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(wasm, &c)?;
+                }
+                c
+            }
+        };
+        let allowed = allowed_imports(&manifest);
+        for (name, _) in component.component_type().imports(&self.engine) {
+            let interface = name.split('@').next().unwrap_or(name);
+            if !allowed.contains(&interface) {
+                return Err(Error::UngrantedImport {
+                    import: name.to_string(),
+                    grant: grant_for(interface),
+                });
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        let pre = ListenerPre::new(pre).map_err(|e| Error::Link(format!("{e:#}")))?;
+        let digest = manifest.digest();
+        Ok(LoadedListener {
+            manifest: Arc::new(manifest),
+            pre,
+            digest,
+        })
+    }
+}
+
+impl LoadedListener {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest's digest (what an approval binds, with the component's digest).
+    pub fn manifest_digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Runs one hook in a fresh store, within the manifest's limits. Never panics and never
+    /// returns early on a guest's misbehaviour: every failure is in [`Invocation::outcome`].
+    pub async fn run(&self, phase: Phase, event: &ResetEvent, ctx: RunContext) -> Invocation {
+        let started = Instant::now();
+        let limits = self.manifest.limits();
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        let output_cap = (limits.output_kib as usize) * 1024;
+        let stdout = MemoryOutputPipe::new(output_cap);
+        let stderr = MemoryOutputPipe::new(output_cap);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: SummedLimiter::new((limits.memory_mib as usize) << 20),
+            manifest: self.manifest.clone(),
+            ctx,
+            deadline: started + timeout,
+            denials: Vec::new(),
+            logs: Vec::new(),
+            log_bytes: 0,
+            logs_dropped_bytes: 0,
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(epoch_ticks(timeout));
+        store.epoch_deadline_trap();
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
+        store.data_mut().table.set_max_capacity(MAX_TABLE_ENTRIES);
+
+        let wit_event = wit::Event {
+            job_id: event.job_id.clone(),
+            trigger: match event.trigger {
+                Trigger::Manual => wit::Trigger::Manual,
+                Trigger::Bulk => wit::Trigger::Bulk,
+                Trigger::Scheduled => wit::Trigger::Scheduled,
+                Trigger::CheckIn => wit::Trigger::CheckIn,
+                Trigger::ReverseSync => wit::Trigger::ReverseSync,
+                Trigger::Api => wit::Trigger::Api,
+            },
+            phase: match phase {
+                Phase::PreReset => wit::Phase::PreReset,
+                Phase::PostReset => wit::Phase::PostReset,
+            },
+            resource_type: event.resource_type.clone(),
+            parameters: event.parameters.clone(),
+        };
+
+        let outcome = if !self.manifest.phases().contains(&phase) {
+            Err(RunFailure::Instantiate(format!(
+                "the manifest does not declare the {} phase",
+                phase.as_str()
+            )))
+        } else {
+            let call =
+                async {
+                    let listener = self.pre.instantiate_async(&mut store).await?;
+                    match phase {
+                        Phase::PreReset => listener
+                            .call_pre_reset(&mut store, &wit_event)
+                            .await
+                            .map(|o| match o {
+                                wit::PreOutcome::Proceed => HookOutcome::Proceed,
+                                wit::PreOutcome::Veto(r) => {
+                                    HookOutcome::Veto(truncate(r, MAX_MESSAGE_BYTES))
+                                }
+                            }),
+                        Phase::PostReset => listener
+                            .call_post_reset(&mut store, &wit_event)
+                            .await
+                            .map(|o| match o {
+                                wit::PostOutcome::Success(m) => {
+                                    HookOutcome::Success(truncate(m, MAX_MESSAGE_BYTES))
+                                }
+                                wit::PostOutcome::Failure(m) => {
+                                    HookOutcome::Failure(truncate(m, MAX_MESSAGE_BYTES))
+                                }
+                            }),
+                    }
+                };
+            match tokio::time::timeout(timeout + OUTER_TIMEOUT_MARGIN, call).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(e)) => Err(classify(&e, store.data(), timeout, limits.memory_mib)),
+                Err(_) => Err(RunFailure::Timeout { limit: timeout }),
+            }
+        };
+
+        let state = store.into_data();
+        let text = |p: &MemoryOutputPipe| {
+            truncate(
+                String::from_utf8_lossy(&p.contents()).into_owned(),
+                output_cap,
+            )
+        };
+        Invocation {
+            outcome,
+            stdout: text(&state.stdout),
+            stderr: text(&state.stderr),
+            denials: state.denials,
+            logs: state.logs,
+            logs_dropped_bytes: state.logs_dropped_bytes,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Turns a wasmtime error from instantiation or a call into a [`RunFailure`].
+fn classify(
+    e: &wasmtime::Error,
+    state: &HostState,
+    timeout: Duration,
+    memory_mib: u64,
+) -> RunFailure {
+    if state.limiter.memory_exceeded {
+        return RunFailure::MemoryLimit {
+            limit_mib: memory_mib,
+        };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => RunFailure::Timeout { limit: timeout },
+            Trap::StackOverflow => RunFailure::Trap("stack overflow (recursion too deep)".into()),
+            Trap::UnreachableCodeReached => {
+                RunFailure::Trap("the listener panicked or aborted".into())
+            }
+            other => RunFailure::Trap(other.to_string()),
+        };
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return RunFailure::Instantiate(format!("too many listener runs at once: {e}"));
+    }
+    RunFailure::Trap(truncate(format!("{e:#}"), MAX_MESSAGE_BYTES))
+}

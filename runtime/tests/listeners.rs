@@ -1,0 +1,424 @@
+//! Real components built from `listeners/` (for wasm32-wasip2), run through the real host:
+//! capabilities granted and denied, limits, load-time refusals, the cache.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lockstep_runtime::{
+    Error, HookOutcome, Invocation, LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent,
+    RunContext, RunFailure, Runtime, TargetExec, Trigger,
+};
+
+/// Builds the listeners workspace once per test binary and returns the directory of `.wasm`s.
+fn wasm_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("listeners");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("listeners/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo");
+        assert!(
+            status.success(),
+            "building listeners/ failed (is the wasm32-wasip2 target installed?)"
+        );
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(wasm_dir().join(format!("{name}.wasm"))).expect("listener wasm")
+}
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new(None).expect("runtime"))
+}
+
+fn event(params: &[&str]) -> ResetEvent {
+    ResetEvent {
+        job_id: "job-1".into(),
+        trigger: Trigger::Manual,
+        resource_type: "Linux".into(),
+        parameters: params.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn ctx() -> RunContext {
+    RunContext {
+        resource: [
+            ("RESOURCENAME".to_string(), "web1".to_string()),
+            ("LOCATION".to_string(), "DC1".to_string()),
+        ]
+        .into(),
+        account: [("LOGINNAME".to_string(), "svc".to_string())].into(),
+        old_password: Some("Old-Secret-1".to_string().into()),
+        new_password: Some("New-Secret-2".to_string().into()),
+        target: None,
+    }
+}
+
+const PROBE_MANIFEST: &str = r#"
+name = "test-probe"
+version = "0.1.0"
+phases = ["pre-reset", "post-reset"]
+modes = ["agentless"]
+resource_types = ["Linux"]
+[capabilities]
+props = ["RESOURCENAME", "LOGINNAME"]
+secrets = ["new-password"]
+[[capabilities.exec]]
+program = "/usr/bin/wc"
+args = ["-c"]
+[[capabilities.target_exec]]
+program = "systemctl"
+args = ["reload", "*.service"]
+[limits]
+timeout_ms = 1000
+memory_mib = 32
+output_kib = 16
+"#;
+
+fn probe() -> LoadedListener {
+    static P: OnceLock<LoadedListener> = OnceLock::new();
+    P.get_or_init(|| {
+        runtime()
+            .load(
+                &wasm("test_probe"),
+                Manifest::parse(PROBE_MANIFEST).unwrap(),
+            )
+            .unwrap()
+    })
+    .clone()
+}
+
+async fn post(params: &[&str]) -> Invocation {
+    probe().run(Phase::PostReset, &event(params), ctx()).await
+}
+
+fn success(inv: &Invocation) -> &str {
+    match &inv.outcome {
+        Ok(HookOutcome::Success(m)) => m,
+        other => panic!("expected success, got {other:?} (stderr: {})", inv.stderr),
+    }
+}
+
+fn failure(inv: &Invocation) -> &str {
+    match &inv.outcome {
+        Ok(HookOutcome::Failure(m)) => m,
+        other => panic!("expected a failure answer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn granted_capabilities_work() {
+    let inv = post(&["ok"]).await;
+    assert_eq!(success(&inv), "job-1:Phase::PostReset:Trigger::Manual");
+    assert_eq!(
+        success(&post(&["resource-prop", "RESOURCENAME"]).await),
+        "web1"
+    );
+    assert_eq!(success(&post(&["account-prop", "LOGINNAME"]).await), "svc");
+    assert_eq!(success(&post(&["new-password"]).await), "New-Secret-2");
+    assert_eq!(
+        success(&post(&["exec", "/usr/bin/wc", "-c"]).await),
+        "0|0\n|"
+    );
+    let logged = post(&["log"]).await;
+    assert_eq!(logged.logs.len(), 4);
+    assert!(logged.denials.is_empty());
+}
+
+#[tokio::test]
+async fn ungranted_calls_are_denied_inside_the_guest_and_recorded() {
+    let inv = post(&["resource-prop", "LOCATION"]).await;
+    assert!(failure(&inv).starts_with("denied: props"), "{inv:?}");
+    assert_eq!(inv.denials.len(), 1);
+    assert_eq!(inv.denials[0].capability, "props");
+    assert_eq!(inv.denials[0].requested, "resource LOCATION");
+
+    let inv = post(&["old-password"]).await;
+    assert!(failure(&inv).contains("denied"));
+    assert_eq!(inv.denials[0].capability, "secrets");
+    assert_eq!(inv.denials[0].requested, "old-password");
+    assert!(
+        !format!("{inv:?}").contains("Old-Secret-1"),
+        "a denial never carries the secret"
+    );
+
+    for args in [
+        &["exec", "/bin/cat", "/etc/shadow"][..],
+        &["exec", "/usr/bin/wc", "-l"],
+        &["exec", "/usr/bin/wc", "-c", "; rm -rf /"],
+        &["exec", "/usr/bin/../bin/wc", "-c"],
+        &["exec", "sh", "-c", "id"],
+    ] {
+        let inv = post(args).await;
+        assert!(failure(&inv).contains("denied: exec"), "{args:?}: {inv:?}");
+        assert_eq!(inv.denials.len(), 1, "{args:?}");
+        assert_eq!(inv.denials[0].capability, "exec");
+    }
+
+    let inv = post(&["target-exec", "systemctl", "restart", "sshd"]).await;
+    assert!(failure(&inv).contains("denied: target-exec"), "{inv:?}");
+}
+
+struct FakeTarget;
+
+impl TargetExec for FakeTarget {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        _stdin: &'a [u8],
+        _timeout: Duration,
+        _cap: usize,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ProgramOutput, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            Ok(ProgramOutput {
+                status: 0,
+                stdout: format!("{program} {}", args.join(" ")).into_bytes(),
+                stderr: vec![],
+                timed_out: false,
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn target_exec_goes_through_the_resets_connection() {
+    let inv = post(&["target-exec", "systemctl", "reload", "app.service"]).await;
+    assert!(
+        failure(&inv).contains("no connection to a reset target"),
+        "{inv:?}"
+    );
+    let mut c = ctx();
+    c.target = Some(Arc::new(FakeTarget));
+    let inv = probe()
+        .run(
+            Phase::PostReset,
+            &event(&["target-exec", "systemctl", "reload", "app.service"]),
+            c,
+        )
+        .await;
+    assert_eq!(success(&inv), "0|systemctl reload app.service|");
+}
+
+#[tokio::test]
+async fn the_guest_sees_no_environment_no_files() {
+    assert_eq!(success(&post(&["env"]).await), "");
+    let inv = post(&["read-file", "/etc/passwd"]).await;
+    assert!(
+        !failure(&inv).contains("root:"),
+        "no file system is reachable"
+    );
+    assert_eq!(success(&post(&["clock"]).await), "true");
+}
+
+#[tokio::test]
+async fn limits_stop_hostile_guests_and_the_host_keeps_serving() {
+    let inv = post(&["spin"]).await;
+    assert!(
+        matches!(inv.outcome, Err(RunFailure::Timeout { .. })),
+        "{:?}",
+        inv.outcome
+    );
+    assert!(inv.elapsed < Duration::from_secs(5));
+    let inv = post(&["hostcall-spin"]).await;
+    assert!(
+        matches!(inv.outcome, Err(RunFailure::Timeout { .. })),
+        "{:?}",
+        inv.outcome
+    );
+    let inv = post(&["alloc"]).await;
+    assert_eq!(inv.outcome, Err(RunFailure::MemoryLimit { limit_mib: 32 }));
+    let inv = post(&["recurse"]).await;
+    assert!(
+        matches!(&inv.outcome, Err(RunFailure::Trap(m)) if m.contains("stack overflow")),
+        "{:?}",
+        inv.outcome
+    );
+    let inv = post(&["panic"]).await;
+    assert!(
+        matches!(&inv.outcome, Err(RunFailure::Trap(_))),
+        "{:?}",
+        inv.outcome
+    );
+    assert!(
+        inv.stderr.contains("probe panicked on purpose"),
+        "{}",
+        inv.stderr
+    );
+
+    // An 8 MiB answer is more than a run may hand the host: stopped, not buffered.
+    let inv = post(&["huge-result"]).await;
+    assert!(
+        matches!(&inv.outcome, Err(RunFailure::Trap(m)) if m.contains("too much data")),
+        "{:?}",
+        inv.outcome
+    );
+    let inv = post(&["log-flood"]).await;
+    assert_eq!(success(&inv), "flooded");
+    assert!(inv.logs.iter().map(|l| l.message.len()).sum::<usize>() <= 16 * 1024);
+    assert!(inv.logs_dropped_bytes > 0);
+    let inv = post(&["stdout-flood"]).await;
+    assert!(inv.stdout.len() <= 16 * 1024 + 64, "stdout is capped");
+
+    // After all that, the same listener still runs normally.
+    assert_eq!(
+        success(&post(&["ok"]).await),
+        "job-1:Phase::PostReset:Trigger::Manual"
+    );
+}
+
+#[tokio::test]
+async fn many_runs_at_once() {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        tasks.push(tokio::spawn(async move {
+            let p = if i % 4 == 0 {
+                vec!["spin"]
+            } else {
+                vec!["resource-prop", "RESOURCENAME"]
+            };
+            post(&p).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let inv = t.await.unwrap();
+        if i % 4 == 0 {
+            assert!(matches!(inv.outcome, Err(RunFailure::Timeout { .. })));
+        } else {
+            assert_eq!(success(&inv), "web1");
+        }
+    }
+}
+
+#[tokio::test]
+async fn example_listeners_do_their_job() {
+    let freeze = runtime()
+        .load(
+            &wasm("change_freeze"),
+            Manifest::parse(include_str!("../../listeners/change-freeze/manifest.toml")).unwrap(),
+        )
+        .unwrap();
+    let inv = freeze
+        .run(Phase::PreReset, &event(&["DC1", "DC7"]), ctx())
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Veto(r)) if r.contains("DC1 is under a change freeze")),
+        "{inv:?}"
+    );
+    let inv = freeze.run(Phase::PreReset, &event(&["DC9"]), ctx()).await;
+    assert_eq!(inv.outcome, Ok(HookOutcome::Proceed));
+    assert_eq!(inv.logs[0].message, "DC1 is not frozen");
+    let inv = freeze.run(Phase::PostReset, &event(&[]), ctx()).await;
+    assert!(
+        matches!(inv.outcome, Err(RunFailure::Instantiate(_))),
+        "post-reset is not declared"
+    );
+
+    let hook = runtime()
+        .load(
+            &wasm("exec_hook"),
+            Manifest::parse(include_str!("../../listeners/exec-hook/manifest.toml")).unwrap(),
+        )
+        .unwrap();
+    let inv = hook
+        .run(Phase::PostReset, &event(&["/usr/bin/wc", "-c"]), ctx())
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Success(m)) if m.contains("accepted the new password for svc")),
+        "{inv:?}"
+    );
+    // "svc:New-Secret-2\n" is 17 bytes: the password went through stdin, not argv.
+    assert!(inv.logs[0].message.ends_with("17"), "{:?}", inv.logs);
+    let inv = hook
+        .run(
+            Phase::PostReset,
+            &event(&["/usr/bin/tee", "/tmp/leak"]),
+            ctx(),
+        )
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Failure(m)) if m.contains("denied")),
+        "{inv:?}"
+    );
+    assert_eq!(inv.denials.len(), 1);
+}
+
+#[test]
+fn components_importing_ungranted_interfaces_are_refused_at_load() {
+    let bare = Manifest::parse(
+        "name = \"test-probe\"\nversion = \"0.1.0\"\nphases = [\"post-reset\"]\nmodes = [\"agentless\"]\nresource_types = [\"Linux\"]\n",
+    )
+    .unwrap();
+    let err = runtime().load(&wasm("test_probe"), bare).err().unwrap();
+    match &err {
+        Error::UngrantedImport { import, grant } => {
+            assert!(import.starts_with("lockstep:listener/"), "{import}");
+            assert!(import.ends_with("@0.1.0"));
+            assert!(grant.starts_with("capabilities."));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("grant it in the manifest"));
+}
+
+#[test]
+fn non_components_are_refused_with_a_reason() {
+    let m = || Manifest::parse(PROBE_MANIFEST).unwrap();
+    let err = runtime().load(b"not wasm at all", m()).err().unwrap();
+    assert!(matches!(err, Error::NotAComponent(_)), "{err}");
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = runtime().load(core_module, m()).err().unwrap();
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+    let mut truncated = wasm("test_probe");
+    truncated.truncate(truncated.len() / 2);
+    let err = runtime().load(&truncated, m()).err().unwrap();
+    assert!(matches!(err, Error::Compile(_)), "{err}");
+}
+
+#[test]
+fn the_cache_serves_later_loads_and_survives_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let m = || Manifest::parse(PROBE_MANIFEST).unwrap();
+    let rt = Runtime::new(Some(&cache)).unwrap();
+    rt.load(&wasm("test_probe"), m()).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let rt2 = Runtime::new(Some(&cache)).unwrap();
+    rt2.load(&wasm("test_probe"), m()).unwrap();
+    std::fs::write(&files[0], b"garbage").unwrap();
+    let rt3 = Runtime::new(Some(&cache)).unwrap();
+    rt3.load(&wasm("test_probe"), m())
+        .expect("a damaged cache entry is recompiled");
+}
