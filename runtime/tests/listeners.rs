@@ -1,7 +1,6 @@
 //! Real components built from `listeners/` (for wasm32-wasip2), run through the real host:
 //! capabilities granted and denied, limits, load-time refusals, the cache.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,41 +9,8 @@ use lockstep_runtime::{
     RunContext, RunFailure, Runtime, TargetExec, Trigger,
 };
 
-/// Builds the listeners workspace once per test binary and returns the directory of `.wasm`s.
-fn wasm_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"))
-            .join("listeners");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--locked",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("listeners/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("run cargo");
-        assert!(
-            status.success(),
-            "building listeners/ failed (is the wasm32-wasip2 target installed?)"
-        );
-        target.join("wasm32-wasip2/release")
-    })
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(wasm_dir().join(format!("{name}.wasm"))).expect("listener wasm")
-}
+mod support;
+use support::wasm;
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -421,4 +387,148 @@ fn the_cache_serves_later_loads_and_survives_a_damaged_file() {
     let rt3 = Runtime::new(Some(&cache)).unwrap();
     rt3.load(&wasm("test_probe"), m())
         .expect("a damaged cache entry is recompiled");
+}
+
+/// A target that answers like a Linux host: `passwd -S` and `systemctl restart`.
+struct LinuxLikeTarget;
+
+impl TargetExec for LinuxLikeTarget {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        _stdin: &'a [u8],
+        _timeout: Duration,
+        _cap: usize,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ProgramOutput, String>> + Send + 'a>,
+    > {
+        let reply = |status: i32, stdout: &str, stderr: &str| ProgramOutput {
+            status,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+            timed_out: false,
+        };
+        Box::pin(async move {
+            Ok(
+                match (
+                    program,
+                    args.iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                ) {
+                    ("passwd", ["-S", "svc"]) => reply(0, "svc P 2026-01-01 0 99999 7 -1\n", ""),
+                    ("passwd", ["-S", "locked"]) => {
+                        reply(0, "locked L 2026-01-01 0 99999 7 -1\n", "")
+                    }
+                    ("passwd", ["-S", _]) => reply(1, "", "passwd: user does not exist"),
+                    ("systemctl", ["restart", "app.service"]) => reply(0, "", ""),
+                    ("systemctl", ["restart", unit]) => {
+                        reply(5, "", &format!("Unit {unit} not found."))
+                    }
+                    _ => reply(127, "", "unexpected command"),
+                },
+            )
+        })
+    }
+}
+
+fn with_target(login: &str) -> RunContext {
+    let mut c = ctx();
+    c.account.insert("LOGINNAME".into(), login.into());
+    c.target = Some(Arc::new(LinuxLikeTarget));
+    c
+}
+
+#[tokio::test]
+async fn check_account_active_vetoes_locked_and_unknown_accounts() {
+    let l = runtime()
+        .load(
+            &wasm("check_account_active"),
+            Manifest::parse(include_str!(
+                "../../listeners/check-account-active/manifest.toml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    let inv = l
+        .run(Phase::PreReset, &event(&[]), with_target("svc"))
+        .await;
+    assert_eq!(inv.outcome, Ok(HookOutcome::Proceed), "{inv:?}");
+    let inv = l
+        .run(Phase::PreReset, &event(&[]), with_target("locked"))
+        .await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Veto("locked is locked on the target".into()))
+    );
+    let inv = l
+        .run(Phase::PreReset, &event(&[]), with_target("ghost"))
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Veto(r)) if r.contains("user does not exist")),
+        "{inv:?}"
+    );
+    // A login that tries to smuggle a second argument does not match `-S *`.
+    let inv = l
+        .run(Phase::PreReset, &event(&[]), with_target("svc -d"))
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Veto(r)) if r.contains("denied")),
+        "{inv:?}"
+    );
+    assert_eq!(inv.denials[0].capability, "target-exec");
+}
+
+#[tokio::test]
+async fn restart_service_restarts_each_unit_and_reports_failures() {
+    let l = runtime()
+        .load(
+            &wasm("restart_service"),
+            Manifest::parse(include_str!(
+                "../../listeners/restart-service/manifest.toml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    let inv = l
+        .run(
+            Phase::PostReset,
+            &event(&["app.service"]),
+            with_target("svc"),
+        )
+        .await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Success("restarted app.service".into()))
+    );
+    let inv = l
+        .run(
+            Phase::PostReset,
+            &event(&["app.service", "gone.service"]),
+            with_target("svc"),
+        )
+        .await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Failure(
+            "could not restart gone.service (exit 5)".into()
+        ))
+    );
+    let inv = l
+        .run(
+            Phase::PostReset,
+            &event(&["sshd.socket"]),
+            with_target("svc"),
+        )
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Failure(m)) if m.contains("denied")),
+        "only *.service units: {inv:?}"
+    );
+    let inv = l
+        .run(Phase::PostReset, &event(&[]), with_target("svc"))
+        .await;
+    assert!(matches!(&inv.outcome, Ok(HookOutcome::Failure(m)) if m.contains("no units given")));
 }

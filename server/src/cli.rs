@@ -24,6 +24,30 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Listener development.
+    #[command(subcommand)]
+    Listener(ListenerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListenerCommand {
+    /// Run a listener locally, without a server, against a sample event: prints the outcome,
+    /// every denial, its logs and output, and the time taken. Exits 0 when the hook proceeds or
+    /// succeeds, 1 when it vetoes, fails or is stopped, 2 when it cannot be loaded.
+    Test {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        /// The listener's manifest (TOML).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The sample event (TOML): phase, resource_type, parameters, [resource], [account],
+        /// [secrets]. See docs/listeners.md.
+        #[arg(long)]
+        event: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the data lives: shared by every command that opens the store.

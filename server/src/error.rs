@@ -62,6 +62,9 @@ pub enum Error {
     /// Bad configuration given on the command line, in the environment or the config file.
     #[error("{0}")]
     Config(String),
+    /// A listener could not be loaded (bad manifest, not a component, ungranted import, ...).
+    #[error("{0}")]
+    Listener(#[from] lockstep_runtime::Error),
     /// 500: an invariant broke (a stored value that cannot be decoded, ...).
     #[error("internal error: {0}")]
     Internal(String),

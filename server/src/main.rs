@@ -5,10 +5,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command};
+use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command, ListenerCommand};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
-use lockstep_server::{Error, audit, identity, serve};
+use lockstep_server::{Error, audit, identity, listener_test, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -79,6 +79,28 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             );
             println!("{}", issued.token);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Listener(ListenerCommand::Test {
+            wasm,
+            manifest,
+            event,
+            json,
+        }) => {
+            let (report, ok) = listener_test::run(&wasm, &manifest, &event).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| Error::Internal(e.to_string()))?
+                );
+            } else {
+                print!("{}", listener_test::render(&report));
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Audit(AuditCommand::Verify { store }) => {
             let db = Store::open_existing(&store_url(&store)).await?;
