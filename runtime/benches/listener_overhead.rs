@@ -25,6 +25,7 @@ resource_types = ["Linux"]
 [capabilities]
 props = ["RESOURCENAME", "LOGINNAME"]
 secrets = ["new-password"]
+network = ["http://127.0.0.1:9", "tcp://127.0.0.1:9"]
 [[capabilities.exec]]
 program = "/usr/bin/wc"
 args = ["-c"]

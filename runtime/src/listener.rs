@@ -13,9 +13,10 @@ use crate::cache::ComponentCache;
 use crate::error::Error;
 use crate::host::bindings::lockstep::listener::types as wit;
 use crate::host::bindings::{Listener, ListenerPre};
+use crate::host::network::{HttpPolicy, socket_check};
 use crate::host::{HostState, RunContext};
 use crate::limits::{SummedLimiter, epoch_ticks};
-use crate::manifest::{Manifest, Phase};
+use crate::manifest::{Manifest, Phase, Scheme};
 use crate::report::{HookOutcome, Invocation, MAX_MESSAGE_BYTES, RunFailure, truncate};
 
 /// Bytes one host call may move from guest to host (arguments, log lines, program input).
@@ -93,6 +94,26 @@ pub fn allowed_imports(manifest: &Manifest) -> Vec<&'static str> {
         // target-exec's signature reuses exec's `output` record.
         allowed.push("lockstep:listener/exec");
     }
+    let endpoints = manifest.endpoints();
+    if endpoints
+        .iter()
+        .any(|e| matches!(e.scheme, Scheme::Http | Scheme::Https))
+    {
+        allowed.extend(["wasi:http/types", "wasi:http/outgoing-handler"]);
+    }
+    if endpoints.iter().any(|e| e.scheme == Scheme::Tcp) {
+        // Rust's std links name lookup and UDP along with TCP; they may be imported, but every
+        // lookup is refused (no DNS for guests) and UDP is off.
+        allowed.extend([
+            "wasi:sockets/network",
+            "wasi:sockets/instance-network",
+            "wasi:sockets/tcp",
+            "wasi:sockets/tcp-create-socket",
+            "wasi:sockets/udp",
+            "wasi:sockets/udp-create-socket",
+            "wasi:sockets/ip-name-lookup",
+        ]);
+    }
     allowed
 }
 
@@ -135,6 +156,7 @@ impl Runtime {
         let link =
             |e: wasmtime::Error| Error::Engine(format!("cannot link host interfaces: {e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         Listener::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
@@ -158,10 +180,12 @@ impl Runtime {
     /// it must be a component, import nothing the manifest does not grant, and export both
     /// hooks of the `lockstep:listener@0.1.0` world.
     pub fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<LoadedListener, Error> {
-        if !manifest.endpoints().is_empty() {
-            return Err(Error::Unsupported(
-                "capabilities.network: outbound network access is not available in this Lockstep version".into(),
-            ));
+        for e in manifest.endpoints() {
+            if e.scheme == Scheme::Tcp && e.host.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::Unsupported(format!(
+                    "capabilities.network: '{e}' names a host, but listeners get no DNS; grant tcp:// by IP address"
+                )));
+            }
         }
         if !manifest.capabilities().dirs.is_empty() {
             return Err(Error::Unsupported(
@@ -234,12 +258,15 @@ impl LoadedListener {
         let output_cap = (limits.output_kib as usize) * 1024;
         let stdout = MemoryOutputPipe::new(output_cap);
         let stderr = MemoryOutputPipe::new(output_cap);
+        let endpoints = self.manifest.endpoints();
+        let network_denials = crate::host::network::SharedDenials::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .allow_tcp(false)
+            .allow_tcp(endpoints.iter().any(|e| e.scheme == Scheme::Tcp))
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .socket_addr_check(socket_check(endpoints.clone(), network_denials.clone()))
             .build();
         let state = HostState {
             wasi,
@@ -254,6 +281,12 @@ impl LoadedListener {
             logs_dropped_bytes: 0,
             stdout,
             stderr,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_policy: HttpPolicy {
+                endpoints,
+                denials: network_denials.clone(),
+            },
+            network_denials,
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -319,7 +352,10 @@ impl LoadedListener {
             }
         };
 
-        let state = store.into_data();
+        let mut state = store.into_data();
+        if let Ok(mut found) = state.network_denials.lock() {
+            state.denials.append(&mut found);
+        }
         let text = |p: &MemoryOutputPipe| {
             truncate(
                 String::from_utf8_lossy(&p.contents()).into_owned(),

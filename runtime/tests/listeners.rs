@@ -40,7 +40,66 @@ fn ctx() -> RunContext {
     }
 }
 
-const PROBE_MANIFEST: &str = r#"
+/// Loopback servers for the network tests, alive for the whole test process: an HTTP server
+/// answering `hello`, a second one (same host, other port, never granted), and a TCP server
+/// answering `ping` with `pong`.
+struct Servers {
+    http: u16,
+    http_other: u16,
+    tcp: u16,
+}
+
+fn servers() -> &'static Servers {
+    static S: OnceLock<Servers> = OnceLock::new();
+    S.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(Servers {
+                    http: http.local_addr().unwrap().port(),
+                    http_other: other.local_addr().unwrap().port(),
+                    tcp: tcp.local_addr().unwrap().port(),
+                })
+                .unwrap();
+                let serve_http = |l: tokio::net::TcpListener| async move {
+                    loop {
+                        let (mut s, _) = l.accept().await.unwrap();
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 8192];
+                            let _ = s.read(&mut buf).await;
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                                .await;
+                        });
+                    }
+                };
+                let serve_tcp = async move {
+                    loop {
+                        let (mut s, _) = tcp.accept().await.unwrap();
+                        tokio::spawn(async move {
+                            let mut buf = [0u8; 4];
+                            if s.read_exact(&mut buf).await.is_ok() && &buf == b"ping" {
+                                let _ = s.write_all(b"pong").await;
+                            }
+                        });
+                    }
+                };
+                tokio::join!(serve_http(http), serve_http(other), serve_tcp);
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+fn probe_manifest() -> String {
+    let s = servers();
+    format!(
+        r#"
 name = "test-probe"
 version = "0.1.0"
 phases = ["pre-reset", "post-reset"]
@@ -49,6 +108,7 @@ resource_types = ["Linux"]
 [capabilities]
 props = ["RESOURCENAME", "LOGINNAME"]
 secrets = ["new-password"]
+network = ["http://127.0.0.1:{}", "tcp://127.0.0.1:{}"]
 [[capabilities.exec]]
 program = "/usr/bin/wc"
 args = ["-c"]
@@ -59,7 +119,10 @@ args = ["reload", "*.service"]
 timeout_ms = 1000
 memory_mib = 32
 output_kib = 16
-"#;
+"#,
+        s.http, s.tcp
+    )
+}
 
 fn probe() -> LoadedListener {
     static P: OnceLock<LoadedListener> = OnceLock::new();
@@ -67,7 +130,7 @@ fn probe() -> LoadedListener {
         runtime()
             .load(
                 &wasm("test_probe"),
-                Manifest::parse(PROBE_MANIFEST).unwrap(),
+                Manifest::parse(&probe_manifest()).unwrap(),
             )
             .unwrap()
     })
@@ -340,8 +403,13 @@ fn components_importing_ungranted_interfaces_are_refused_at_load() {
     let err = runtime().load(&wasm("test_probe"), bare).err().unwrap();
     match &err {
         Error::UngrantedImport { import, grant } => {
-            assert!(import.starts_with("lockstep:listener/"), "{import}");
-            assert!(import.ends_with("@0.1.0"));
+            assert!(
+                import.starts_with("lockstep:listener/")
+                    || import.starts_with("wasi:http/")
+                    || import.starts_with("wasi:sockets/"),
+                "{import}"
+            );
+            assert!(import.contains('@'));
             assert!(grant.starts_with("capabilities."));
         }
         other => panic!("{other}"),
@@ -351,7 +419,7 @@ fn components_importing_ungranted_interfaces_are_refused_at_load() {
 
 #[test]
 fn non_components_are_refused_with_a_reason() {
-    let m = || Manifest::parse(PROBE_MANIFEST).unwrap();
+    let m = || Manifest::parse(&probe_manifest()).unwrap();
     let err = runtime().load(b"not wasm at all", m()).err().unwrap();
     assert!(matches!(err, Error::NotAComponent(_)), "{err}");
     let core_module = b"\0asm\x01\0\0\0";
@@ -367,7 +435,7 @@ fn non_components_are_refused_with_a_reason() {
 fn the_cache_serves_later_loads_and_survives_a_damaged_file() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let m = || Manifest::parse(PROBE_MANIFEST).unwrap();
+    let m = || Manifest::parse(&probe_manifest()).unwrap();
     let rt = Runtime::new(Some(&cache)).unwrap();
     rt.load(&wasm("test_probe"), m()).unwrap();
     let files: Vec<_> = std::fs::read_dir(&cache)
@@ -531,4 +599,49 @@ async fn restart_service_restarts_each_unit_and_reports_failures() {
         .run(Phase::PostReset, &event(&[]), with_target("svc"))
         .await;
     assert!(matches!(&inv.outcome, Ok(HookOutcome::Failure(m)) if m.contains("no units given")));
+}
+
+#[tokio::test]
+async fn http_reaches_granted_destinations_only() {
+    let s = servers();
+    let ok = post(&["http", "GET", &format!("http://127.0.0.1:{}/x", s.http)]).await;
+    assert_eq!(success(&ok), "200 hello");
+    assert!(ok.denials.is_empty());
+    for url in [
+        format!("http://127.0.0.1:{}/x", s.http_other),
+        format!("http://localhost:{}/x", s.http),
+        format!("https://127.0.0.1:{}/x", s.http),
+        "http://example.com:80/".to_string(),
+    ] {
+        let inv = post(&["http", "POST", &url, "payload"]).await;
+        assert!(failure(&inv).starts_with("denied"), "{url}: {inv:?}");
+        assert_eq!(inv.denials.len(), 1, "{url}");
+        assert_eq!(inv.denials[0].capability, "network");
+    }
+}
+
+#[tokio::test]
+async fn tcp_reaches_granted_addresses_only() {
+    let s = servers();
+    let ok = post(&["tcp", &format!("127.0.0.1:{}", s.tcp)]).await;
+    assert_eq!(success(&ok), "pong");
+    let inv = post(&["tcp", &format!("127.0.0.1:{}", s.http_other)]).await;
+    assert!(failure(&inv).contains("connect"), "{inv:?}");
+    assert_eq!(inv.denials[0].capability, "network");
+    // No DNS for guests: a name is not resolved, whatever it is.
+    let inv = post(&["tcp", &format!("localhost:{}", s.tcp)]).await;
+    assert!(failure(&inv).contains("connect"), "{inv:?}");
+}
+
+#[test]
+fn tcp_grants_by_name_are_refused_at_load() {
+    let m = probe_manifest().replace("tcp://127.0.0.1", "tcp://db.internal");
+    let err = runtime()
+        .load(&wasm("test_probe"), Manifest::parse(&m).unwrap())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("grant tcp:// by IP address"),
+        "{err}"
+    );
 }

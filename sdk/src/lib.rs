@@ -172,3 +172,139 @@ pub mod log {
         write(Level::Error, message)
     }
 }
+
+/// Outbound HTTP through `wasi:http` (grant: `capabilities.network` with the exact
+/// `scheme://host:port`). A request to anything else fails with `HttpRequestDenied`.
+#[cfg(target_arch = "wasm32")]
+pub mod http {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasi::io::streams::StreamError;
+
+    /// A response: status, and the body up to `max_body` bytes.
+    #[derive(Debug, Clone)]
+    pub struct Response {
+        pub status: u16,
+        pub body: Vec<u8>,
+    }
+
+    /// Why a request failed. `Denied` means the manifest does not grant the destination.
+    #[derive(Debug, Clone)]
+    pub enum Error {
+        BadUrl(String),
+        Denied,
+        Failed(String),
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Error::BadUrl(u) => write!(f, "not an http(s)://host:port/path URL: {u}"),
+                Error::Denied => {
+                    f.write_str("denied: the destination is not in capabilities.network")
+                }
+                Error::Failed(why) => write!(f, "failed: {why}"),
+            }
+        }
+    }
+
+    fn failed(e: ErrorCode) -> Error {
+        match e {
+            ErrorCode::HttpRequestDenied => Error::Denied,
+            other => Error::Failed(format!("{other:?}")),
+        }
+    }
+
+    /// Sends one request. `url` is `http://host:port/path` or `https://...`; headers are
+    /// (name, value) pairs.
+    pub fn request(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Response, Error> {
+        let bad = || Error::BadUrl(url.to_string());
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return Err(bad()),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let fields: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let fields =
+            Fields::from_list(&fields).map_err(|e| Error::Failed(format!("bad header: {e:?}")))?;
+        let req = OutgoingRequest::new(fields);
+        let method = match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            other => Method::Other(other.to_string()),
+        };
+        req.set_method(&method)
+            .map_err(|_| Error::Failed("bad method".into()))?;
+        req.set_scheme(Some(&scheme)).map_err(|_| bad())?;
+        req.set_authority(Some(authority)).map_err(|_| bad())?;
+        req.set_path_with_query(Some(path)).map_err(|_| bad())?;
+        let out_body = req
+            .body()
+            .map_err(|_| Error::Failed("no request body".into()))?;
+        let future = outgoing_handler::handle(req, None).map_err(failed)?;
+        // A refused request closes the body stream; the response then says why, so a write
+        // error is reported only if the response does not explain it.
+        let mut write_error = None;
+        {
+            let stream = out_body
+                .write()
+                .map_err(|_| Error::Failed("no body stream".into()))?;
+            for chunk in body.chunks(4096) {
+                if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                    write_error = Some(format!("writing the body: {e:?}"));
+                    break;
+                }
+            }
+        }
+        let _ = OutgoingBody::finish(out_body, None);
+        future.subscribe().block();
+        let response = match future.get() {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => return Err(failed(e)),
+            _ => {
+                return Err(Error::Failed(
+                    write_error.unwrap_or_else(|| "no response".into()),
+                ));
+            }
+        };
+        if let Some(e) = write_error {
+            return Err(Error::Failed(e));
+        }
+        let status = response.status();
+        let incoming = response
+            .consume()
+            .map_err(|_| Error::Failed("no response body".into()))?;
+        let stream = incoming
+            .stream()
+            .map_err(|_| Error::Failed("no response stream".into()))?;
+        let mut buf = Vec::new();
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    let room = max_body.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Err(StreamError::Closed) => break,
+                Err(e) => return Err(Error::Failed(format!("reading the body: {e:?}"))),
+            }
+        }
+        Ok(Response { status, body: buf })
+    }
+}

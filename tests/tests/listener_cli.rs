@@ -40,6 +40,7 @@ fn runs_a_listener_locally_and_reports_outcome_denials_and_time() {
         &m,
         "name = \"probe\"\nversion = \"0.1.0\"\nphases = [\"post-reset\"]\nmodes = [\"agentless\"]\n\
          resource_types = [\"Linux\"]\n[capabilities]\nprops = [\"RESOURCENAME\"]\nsecrets = [\"new-password\"]\n\
+         network = [\"http://127.0.0.1:9\", \"tcp://127.0.0.1:9\"]\n\
          [[capabilities.exec]]\nprogram = \"/usr/bin/wc\"\nargs = [\"-c\"]\n\
          [[capabilities.target_exec]]\nprogram = \"systemctl\"\nargs = [\"status\"]\n",
     )

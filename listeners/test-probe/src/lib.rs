@@ -82,6 +82,24 @@ fn run(event: &Event) -> Result<String, String> {
             .collect::<Vec<_>>()
             .join(",")),
         "read-file" => std::fs::read_to_string(arg(1)).map_err(|e| e.to_string()),
+        "http" => lockstep_sdk::http::request(
+            &arg(1),
+            &arg(2),
+            &[("x-probe", "1")],
+            arg(3).as_bytes(),
+            4096,
+        )
+        .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+        .map_err(|e| e.to_string()),
+        "tcp" => {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(arg(1).as_str())
+                .map_err(|e| format!("connect: {e}"))?;
+            s.write_all(b"ping").map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
         "clock" => Ok(format!(
             "{:?}",
             std::time::SystemTime::now()

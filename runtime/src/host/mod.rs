@@ -6,6 +6,7 @@
 
 mod exec;
 mod log;
+pub(crate) mod network;
 mod props;
 mod secrets;
 mod target_exec;
@@ -66,6 +67,9 @@ pub struct HostState {
     pub(crate) logs_dropped_bytes: u64,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http_policy: network::HttpPolicy,
+    pub(crate) network_denials: network::SharedDenials,
 }
 
 impl HostState {
@@ -91,6 +95,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }
