@@ -47,6 +47,14 @@ struct Servers {
     http: u16,
     http_other: u16,
     tcp: u16,
+    /// Records each request (head and body) in [`captured`] and answers like a Splunk HEC.
+    capture: u16,
+}
+
+/// Requests received by the capture server, as text.
+fn captured() -> &'static std::sync::Mutex<Vec<String>> {
+    static C: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    C.get_or_init(Default::default)
 }
 
 fn servers() -> &'static Servers {
@@ -60,12 +68,45 @@ fn servers() -> &'static Servers {
                 let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let capture = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(Servers {
                     http: http.local_addr().unwrap().port(),
                     http_other: other.local_addr().unwrap().port(),
                     tcp: tcp.local_addr().unwrap().port(),
+                    capture: capture.local_addr().unwrap().port(),
                 })
                 .unwrap();
+                let serve_capture = async move {
+                    loop {
+                        let (mut s, _) = capture.accept().await.unwrap();
+                        tokio::spawn(async move {
+                            let mut req = Vec::new();
+                            let mut buf = vec![0u8; 8192];
+                            loop {
+                                let Ok(n) = s.read(&mut buf).await else { return };
+                                if n == 0 {
+                                    return;
+                                }
+                                req.extend_from_slice(&buf[..n]);
+                                let text = String::from_utf8_lossy(&req).to_string();
+                                if let Some(end) = text.find("\r\n\r\n") {
+                                    let len = text[..end]
+                                        .lines()
+                                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                                        .unwrap_or(0);
+                                    if req.len() >= end + 4 + len {
+                                        captured().lock().unwrap().push(text);
+                                        let body = br#"{"text":"Success","code":0}"#;
+                                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                                        let _ = s.write_all(head.as_bytes()).await;
+                                        let _ = s.write_all(body).await;
+                                        return;
+                                    }
+                                }
+                            }
+                        });
+                    }
+                };
                 let serve_http = |l: tokio::net::TcpListener| async move {
                     loop {
                         let (mut s, _) = l.accept().await.unwrap();
@@ -89,7 +130,7 @@ fn servers() -> &'static Servers {
                         });
                     }
                 };
-                tokio::join!(serve_http(http), serve_http(other), serve_tcp);
+                tokio::join!(serve_http(http), serve_http(other), serve_tcp, serve_capture);
             });
         });
         rx.recv().unwrap()
@@ -644,4 +685,107 @@ fn tcp_grants_by_name_are_refused_at_load() {
         err.to_string().contains("grant tcp:// by IP address"),
         "{err}"
     );
+}
+
+/// Loads an example listener with its network grant pointed at the capture server.
+fn with_capture_grant(name: &str, manifest: &str, granted: &str) -> LoadedListener {
+    let port = servers().capture;
+    let m = manifest.replace(granted, &format!("http://127.0.0.1:{port}"));
+    runtime()
+        .load(&wasm(name), Manifest::parse(&m).unwrap())
+        .unwrap()
+}
+
+fn capture_containing(needle: &str) -> String {
+    captured()
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no request with {needle}"))
+}
+
+#[tokio::test]
+async fn webhook_posts_a_signed_notice_without_secrets() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let l = with_capture_grant(
+        "webhook",
+        include_str!("../../listeners/webhook/manifest.toml"),
+        "https://hooks.example.com:443",
+    );
+    let url = format!("http://127.0.0.1:{}/hook", servers().capture);
+    let mut e = event(&[&url, "shared-key"]);
+    e.job_id = "job-webhook".into();
+    let inv = l.run(Phase::PostReset, &e, ctx()).await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Success(format!("notified {url}"))),
+        "{inv:?}"
+    );
+    let req = capture_containing("job-webhook");
+    let (head, body) = req.split_once("\r\n\r\n").unwrap();
+    let sig = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-lockstep-signature: sha256="))
+        .expect("signature header");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"shared-key").unwrap();
+    mac.update(body.as_bytes());
+    assert_eq!(
+        sig,
+        hex::encode(mac.finalize().into_bytes()),
+        "the receiver can verify the signature"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["resource"], "web1");
+    assert_eq!(json["account"], "svc");
+    assert!(
+        !req.contains("New-Secret-2") && !req.contains("Old-Secret-1"),
+        "no password leaves"
+    );
+
+    let inv = l
+        .run(
+            Phase::PostReset,
+            &event(&["http://127.0.0.1:9/hook", "k"]),
+            ctx(),
+        )
+        .await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Failure(m)) if m.contains("denied")),
+        "{inv:?}"
+    );
+}
+
+#[tokio::test]
+async fn siem_forward_sends_a_hec_event() {
+    let l = with_capture_grant(
+        "siem_forward",
+        include_str!("../../listeners/siem-forward/manifest.toml"),
+        "https://splunk.example.com:8088",
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/services/collector/event",
+        servers().capture
+    );
+    let mut e = event(&[&url, "hec-token-123"]);
+    e.job_id = "job-siem".into();
+    let inv = l.run(Phase::PostReset, &e, ctx()).await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Success(format!("sent to {url}"))),
+        "{inv:?}"
+    );
+    let req = capture_containing("job-siem");
+    assert!(
+        req.starts_with("POST /services/collector/event HTTP/1.1"),
+        "{req}"
+    );
+    assert!(req.contains("authorization: Splunk hec-token-123"), "{req}");
+    let body: serde_json::Value =
+        serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["sourcetype"], "lockstep:reset");
+    assert_eq!(body["event"]["resource"], "web1");
+    assert_eq!(body["event"]["trigger"], "manual");
+    assert!(!req.contains("New-Secret-2") && !req.contains("Old-Secret-1"));
 }

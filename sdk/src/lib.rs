@@ -84,6 +84,18 @@ macro_rules! export_listener {
     };
 }
 
+/// A trigger's name as in the WIT and the API (`manual`, `check-in`, ...).
+pub fn trigger_name(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Manual => "manual",
+        Trigger::Bulk => "bulk",
+        Trigger::Scheduled => "scheduled",
+        Trigger::CheckIn => "check-in",
+        Trigger::ReverseSync => "reverse-sync",
+        Trigger::Api => "api",
+    }
+}
+
 /// A host error as one line of text.
 pub fn describe(e: &HostError) -> String {
     match e {
@@ -235,10 +247,18 @@ pub mod http {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let fields: Vec<(String, Vec<u8>)> = headers
+        let mut fields: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect();
+        // A known length instead of chunked transfer: what most receivers expect.
+        if !body.is_empty()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+        }
         let fields =
             Fields::from_list(&fields).map_err(|e| Error::Failed(format!("bad header: {e:?}")))?;
         let req = OutgoingRequest::new(fields);
