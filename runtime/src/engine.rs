@@ -42,7 +42,12 @@ pub fn build_engine() -> Result<Engine, Error> {
         .max_memories_per_component(crate::limits::MAX_MEMORIES as u32)
         .max_tables_per_component(crate::limits::MAX_TABLES as u32)
         .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
-        .max_unused_warm_slots(8);
+        .max_unused_warm_slots(8)
+        // Reset reused slots by zeroing instead of returning pages to the kernel: cheaper for
+        // the small memories and stacks listeners use.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)

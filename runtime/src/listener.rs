@@ -136,6 +136,36 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     cache: Option<ComponentCache>,
+    reaper: Reaper,
+}
+
+/// Drops finished stores on a thread of its own: tearing an instance down costs more than
+/// running a small hook, and the caller should not wait for it. Bounded, so a backlog never
+/// holds pool slots for long: when it is full the caller drops the store itself.
+#[derive(Clone)]
+struct Reaper(std::sync::mpsc::SyncSender<Store<HostState>>);
+
+impl Reaper {
+    fn start() -> Reaper {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Store<HostState>>(16);
+        let spawned = std::thread::Builder::new()
+            .name("lockstep-store-reaper".into())
+            .spawn(move || {
+                while let Ok(store) = rx.recv() {
+                    drop(store);
+                }
+            });
+        if spawned.is_err() {
+            // No thread: every store is then dropped inline by `reap` (the channel is closed).
+        }
+        Reaper(tx)
+    }
+
+    fn reap(&self, store: Store<HostState>) {
+        if let Err(e) = self.0.try_send(store) {
+            drop(e);
+        }
+    }
 }
 
 /// A listener version ready to run: its manifest and its pre-linked component.
@@ -144,6 +174,7 @@ pub struct LoadedListener {
     manifest: Arc<Manifest>,
     pre: ListenerPre<HostState>,
     digest: String,
+    reaper: Reaper,
 }
 
 impl Runtime {
@@ -169,6 +200,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache,
+            reaper: Reaper::start(),
         })
     }
 
@@ -235,6 +267,7 @@ impl Runtime {
             manifest: Arc::new(manifest),
             pre,
             digest,
+            reaper: self.reaper.clone(),
         })
     }
 }

@@ -15,6 +15,16 @@ fn run(event: &Event) -> Result<String, String> {
             "{}:{:?}:{:?}",
             event.job_id, event.phase, event.trigger
         )),
+        // The benchmark's listener: read two properties, answer.
+        "two-props" => {
+            let name = props::resource("RESOURCENAME").map_err(|e| describe(&e))?;
+            let login = props::account("LOGINNAME").map_err(|e| describe(&e))?;
+            Ok(format!(
+                "{} {}",
+                name.unwrap_or_default(),
+                login.unwrap_or_default()
+            ))
+        }
         "resource-prop" => props::resource(&arg(1))
             .map(|v| v.unwrap_or_else(|| "<none>".into()))
             .map_err(|e| describe(&e)),
