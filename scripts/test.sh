@@ -19,8 +19,8 @@ if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; the
 fi
 
 cargo build --workspace --all-targets --locked
-# The example listeners and the test probe, as WebAssembly components (the runtime's tests
-# load them from here; they also build them on demand when run alone).
-cargo build --locked --release --target wasm32-wasip2 \
-  --manifest-path listeners/Cargo.toml --target-dir "$CARGO_TARGET_DIR/listeners"
+# Every listener as a WebAssembly component: Rust (cargo), Python (componentize-py from PyPI),
+# JavaScript (componentize-js from npm). The tests load them from the target dir (and run this
+# script themselves when run alone).
+./scripts/build-listeners.sh
 cargo test --workspace --locked "$@"

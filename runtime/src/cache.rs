@@ -79,7 +79,10 @@ impl ComponentCache {
             .serialize()
             .map_err(|e| Error::Cache(format!("cannot serialize a component: {e:#}")))?;
         let path = self.path_for(wasm);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: two loads of the same component may race to store it.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)

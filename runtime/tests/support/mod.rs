@@ -1,9 +1,10 @@
-//! Builds the components in `listeners/` (once per process) for tests and benchmarks.
+//! Builds the components in `listeners/` (once per process, through
+//! `scripts/build-listeners.sh`) for tests and benchmarks.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Builds the listeners workspace for wasm32-wasip2 and returns the directory of `.wasm`s.
+/// Builds every listener (Rust, Python, JavaScript) and returns the directory of `.wasm`s.
 pub fn wasm_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -12,25 +13,12 @@ pub fn wasm_dir() -> &'static PathBuf {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"))
             .join("listeners");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--locked",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("listeners/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-listeners.sh"))
+            .env("CARGO_TARGET_DIR", target.parent().expect("target dir"))
             .status()
-            .expect("run cargo");
-        assert!(
-            status.success(),
-            "building listeners/ failed (is the wasm32-wasip2 target installed?)"
-        );
+            .expect("run scripts/build-listeners.sh");
+        assert!(status.success(), "scripts/build-listeners.sh failed");
         target.join("wasm32-wasip2/release")
     })
 }
