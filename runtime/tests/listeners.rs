@@ -789,3 +789,24 @@ async fn siem_forward_sends_a_hec_event() {
     assert_eq!(body["event"]["trigger"], "manual");
     assert!(!req.contains("New-Secret-2") && !req.contains("Old-Secret-1"));
 }
+
+#[tokio::test]
+async fn each_secret_is_its_own_grant() {
+    let old_only = probe_manifest().replace(
+        "secrets = [\"new-password\"]",
+        "secrets = [\"old-password\"]",
+    );
+    let l = runtime()
+        .load(&wasm("test_probe"), Manifest::parse(&old_only).unwrap())
+        .unwrap();
+    let inv = l
+        .run(Phase::PostReset, &event(&["old-password"]), ctx())
+        .await;
+    assert_eq!(success(&inv), "Old-Secret-1");
+    let inv = l
+        .run(Phase::PostReset, &event(&["new-password"]), ctx())
+        .await;
+    assert!(failure(&inv).contains("denied"), "{inv:?}");
+    assert_eq!(inv.denials[0].requested, "new-password");
+    assert!(!format!("{inv:?}").contains("New-Secret-2"));
+}
