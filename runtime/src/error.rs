@@ -64,6 +64,12 @@ pub enum Error {
     /// The component does not fit the listener world (a missing hook, a wrong signature).
     #[error("the component does not implement the lockstep:listener@0.1.0 world: {0}")]
     Link(String),
+    /// A publisher key or signature file cannot be read or is malformed.
+    #[error("{0}")]
+    Key(String),
+    /// A signature does not match the component, the manifest or the key.
+    #[error("the signature does not verify: {0}")]
+    SignatureInvalid(String),
     /// The manifest asks for something this host cannot provide yet.
     #[error("{0}")]
     Unsupported(String),

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listener;
 pub mod manifest;
 pub mod report;
+pub mod signature;
 
 pub use host::{ProgramOutput, RunContext, TargetExec};
 pub use listener::{LoadedListener, ResetEvent, Runtime, Trigger, allowed_imports};

@@ -27,6 +27,13 @@ pub enum Command {
     /// Listener development.
     #[command(subcommand)]
     Listener(ListenerCommand),
+    /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
+    /// FILE.pub (the public key to register with the server).
+    Keygen {
+        /// Where to write the secret key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +54,33 @@ pub enum ListenerCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Sign a component and its manifest with a publisher key (a detached signature over
+    /// SHA-256 of the component and of the canonical manifest).
+    Sign {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The publisher's secret key (from `lockstep keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signature [default: WASM.sig].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a signature against a component, its manifest and a publisher's public key.
+    /// Exits 0 when valid, 1 naming what does not match.
+    Verify {
+        wasm: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The signature file [default: WASM.sig].
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// The publisher's public key file (FILE.pub from `lockstep keygen`).
+        #[arg(long)]
+        public_key: PathBuf,
     },
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod identity;
 pub mod inventory;
 pub mod listener_test;
+pub mod publisher;
 pub mod serve;
 pub mod store;
 pub mod time;

@@ -8,7 +8,7 @@ use clap::Parser;
 use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command, ListenerCommand};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
-use lockstep_server::{Error, audit, identity, listener_test, serve};
+use lockstep_server::{Error, audit, identity, listener_test, publisher, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,6 +102,40 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 ExitCode::from(1)
             })
         }
+        Command::Keygen { out } => {
+            println!("{}", publisher::keygen(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Listener(ListenerCommand::Sign {
+            wasm,
+            manifest,
+            key,
+            out,
+        }) => {
+            let (sig, path) = publisher::sign(&wasm, &manifest, &key, out)?;
+            println!(
+                "wrote {} (key {}, component {})",
+                path.display(),
+                sig.key_id,
+                sig.component_sha256
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Listener(ListenerCommand::Verify {
+            wasm,
+            manifest,
+            signature,
+            public_key,
+        }) => match publisher::verify(&wasm, &manifest, signature, &public_key)? {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Audit(AuditCommand::Verify { store }) => {
             let db = Store::open_existing(&store_url(&store)).await?;
             let result = audit::verify(&db).await?;

@@ -96,3 +96,84 @@ fn runs_a_listener_locally_and_reports_outcome_denials_and_time() {
         "{stderr}"
     );
 }
+
+#[test]
+fn keygen_sign_and_verify_bind_component_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.key");
+    let (status, stdout, stderr) = lockstep(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("key id "), "{stdout}");
+    let (status, _, stderr) = lockstep(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "an existing key is never overwritten"
+    );
+    assert!(stderr.contains("cannot create key file"), "{stderr}");
+
+    let wasm = dir.path().join("change_freeze.wasm");
+    std::fs::copy(support::wasm_dir().join("change_freeze.wasm"), &wasm).unwrap();
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::copy(
+        root().join("listeners/change-freeze/manifest.toml"),
+        &manifest,
+    )
+    .unwrap();
+    let (w, m, k) = (
+        wasm.to_str().unwrap(),
+        manifest.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let (status, stdout, stderr) = lockstep(&["listener", "sign", w, "--manifest", m, "--key", k]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(".wasm.sig"), "{stdout}");
+    let public = format!("{k}.pub");
+    let verify = || {
+        lockstep(&[
+            "listener",
+            "verify",
+            w,
+            "--manifest",
+            m,
+            "--public-key",
+            &public,
+        ])
+    };
+    let (status, stdout, _) = verify();
+    assert!(status.success());
+    assert!(
+        stdout.starts_with("valid: change-freeze 0.1.0 signed by key "),
+        "{stdout}"
+    );
+
+    // A widened grant is a different manifest: the signature no longer holds.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "props = [\"RESOURCENAME\", \"LOCATION\"]",
+            "props = [\"RESOURCENAME\", \"LOCATION\", \"IPADDRESS\"]",
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) = verify();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("the manifest is not the one that was signed"),
+        "{stderr}"
+    );
+    std::fs::write(&manifest, &text).unwrap();
+
+    // One flipped byte in the component.
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&wasm, bytes).unwrap();
+    let (status, _, stderr) = verify();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("the component is not the one that was signed"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,81 @@
+//! `lockstep keygen`, `lockstep listener sign` and `lockstep listener verify`: the publisher's
+//! side of listener signatures (the format is in `lockstep_runtime::signature`).
+
+use std::path::{Path, PathBuf};
+
+use lockstep_runtime::Manifest;
+use lockstep_runtime::signature::{self, ListenerSignature};
+
+use crate::error::{Error, Result};
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::io(format!("cannot read {what} {}", path.display())))
+}
+
+fn manifest(path: &Path) -> Result<Manifest> {
+    let text = String::from_utf8(read(path, "manifest")?)
+        .map_err(|_| Error::Config(format!("manifest {} is not UTF-8", path.display())))?;
+    Manifest::parse(&text).map_err(|e| Error::Config(format!("manifest {}:\n{e}", path.display())))
+}
+
+/// The default signature path: `WASM.sig`.
+pub fn default_signature_path(wasm: &Path) -> PathBuf {
+    let mut p = wasm.as_os_str().to_owned();
+    p.push(".sig");
+    PathBuf::from(p)
+}
+
+/// Writes a new key pair; returns a line to print.
+pub fn keygen(out: &Path) -> Result<String> {
+    let public = signature::write_new_key(out)?;
+    Ok(format!(
+        "wrote {} (secret, mode 0600) and its public key {}.pub; key id {}",
+        out.display(),
+        out.display(),
+        signature::key_id(&public)
+    ))
+}
+
+/// Signs; returns the signature and where it was written.
+pub fn sign(
+    wasm: &Path,
+    manifest_path: &Path,
+    key: &Path,
+    out: Option<PathBuf>,
+) -> Result<(ListenerSignature, PathBuf)> {
+    let bytes = read(wasm, "component")?;
+    let m = manifest(manifest_path)?;
+    let key = signature::read_signing_key(key)?;
+    let sig = signature::sign(&key, &bytes, &m);
+    let out = out.unwrap_or_else(|| default_signature_path(wasm));
+    let text = serde_json::to_string_pretty(&sig).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&out, format!("{text}\n"))
+        .map_err(Error::io(format!("cannot write {}", out.display())))?;
+    Ok((sig, out))
+}
+
+/// Verifies; `Ok(Err(reason))` when the signature does not match.
+pub fn verify(
+    wasm: &Path,
+    manifest_path: &Path,
+    signature_path: Option<PathBuf>,
+    public_key: &Path,
+) -> Result<std::result::Result<String, String>> {
+    let bytes = read(wasm, "component")?;
+    let m = manifest(manifest_path)?;
+    let sig_path = signature_path.unwrap_or_else(|| default_signature_path(wasm));
+    let sig: ListenerSignature = serde_json::from_slice(&read(&sig_path, "signature")?)
+        .map_err(|e| Error::Config(format!("signature {}: {e}", sig_path.display())))?;
+    let key_text = String::from_utf8(read(public_key, "public key")?)
+        .map_err(|_| Error::Config(format!("{} is not a public key file", public_key.display())))?;
+    let key = signature::parse_public_key(&key_text)?;
+    Ok(match signature::verify(&sig, &key, &bytes, &m) {
+        Ok(()) => Ok(format!(
+            "valid: {} {} signed by key {}",
+            m.name(),
+            m.version(),
+            sig.key_id
+        )),
+        Err(e) => Err(e.to_string()),
+    })
+}
