@@ -25,17 +25,32 @@ pub struct ComponentCache {
 }
 
 impl ComponentCache {
-    /// Opens (creating, mode 0700) the cache directory for `engine`.
+    /// Opens (creating, mode 0700) the cache directory for `engine`. Refuses a directory that
+    /// is a symlink, belongs to another user, or that others can write or read: its files are
+    /// loaded as native code.
     pub fn open(dir: &Path, engine: &Engine) -> Result<ComponentCache, Error> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         let io = |what: &str| {
             let what = format!("{what} {}", dir.display());
             move |e: std::io::Error| Error::Cache(format!("{what}: {e}"))
         };
-        std::fs::create_dir_all(dir).map_err(io("cannot create component cache"))?;
-        let meta = std::fs::metadata(dir).map_err(io("cannot inspect component cache"))?;
-        if meta.permissions().mode() & 0o022 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io("cannot restrict component cache"))?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io("cannot create component cache"))?;
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(io("cannot inspect component cache"))?;
+        let me = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .map_err(io("cannot tell who owns"))?;
+        if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+            return Err(Error::Cache(format!(
+                "{} must be a directory owned by this user with mode 0700 (it holds native code); \
+                 fix it or choose another cache directory",
+                dir.display()
+            )));
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -53,16 +68,23 @@ impl ComponentCache {
 
     /// A cached compilation of `wasm`, if there is one.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Option<Component> {
+        use std::os::unix::fs::MetadataExt;
         let path = self.path_for(wasm);
-        if !path.exists() {
+        // Only a regular file (not a symlink) of ours that nobody else can write.
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        let me = std::fs::metadata("/proc/self").ok()?.uid();
+        if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+            let _ = std::fs::remove_file(&path);
             return None;
         }
-        // SAFETY: the file lives in a 0700 directory that only this host writes, and was
-        // written by `store` from `Component::serialize` output of an engine with the same
-        // compatibility hash (part of the file name). wasmtime still checks the version and
-        // configuration recorded in the artifact and returns an error on any mismatch.
+        let bytes = std::fs::read(&path).ok()?;
+        // SAFETY: the bytes come from a regular file owned by this user, not writable by others,
+        // in a 0700 directory owned by this user that only this host writes (checked in
+        // `open`), written by `store` from `Component::serialize` output of an engine with the
+        // same compatibility hash (part of the file name). wasmtime still checks the version
+        // and configuration recorded in the artifact and returns an error on any mismatch.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        let loaded = unsafe { Component::deserialize(engine, &bytes) };
         match loaded {
             Ok(c) => Some(c),
             Err(_) => {

@@ -31,9 +31,11 @@ pub const MAX_WASM_STACK: usize = 1 << 20;
 pub fn build_engine() -> Result<Engine, Error> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_CONCURRENT_RUNS)
-        .total_core_instances(MAX_CONCURRENT_RUNS * 16)
-        .total_memories(MAX_CONCURRENT_RUNS * 2)
-        .total_tables(MAX_CONCURRENT_RUNS * 16)
+        // Sized so that MAX_CONCURRENT_RUNS runs of components at the per-component maxima fit:
+        // one greedy component cannot starve every other listener of pool slots.
+        .total_core_instances(MAX_CONCURRENT_RUNS * crate::limits::MAX_INSTANCES as u32)
+        .total_memories(MAX_CONCURRENT_RUNS * crate::limits::MAX_MEMORIES as u32)
+        .total_tables(MAX_CONCURRENT_RUNS * crate::limits::MAX_TABLES as u32)
         .total_stacks(MAX_CONCURRENT_RUNS)
         .max_memory_size(MAX_MEMORY_BYTES)
         .max_component_instance_size(MAX_INSTANCE_SIZE)

@@ -19,8 +19,8 @@ pub const MAX_LOG_LINES: usize = 1000;
 /// Most core instances, memories and tables one component may create. A Rust listener needs a
 /// handful; the caps stop a component that tries to exhaust the pooling allocator.
 pub const MAX_INSTANCES: usize = 32;
-pub const MAX_MEMORIES: usize = 32;
-pub const MAX_TABLES: usize = 32;
+pub const MAX_MEMORIES: usize = 4;
+pub const MAX_TABLES: usize = 16;
 /// Most elements one table may grow to.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 

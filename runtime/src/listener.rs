@@ -17,12 +17,16 @@ use crate::host::network::{HttpPolicy, socket_check};
 use crate::host::{HostState, RunContext};
 use crate::limits::{SummedLimiter, epoch_ticks};
 use crate::manifest::{Manifest, Phase, Scheme};
-use crate::report::{HookOutcome, Invocation, MAX_MESSAGE_BYTES, RunFailure, truncate};
+use crate::report::{
+    DenialRecord, HookOutcome, Invocation, MAX_DENIALS, MAX_MESSAGE_BYTES, RunFailure, sanitize,
+    truncate,
+};
 
 /// Bytes one host call may move from guest to host (arguments, log lines, program input).
 const HOSTCALL_FUEL: usize = 2 << 20;
 /// Live resource handles one run may hold.
-const MAX_TABLE_ENTRIES: usize = 10_000;
+/// (Each socket or HTTP request holds one, and sockets hold file descriptors: keep it small.)
+const MAX_TABLE_ENTRIES: usize = 2_000;
 /// Margin between the epoch deadline and the outer timeout, so the epoch normally fires first
 /// and the outer timeout only catches a guest stuck in a host call.
 const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
@@ -207,7 +211,8 @@ impl Runtime {
                 let c = Component::new(&self.engine, wasm)
                     .map_err(|e| Error::Compile(format!("{e:#}")))?;
                 if let Some(cache) = &self.cache {
-                    cache.store(wasm, &c)?;
+                    // A full or read-only disk costs the next load a compile, nothing more.
+                    let _ = cache.store(wasm, &c);
                 }
                 c
             }
@@ -257,13 +262,18 @@ impl LoadedListener {
         let stderr = MemoryOutputPipe::new(output_cap);
         let endpoints = self.manifest.endpoints();
         let network_denials = crate::host::network::SharedDenials::default();
+        let budget = crate::host::network::ConnectionBudget::default();
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(endpoints.iter().any(|e| e.scheme == Scheme::Tcp))
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(socket_check(endpoints.clone(), network_denials.clone()))
+            .socket_addr_check(socket_check(
+                endpoints.clone(),
+                network_denials.clone(),
+                budget.clone(),
+            ))
             .build();
         let state = HostState {
             wasi,
@@ -273,6 +283,7 @@ impl LoadedListener {
             ctx,
             deadline: started + timeout,
             denials: Vec::new(),
+            denials_dropped: 0,
             logs: Vec::new(),
             log_bytes: 0,
             logs_dropped_bytes: 0,
@@ -282,6 +293,7 @@ impl LoadedListener {
             http_policy: HttpPolicy {
                 endpoints,
                 denials: network_denials.clone(),
+                budget,
             },
             network_denials,
         };
@@ -354,15 +366,32 @@ impl LoadedListener {
         if let Ok(mut found) = state.network_denials.lock() {
             denials.append(&mut found);
         }
+        let dropped = state.denials_dropped + denials.len().saturating_sub(MAX_DENIALS) as u64;
+        denials.truncate(MAX_DENIALS);
+        if dropped > 0 {
+            denials.push(DenialRecord {
+                capability: "many",
+                requested: format!("{dropped} more denied call(s)"),
+                reason: "not recorded one by one".into(),
+            });
+        }
         let logs = std::mem::take(&mut state.logs);
         let logs_dropped_bytes = state.logs_dropped_bytes;
+        // Whatever the guest wrote or answered: no password, no control characters.
+        let clean = |text: String, keep_lines: bool| sanitize(&state.redact(text), keep_lines);
         let text = |p: &MemoryOutputPipe| {
             truncate(
-                String::from_utf8_lossy(&p.contents()).into_owned(),
+                clean(String::from_utf8_lossy(&p.contents()).into_owned(), true),
                 output_cap,
             )
         };
         let (stdout, stderr) = (text(&state.stdout), text(&state.stderr));
+        let outcome = outcome.map(|o| match o {
+            HookOutcome::Veto(m) => HookOutcome::Veto(clean(m, false)),
+            HookOutcome::Success(m) => HookOutcome::Success(clean(m, false)),
+            HookOutcome::Failure(m) => HookOutcome::Failure(clean(m, false)),
+            HookOutcome::Proceed => HookOutcome::Proceed,
+        });
         // Dropping the store returns its pool slot. Measured: dropping it on another thread
         // instead made runs slower on two cores (docs/performance.md).
         drop(store);

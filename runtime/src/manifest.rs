@@ -26,8 +26,18 @@ pub const MAX_MEMORY_MIB: u64 = 1024;
 pub const MAX_OUTPUT_KIB: u64 = 1024;
 
 /// Programs that run arbitrary commands, by file name (compared case-insensitively).
-const SHELLS: &str = "sh bash dash ash zsh ksh ksh93 mksh csh tcsh fish busybox env \
-                      pwsh powershell powershell.exe pwsh.exe cmd cmd.exe";
+const SHELLS: &str = "sh bash dash ash zsh ksh ksh93 mksh csh tcsh fish busybox toybox env \
+                      rbash pwsh powershell powershell.exe pwsh.exe cmd cmd.exe \
+                      python perl ruby node nodejs php lua awk gawk mawk nawk tclsh wish \
+                      find xargs sudo su doas pkexec runuser nice nohup timeout setsid stdbuf \
+                      chroot nsenter unshare systemd-run ssh script expect";
+
+/// Longest argument a host call may pass (before any matching or formatting).
+pub const MAX_ARG_BYTES: usize = 4096;
+/// Most arguments a host call may pass.
+pub const MAX_ARGS: usize = 64;
+/// Longest property key a host call may ask for.
+pub const MAX_PROP_KEY_BYTES: usize = 64;
 
 /// A validated listener manifest. Built only by [`Manifest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -551,6 +561,23 @@ fn rules_allow(
         let program = program.to_string();
         return Err(Denial::Program { grant, program });
     }
+    // Oversized or multi-line input is refused before any matching (which costs pattern
+    // length × argument length).
+    let unusable = args.len() > MAX_ARGS
+        || args
+            .iter()
+            .any(|a| a.as_ref().len() > MAX_ARG_BYTES || a.as_ref().chars().any(char::is_control))
+        || program.len() > MAX_ARG_BYTES;
+    if unusable {
+        return Err(Denial::Arguments {
+            grant,
+            program: crate::report::truncate(program.to_string(), 256),
+            args: vec![format!(
+                "{} argument(s) refused: too many, too long, or with control characters",
+                args.len()
+            )],
+        });
+    }
     let matches = |r: &ExecRule| {
         r.args.len() == args.len()
             && r.args
@@ -570,9 +597,14 @@ fn rules_allow(
     })
 }
 
-/// Matches `text` against `pattern`, where `*` matches any run of characters except `/` and
-/// whitespace, and every other character matches itself.
+/// Matches `text` against `pattern`, where `*` matches any run of characters except `/`,
+/// whitespace and control characters, and every other character matches itself. A text that
+/// starts with `-` matches only a pattern that starts with a literal `-`, so a `*` meant for a
+/// value can never smuggle in an option (`passwd -S *` does not allow `passwd -S -a`).
 fn glob_match(pattern: &str, text: &str) -> bool {
+    if text.starts_with('-') && !pattern.starts_with('-') {
+        return false;
+    }
     let text: Vec<char> = text.chars().collect();
     // reach[j]: the pattern read so far matches the first j characters of the text.
     let mut reach = vec![false; text.len() + 1];
@@ -582,7 +614,9 @@ fn glob_match(pattern: &str, text: &str) -> bool {
         for j in 0..=text.len() {
             next[j] = match (pc, j.checked_sub(1).map(|k| text[k])) {
                 ('*', None) => reach[j],
-                ('*', Some(c)) => reach[j] || (next[j - 1] && c != '/' && !c.is_whitespace()),
+                ('*', Some(c)) => {
+                    reach[j] || (next[j - 1] && c != '/' && !c.is_whitespace() && !c.is_control())
+                }
                 (_, Some(c)) => reach[j - 1] && c == pc,
                 (_, None) => false,
             };
@@ -599,10 +633,14 @@ fn check_program(program: &str, on_target: bool) -> Result<(), String> {
     if !(on_target && is_command_name) {
         check_path(program, "/usr/bin/systemctl")?;
     }
-    let file = program.rsplit('/').next().unwrap_or(program);
-    let shell = SHELLS
-        .split_whitespace()
-        .any(|s| s.eq_ignore_ascii_case(file));
+    let file = program
+        .rsplit('/')
+        .next()
+        .unwrap_or(program)
+        .to_ascii_lowercase();
+    // Versioned names count too: python3, python3.11, bash5.2, perl5.36.
+    let base = file.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let shell = SHELLS.split_whitespace().any(|s| s == file || s == base);
     let hint = "grant each program it would run directly, with its own argument patterns";
     let problem = format!("'{program}' can run any command, like a shell; {hint}");
     fail(shell, problem)
@@ -731,7 +769,10 @@ fn check_parameter(name: &str, twice: bool) -> Result<(), String> {
 }
 
 fn check_prop(key: &str) -> Result<(), String> {
-    let secret = ["PASSWORD", "OLDPASSWORD", "NEWPASSWORD"].contains(&&*key.to_uppercase());
+    let upper = key.to_uppercase();
+    let secret = ["PASSWORD", "PASSWD", "SECRET", "PASSPHRASE"]
+        .iter()
+        .any(|s| upper.contains(s));
     let hint = "grant it in capabilities.secrets as 'old-password' or 'new-password'";
     let problem = format!("'{key}' is a secret, not a property; {hint}");
     fail(secret, problem)?;
@@ -1243,5 +1284,44 @@ target_exec = []
         let shown: Vec<String> = m.endpoints().iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["https://api.example.com:443", "tcp://[::1]:5432"]);
         assert!(example().allows_network(Scheme::Tcp, "10.0.4.12", 5432));
+    }
+
+    #[test]
+    fn interpreters_wrappers_and_secret_like_keys_are_refused() {
+        for program in [
+            "/usr/bin/python3",
+            "/usr/bin/python3.11",
+            "/usr/bin/perl",
+            "/usr/bin/sudo",
+            "/bin/bash5.2",
+            "/usr/bin/timeout",
+        ] {
+            let text = format!(
+                "name = \"x\"\nversion = \"1.0.0\"\nphases = [\"post-reset\"]\nmodes = [\"agentless\"]\nresource_types = [\"Linux\"]\n[[capabilities.exec]]\nprogram = \"{program}\"\nargs = [\"*\"]\n"
+            );
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("like a shell"), "{program}: {err}");
+        }
+        for key in ["DB_PASSWORD", "API_SECRET", "PASSPHRASE"] {
+            let text = format!(
+                "name = \"x\"\nversion = \"1.0.0\"\nphases = [\"post-reset\"]\nmodes = [\"agentless\"]\nresource_types = [\"Linux\"]\n[capabilities]\nprops = [\"{key}\"]\n"
+            );
+            assert!(
+                Manifest::parse(&text)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("is a secret"),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn star_admits_neither_options_nor_control_characters() {
+        assert!(glob_match("*", "alice"));
+        assert!(!glob_match("*", "-a"));
+        assert!(glob_match("-*", "-a"));
+        assert!(!glob_match("*", "a\u{0}b"));
+        assert!(!glob_match("*.service", "x\u{1b}.service"));
     }
 }

@@ -88,6 +88,42 @@ pub struct Invocation {
     pub elapsed: Duration,
 }
 
+/// Most denial records kept per run; later ones are counted in the last record.
+pub const MAX_DENIALS: usize = 64;
+/// Longest `requested` or `reason` text of a denial record.
+pub const MAX_DENIAL_TEXT: usize = 256;
+
+/// Escapes control characters (as `\u{..}`, or `\n` and `\t` where `keep_lines` is false) so
+/// a listener cannot forge log lines or send terminal escapes to whoever reads its output.
+pub fn sanitize(s: &str, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' if keep_lines => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Replaces every occurrence of each non-empty secret in `s` with `[redacted]`.
+pub fn redact(s: String, secrets: &[&str]) -> String {
+    let mut s = s;
+    for secret in secrets.iter().filter(|x| !x.is_empty()) {
+        if s.contains(secret) {
+            s = s.replace(secret, "[redacted]");
+        }
+    }
+    s
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
 pub fn truncate(mut s: String, max: usize) -> String {
     if s.len() <= max {
@@ -112,5 +148,15 @@ mod tests {
         assert!(t.starts_with("éé"));
         assert!(t.contains("bytes cut"));
         assert_eq!(super::truncate("short".into(), 10), "short");
+    }
+
+    #[test]
+    fn sanitize_escapes_controls_and_redact_hides_secrets() {
+        assert_eq!(super::sanitize("a\nb\x1b[31m", false), "a\\nb\\u{1b}[31m");
+        assert_eq!(super::sanitize("a\nb", true), "a\nb");
+        assert_eq!(
+            super::redact("pw=hunter2!".into(), &["hunter2", ""]),
+            "pw=[redacted]!"
+        );
     }
 }

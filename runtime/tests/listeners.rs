@@ -205,10 +205,13 @@ async fn granted_capabilities_work() {
         "web1"
     );
     assert_eq!(success(&post(&["account-prop", "LOGINNAME"]).await), "svc");
-    assert_eq!(success(&post(&["new-password"]).await), "New-Secret-2");
+    // The guest got the password (it answered with it); the host redacts it from the answer,
+    // which goes to the job record and the audit trail.
+    assert_eq!(success(&post(&["new-password"]).await), "[redacted]");
+    // Answers are single-line text: the host escapes the newline.
     assert_eq!(
         success(&post(&["exec", "/usr/bin/wc", "-c"]).await),
-        "0|0\n|"
+        "0|0\\n|"
     );
     let logged = post(&["log"]).await;
     assert_eq!(logged.logs.len(), 4);
@@ -802,11 +805,71 @@ async fn each_secret_is_its_own_grant() {
     let inv = l
         .run(Phase::PostReset, &event(&["old-password"]), ctx())
         .await;
-    assert_eq!(success(&inv), "Old-Secret-1");
+    assert_eq!(
+        success(&inv),
+        "[redacted]",
+        "granted: the guest read it; redacted from the answer"
+    );
     let inv = l
         .run(Phase::PostReset, &event(&["new-password"]), ctx())
         .await;
     assert!(failure(&inv).contains("denied"), "{inv:?}");
     assert_eq!(inv.denials[0].requested, "new-password");
     assert!(!format!("{inv:?}").contains("New-Secret-2"));
+}
+
+#[tokio::test]
+async fn a_password_never_goes_on_a_command_line_nor_into_a_record() {
+    // `*.service` would match, but the argument carries the new password.
+    let inv = post(&["target-exec", "systemctl", "reload", "New-Secret-2.service"]).await;
+    assert!(failure(&inv).contains("standard input"), "{inv:?}");
+    assert_eq!(
+        inv.denials[0].requested,
+        "[arguments containing a password]"
+    );
+    assert!(!format!("{inv:?}").contains("New-Secret-2"), "{inv:?}");
+}
+
+#[tokio::test]
+async fn denial_floods_and_huge_requests_stay_bounded() {
+    let inv = post(&["deny-flood"]).await;
+    assert_eq!(success(&inv), "flooded denials");
+    assert_eq!(inv.denials.len(), 65, "64 records and one summary");
+    assert!(
+        inv.denials[64].requested.contains("more denied call"),
+        "{:?}",
+        inv.denials[64]
+    );
+    assert!(
+        inv.denials
+            .iter()
+            .all(|d| d.requested.len() <= 300 && d.reason.len() <= 300)
+    );
+}
+
+#[tokio::test]
+async fn listener_text_cannot_forge_lines_or_escape_the_terminal() {
+    let inv = post(&["log-escape"]).await;
+    let line = &inv.logs[0].message;
+    assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line:?}");
+    assert!(line.contains("line one\\nforged"), "{line:?}");
+}
+
+#[tokio::test]
+async fn a_value_pattern_never_admits_an_option() {
+    let l = runtime()
+        .load(
+            &wasm("check_account_active"),
+            Manifest::parse(include_str!(
+                "../../listeners/check-account-active/manifest.toml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    // `passwd -S *` must not become `passwd -S -a` (the status of every account).
+    let inv = l.run(Phase::PreReset, &event(&[]), with_target("-a")).await;
+    assert!(
+        matches!(&inv.outcome, Ok(HookOutcome::Veto(r)) if r.contains("denied")),
+        "{inv:?}"
+    );
 }

@@ -16,6 +16,11 @@ fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         let cache = wasm_dir().join("../../../listener-cache");
+        // The cache must be private (it holds native code); older runs may have left it 0755.
+        if cache.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
         Runtime::new(Some(&cache)).expect("runtime")
     })
 }

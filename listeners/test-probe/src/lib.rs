@@ -57,6 +57,17 @@ fn run(event: &Event) -> Result<String, String> {
             log::error("e");
             Ok("logged".into())
         }
+        "deny-flood" => {
+            for _ in 0..10_000 {
+                let _ = props::resource("NOT_GRANTED");
+            }
+            let _ = props::resource(&"K".repeat(1 << 20));
+            Ok("flooded denials".into())
+        }
+        "log-escape" => {
+            log::info("line one\nforged: admin approved\u{1b}[31m");
+            Ok("escaped".into())
+        }
         "log-flood" => {
             let line = "x".repeat(1000);
             for _ in 0..100_000 {

@@ -17,6 +17,7 @@ impl Host for HostState {
         args: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<Output, HostError> {
+        self.refuse_secret_in_argv("exec", &program, &args)?;
         if let Err(denial) = self.manifest.exec_allowed(&program, &args) {
             return Err(self.deny("exec", format!("{program} {args:?}"), denial.to_string()));
         }

@@ -25,7 +25,9 @@ use zeroize::Zeroizing;
 
 use crate::limits::SummedLimiter;
 use crate::manifest::Manifest;
-use crate::report::{DenialRecord, LogLine};
+use crate::report::{
+    DenialRecord, LogLine, MAX_DENIAL_TEXT, MAX_DENIALS, redact, sanitize, truncate,
+};
 
 /// Bindings generated from `wit/listener.wit`.
 pub mod bindings {
@@ -62,6 +64,7 @@ pub struct HostState {
     pub(crate) ctx: RunContext,
     pub(crate) deadline: Instant,
     pub(crate) denials: Vec<DenialRecord>,
+    pub(crate) denials_dropped: u64,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) log_bytes: usize,
     pub(crate) logs_dropped_bytes: u64,
@@ -73,15 +76,65 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Records a refusal and returns the error the guest sees.
+    /// Records a refusal (bounded in count and size, control characters escaped, never a
+    /// secret) and returns the error the guest sees.
     fn deny(&mut self, capability: &'static str, requested: String, reason: String) -> HostError {
+        let requested = truncate(sanitize(&self.redact(requested), false), MAX_DENIAL_TEXT);
+        let reason = truncate(sanitize(&self.redact(reason), false), MAX_DENIAL_TEXT);
         let message = format!("{capability}: {reason}");
-        self.denials.push(DenialRecord {
-            capability,
-            requested,
-            reason,
-        });
+        if self.denials.len() < MAX_DENIALS {
+            self.denials.push(DenialRecord {
+                capability,
+                requested,
+                reason,
+            });
+        } else {
+            self.denials_dropped += 1;
+        }
         HostError::Denied(message)
+    }
+
+    /// `s` with this run's passwords replaced by `[redacted]`.
+    pub(crate) fn redact(&self, s: String) -> String {
+        let old = self
+            .ctx
+            .old_password
+            .as_ref()
+            .map(|p| p.as_str())
+            .unwrap_or("");
+        let new = self
+            .ctx
+            .new_password
+            .as_ref()
+            .map(|p| p.as_str())
+            .unwrap_or("");
+        redact(s, &[old, new])
+    }
+
+    /// True when `text` contains one of this run's passwords.
+    fn holds_secret(&self, text: &str) -> bool {
+        [&self.ctx.old_password, &self.ctx.new_password]
+            .into_iter()
+            .flatten()
+            .any(|p| !p.is_empty() && text.contains(p.as_str()))
+    }
+
+    /// Refuses a program run whose program or arguments carry a password: argv is readable by
+    /// every user of the machine (`/proc/PID/cmdline`, `ps`). Secrets go on stdin.
+    fn refuse_secret_in_argv(
+        &mut self,
+        capability: &'static str,
+        program: &str,
+        args: &[String],
+    ) -> Result<(), HostError> {
+        if self.holds_secret(program) || args.iter().any(|a| self.holds_secret(a)) {
+            return Err(self.deny(
+                capability,
+                "[arguments containing a password]".into(),
+                "a password may not be passed on a command line; write it to the program's standard input".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Bytes of output (logs, program output) one run may keep.

@@ -18,8 +18,18 @@ use crate::report::DenialRecord;
 /// Denials found by the network checks, which run outside `HostState`'s borrow.
 pub type SharedDenials = Arc<Mutex<Vec<DenialRecord>>>;
 
+/// Most connection attempts and HTTP requests one run may make: each holds a file descriptor
+/// of the server while it lasts.
+pub const MAX_CONNECTIONS_PER_RUN: usize = 32;
+
 fn record(denials: &SharedDenials, requested: String, reason: &str) {
-    if let Ok(mut d) = denials.lock() {
+    if let Ok(mut d) = denials.lock()
+        && d.len() <= crate::report::MAX_DENIALS
+    {
+        let requested = crate::report::truncate(
+            crate::report::sanitize(&requested, false),
+            crate::report::MAX_DENIAL_TEXT,
+        );
         d.push(DenialRecord {
             capability: "network",
             requested,
@@ -28,10 +38,21 @@ fn record(denials: &SharedDenials, requested: String, reason: &str) {
     }
 }
 
+/// Counts a run's connections; refuses once the run has used its share.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectionBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionBudget {
+    fn take(&self) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < MAX_CONNECTIONS_PER_RUN
+    }
+}
+
 /// The `wasi:http` hooks: checks each outgoing request, then hands it to wasmtime's sender.
 pub struct HttpPolicy {
     pub endpoints: Vec<Endpoint>,
     pub denials: SharedDenials,
+    pub budget: ConnectionBudget,
 }
 
 type IoFuture = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
@@ -84,6 +105,14 @@ impl WasiHttpHooks for HttpPolicy {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        if !self.budget.take() {
+            record(
+                &self.denials,
+                format!("{} {uri}", request.method()),
+                "more than 32 connections in one run",
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
     }
 }
@@ -92,6 +121,7 @@ impl WasiHttpHooks for HttpPolicy {
 pub fn socket_check(
     endpoints: Vec<Endpoint>,
     denials: SharedDenials,
+    budget: ConnectionBudget,
 ) -> impl Fn(
     SocketAddr,
     wasmtime_wasi::sockets::SocketAddrUse,
@@ -109,7 +139,7 @@ pub fn socket_check(
             })
         };
         let allowed = match usage {
-            SocketAddrUse::TcpConnect => granted(addr),
+            SocketAddrUse::TcpConnect => granted(addr) && budget.take(),
             // The implicit bind before a connect asks for the wildcard address and port 0;
             // the connect itself is checked next. Explicit binds and listening are refused.
             SocketAddrUse::TcpBind => {

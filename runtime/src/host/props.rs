@@ -3,9 +3,18 @@
 use super::HostState;
 use super::bindings::lockstep::listener::props::Host;
 use super::bindings::lockstep::listener::types::HostError;
+use crate::report::truncate;
 
 impl HostState {
     fn property(&mut self, scope: &str, key: String) -> Result<Option<String>, HostError> {
+        if key.len() > crate::manifest::MAX_PROP_KEY_BYTES {
+            let shown = truncate(key, 32);
+            return Err(self.deny(
+                "props",
+                format!("{scope} {shown}"),
+                "not a property key (too long)".into(),
+            ));
+        }
         if !self.manifest.allows_prop(&key) {
             return Err(self.deny(
                 "props",

@@ -32,6 +32,7 @@ impl Host for HostState {
         args: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<Output, HostError> {
+        self.refuse_secret_in_argv("target-exec", &program, &args)?;
         if let Err(denial) = self.manifest.target_exec_allowed(&program, &args) {
             return Err(self.deny(
                 "target-exec",
