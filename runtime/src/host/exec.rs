@@ -66,6 +66,19 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
     }
 }
 
+/// Kills a process group with SIGKILL (through kill(1): no unsafe code for one signal).
+async fn kill_group(group: Option<u32>) {
+    if let Some(pgid) = group {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}
+
 /// Runs `program` with `args`. The caller has checked the grant.
 pub async fn run_program(
     program: &str,
@@ -74,10 +87,18 @@ pub async fn run_program(
     timeout: Duration,
     output_cap: usize,
 ) -> Result<ProgramOutput, String> {
+    if timeout.is_zero() {
+        return Err(format!(
+            "no time left before the listener's deadline to start {program}"
+        ));
+    }
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
         .current_dir("/")
+        // Its own process group, so the program and everything it starts can be killed
+        // together: nothing a listener runs outlives the call.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,11 +127,22 @@ pub async fn run_program(
             None => Vec::new(),
         }
     };
+    let group = child.id();
+    let wait = async {
+        let status = child.wait().await;
+        // Leftover children would keep the output pipes open (and outlive the listener).
+        kill_group(group).await;
+        status
+    };
     let run = async {
-        let ((), stdout, stderr, status) = tokio::join!(feed, out, err, child.wait());
+        let ((), stdout, stderr, status) = tokio::join!(feed, out, err, wait);
         (stdout, stderr, status)
     };
-    match tokio::time::timeout(timeout, run).await {
+    let result = tokio::time::timeout(timeout, run).await;
+    if result.is_err() {
+        kill_group(group).await;
+    }
+    match result {
         Ok((stdout, stderr, status)) => {
             let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
             Ok(ProgramOutput {
@@ -170,6 +202,40 @@ mod tests {
         .unwrap();
         assert_eq!(out.stdout.len(), 100);
         assert_eq!(out.status, 0);
+    }
+
+    fn processes_with(needle: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn nothing_a_program_starts_outlives_the_call() {
+        let args = vec!["-c".to_string(), "sleep 4242 & echo started".to_string()];
+        let out = run_program("/bin/sh", &args, b"", Duration::from_secs(5), 1024)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"started\n");
+        assert!(
+            !out.timed_out,
+            "a finished program is not reported as killed"
+        );
+        let args = vec!["-c".to_string(), "sleep 4343 & sleep 4444".to_string()];
+        let out = run_program("/bin/sh", &args, b"", Duration::from_millis(300), 1024)
+            .await
+            .unwrap();
+        assert!(out.timed_out);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in ["sleep 4242", "sleep 4343", "sleep 4444"] {
+            assert_eq!(processes_with(n), 0, "{n} outlived its listener call");
+        }
     }
 
     #[tokio::test]
