@@ -24,6 +24,8 @@ py=listeners/maintenance-window-py
 if stale "$out/maintenance_window_py.wasm" "$py/app.py" "$py/wit/world.wit" wit/listener.wit; then
   if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py 0.25.1" ]; then
     python3 -m pip install --quiet --disable-pip-version-check componentize-py==0.25.1
+    # Under pyenv a new console script needs its shim.
+    command -v pyenv >/dev/null && pyenv rehash || true
   fi
   mkdir -p "$py/wit/deps/lockstep-listener"
   cp wit/listener.wit "$py/wit/deps/lockstep-listener/listener.wit"
