@@ -16,7 +16,7 @@ use crate::host::bindings::{Listener, ListenerPre};
 use crate::host::network::{HttpPolicy, socket_check};
 use crate::host::{HostState, RunContext};
 use crate::limits::{SummedLimiter, epoch_ticks};
-use crate::manifest::{Manifest, Phase, Scheme};
+use crate::manifest::{Endpoint, Manifest, Phase, Scheme};
 use crate::report::{
     DenialRecord, HookOutcome, Invocation, MAX_DENIALS, MAX_MESSAGE_BYTES, RunFailure, sanitize,
     truncate,
@@ -143,6 +143,8 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct LoadedListener {
     manifest: Arc<Manifest>,
+    /// `capabilities.network`, parsed once at load: every run checks against it.
+    endpoints: Arc<[Endpoint]>,
     pre: ListenerPre<HostState>,
     digest: String,
 }
@@ -181,7 +183,8 @@ impl Runtime {
     /// it must be a component, import nothing the manifest does not grant, and export both
     /// hooks of the `lockstep:listener@0.1.0` world.
     pub fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<LoadedListener, Error> {
-        for e in manifest.endpoints() {
+        let endpoints: Arc<[Endpoint]> = manifest.endpoints().into();
+        for e in endpoints.iter() {
             if e.scheme == Scheme::Tcp && e.host.parse::<std::net::IpAddr>().is_err() {
                 return Err(Error::Unsupported(format!(
                     "capabilities.network: '{e}' names a host, but listeners get no DNS; grant tcp:// by IP address"
@@ -235,6 +238,7 @@ impl Runtime {
         let digest = manifest.digest();
         Ok(LoadedListener {
             manifest: Arc::new(manifest),
+            endpoints,
             pre,
             digest,
         })
@@ -260,7 +264,7 @@ impl LoadedListener {
         let output_cap = (limits.output_kib as usize) * 1024;
         let stdout = MemoryOutputPipe::new(output_cap);
         let stderr = MemoryOutputPipe::new(output_cap);
-        let endpoints = self.manifest.endpoints();
+        let endpoints = self.endpoints.clone();
         let network_denials = crate::host::network::SharedDenials::default();
         let budget = crate::host::network::ConnectionBudget::default();
         let wasi = WasiCtxBuilder::new()

@@ -17,26 +17,11 @@ impl Host for HostState {
         args: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<Output, HostError> {
-        self.refuse_secret_in_argv("exec", &program, &args)?;
-        if let Err(denial) = self.manifest.exec_allowed(&program, &args) {
-            return Err(self.deny("exec", format!("{program} {args:?}"), denial.to_string()));
-        }
-        let remaining = self
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        let out = run_program(&program, &args, &stdin, remaining, self.output_cap())
+        self.authorize_program("exec", &program, &args)?;
+        let out = run_program(&program, &args, &stdin, self.remaining(), self.output_cap())
             .await
             .map_err(HostError::Failed)?;
-        if out.timed_out {
-            return Err(HostError::Failed(format!(
-                "{program} was killed at the listener's deadline"
-            )));
-        }
-        Ok(Output {
-            status: out.status,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        out.into_guest(|| format!("{program} was killed at the listener's deadline"))
     }
 }
 

@@ -12,6 +12,22 @@ mod secrets;
 mod target_exec;
 
 pub use exec::{ProgramOutput, run_program};
+
+use bindings::lockstep::listener::exec::Output;
+
+impl ProgramOutput {
+    /// What the guest gets back: the output, or a failure when the deadline stopped it.
+    fn into_guest(self, stopped: impl FnOnce() -> String) -> Result<Output, HostError> {
+        if self.timed_out {
+            return Err(HostError::Failed(stopped()));
+        }
+        Ok(Output {
+            status: self.status,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        })
+    }
+}
 pub use target_exec::TargetExec;
 
 use std::collections::BTreeMap;
@@ -119,9 +135,10 @@ impl HostState {
             .any(|p| !p.is_empty() && text.contains(p.as_str()))
     }
 
-    /// Refuses a program run whose program or arguments carry a password: argv is readable by
-    /// every user of the machine (`/proc/PID/cmdline`, `ps`). Secrets go on stdin.
-    fn refuse_secret_in_argv(
+    /// The one check before `exec` and `target-exec` run anything: no password on the command
+    /// line (argv is readable by every user of the machine, `/proc/PID/cmdline`, `ps`; secrets
+    /// go on stdin), then the manifest's rule for this capability.
+    fn authorize_program(
         &mut self,
         capability: &'static str,
         program: &str,
@@ -134,7 +151,23 @@ impl HostState {
                 "a password may not be passed on a command line; write it to the program's standard input".into(),
             ));
         }
-        Ok(())
+        let allowed = match capability {
+            "exec" => self.manifest.exec_allowed(program, args),
+            _ => self.manifest.target_exec_allowed(program, args),
+        };
+        allowed.map_err(|denial| {
+            self.deny(
+                capability,
+                format!("{program} {args:?}"),
+                denial.to_string(),
+            )
+        })
+    }
+
+    /// Time left before the run's deadline, for a program the run starts.
+    fn remaining(&self) -> std::time::Duration {
+        self.deadline
+            .saturating_duration_since(std::time::Instant::now())
     }
 
     /// Bytes of output (logs, program output) one run may keep.

@@ -50,7 +50,7 @@ impl ConnectionBudget {
 
 /// The `wasi:http` hooks: checks each outgoing request, then hands it to wasmtime's sender.
 pub struct HttpPolicy {
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Arc<[Endpoint]>,
     pub denials: SharedDenials,
     pub budget: ConnectionBudget,
 }
@@ -119,7 +119,7 @@ impl WasiHttpHooks for HttpPolicy {
 
 /// The `wasi:sockets` check: a TCP connection only to a granted `tcp://IP:PORT`.
 pub fn socket_check(
-    endpoints: Vec<Endpoint>,
+    endpoints: Arc<[Endpoint]>,
     denials: SharedDenials,
     budget: ConnectionBudget,
 ) -> impl Fn(

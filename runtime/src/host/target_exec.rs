@@ -32,36 +32,17 @@ impl Host for HostState {
         args: Vec<String>,
         stdin: Vec<u8>,
     ) -> Result<Output, HostError> {
-        self.refuse_secret_in_argv("target-exec", &program, &args)?;
-        if let Err(denial) = self.manifest.target_exec_allowed(&program, &args) {
-            return Err(self.deny(
-                "target-exec",
-                format!("{program} {args:?}"),
-                denial.to_string(),
-            ));
-        }
+        self.authorize_program("target-exec", &program, &args)?;
         let Some(target) = self.ctx.target.clone() else {
             return Err(HostError::Failed(
                 "this run has no connection to a reset target".into(),
             ));
         };
-        let remaining = self
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        let cap = self.output_cap();
+        let (remaining, cap) = (self.remaining(), self.output_cap());
         let out = target
             .run(&program, &args, &stdin, remaining, cap)
             .await
             .map_err(HostError::Failed)?;
-        if out.timed_out {
-            return Err(HostError::Failed(format!(
-                "{program} on the target was stopped at the listener's deadline"
-            )));
-        }
-        Ok(Output {
-            status: out.status,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        out.into_guest(|| format!("{program} on the target was stopped at the listener's deadline"))
     }
 }
