@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod identity;
 pub mod inventory;
+pub mod listener_files;
 pub mod listener_test;
 pub mod publisher;
 pub mod serve;

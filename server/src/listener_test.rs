@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lockstep_runtime::{
-    HookOutcome, Invocation, Manifest, Phase, ResetEvent, RunContext, Runtime, Trigger,
-};
+use lockstep_runtime::{HookOutcome, Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::listener_files::{read_bytes, read_manifest, read_text};
 
 /// The sample event file.
 #[derive(Debug, Deserialize)]
@@ -63,11 +62,6 @@ pub struct Report {
     pub elapsed_ms: f64,
 }
 
-fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(Error::io(format!("cannot read {what} {}", path.display())))
-}
-
 fn parse_event(text: &str, path: &Path) -> Result<(Phase, ResetEvent, RunContext)> {
     let e: SampleEvent = toml::from_str(text).map_err(|err| {
         Error::Config(format!("event file {}: {}", path.display(), err.message()))
@@ -112,14 +106,9 @@ fn parse_event(text: &str, path: &Path) -> Result<(Phase, ResetEvent, RunContext
 
 /// Loads and runs the listener; returns the report and whether the hook let the reset go on.
 pub async fn run(wasm: &Path, manifest: &Path, event: &Path) -> Result<(Report, bool)> {
-    let manifest_text = read(manifest, "manifest")?;
-    let manifest = Manifest::parse(&manifest_text)
-        .map_err(|e| Error::Config(format!("manifest {}:\n{e}", manifest.display())))?;
-    let (phase, event, ctx) = parse_event(&read(event, "event file")?, event)?;
-    let bytes = std::fs::read(wasm).map_err(Error::io(format!(
-        "cannot read component {}",
-        wasm.display()
-    )))?;
+    let manifest = read_manifest(manifest)?;
+    let (phase, event, ctx) = parse_event(&read_text(event, "event file")?, event)?;
+    let bytes = read_bytes(wasm, "component")?;
     let runtime = Runtime::new(None)?;
     let name = format!("{} {}", manifest.name(), manifest.version());
     let listener = runtime.load(&bytes, manifest)?;

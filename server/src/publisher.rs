@@ -3,20 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lockstep_runtime::Manifest;
 use lockstep_runtime::signature::{self, ListenerSignature};
 
 use crate::error::{Error, Result};
-
-fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(Error::io(format!("cannot read {what} {}", path.display())))
-}
-
-fn manifest(path: &Path) -> Result<Manifest> {
-    let text = String::from_utf8(read(path, "manifest")?)
-        .map_err(|_| Error::Config(format!("manifest {} is not UTF-8", path.display())))?;
-    Manifest::parse(&text).map_err(|e| Error::Config(format!("manifest {}:\n{e}", path.display())))
-}
+use crate::listener_files::{read_bytes, read_manifest, read_text};
 
 /// The default signature path: `WASM.sig`.
 pub fn default_signature_path(wasm: &Path) -> PathBuf {
@@ -43,8 +33,8 @@ pub fn sign(
     key: &Path,
     out: Option<PathBuf>,
 ) -> Result<(ListenerSignature, PathBuf)> {
-    let bytes = read(wasm, "component")?;
-    let m = manifest(manifest_path)?;
+    let bytes = read_bytes(wasm, "component")?;
+    let m = read_manifest(manifest_path)?;
     let key = signature::read_signing_key(key)?;
     let sig = signature::sign(&key, &bytes, &m);
     let out = out.unwrap_or_else(|| default_signature_path(wasm));
@@ -61,13 +51,12 @@ pub fn verify(
     signature_path: Option<PathBuf>,
     public_key: &Path,
 ) -> Result<std::result::Result<String, String>> {
-    let bytes = read(wasm, "component")?;
-    let m = manifest(manifest_path)?;
+    let bytes = read_bytes(wasm, "component")?;
+    let m = read_manifest(manifest_path)?;
     let sig_path = signature_path.unwrap_or_else(|| default_signature_path(wasm));
-    let sig: ListenerSignature = serde_json::from_slice(&read(&sig_path, "signature")?)
+    let sig: ListenerSignature = serde_json::from_slice(&read_bytes(&sig_path, "signature")?)
         .map_err(|e| Error::Config(format!("signature {}: {e}", sig_path.display())))?;
-    let key_text = String::from_utf8(read(public_key, "public key")?)
-        .map_err(|_| Error::Config(format!("{} is not a public key file", public_key.display())))?;
+    let key_text = read_text(public_key, "public key")?;
     let key = signature::parse_public_key(&key_text)?;
     Ok(match signature::verify(&sig, &key, &bytes, &m) {
         Ok(()) => Ok(format!(
