@@ -387,12 +387,7 @@ async fn many_runs_at_once() {
 
 #[tokio::test]
 async fn example_listeners_do_their_job() {
-    let freeze = runtime()
-        .load(
-            &wasm("change_freeze"),
-            Manifest::parse(include_str!("../../listeners/change-freeze/manifest.toml")).unwrap(),
-        )
-        .unwrap();
+    let freeze = example("change_freeze", "change-freeze");
     let inv = freeze
         .run(Phase::PreReset, &event(&["DC1", "DC7"]), ctx())
         .await;
@@ -409,12 +404,7 @@ async fn example_listeners_do_their_job() {
         "post-reset is not declared"
     );
 
-    let hook = runtime()
-        .load(
-            &wasm("exec_hook"),
-            Manifest::parse(include_str!("../../listeners/exec-hook/manifest.toml")).unwrap(),
-        )
-        .unwrap();
+    let hook = example("exec_hook", "exec-hook");
     let inv = hook
         .run(Phase::PostReset, &event(&["/usr/bin/wc", "-c"]), ctx())
         .await;
@@ -555,15 +545,7 @@ fn with_target(login: &str) -> RunContext {
 
 #[tokio::test]
 async fn check_account_active_vetoes_locked_and_unknown_accounts() {
-    let l = runtime()
-        .load(
-            &wasm("check_account_active"),
-            Manifest::parse(include_str!(
-                "../../listeners/check-account-active/manifest.toml"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+    let l = example("check_account_active", "check-account-active");
     let inv = l
         .run(Phase::PreReset, &event(&[]), with_target("svc"))
         .await;
@@ -595,15 +577,7 @@ async fn check_account_active_vetoes_locked_and_unknown_accounts() {
 
 #[tokio::test]
 async fn restart_service_restarts_each_unit_and_reports_failures() {
-    let l = runtime()
-        .load(
-            &wasm("restart_service"),
-            Manifest::parse(include_str!(
-                "../../listeners/restart-service/manifest.toml"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+    let l = example("restart_service", "restart-service");
     let inv = l
         .run(
             Phase::PostReset,
@@ -691,6 +665,16 @@ fn tcp_grants_by_name_are_refused_at_load() {
 }
 
 /// Loads an example listener with its network grant pointed at the capture server.
+/// An example listener from `listeners/FOLDER/`, loaded with its own manifest.
+fn example(wasm_name: &str, folder: &str) -> LoadedListener {
+    let path = format!(
+        "{}/../listeners/{folder}/manifest.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let manifest = Manifest::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    runtime().load(&wasm(wasm_name), manifest).unwrap()
+}
+
 fn with_capture_grant(name: &str, manifest: &str, granted: &str) -> LoadedListener {
     let port = servers().capture;
     let m = manifest.replace(granted, &format!("http://127.0.0.1:{port}"));
@@ -857,15 +841,7 @@ async fn listener_text_cannot_forge_lines_or_escape_the_terminal() {
 
 #[tokio::test]
 async fn a_value_pattern_never_admits_an_option() {
-    let l = runtime()
-        .load(
-            &wasm("check_account_active"),
-            Manifest::parse(include_str!(
-                "../../listeners/check-account-active/manifest.toml"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+    let l = example("check_account_active", "check-account-active");
     // `passwd -S *` must not become `passwd -S -a` (the status of every account).
     let inv = l.run(Phase::PreReset, &event(&[]), with_target("-a")).await;
     assert!(

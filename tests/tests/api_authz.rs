@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Api, Server, user_with_role};
+use common::{Api, Server, resource_with_account, user_with_role};
 use serde_json::json;
 
 /// (method, path, body, privilege needed). `{rid}` and `{aid}` are filled in.
@@ -130,22 +130,8 @@ async fn every_role_gets_exactly_its_privileges_on_every_endpoint() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let res = api
-        .post(
-            "/v1/resources",
-            &root,
-            json!({"name": "matrix", "resource_type": "Linux"}),
-        )
-        .await;
-    let rid = res.json()["id"].as_str().unwrap().to_string();
-    let acc = api
-        .post(
-            &format!("/v1/resources/{rid}/accounts"),
-            &root,
-            json!({"login_name": "root", "password": "x-Matrix-1"}),
-        )
-        .await;
-    let aid = acc.json()["id"].as_str().unwrap().to_string();
+    let (rid, aid) =
+        resource_with_account(&api, &root, "matrix", "Linux", "root", "x-Matrix-1").await;
 
     let roles = [
         "privileged-admin",

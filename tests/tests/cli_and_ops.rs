@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{
     Api, Server, ServerOptions, admin_create, drop_postgres_database, lockstep, postgres_database,
+    resource_with_account,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -238,22 +239,7 @@ async fn master_key_is_created_0600_and_a_wrong_key_cannot_open_passwords() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let res = api
-        .post(
-            "/v1/resources",
-            &root,
-            json!({"name": "k", "resource_type": "Generic"}),
-        )
-        .await;
-    let rid = res.json()["id"].as_str().unwrap().to_string();
-    let acc = api
-        .post(
-            &format!("/v1/resources/{rid}/accounts"),
-            &root,
-            json!({"login_name": "a", "password": "Key-Test-1"}),
-        )
-        .await;
-    let aid = acc.json()["id"].as_str().unwrap().to_string();
+    let (_, aid) = resource_with_account(&api, &root, "k", "Generic", "a", "Key-Test-1").await;
     server.stop();
 
     // Same database, another master key (given through the environment): retrieval fails with

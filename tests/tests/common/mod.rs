@@ -210,6 +210,22 @@ pub struct Reply {
 }
 
 impl Reply {
+    async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = resp.text().await.expect("body");
+        Reply {
+            status,
+            content_type,
+            text,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
@@ -238,20 +254,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let text = resp.text().await.expect("body");
-        Reply {
-            status,
-            content_type,
-            text,
-        }
+        Reply::read(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -282,19 +285,7 @@ impl Api {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        Reply {
-            status,
-            content_type,
-            text: resp.text().await.expect("body"),
-        }
+        Reply::read(req.send().await.expect("request")).await
     }
 }
 
@@ -318,6 +309,36 @@ pub async fn user_with_role(api: &Api, root: &str, name: &str, role: &str) -> St
         .await;
     assert_eq!(t.status, 201, "{}", t.text);
     t.json()["token"].as_str().expect("token").to_string()
+}
+
+/// Creates a resource and one account on it with `password`; returns (resource id, account id).
+pub async fn resource_with_account(
+    api: &Api,
+    token: &str,
+    name: &str,
+    resource_type: &str,
+    login: &str,
+    password: &str,
+) -> (String, String) {
+    let res = api
+        .post(
+            "/v1/resources",
+            token,
+            serde_json::json!({ "name": name, "resource_type": resource_type }),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let rid = res.json()["id"].as_str().expect("resource id").to_string();
+    let acc = api
+        .post(
+            &format!("/v1/resources/{rid}/accounts"),
+            token,
+            serde_json::json!({ "login_name": login, "password": password }),
+        )
+        .await;
+    assert_eq!(acc.status, 201, "{}", acc.text);
+    let aid = acc.json()["id"].as_str().expect("account id").to_string();
+    (rid, aid)
 }
 
 /// A fresh PostgreSQL database on the machine's server, or None when there is none and CI is
