@@ -69,6 +69,44 @@ pub enum ListenerCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sign a component and upload it to a server as a new listener, or as a new version of
+    /// an existing one (--update). Prints the change request the approver must decide.
+    /// The API token comes from LOCKSTEP_TOKEN or --token-file, never the command line.
+    Publish {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The publisher's secret key (from `lockstep keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The server, e.g. https://lockstep.example.com:7470.
+        #[arg(long, env = "LOCKSTEP_SERVER")]
+        server: String,
+        /// The administrator who must approve the change.
+        #[arg(long)]
+        approver: String,
+        /// A JSON association (phases, modes, resource_types, order, parameters); default: the
+        /// manifest's declarations, or the current association for --update.
+        #[arg(long)]
+        association: Option<PathBuf>,
+        /// Why, for the approver.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Upload a new version of an existing listener instead of a new listener.
+        #[arg(long)]
+        update: bool,
+        /// A file holding the API token (instead of LOCKSTEP_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Refused: a token on the command line is readable by every local user. Use
+        /// LOCKSTEP_TOKEN or --token-file.
+        #[arg(long, hide = true)]
+        token: Option<String>,
+        /// A PEM CA certificate to trust (the server's self-signed cert.pem).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
     /// Check a signature against a component, its manifest and a publisher's public key.
     /// Exits 0 when valid, 1 naming what does not match.
     Verify {
@@ -99,7 +137,7 @@ pub struct StoreArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
-    /// max_body_bytes.
+    /// max_body_bytes, max_listener_bytes.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -120,6 +158,9 @@ pub struct ServeArgs {
     /// Largest JSON request body accepted, in bytes [default: 1048576].
     #[arg(long, env = "LOCKSTEP_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest listener component accepted by an upload, in bytes [default: 33554432].
+    #[arg(long, env = "LOCKSTEP_MAX_LISTENER_BYTES")]
+    pub max_listener_bytes: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

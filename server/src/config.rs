@@ -24,6 +24,7 @@ struct ConfigFile {
     dev: Option<bool>,
     syslog: Option<String>,
     max_body_bytes: Option<usize>,
+    max_listener_bytes: Option<usize>,
 }
 
 /// Where a master key comes from.
@@ -43,6 +44,7 @@ pub struct ServeConfig {
     pub dev: bool,
     pub syslog: Option<SyslogTarget>,
     pub max_body_bytes: usize,
+    pub max_listener_bytes: usize,
 }
 
 impl ServeConfig {
@@ -97,6 +99,15 @@ impl ServeConfig {
                 "--max-body-bytes must be at least 1024".into(),
             ));
         }
+        let max_listener_bytes = args
+            .max_listener_bytes
+            .or(file.max_listener_bytes)
+            .unwrap_or(crate::api::DEFAULT_MAX_LISTENER_BYTES);
+        if max_listener_bytes < 1024 {
+            return Err(Error::Config(
+                "--max-listener-bytes must be at least 1024".into(),
+            ));
+        }
         Ok(ServeConfig {
             data_dir,
             listen,
@@ -105,6 +116,7 @@ impl ServeConfig {
             dev,
             syslog,
             max_body_bytes,
+            max_listener_bytes,
         })
     }
 }

@@ -32,6 +32,10 @@ pub enum Error {
     /// 403: the caller is known but lacks the privilege.
     #[error("this action needs the '{0}' privilege, which your role does not have")]
     Forbidden(String),
+    /// 403: the caller holds the privilege, but this particular action is not theirs to take
+    /// (approving their own change, deciding a change assigned to someone else).
+    #[error("{0}")]
+    NotAllowed(String),
     /// 404.
     #[error("{what} '{id}' does not exist")]
     NotFound { what: &'static str, id: String },

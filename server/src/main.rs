@@ -121,6 +121,44 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Listener(ListenerCommand::Publish {
+            wasm,
+            manifest,
+            key,
+            server,
+            approver,
+            association,
+            comment,
+            update,
+            token_file,
+            token,
+            ca_cert,
+        }) => {
+            let token = publisher::token(token_file.as_deref(), token.as_deref())?;
+            let result = publisher::publish(publisher::Publish {
+                wasm,
+                manifest,
+                key,
+                server,
+                approver,
+                association,
+                comment,
+                update,
+                token,
+                ca_cert,
+            })
+            .await?;
+            match result {
+                Ok(line) => {
+                    println!("{line}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problem) => {
+                    eprintln!("{problem}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Listener(ListenerCommand::Verify {
             wasm,
             manifest,

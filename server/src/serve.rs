@@ -7,6 +7,7 @@ use crate::api::{self, AppState, ops::Metrics};
 use crate::audit::syslog::SyslogForwarder;
 use crate::config::{MasterKeySource, ServeConfig};
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::store::audit::AuditRow;
 use crate::store::{Store, redact_url};
 use crate::vault::{MasterKey, Vault, load_or_create_master_key};
@@ -86,10 +87,21 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         metrics.clone(),
     );
 
+    let vault = Arc::new(vault);
+    // Compiled listener components are cached next to the database, in a 0700 directory only
+    // this user writes (it holds native code).
+    let runtime = lockstep_runtime::Runtime::new(Some(&cfg.data_dir.join("listener-cache")))?;
+    let registry = Registry::new(
+        store.clone(),
+        vault.clone(),
+        Arc::new(runtime),
+        cfg.max_listener_bytes,
+    );
     let state = AppState {
         store: store.clone(),
-        vault: Arc::new(vault),
+        vault,
         metrics,
+        registry,
     };
     let app = api::router(state, cfg.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -76,6 +76,21 @@ fn endpoints() -> Vec<(
         ),
         ("GET", "/v1/audit", None, "read-audit"),
         ("GET", "/v1/audit/verify", None, "read-audit"),
+        ("GET", "/v1/publisher-keys", None, "view-resources"),
+        ("GET", "/v1/listeners", None, "view-resources"),
+        ("GET", "/v1/change-requests", None, "view-resources"),
+        (
+            "GET",
+            "/v1/listener-plan?resource_type=Linux&phase=pre-reset&mode=agentless",
+            None,
+            "view-resources",
+        ),
+        (
+            "POST",
+            "/v1/change-requests/chg_none/approve",
+            Some(json!({})),
+            "approve-listeners",
+        ),
     ]
 }
 

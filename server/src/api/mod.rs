@@ -8,22 +8,30 @@ pub mod audit;
 pub mod extract;
 pub mod identity;
 pub mod inventory;
+pub mod notifications;
 pub mod ops;
 pub mod problem;
+pub mod registry;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
 
 /// Default cap on a JSON request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default cap on an uploaded listener component: Python and JavaScript components weigh
+/// 12–18 MB.
+pub const DEFAULT_MAX_LISTENER_BYTES: usize = 32 * 1024 * 1024;
+/// Room for the other parts of an upload (manifest, signature, association, comment).
+const UPLOAD_OVERHEAD_BYTES: usize = 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,6 +39,7 @@ pub struct AppState {
     pub store: Store,
     pub vault: Arc<Vault>,
     pub metrics: Arc<ops::Metrics>,
+    pub registry: Registry,
 }
 
 #[derive(OpenApi)]
@@ -48,6 +57,12 @@ pub struct AppState {
         inventory::create_account, inventory::get_account, inventory::update_account,
         inventory::delete_account, inventory::retrieve_password,
         audit::list, audit::verify,
+        registry::list_keys, registry::propose_key, registry::propose_key_removal,
+        registry::upload_listener, registry::upload_version, registry::propose_association,
+        registry::propose_delete, registry::list_listeners, registry::get_listener,
+        registry::history, registry::resources, registry::plan, registry::list_changes,
+        registry::get_change, registry::approve, registry::reject, registry::withdraw,
+        notifications::list, notifications::mark_read,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -73,6 +88,8 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 
 /// The whole application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let upload_limit =
+        DefaultBodyLimit::max(state.registry.max_component_bytes() + UPLOAD_OVERHEAD_BYTES);
     let v1 = Router::new()
         .route("/me", get(identity::me))
         .route(
@@ -132,6 +149,39 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/accounts/{id}/password/retrieve",
             post(inventory::retrieve_password),
         )
+        .route(
+            "/publisher-keys",
+            get(registry::list_keys).post(registry::propose_key),
+        )
+        .route(
+            "/publisher-keys/{key_id}",
+            delete(registry::propose_key_removal),
+        )
+        .route(
+            "/listeners",
+            get(registry::list_listeners)
+                .merge(post(registry::upload_listener).layer(upload_limit)),
+        )
+        .route(
+            "/listeners/{name}",
+            get(registry::get_listener)
+                .delete(registry::propose_delete)
+                .merge(put(registry::upload_version).layer(upload_limit)),
+        )
+        .route(
+            "/listeners/{name}/association",
+            put(registry::propose_association),
+        )
+        .route("/listeners/{name}/history", get(registry::history))
+        .route("/listeners/{name}/resources", get(registry::resources))
+        .route("/listener-plan", get(registry::plan))
+        .route("/change-requests", get(registry::list_changes))
+        .route("/change-requests/{id}", get(registry::get_change))
+        .route("/change-requests/{id}/approve", post(registry::approve))
+        .route("/change-requests/{id}/reject", post(registry::reject))
+        .route("/change-requests/{id}/withdraw", post(registry::withdraw))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify));
 

@@ -3,6 +3,7 @@
 //! 4xx details are written for the caller. 5xx responses carry only an id; the cause is logged
 //! under that id and never echoed (it could name a table, a path or worse).
 
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +48,9 @@ impl IntoResponse for Error {
                 "unauthenticated",
                 format!("{why}; send 'Authorization: Bearer lst_…' with a valid token"),
             ),
-            e @ Error::Forbidden(_) => problem(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            e @ (Error::Forbidden(_) | Error::NotAllowed(_)) => {
+                problem(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
             e @ Error::NotFound { .. } => {
                 problem(StatusCode::NOT_FOUND, "not-found", e.to_string())
             }
@@ -97,6 +100,30 @@ impl From<JsonRejection> for Error {
             "the request body is larger than this server accepts (see --max-body-bytes)".to_string()
         } else {
             r.body_text()
+        };
+        Error::Rejected { status, detail }
+    }
+}
+
+impl From<MultipartRejection> for Error {
+    fn from(r: MultipartRejection) -> Error {
+        Error::Rejected {
+            status: r.status().as_u16(),
+            detail: format!(
+                "{}; send multipart/form-data (curl -F component=@FILE.wasm -F manifest=@manifest.toml …)",
+                r.body_text()
+            ),
+        }
+    }
+}
+
+impl From<MultipartError> for Error {
+    fn from(e: MultipartError) -> Error {
+        let status = e.status().as_u16();
+        let detail = if status == 413 {
+            "the upload is larger than this server accepts (see --max-listener-bytes)".to_string()
+        } else {
+            format!("malformed multipart body: {}", e.body_text())
         };
         Error::Rejected { status, detail }
     }

@@ -49,6 +49,14 @@ impl Actor {
         }
     }
 
+    /// The server itself (an integrity check, a scheduled job).
+    pub fn system() -> Actor {
+        Actor {
+            name: "system".into(),
+            source_ip: None,
+        }
+    }
+
     pub fn anonymous(source_ip: Option<String>) -> Actor {
         Actor {
             name: "anonymous".into(),

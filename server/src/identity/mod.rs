@@ -197,6 +197,18 @@ pub async fn get_user(store: &Store, id: &str) -> Result<User> {
         })
 }
 
+/// The privileges of the user called `name`; `None` when there is no such user.
+pub async fn privileges_of(store: &Store, name: &str) -> Result<Option<Vec<Privilege>>> {
+    let Some(user) = store::users::get_by_name(store.pool(), name).await? else {
+        return Ok(None);
+    };
+    let role = store::roles::get(store.pool(), &user.role).await?;
+    Ok(Some(
+        role.map(|r| privilege::decode(&r.privileges))
+            .unwrap_or_default(),
+    ))
+}
+
 pub async fn list_users(store: &Store, page: &PageRequest) -> Result<Page<User>> {
     let p = store::users::list(store.pool(), page).await?;
     Ok(Page {

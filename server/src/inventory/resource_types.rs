@@ -47,6 +47,17 @@ pub enum ExecutionMode {
     Gateway,
 }
 
+impl ExecutionMode {
+    /// The name as the API and manifests write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Agentless => "agentless",
+            ExecutionMode::Agent => "agent",
+            ExecutionMode::Gateway => "gateway",
+        }
+    }
+}
+
 /// Types whose listeners may run in agent mode (seed 000, 4.8).
 const AGENT_TYPES: &[&str] = &[
     "Windows",
@@ -261,6 +272,12 @@ pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {
     if used > 0 {
         return Err(Error::Conflict(format!(
             "resource type '{name}' is used by {used} resource(s); delete or retype them first"
+        )));
+    }
+    let listeners = store::resource_types::count_listeners(store.pool(), name).await?;
+    if listeners > 0 {
+        return Err(Error::Conflict(format!(
+            "resource type '{name}' is associated with {listeners} listener(s); change their              associations first (PUT /v1/listeners/NAME/association)"
         )));
     }
     let mut tx = store.begin_write().await?;

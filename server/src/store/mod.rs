@@ -15,6 +15,10 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod change_requests;
+pub mod listeners;
+pub mod notifications;
+pub mod publisher_keys;
 pub mod resource_types;
 pub mod resources;
 pub mod roles;
@@ -254,6 +258,14 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// Converts every item, keeping the cursor.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_after: self.next_after,
+        }
+    }
+
     /// Builds a page from `limit + 1` fetched rows: the extra row only says "there is more".
     pub fn from_rows(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Page<T> {
         let limit = usize::try_from(limit).unwrap_or(0);

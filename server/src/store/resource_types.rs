@@ -93,3 +93,14 @@ pub async fn count_resources(pool: &AnyPool, name: &str) -> Result<i64> {
             .await?,
     )
 }
+
+/// Active listeners whose approved association names this type.
+pub async fn count_listeners(pool: &AnyPool, name: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM listener_resource_types lrt JOIN listeners l \
+         ON l.id = lrt.listener_id WHERE lrt.resource_type = $1 AND l.status = 'active'",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await?)
+}

@@ -129,3 +129,26 @@ pub async fn count_accounts(pool: &AnyPool, id: &str) -> Result<i64> {
             .await?,
     )
 }
+
+/// Resources whose type is in `listener_id`'s approved association, in creation order.
+pub async fn list_for_listener(
+    pool: &AnyPool,
+    listener_id: &str,
+    page: &PageRequest,
+) -> Result<Page<ResourceRow>> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resources WHERE id > $1 AND resource_type IN \
+         (SELECT resource_type FROM listener_resource_types WHERE listener_id = $2) \
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(page.after.as_deref().unwrap_or(""))
+    .bind(listener_id)
+    .bind(page.limit + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, page.limit, |r: &ResourceRow| {
+        r.id.clone()
+    }))
+}

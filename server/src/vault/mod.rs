@@ -108,6 +108,39 @@ impl Vault {
             .map_err(|_| Error::Crypto("stored secret failed authentication (altered row?)".into()))
     }
 
+    /// Attests `binding` (a statement such as "this listener version was approved"): an
+    /// AES-GCM tag over it under the current master key, as `KEYID.NONCE.TAG` (hex). Someone who
+    /// can edit the database but lacks the master key cannot make an attestation that
+    /// [`Vault::check_attestation`] accepts, nor move one onto another binding.
+    pub fn attest(&self, binding: &str) -> Result<String> {
+        let s = self.seal(b"", binding)?;
+        Ok(format!(
+            "{}.{}.{}",
+            s.key_id,
+            hex::encode(&s.nonce),
+            hex::encode(&s.ciphertext)
+        ))
+    }
+
+    /// True when `attestation` was made by [`Vault::attest`] for exactly `binding`.
+    pub fn check_attestation(&self, binding: &str, attestation: &str) -> bool {
+        let mut parts = attestation.rsplitn(3, '.');
+        let (Some(tag), Some(nonce), Some(key_id)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(nonce), Ok(ciphertext)) = (hex::decode(nonce), hex::decode(tag)) else {
+            return false;
+        };
+        let sealed = Sealed {
+            key_id: key_id.to_string(),
+            nonce,
+            ciphertext,
+        };
+        self.open(&sealed, binding)
+            .is_ok_and(|plain| plain.is_empty())
+    }
+
     pub fn seal_secret(&self, secret: &Secret, aad: &str) -> Result<Sealed> {
         self.seal(secret.expose().as_bytes(), aad)
     }
@@ -148,6 +181,22 @@ mod tests {
         let b = v.seal(b"same", "x").unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn an_attestation_holds_only_for_its_binding_and_key() {
+        let v = vault();
+        let a = v.attest("listener:l1:v1:abc").unwrap();
+        assert!(v.check_attestation("listener:l1:v1:abc", &a));
+        assert!(!v.check_attestation("listener:l1:v1:abd", &a));
+        assert!(!v.check_attestation("listener:l1:v1:abc", "garbage"));
+        let mut flipped = a.clone();
+        let last = if flipped.ends_with('0') { '1' } else { '0' };
+        flipped.pop();
+        flipped.push(last);
+        assert!(!v.check_attestation("listener:l1:v1:abc", &flipped));
+        let other = Vault::new(MasterKey::from_bytes([8u8; 32]));
+        assert!(!other.check_attestation("listener:l1:v1:abc", &a));
     }
 
     #[test]

@@ -1,0 +1,363 @@
+//! Deciding change requests: approve (which applies the change), reject, withdraw.
+
+use lockstep_runtime::manifest::Manifest;
+use lockstep_runtime::signature::{self, ListenerSignature};
+
+use super::integrity::approval_binding;
+use super::keys::trust_binding;
+use super::{Association, ChangeKind, ChangeRequest, Registry, comment};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::change_requests::ChangeRequestRow;
+use crate::store::{self, WriteTx};
+
+/// How a request is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Approve,
+    Reject,
+    Withdraw,
+}
+
+impl Verdict {
+    fn status(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approved",
+            Verdict::Reject => "rejected",
+            Verdict::Withdraw => "withdrawn",
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Verdict::Approve => "change-request.approve",
+            Verdict::Reject => "change-request.reject",
+            Verdict::Withdraw => "change-request.withdraw",
+        }
+    }
+}
+
+impl Registry {
+    /// Approves and applies a change. Only the designated approver may, never the requester.
+    pub async fn approve(
+        &self,
+        actor: &Actor,
+        user: &str,
+        id: &str,
+        text: Option<String>,
+    ) -> Result<ChangeRequest> {
+        self.decide(actor, user, id, Verdict::Approve, text).await
+    }
+
+    /// Rejects a change; a comment saying why is required.
+    pub async fn reject(
+        &self,
+        actor: &Actor,
+        user: &str,
+        id: &str,
+        text: Option<String>,
+    ) -> Result<ChangeRequest> {
+        self.decide(actor, user, id, Verdict::Reject, text).await
+    }
+
+    /// Withdraws one's own pending change.
+    pub async fn withdraw(
+        &self,
+        actor: &Actor,
+        user: &str,
+        id: &str,
+        text: Option<String>,
+    ) -> Result<ChangeRequest> {
+        self.decide(actor, user, id, Verdict::Withdraw, text).await
+    }
+
+    async fn decide(
+        &self,
+        actor: &Actor,
+        user: &str,
+        id: &str,
+        verdict: Verdict,
+        text: Option<String>,
+    ) -> Result<ChangeRequest> {
+        let decision_comment = comment("comment", text)?;
+        if verdict == Verdict::Reject && decision_comment.is_none() {
+            return Err(Error::validation(
+                "comment",
+                "say why the change is rejected; the requester is told",
+            ));
+        }
+        let cr = store::change_requests::get(self.store.pool(), id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "change request",
+                id: id.to_string(),
+            })?;
+        let refusal = match verdict {
+            Verdict::Withdraw if cr.requested_by != user => Some(format!(
+                "only {} who requested this change can withdraw it",
+                cr.requested_by
+            )),
+            Verdict::Withdraw => None,
+            _ if cr.requested_by == user => Some(
+                "you requested this change; another administrator must decide it (dual control)"
+                    .to_string(),
+            ),
+            _ if cr.approver != user => Some(format!(
+                "this change request is assigned to {}; only they can decide it",
+                cr.approver
+            )),
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            audit::record(
+                &self.store,
+                NewEvent {
+                    actor,
+                    action: verdict.action(),
+                    target: id,
+                    outcome: Outcome::Denied,
+                    detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
+                },
+            )
+            .await?;
+            return Err(Error::NotAllowed(why));
+        }
+        if cr.status != "pending" {
+            return Err(Error::Conflict(format!(
+                "change request {id} is already {}",
+                cr.status
+            )));
+        }
+        let kind = ChangeKind::parse(&cr.kind)
+            .ok_or_else(|| Error::Internal(format!("unknown change kind '{}'", cr.kind)))?;
+        let mut tx = self.store.begin_write().await?;
+        let now = crate::time::now();
+        if verdict == Verdict::Approve {
+            if let Err(why) = self.apply(&mut tx, kind, &cr, user, &now).await? {
+                drop(tx);
+                audit::record(
+                    &self.store,
+                    NewEvent {
+                        actor,
+                        action: verdict.action(),
+                        target: id,
+                        outcome: Outcome::Failure,
+                        detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
+                    },
+                )
+                .await?;
+                return Err(Error::Conflict(format!(
+                    "change request {id} cannot be applied: {why}"
+                )));
+            }
+        } else {
+            self.unwind(&mut tx, kind, &cr, &now).await?;
+        }
+        if !store::change_requests::decide(
+            tx.conn(),
+            id,
+            verdict.status(),
+            user,
+            decision_comment.as_deref(),
+            &now,
+        )
+        .await?
+        {
+            return Err(Error::Conflict(format!(
+                "change request {id} was decided by someone else meanwhile"
+            )));
+        }
+        if verdict != Verdict::Withdraw {
+            crate::notifications::notify(
+                &mut tx,
+                &cr.requested_by,
+                "change-decided",
+                format!(
+                    "{user} {} your {} of '{}' ({id}){}",
+                    verdict.status(),
+                    cr.kind,
+                    cr.subject,
+                    decision_comment
+                        .as_deref()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
+                ),
+                Some(id),
+            )
+            .await?;
+        }
+        audit::append(
+            &mut tx,
+            NewEvent {
+                actor,
+                action: verdict.action(),
+                target: id,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "kind": cr.kind,
+                    "subject": cr.subject,
+                    "version": cr.version,
+                    "component_sha256": cr.component_sha256,
+                    "manifest_sha256": cr.manifest_sha256,
+                    "comment": decision_comment,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        store::change_requests::get(self.store.pool(), id)
+            .await?
+            .map(Into::into)
+            .ok_or_else(|| Error::Internal(format!("change request {id} vanished")))
+    }
+
+    /// Applies an approved change inside `tx`. `Ok(Err(why))` when the stored state no longer
+    /// matches what was requested (nothing is changed then).
+    async fn apply(
+        &self,
+        tx: &mut WriteTx,
+        kind: ChangeKind,
+        cr: &ChangeRequestRow,
+        approver: &str,
+        now: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let key_id = cr.key_id.clone().unwrap_or_default();
+        match kind {
+            ChangeKind::KeyAdd => {
+                let Some(k) = store::publisher_keys::get(tx.conn(), &key_id).await? else {
+                    return Ok(Err(format!("key {key_id} is gone")));
+                };
+                let seal = self
+                    .vault
+                    .attest(&trust_binding(&k.key_id, &k.public_key))?;
+                store::publisher_keys::set_status(tx.conn(), &key_id, "trusted", Some(&seal), now)
+                    .await?;
+            }
+            ChangeKind::KeyRemove => {
+                store::publisher_keys::set_status(tx.conn(), &key_id, "removed", None, now).await?;
+            }
+            ChangeKind::ListenerAdd | ChangeKind::ListenerEdit => {
+                let listener_id = cr.listener_id.clone().unwrap_or_default();
+                let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
+                    return Ok(Err("the listener is gone".into()));
+                };
+                if kind == ChangeKind::ListenerEdit && l.status != "active" {
+                    return Ok(Err(format!("the listener is {} now", l.status)));
+                }
+                let version_id = cr.version_id.clone().unwrap_or_default();
+                if let Err(why) = self.recheck_version(tx, cr, &version_id).await? {
+                    return Ok(Err(why));
+                }
+                let association = cr
+                    .association
+                    .as_deref()
+                    .and_then(Association::parse_stored)
+                    .ok_or_else(|| Error::Internal("change request without association".into()))?;
+                let association_json = association.canonical_json();
+                l.status = "active".into();
+                l.current_version_id = Some(version_id.clone());
+                l.position = Some(association.order);
+                l.approval_seal = Some(self.vault.attest(&approval_binding(
+                    &l.id,
+                    &version_id,
+                    cr.component_sha256.as_deref().unwrap_or_default(),
+                    cr.manifest_sha256.as_deref().unwrap_or_default(),
+                    &key_id,
+                    &association_json,
+                ))?);
+                l.association = Some(association_json);
+                l.approved_by = Some(approver.to_string());
+                l.approved_at = Some(now.to_string());
+                l.alert = None;
+                l.alert_at = None;
+                l.updated_at = now.to_string();
+                store::listeners::update_approved(tx.conn(), &l, &association.resource_types)
+                    .await?;
+            }
+            ChangeKind::ListenerDelete => {
+                let listener_id = cr.listener_id.clone().unwrap_or_default();
+                let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
+                    return Ok(Err("the listener is gone".into()));
+                };
+                l.status = "deleted".into();
+                l.current_version_id = None;
+                l.association = None;
+                l.position = None;
+                l.approval_seal = None;
+                l.approved_by = Some(approver.to_string());
+                l.approved_at = Some(now.to_string());
+                l.updated_at = now.to_string();
+                store::listeners::update_approved(tx.conn(), &l, &[]).await?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Before approving a version: the stored component, manifest and signature must still be
+    /// exactly what was requested, and the signing key still trusted.
+    async fn recheck_version(
+        &self,
+        tx: &mut WriteTx,
+        cr: &ChangeRequestRow,
+        version_id: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        let Some(v) = store::listeners::get_version(tx.conn(), version_id).await? else {
+            return Ok(Err("the uploaded version is gone".into()));
+        };
+        let Some(component) = store::listeners::component(tx.conn(), version_id).await? else {
+            return Ok(Err("the uploaded component is gone".into()));
+        };
+        if Some(signature::component_digest(&component)) != cr.component_sha256 {
+            return Ok(Err(
+                "the stored component is not the one that was uploaded".into()
+            ));
+        }
+        let Ok(manifest) = Manifest::parse(&v.manifest) else {
+            return Ok(Err("the stored manifest no longer parses".into()));
+        };
+        if Some(manifest.digest()) != cr.manifest_sha256 {
+            return Ok(Err(
+                "the stored manifest is not the one that was uploaded".into()
+            ));
+        }
+        let Ok(sig) = serde_json::from_str::<ListenerSignature>(&v.signature) else {
+            return Ok(Err("the stored signature no longer parses".into()));
+        };
+        let key = match self.trusted_key(&sig.key_id).await {
+            Ok(k) => k,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Err(e) = signature::verify(&sig, &key, &component, &manifest) {
+            return Ok(Err(e.to_string()));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Undoes the placeholder state of a rejected or withdrawn request.
+    async fn unwind(
+        &self,
+        tx: &mut WriteTx,
+        kind: ChangeKind,
+        cr: &ChangeRequestRow,
+        now: &str,
+    ) -> Result<()> {
+        match kind {
+            ChangeKind::KeyAdd => {
+                let key_id = cr.key_id.clone().unwrap_or_default();
+                store::publisher_keys::set_status(tx.conn(), &key_id, "rejected", None, now)
+                    .await?;
+            }
+            ChangeKind::ListenerAdd => {
+                let listener_id = cr.listener_id.clone().unwrap_or_default();
+                if let Some(l) = store::listeners::get(tx.conn(), &listener_id).await?
+                    && l.status == "pending"
+                {
+                    store::listeners::set_status(tx.conn(), &listener_id, "rejected", now).await?;
+                }
+            }
+            // Nothing was changed in advance.
+            ChangeKind::KeyRemove | ChangeKind::ListenerEdit | ChangeKind::ListenerDelete => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The integrity check before every run, and the run plan built from it.
+
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+
+use lockstep_runtime::LoadedListener;
+use lockstep_runtime::manifest::Manifest;
+use lockstep_runtime::signature::{self, ListenerSignature};
+
+use super::keys::trust_binding;
+use super::{Association, Registry};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::listeners::ListenerRow;
+use crate::store::{self};
+
+/// What the approval seal of a listener covers: everything an approver approved.
+pub(super) fn approval_binding(
+    listener_id: &str,
+    version_id: &str,
+    component_sha256: &str,
+    manifest_sha256: &str,
+    key_id: &str,
+    association_json: &str,
+) -> String {
+    format!(
+        "lockstep:listener-approval:v1\n{listener_id}\n{version_id}\n{component_sha256}\n\
+         {manifest_sha256}\n{key_id}\n{association_json}"
+    )
+}
+
+/// A listener that passed every check, loaded into the runtime.
+#[derive(Clone)]
+pub struct RunnableListener {
+    pub name: String,
+    pub version: String,
+    pub order: i64,
+    /// The additional parameters of its association, in order.
+    pub parameters: Vec<String>,
+    pub component_sha256: String,
+    pub key_id: String,
+    pub listener: LoadedListener,
+}
+
+/// A listener in the run plan.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlannedListener {
+    pub name: String,
+    pub version: String,
+    pub order: i64,
+    pub parameters: Vec<String>,
+    pub component_sha256: String,
+    pub key_id: String,
+}
+
+/// A listener that would have run but was refused.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Refusal {
+    pub name: String,
+    pub version: Option<String>,
+    /// What did not match; also in the `listener.integrity` audit event and the listener's alert.
+    pub reason: String,
+}
+
+/// `GET /v1/listener-plan`: what a reset of this type, phase and mode would run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlanView {
+    pub resource_type: String,
+    pub phase: String,
+    pub mode: String,
+    /// In run order.
+    pub listeners: Vec<PlannedListener>,
+    pub refused: Vec<Refusal>,
+}
+
+/// A listener whose stored bytes match its approval.
+struct Verified {
+    version: String,
+    component: Vec<u8>,
+    component_sha256: String,
+    manifest: Manifest,
+    key_id: String,
+    association: Association,
+}
+
+impl Registry {
+    /// The key with `key_id`, if it is trusted and its trust seal holds; `Err` says why not.
+    pub(super) async fn trusted_key(
+        &self,
+        key_id: &str,
+    ) -> std::result::Result<VerifyingKey, String> {
+        let untrusted = || {
+            format!(
+                "it was made with publisher key {key_id}, which this server does not trust; \
+                 register the key (POST /v1/publisher-keys) and have it approved"
+            )
+        };
+        let row = store::publisher_keys::get(self.store.pool(), key_id)
+            .await
+            .map_err(|e| format!("cannot read publisher keys: {e}"))?
+            .ok_or_else(untrusted)?;
+        match row.status.as_str() {
+            "trusted" => {}
+            "removed" => {
+                return Err(format!(
+                    "publisher key {key_id} is no longer trusted (removed)"
+                ));
+            }
+            _ => return Err(untrusted()),
+        }
+        let sealed = row.trust_seal.as_deref().is_some_and(|seal| {
+            self.vault
+                .check_attestation(&trust_binding(&row.key_id, &row.public_key), seal)
+        });
+        if !sealed {
+            return Err(format!(
+                "publisher key {key_id}'s trust record fails its integrity check (edited outside Lockstep?)"
+            ));
+        }
+        signature::parse_public_key(&row.public_key)
+            .map_err(|e| format!("publisher key {key_id}: {e}"))
+    }
+
+    /// Re-checks an active listener against its approval. `Ok(Err(why))` when it must not run.
+    async fn verify(&self, l: &ListenerRow) -> Result<std::result::Result<Verified, String>> {
+        let version_id = l.current_version_id.clone().unwrap_or_default();
+        let Some(v) = store::listeners::get_version(self.store.pool(), &version_id).await? else {
+            return Ok(Err("its approved version is missing".into()));
+        };
+        let Some(component) = store::listeners::component(self.store.pool(), &version_id).await?
+        else {
+            return Ok(Err("its approved component is missing".into()));
+        };
+        let Some(association) = l.association.as_deref().and_then(Association::parse_stored) else {
+            return Ok(Err("its association is missing or unreadable".into()));
+        };
+        let sealed = l.approval_seal.as_deref().is_some_and(|seal| {
+            self.vault.check_attestation(
+                &approval_binding(
+                    &l.id,
+                    &v.id,
+                    &v.component_sha256,
+                    &v.manifest_sha256,
+                    &v.key_id,
+                    &association.canonical_json(),
+                ),
+                seal,
+            )
+        });
+        if !sealed {
+            return Ok(Err(
+                "its approval record does not match what was approved (edited outside Lockstep?)"
+                    .into(),
+            ));
+        }
+        let component_sha256 = signature::component_digest(&component);
+        if component_sha256 != v.component_sha256 {
+            return Ok(Err(format!(
+                "the stored component's SHA-256 is {component_sha256}, but {} was approved",
+                v.component_sha256
+            )));
+        }
+        let manifest = match Manifest::parse(&v.manifest) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(format!("the stored manifest no longer parses: {e}"))),
+        };
+        if manifest.digest() != v.manifest_sha256 {
+            return Ok(Err(format!(
+                "the stored manifest's digest is {}, but {} was approved",
+                manifest.digest(),
+                v.manifest_sha256
+            )));
+        }
+        let sig: ListenerSignature = match serde_json::from_str(&v.signature) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("the stored signature no longer parses: {e}"))),
+        };
+        if sig.key_id != v.key_id {
+            return Ok(Err(format!(
+                "the stored signature names key {}, but key {} was approved",
+                sig.key_id, v.key_id
+            )));
+        }
+        let key = match self.trusted_key(&sig.key_id).await {
+            Ok(k) => k,
+            Err(why) => return Ok(Err(format!("signature: {why}"))),
+        };
+        if let Err(e) = signature::verify(&sig, &key, &component, &manifest) {
+            return Ok(Err(e.to_string()));
+        }
+        Ok(Ok(Verified {
+            version: v.version,
+            component,
+            component_sha256,
+            manifest,
+            key_id: v.key_id,
+            association,
+        }))
+    }
+
+    /// The listeners a reset of `resource_type` runs in `phase` and `mode`, in order, each
+    /// verified against its approval and loaded; and those refused. This is the only way from
+    /// the registry to the runtime. Each refusal is audited and alerted on its listener.
+    pub async fn runnable(
+        &self,
+        resource_type: &str,
+        phase: &str,
+        mode: &str,
+    ) -> Result<(Vec<RunnableListener>, Vec<Refusal>)> {
+        let mut ok = Vec::new();
+        let mut refused = Vec::new();
+        for l in store::listeners::active_for_type(self.store.pool(), resource_type).await? {
+            let association = l.association.as_deref().and_then(Association::parse_stored);
+            if association.as_ref().is_some_and(|a| !a.has(phase, mode)) {
+                continue;
+            }
+            let verified = match self.verify(&l).await? {
+                Ok(v) => v,
+                Err(reason) => {
+                    let version = match &l.current_version_id {
+                        Some(id) => store::listeners::get_version(self.store.pool(), id)
+                            .await?
+                            .map(|v| v.version),
+                        None => None,
+                    };
+                    refused.push(self.refuse(&l, version, reason).await?);
+                    continue;
+                }
+            };
+            let runtime = self.runtime.clone();
+            let (bytes, manifest) = (verified.component, verified.manifest);
+            let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, manifest))
+                .await
+                .map_err(|e| Error::Internal(format!("listener load task failed: {e}")))?;
+            match loaded {
+                Ok(listener) => ok.push(RunnableListener {
+                    name: l.name.clone(),
+                    version: verified.version,
+                    order: verified.association.order,
+                    parameters: verified.association.parameters,
+                    component_sha256: verified.component_sha256,
+                    key_id: verified.key_id,
+                    listener,
+                }),
+                Err(e) => {
+                    let reason = format!("it no longer loads: {e}");
+                    refused.push(self.refuse(&l, Some(verified.version), reason).await?);
+                }
+            }
+        }
+        Ok((ok, refused))
+    }
+
+    /// [`Registry::runnable`], described for people.
+    pub async fn plan(&self, resource_type: &str, phase: &str, mode: &str) -> Result<PlanView> {
+        let (ok, refused) = self.runnable(resource_type, phase, mode).await?;
+        Ok(PlanView {
+            resource_type: resource_type.to_string(),
+            phase: phase.to_string(),
+            mode: mode.to_string(),
+            listeners: ok
+                .into_iter()
+                .map(|r| PlannedListener {
+                    component_sha256: r.component_sha256,
+                    key_id: r.key_id,
+                    name: r.name,
+                    version: r.version,
+                    order: r.order,
+                    parameters: r.parameters,
+                })
+                .collect(),
+            refused,
+        })
+    }
+
+    /// Records a refusal: the listener's alert, a `listener.integrity` audit event.
+    async fn refuse(
+        &self,
+        l: &ListenerRow,
+        version: Option<String>,
+        reason: String,
+    ) -> Result<Refusal> {
+        tracing::error!(listener = %l.name, %reason, "listener refused by the integrity check");
+        let mut tx = self.store.begin_write().await?;
+        let now = crate::time::now();
+        store::listeners::set_alert(tx.conn(), &l.id, &reason, &now).await?;
+        audit::append(
+            &mut tx,
+            NewEvent {
+                actor: &Actor::system(),
+                action: "listener.integrity",
+                target: &l.name,
+                outcome: Outcome::Failure,
+                detail: serde_json::json!({ "reason": reason, "version": version }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Refusal {
+            name: l.name.clone(),
+            version,
+            reason,
+        })
+    }
+}

@@ -1,0 +1,291 @@
+//! The listener registry: trusted publisher keys, uploaded listener versions, change requests
+//! with dual approval, associations, and the integrity check before every run.
+//!
+//! **Invariants** (docs/registry.md has the user's view):
+//! - Nothing changes on one person's say-so: every add, edit and delete of a listener and every
+//!   change of key trust is a [`ChangeRequest`] that only its designated approver (a different
+//!   user with `approve-listeners`) can approve. Requests, decisions, refusals and integrity
+//!   failures are audited in the same transaction as their effect.
+//! - An approval binds exact bytes: the component's SHA-256, the canonical manifest's SHA-256,
+//!   the publisher key and the association, sealed by the vault (`Vault::attest`). The database
+//!   alone cannot forge an approval or a trusted key.
+//! - [`Registry::runnable`] is the only way from the registry to the runtime, and it re-checks
+//!   every one of those bindings before handing over a component.
+
+mod association;
+mod decision;
+mod integrity;
+mod keys;
+mod reports;
+mod upload;
+
+pub use association::Association;
+pub use integrity::{PlanView, PlannedListener, Refusal, RunnableListener};
+pub use keys::{NewPublisherKey, PublisherKey};
+pub use reports::Listener;
+pub use upload::{AssociationChange, Upload};
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use lockstep_runtime::Runtime;
+
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::identity::Privilege;
+use crate::store::change_requests::ChangeRequestRow;
+use crate::store::{self, Store, WriteTx};
+use crate::vault::Vault;
+
+/// The registry's handles: the store, the vault (for approval seals) and the listener runtime
+/// (to check uploads and load approved listeners). Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+    vault: Arc<Vault>,
+    runtime: Arc<Runtime>,
+    max_component_bytes: usize,
+}
+
+/// What a change request changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    ListenerAdd,
+    ListenerEdit,
+    ListenerDelete,
+    KeyAdd,
+    KeyRemove,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::ListenerAdd => "listener-add",
+            ChangeKind::ListenerEdit => "listener-edit",
+            ChangeKind::ListenerDelete => "listener-delete",
+            ChangeKind::KeyAdd => "key-add",
+            ChangeKind::KeyRemove => "key-remove",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        [
+            ChangeKind::ListenerAdd,
+            ChangeKind::ListenerEdit,
+            ChangeKind::ListenerDelete,
+            ChangeKind::KeyAdd,
+            ChangeKind::KeyRemove,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The audit action of requesting this change.
+    fn request_action(self) -> &'static str {
+        match self {
+            ChangeKind::ListenerAdd => "listener.add.request",
+            ChangeKind::ListenerEdit => "listener.edit.request",
+            ChangeKind::ListenerDelete => "listener.delete.request",
+            ChangeKind::KeyAdd => "publisher-key.add.request",
+            ChangeKind::KeyRemove => "publisher-key.remove.request",
+        }
+    }
+}
+
+/// A change waiting for, or decided by, a second administrator.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChangeRequest {
+    pub id: String,
+    /// `listener-add`, `listener-edit`, `listener-delete`, `key-add` or `key-remove`.
+    pub kind: String,
+    /// `pending`, `approved`, `rejected` or `withdrawn`.
+    pub status: String,
+    /// The listener's name, for listener changes.
+    pub listener: Option<String>,
+    /// The listener version this change would make current.
+    pub version: Option<String>,
+    /// The publisher key: the one added or removed, or the one that signed the version.
+    pub key_id: Option<String>,
+    pub component_sha256: Option<String>,
+    pub manifest_sha256: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub association: Option<serde_json::Value>,
+    pub requested_by: String,
+    pub approver: String,
+    pub request_comment: Option<String>,
+    pub decided_by: Option<String>,
+    pub decision_comment: Option<String>,
+    pub decided_at: Option<String>,
+    pub created_at: String,
+}
+
+impl From<ChangeRequestRow> for ChangeRequest {
+    fn from(c: ChangeRequestRow) -> ChangeRequest {
+        let is_listener = c.kind.starts_with("listener-");
+        ChangeRequest {
+            listener: is_listener.then(|| c.subject.clone()),
+            association: c
+                .association
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok()),
+            id: c.id,
+            kind: c.kind,
+            status: c.status,
+            version: c.version,
+            key_id: c.key_id,
+            component_sha256: c.component_sha256,
+            manifest_sha256: c.manifest_sha256,
+            requested_by: c.requested_by,
+            approver: c.approver,
+            request_comment: c.request_comment,
+            decided_by: c.decided_by,
+            decision_comment: c.decision_comment,
+            decided_at: c.decided_at,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// Longest comment on a request or decision.
+const MAX_COMMENT_CHARS: usize = 1000;
+
+impl Registry {
+    pub fn new(
+        store: Store,
+        vault: Arc<Vault>,
+        runtime: Arc<Runtime>,
+        max_component_bytes: usize,
+    ) -> Registry {
+        Registry {
+            store,
+            vault,
+            runtime,
+            max_component_bytes,
+        }
+    }
+
+    /// The largest component an upload may carry.
+    pub fn max_component_bytes(&self) -> usize {
+        self.max_component_bytes
+    }
+
+    /// Why `approver` cannot approve a change requested by `requester`, if they cannot.
+    async fn approver_problem(&self, requester: &str, approver: &str) -> Result<Option<String>> {
+        if approver.is_empty() {
+            return Ok(Some(
+                "name the administrator who must approve this change".into(),
+            ));
+        }
+        if approver == requester {
+            return Ok(Some(
+                "you cannot approve your own change; name another administrator".into(),
+            ));
+        }
+        Ok(
+            match crate::identity::privileges_of(&self.store, approver).await? {
+                None => Some(format!("there is no user '{approver}'")),
+                Some(p) if !p.contains(&Privilege::ApproveListeners) => Some(format!(
+                    "user '{approver}' does not have the approve-listeners privilege"
+                )),
+                Some(_) => None,
+            },
+        )
+    }
+
+    /// Writes a new pending change request inside `tx`: refuses when `row.subject` already has
+    /// one, notifies the approver, audits the request.
+    async fn open_request(
+        &self,
+        tx: &mut WriteTx,
+        actor: &Actor,
+        kind: ChangeKind,
+        row: ChangeRequestRow,
+    ) -> Result<ChangeRequest> {
+        if let Some(p) = store::change_requests::pending_for(tx.conn(), &row.subject).await? {
+            return Err(Error::Conflict(format!(
+                "'{}' already has a pending change request {} ({}, waiting for {}); it must be \
+                 approved, rejected or withdrawn first",
+                row.subject, p.id, p.kind, p.approver
+            )));
+        }
+        store::change_requests::insert(tx.conn(), &row).await?;
+        crate::notifications::notify(
+            tx,
+            &row.approver,
+            "approval-requested",
+            format!(
+                "{} asks you to approve {} of '{}' ({})",
+                row.requested_by,
+                kind.as_str(),
+                row.subject,
+                row.id
+            ),
+            Some(&row.id),
+        )
+        .await?;
+        audit::append(
+            tx,
+            NewEvent {
+                actor,
+                action: kind.request_action(),
+                target: &row.subject,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "change_request": row.id,
+                    "approver": row.approver,
+                    "version": row.version,
+                    "component_sha256": row.component_sha256,
+                    "manifest_sha256": row.manifest_sha256,
+                    "key_id": row.key_id,
+                }),
+            },
+        )
+        .await?;
+        Ok(row.into())
+    }
+}
+
+/// A comment as given: trimmed, `None` when blank, refused when too long.
+fn comment(field: &str, text: Option<String>) -> Result<Option<String>> {
+    let text = text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(t) = &text
+        && (t.chars().count() > MAX_COMMENT_CHARS || t.chars().any(|c| c.is_control() && c != '\n'))
+    {
+        return Err(Error::validation(
+            field,
+            format!("at most {MAX_COMMENT_CHARS} characters, no control characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// A new pending request row: the fields every kind shares.
+fn new_request(
+    kind: ChangeKind,
+    subject: &str,
+    requested_by: &str,
+    approver: &str,
+    request_comment: Option<String>,
+) -> ChangeRequestRow {
+    ChangeRequestRow {
+        id: crate::time::new_id("chg"),
+        kind: kind.as_str().to_string(),
+        status: "pending".into(),
+        subject: subject.to_string(),
+        listener_id: None,
+        version_id: None,
+        version: None,
+        key_id: None,
+        component_sha256: None,
+        manifest_sha256: None,
+        association: None,
+        requested_by: requested_by.to_string(),
+        approver: approver.to_string(),
+        request_comment,
+        decided_by: None,
+        decision_comment: None,
+        decided_at: None,
+        created_at: crate::time::now(),
+    }
+}

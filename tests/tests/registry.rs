@@ -1,0 +1,962 @@
+//! The listener registry (docs/registry.md) end to end: publisher keys and listeners change only
+//! through change requests that the designated second administrator approves, every bad upload
+//! gets its own answer, and a listener whose stored bytes were edited in the database (SQLite or
+//! PostgreSQL) is refused before it could run.
+
+mod common;
+#[path = "../../runtime/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::{
+    Api, Reply, Server, ServerOptions, drop_postgres_database, lockstep, lockstep_env,
+    postgres_database, random_hex, user_with_role,
+};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+
+const LISTENER: &str = "/v1/listeners/change-freeze";
+const PROPS: &str = "props = [\"RESOURCENAME\", \"LOCATION\"]";
+const WIDE_PROPS: &str = "props = [\"RESOURCENAME\", \"LOCATION\", \"IPADDRESS\"]";
+/// An empty core WebAssembly module: valid wasm, but not a component.
+const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn manifest_path() -> PathBuf {
+    root().join("listeners/change-freeze/manifest.toml")
+}
+
+fn manifest() -> String {
+    std::fs::read_to_string(manifest_path()).expect("change-freeze manifest")
+}
+
+fn manifest_v2() -> String {
+    edit(&manifest(), "version = \"0.1.0\"", "version = \"0.2.0\"")
+}
+
+fn wasm() -> Vec<u8> {
+    support::wasm("change_freeze")
+}
+
+/// `text` with `from` replaced by `to`; `from` must be there, so the edit always bites.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in {text}");
+    text.replace(from, to)
+}
+
+/// The component with a custom section appended: still a valid component, different bytes.
+fn with_custom_section(wasm: &[u8]) -> Vec<u8> {
+    let mut out = wasm.to_vec();
+    // Section id 0 (custom), 8 bytes: a 6-byte name, then one byte of data.
+    out.extend_from_slice(&[0x00, 0x08, 0x06]);
+    out.extend_from_slice(b"tamperx");
+    out
+}
+
+fn association(modes: &[&str], types: &[&str], order: u32, parameters: &[&str]) -> Value {
+    json!({
+        "phases": ["pre-reset"],
+        "modes": modes,
+        "resource_types": types,
+        "order": order,
+        "parameters": parameters,
+    })
+}
+
+struct Key {
+    path: PathBuf,
+    public: String,
+    id: String,
+}
+
+/// `lockstep keygen`; the key id is the first 8 bytes of SHA-256 of the public key, hex.
+fn keygen(dir: &Path, name: &str) -> Key {
+    let path = dir.join(name);
+    let (status, stdout, stderr) = lockstep(&["keygen", "--out", path.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    let public = std::fs::read_to_string(format!("{}.pub", path.display())).unwrap();
+    let public = public.trim().to_string();
+    let id = hex::encode(&Sha256::digest(hex::decode(&public).unwrap())[..8]);
+    assert!(stdout.contains(&id), "{stdout}");
+    Key { path, public, id }
+}
+
+/// `lockstep listener sign`; returns the JSON signature.
+fn sign(dir: &Path, key: &Key, wasm: &[u8], manifest: &str) -> String {
+    let tag = random_hex(4);
+    let [w, m, s] = ["wasm", "toml", "sig"].map(|ext| dir.join(format!("{tag}.{ext}")));
+    std::fs::write(&w, wasm).unwrap();
+    std::fs::write(&m, manifest).unwrap();
+    let (status, _, stderr) = lockstep(&[
+        "listener",
+        "sign",
+        w.to_str().unwrap(),
+        "--manifest",
+        m.to_str().unwrap(),
+        "--key",
+        key.path.to_str().unwrap(),
+        "--out",
+        s.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{stderr}");
+    std::fs::read_to_string(s).unwrap()
+}
+
+/// The parts of a multipart upload.
+#[derive(Clone)]
+struct Upload {
+    wasm: Vec<u8>,
+    manifest: String,
+    signature: Option<String>,
+    approver: &'static str,
+    association: Option<Value>,
+}
+
+impl Upload {
+    fn with_wasm(&self, wasm: Vec<u8>) -> Upload {
+        Upload {
+            wasm,
+            ..self.clone()
+        }
+    }
+
+    fn with_manifest(&self, manifest: String) -> Upload {
+        Upload {
+            manifest,
+            ..self.clone()
+        }
+    }
+
+    fn with_signature(&self, signature: Option<String>) -> Upload {
+        Upload {
+            signature,
+            ..self.clone()
+        }
+    }
+
+    fn with_approver(&self, approver: &'static str) -> Upload {
+        Upload {
+            approver,
+            ..self.clone()
+        }
+    }
+
+    fn with_association(&self, association: Value) -> Upload {
+        let association = Some(association);
+        Upload {
+            association,
+            ..self.clone()
+        }
+    }
+
+    fn form(&self) -> Form {
+        let component = Part::bytes(self.wasm.clone()).file_name("listener.wasm");
+        let mut form = Form::new()
+            .part("component", component)
+            .text("manifest", self.manifest.clone())
+            .text("approver", self.approver);
+        if let Some(s) = &self.signature {
+            form = form.text("signature", s.clone());
+        }
+        if let Some(a) = &self.association {
+            form = form.text("association", a.to_string());
+        }
+        form
+    }
+
+    async fn send(&self, api: &Api, token: &str, method: &str, path: &str) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        // A fresh connection each time: the server may close one after refusing a large body.
+        let resp = reqwest::Client::new()
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(token)
+            .multipart(self.form())
+            .send()
+            .await
+            .expect("upload");
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type");
+        let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = content_type.to_string();
+        let text = resp.text().await.expect("body");
+        Reply {
+            status,
+            content_type,
+            text,
+        }
+    }
+}
+
+/// The `items` of a paginated list.
+fn page(v: &Value) -> Vec<Value> {
+    let items = v["items"].as_array();
+    items.unwrap_or_else(|| panic!("not a page: {v}")).clone()
+}
+
+/// A list that may or may not be paginated (history, publisher keys, listeners).
+fn list(v: &Value) -> Vec<Value> {
+    let items = v["items"].as_array().or(v.as_array());
+    items.unwrap_or_else(|| panic!("not a list: {v}")).clone()
+}
+
+fn ids(items: &[Value]) -> BTreeSet<String> {
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn change_id(c: &Value) -> String {
+    let id = c["id"].as_str().unwrap_or_else(|| panic!("no id: {c}"));
+    assert!(id.starts_with("chg_"), "{c}");
+    id.to_string()
+}
+
+/// A 202 answer: the new change request, of `kind`, pending.
+fn pending(r: &Reply, kind: &str) -> Value {
+    assert_eq!(r.status, 202, "{}", r.text);
+    let c = r.json();
+    assert_eq!(c["kind"], kind, "{c}");
+    assert_eq!(c["status"], "pending", "{c}");
+    c
+}
+
+/// A refusal: its status, problem+json, `errors[].field` naming `field` (unless empty), and
+/// `fragment` somewhere in the answer.
+fn assert_refused(r: &Reply, status: u16, field: &str, fragment: &str) {
+    let case = format!("expected {status} {field} {fragment:?}");
+    assert_eq!(r.status, status, "{case}: {}", r.text);
+    let problem = r.content_type.starts_with("application/problem+json");
+    assert!(problem, "{case}: {}", r.content_type);
+    if !field.is_empty() {
+        let errors = r.json()["errors"].as_array().cloned().unwrap_or_default();
+        let named = errors.iter().any(|e| e["field"] == field);
+        assert!(named, "{case}: {}", r.text);
+    }
+    assert!(r.text.contains(fragment), "{case}: {}", r.text);
+}
+
+/// Follows `next` to the end of a paginated list.
+async fn all_pages(api: &Api, token: &str, path: &str) -> Vec<Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut out = Vec::new();
+    let mut url = path.to_string();
+    loop {
+        let r = api.get(&url, token).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text);
+        let v = r.json();
+        out.extend(page(&v));
+        match v["next"].as_str() {
+            Some(cursor) => url = format!("{path}{sep}cursor={cursor}"),
+            None => return out,
+        }
+    }
+}
+
+/// The named entry of the plan's `listeners` or `refused`.
+fn entry<'a>(plan: &'a Value, section: &str, name: &str) -> Option<&'a Value> {
+    let entries = plan[section].as_array();
+    let entries = entries.unwrap_or_else(|| panic!("no {section} in {plan}"));
+    entries.iter().find(|l| l["name"] == name)
+}
+
+/// alice and bob (admins: publisher and approver), carol (auditor), dave (an admin who is not
+/// the approver), and a publisher key alice proposed and bob approved.
+struct Team {
+    api: Api,
+    root: String,
+    alice: String,
+    bob: String,
+    carol: String,
+    dave: String,
+    dir: tempfile::TempDir,
+    key: Key,
+    key_change: String,
+}
+
+impl Team {
+    async fn new(server: &Server) -> Team {
+        let api = Api::new(server);
+        let root = server.root_token.clone();
+        let alice = user_with_role(&api, &root, "alice", "admin").await;
+        let bob = user_with_role(&api, &root, "bob", "admin").await;
+        let carol = user_with_role(&api, &root, "carol", "auditor").await;
+        let dave = user_with_role(&api, &root, "dave", "admin").await;
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "ci.key");
+        let mut team = Team {
+            api,
+            root,
+            alice,
+            bob,
+            carol,
+            dave,
+            dir,
+            key,
+            key_change: String::new(),
+        };
+        team.key_change = team.propose_key(&team.key, "ci").await;
+        team.approve(&team.key_change).await;
+        team
+    }
+
+    fn signed(&self, wasm: Vec<u8>, manifest: String) -> Upload {
+        let signature = Some(sign(self.dir.path(), &self.key, &wasm, &manifest));
+        let approver = "bob";
+        let association = None;
+        Upload {
+            wasm,
+            manifest,
+            signature,
+            approver,
+            association,
+        }
+    }
+
+    async fn upload(&self, method: &str, path: &str, u: &Upload) -> Reply {
+        u.send(&self.api, &self.alice, method, path).await
+    }
+
+    /// `POST /v1/listeners` as alice.
+    async fn add(&self, u: &Upload) -> Reply {
+        self.upload("POST", "/v1/listeners", u).await
+    }
+
+    /// `GET` as root, which must answer 200.
+    async fn get(&self, path: &str) -> Value {
+        let r = self.api.get(path, &self.root).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        r.json()
+    }
+
+    async fn audit(&self, query: &str) -> Vec<Value> {
+        let path = format!("/v1/audit?{query}&limit=500");
+        all_pages(&self.api, &self.root, &path).await
+    }
+
+    async fn plan(&self, resource_type: &str) -> Value {
+        let query = format!("resource_type={resource_type}&phase=pre-reset&mode=agentless");
+        let r = self
+            .api
+            .get(&format!("/v1/listener-plan?{query}"), &self.alice)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    }
+
+    /// The version of change-freeze the Linux plan would run, if any.
+    async fn planned(&self) -> Option<String> {
+        let plan = self.plan("Linux").await;
+        let l = entry(&plan, "listeners", "change-freeze");
+        l.map(|l| l["version"].as_str().unwrap().to_string())
+    }
+
+    /// Asserts that the Linux plan refuses change-freeze; returns the reason.
+    async fn refusal(&self) -> String {
+        let plan = self.plan("Linux").await;
+        assert!(
+            entry(&plan, "listeners", "change-freeze").is_none(),
+            "{plan}"
+        );
+        let refused = entry(&plan, "refused", "change-freeze");
+        let refused = refused.unwrap_or_else(|| panic!("not refused: {plan}"));
+        refused["reason"].as_str().unwrap().to_string()
+    }
+
+    async fn alert(&self) -> Value {
+        self.get(LISTENER).await["alert"].clone()
+    }
+
+    async fn decide(&self, token: &str, id: &str, verb: &str) -> Reply {
+        let body = json!({"comment": format!("{verb} in a test")});
+        let path = format!("/v1/change-requests/{id}/{verb}");
+        self.api.post(&path, token, body).await
+    }
+
+    /// bob approves.
+    async fn approve(&self, id: &str) -> Value {
+        let r = self.decide(&self.bob, id, "approve").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let c = r.json();
+        assert_eq!(c["id"], id);
+        assert_eq!(c["status"], "approved", "{c}");
+        assert_eq!(c["decided_by"], "bob", "{c}");
+        assert!(c["decided_at"].is_string(), "{c}");
+        c
+    }
+
+    /// alice proposes a key for bob to approve.
+    async fn propose_key(&self, key: &Key, name: &str) -> String {
+        let body = json!({"name": name, "public_key": key.public, "approver": "bob"});
+        let r = self.api.post("/v1/publisher-keys", &self.alice, body).await;
+        let c = pending(&r, "key-add");
+        assert_eq!(c["key_id"], key.id.as_str(), "{c}");
+        assert_eq!(c["approver"], "bob");
+        change_id(&c)
+    }
+
+    async fn key_status(&self, key_id: &str) -> String {
+        let keys = list(&self.get("/v1/publisher-keys").await);
+        let key = keys.iter().find(|k| k["key_id"] == key_id);
+        let key = key.unwrap_or_else(|| panic!("{key_id} not in {keys:?}"));
+        key["status"].as_str().unwrap().to_string()
+    }
+
+    async fn pending_ids(&self) -> BTreeSet<String> {
+        let path = "/v1/change-requests?status=pending";
+        ids(&all_pages(&self.api, &self.root, path).await)
+    }
+
+    /// Uploads change-freeze 0.1.0 and has bob approve it; returns the change request id.
+    async fn publish_active(&self) -> String {
+        let r = self.add(&self.signed(wasm(), manifest())).await;
+        let id = change_id(&pending(&r, "listener-add"));
+        self.approve(&id).await;
+        assert_eq!(self.planned().await.as_deref(), Some("0.1.0"));
+        id
+    }
+}
+
+#[tokio::test]
+async fn a_listener_runs_only_after_a_second_administrator_approves_it() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    assert_eq!(t.key_status(&t.key.id).await, "trusted");
+
+    // bob was told of the key request; once read, it is no longer unread.
+    let notes = all_pages(&t.api, &t.bob, "/v1/notifications").await;
+    let note = notes
+        .iter()
+        .find(|n| n["change_request"] == t.key_change.as_str());
+    let note = note.unwrap_or_else(|| panic!("bob was not notified: {notes:?}"));
+    let nid = note["id"].as_str().unwrap();
+    let read = format!("/v1/notifications/{nid}/read");
+    let r = t.api.call("POST", &read, Some(&t.bob), None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let unread = all_pages(&t.api, &t.bob, "/v1/notifications?unread=true").await;
+    assert!(unread.iter().all(|n| n["id"] != nid), "{unread:?}");
+
+    let upload = t.signed(wasm(), manifest());
+    let c = pending(&t.add(&upload).await, "listener-add");
+    let add = change_id(&c);
+    assert_eq!(c["listener"], "change-freeze");
+    assert_eq!(c["version"], "0.1.0");
+    assert_eq!(c["key_id"], t.key.id.as_str());
+    assert_eq!(c["requested_by"], "alice");
+    assert_eq!(c["approver"], "bob");
+    let digest = hex::encode(Sha256::digest(&upload.wasm));
+    assert_eq!(c["component_sha256"], digest.as_str());
+    assert!(c["decided_by"].is_null(), "{c}");
+
+    // Pending: nothing runs yet.
+    assert_eq!(t.planned().await, None);
+    let notes = all_pages(&t.api, &t.bob, "/v1/notifications").await;
+    assert!(
+        notes.iter().any(|n| n["change_request"] == add.as_str()),
+        "{notes:?}"
+    );
+
+    t.approve(&add).await;
+    let plan = t.plan("Linux").await;
+    let planned = entry(&plan, "listeners", "change-freeze");
+    let planned = planned.unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(planned["version"], "0.1.0");
+    assert_eq!(planned["order"], 100, "the default association: {planned}");
+    assert_eq!(planned["parameters"], json!([]));
+    assert!(entry(&plan, "refused", "change-freeze").is_none(), "{plan}");
+
+    let l = t.get(LISTENER).await;
+    assert_eq!(l["name"], "change-freeze");
+    assert_eq!(l["status"], "active", "{l}");
+    assert_eq!(l["version"], "0.1.0", "{l}");
+    assert!(l["alert"].is_null(), "{l}");
+    let all = list(&t.get("/v1/listeners").await);
+    assert!(all.iter().any(|l| l["name"] == "change-freeze"), "{all:?}");
+
+    // alice hears of the decision: her latest notification (they come oldest first).
+    let hers = all_pages(&t.api, &t.alice, "/v1/notifications").await;
+    assert!(!hers.is_empty(), "alice was not notified");
+    assert_eq!(
+        hers.last().unwrap()["change_request"],
+        add.as_str(),
+        "{hers:?}"
+    );
+
+    for action in ["publisher-key.add.request", "listener.add.request"] {
+        let events = t.audit(&format!("action={action}")).await;
+        assert_eq!(events.len(), 1, "{action}: {events:?}");
+        assert_eq!(events[0]["actor"], "user:alice");
+        assert_eq!(events[0]["outcome"], "success");
+    }
+    let approvals = t
+        .audit("action=change-request.approve&outcome=success")
+        .await;
+    assert_eq!(
+        approvals.len(),
+        2,
+        "the key and the listener: {approvals:?}"
+    );
+    // Every one of those events is a link in the intact hash chain.
+    let chain = t.get("/v1/audit/verify").await;
+    assert_eq!(chain["intact"], true, "{chain}");
+}
+
+#[tokio::test]
+async fn only_the_designated_approver_decides_and_never_on_their_own_request() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let second = keygen(t.dir.path(), "second.key");
+    let chg = t.propose_key(&second, "second").await;
+
+    let own = t.decide(&t.alice, &chg, "approve").await;
+    assert_refused(&own, 403, "", "");
+    let own = t.decide(&t.alice, &chg, "reject").await;
+    assert_refused(&own, 403, "", "");
+    let auditor = t.decide(&t.carol, &chg, "approve").await;
+    assert_refused(&auditor, 403, "", "approve-listeners");
+    let other = t.decide(&t.dave, &chg, "approve").await;
+    assert_refused(&other, 403, "", "bob");
+
+    let c = t.get(&format!("/v1/change-requests/{chg}")).await;
+    assert_eq!(c["status"], "pending", "refusals decide nothing: {c}");
+    assert_eq!(t.key_status(&second.id).await, "pending");
+
+    let decided = t.approve(&chg).await;
+    assert_eq!(decided["decision_comment"], "approve in a test");
+    assert_eq!(t.key_status(&second.id).await, "trusted");
+    let again = t.decide(&t.bob, &chg, "reject").await;
+    assert_refused(&again, 409, "", "");
+
+    // A rejected key is never trusted; the requester may withdraw a pending request.
+    let third = keygen(t.dir.path(), "third.key");
+    let chg3 = t.propose_key(&third, "third").await;
+    let r = t.decide(&t.bob, &chg3, "reject").await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("rejected"))
+    );
+    assert_eq!(t.key_status(&third.id).await, "rejected");
+    let fourth = keygen(t.dir.path(), "fourth.key");
+    let chg4 = t.propose_key(&fourth, "fourth").await;
+    let r = t.decide(&t.alice, &chg4, "withdraw").await;
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("withdrawn"))
+    );
+
+    // The refusals are in the audit trail.
+    let denied = t
+        .audit("action=change-request.approve&outcome=denied")
+        .await;
+    let actors: BTreeSet<&str> = denied.iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert!(actors.contains("user:alice"), "self-approval: {denied:?}");
+    assert!(actors.contains("user:dave"), "not the approver: {denied:?}");
+    let authz = t.audit("action=authorize&outcome=denied").await;
+    let carol = |e: &Value| e["actor"] == "user:carol";
+    let privilege = |e: &Value| e["detail"]["privilege"] == "approve-listeners";
+    assert!(authz.iter().any(|e| carol(e) && privilege(e)), "{authz:?}");
+}
+
+#[tokio::test]
+async fn each_bad_upload_is_refused_with_its_own_answer_and_audited() {
+    let server = Server::start_with(ServerOptions {
+        extra: vec!["--max-listener-bytes".into(), "1048576".into()],
+        ..Default::default()
+    });
+    let t = Team::new(&server).await;
+    let good = t.signed(wasm(), manifest());
+    let stranger = keygen(t.dir.path(), "stranger.key");
+    let by_stranger = Some(sign(t.dir.path(), &stranger, &good.wasm, &good.manifest));
+    let widened = edit(&good.manifest, PROPS, WIDE_PROPS);
+    let grown = with_custom_section(&good.wasm);
+    let aix = association(&["agentless"], &["AIX"], 10, &[]);
+    // The manifest may declare agent mode, but Generic resources do not allow it.
+    let agent = edit(
+        &manifest(),
+        "modes = [\"agentless\"]",
+        "modes = [\"agentless\", \"agent\"]",
+    );
+    let agent = t.signed(wasm(), agent);
+    let agent = agent.with_association(association(&["agent"], &["Generic"], 10, &[]));
+    let cases = [
+        (good.with_signature(None), "signature", "signature"),
+        (
+            good.with_signature(by_stranger),
+            "signature",
+            stranger.id.as_str(),
+        ),
+        (good.with_manifest(widened), "signature", "manifest"),
+        (good.with_wasm(grown), "signature", "component"),
+        (
+            t.signed(b"hello world".to_vec(), manifest()),
+            "component",
+            "component",
+        ),
+        (
+            t.signed(CORE_MODULE.to_vec(), manifest()),
+            "component",
+            "component",
+        ),
+        (good.with_association(aix), "association", "AIX"),
+        (agent, "association", "Generic"),
+        (good.with_approver("alice"), "approver", "approver"),
+        (good.with_approver("carol"), "approver", "approver"),
+        (good.with_approver("zed"), "approver", "zed"),
+    ];
+    for (upload, field, fragment) in &cases {
+        assert_refused(&t.add(upload).await, 422, field, fragment);
+    }
+    let oversized = good.with_wasm(vec![0u8; 2 * 1024 * 1024]);
+    assert_refused(&t.add(&oversized).await, 413, "", "");
+
+    // Nothing was registered or left pending: the good upload still goes through.
+    assert!(t.pending_ids().await.is_empty());
+    pending(&t.add(&good).await, "listener-add");
+
+    let failures = t.audit("action=listener.upload&outcome=failure").await;
+    let n = cases.len();
+    assert_eq!(
+        failures.len(),
+        n + 1,
+        "one event per refusal, the 413 included: {failures:?}"
+    );
+    for e in &failures {
+        assert_eq!(e["actor"], "user:alice", "{e}");
+        assert!(e["detail"]["reason"].is_string(), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn edits_and_deletion_wait_for_approval() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let add = t.publish_active().await;
+
+    let v1 = t.signed(wasm(), manifest());
+    assert_refused(&t.add(&v1).await, 409, "", "");
+    assert_refused(&t.upload("PUT", LISTENER, &v1).await, 409, "", "");
+    let renamed = edit(
+        &manifest(),
+        "name = \"change-freeze\"",
+        "name = \"no-such\"",
+    );
+    let other = t.signed(wasm(), renamed);
+    let r = t.upload("PUT", "/v1/listeners/no-such", &other).await;
+    assert_refused(&r, 404, "", "");
+
+    let v2 = t.signed(wasm(), manifest_v2());
+    let c = pending(&t.upload("PUT", LISTENER, &v2).await, "listener-edit");
+    assert_eq!(c["version"], "0.2.0");
+    let edit_id = change_id(&c);
+
+    // One pending change per listener: the conflict names the pending one.
+    let delete = format!("{LISTENER}?approver=bob");
+    let r = t.api.call("DELETE", &delete, Some(&t.alice), None).await;
+    assert_refused(&r, 409, "", &edit_id);
+
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+    t.approve(&edit_id).await;
+    assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+    assert_eq!(t.get(LISTENER).await["version"], "0.2.0");
+
+    let r = t.api.call("DELETE", &delete, Some(&t.alice), None).await;
+    let delete_id = change_id(&pending(&r, "listener-delete"));
+    assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+    t.approve(&delete_id).await;
+    let plan = t.plan("Linux").await;
+    assert!(
+        entry(&plan, "listeners", "change-freeze").is_none(),
+        "{plan}"
+    );
+    assert!(entry(&plan, "refused", "change-freeze").is_none(), "{plan}");
+
+    let history = list(&t.get(&format!("{LISTENER}/history")).await);
+    let kinds: Vec<_> = history.iter().map(|c| c["kind"].clone()).collect();
+    assert_eq!(kinds, ["listener-add", "listener-edit", "listener-delete"]);
+    let ids: Vec<_> = history.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [add.as_str(), edit_id.as_str(), delete_id.as_str()]);
+    assert!(
+        history.iter().all(|c| c["status"] == "approved"),
+        "{history:?}"
+    );
+}
+
+const CURRENT_COMPONENT: &str = "SELECT component FROM listener_versions WHERE id = \
+     (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')";
+const SET_CURRENT_COMPONENT: &str = "UPDATE listener_versions SET component = $1 WHERE id = \
+     (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')";
+const WIDEN_MANIFEST: &str = "UPDATE listener_versions \
+     SET manifest = replace(manifest, 'LOCATION\"]', 'LOCATION\", \"IPADDRESS\"]') WHERE id = \
+     (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')";
+const RESTORE_MANIFEST: &str = "UPDATE listener_versions \
+     SET manifest = replace(manifest, 'LOCATION\", \"IPADDRESS\"]', 'LOCATION\"]') WHERE id = \
+     (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')";
+const SET_CURRENT_DIGEST: &str = "UPDATE listener_versions SET component_sha256 = $1 WHERE id = \
+     (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')";
+const FORGE_TRUSTED_KEY: &str = "INSERT INTO publisher_keys (key_id, name, public_key, status, \
+     trust_seal, created_by, created_at, updated_at) VALUES ($1, 'forged', $2, 'trusted', \
+     'k.00.00', 'mallory', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')";
+const SET_V2_COMPONENT: &str = "UPDATE listener_versions SET component = $1 \
+     WHERE version = '0.2.0' AND listener_id = \
+     (SELECT id FROM listeners WHERE name = 'change-freeze')";
+
+/// Runs one tampering statement, with `bytes` bound to `$1` when given; it must hit one row.
+async fn tamper(db: &mut sqlx::AnyConnection, sql: &'static str, bytes: Option<Vec<u8>>) {
+    let mut query = sqlx::query::<sqlx::Any>(sql);
+    if let Some(b) = bytes {
+        query = query.bind(b);
+    }
+    let done = query.execute(&mut *db).await.expect("tamper");
+    assert_eq!(done.rows_affected(), 1, "{sql}");
+}
+
+/// Edits the stored component, then the stored manifest, of an approved listener behind the
+/// running server's back, then the bytes of an uploaded version before its approval.
+async fn tampering_is_refused_before_any_run(server: &Server, db_url: &str) {
+    let t = Team::new(server).await;
+    t.publish_active().await;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(db_url).await.expect("connect");
+    if db_url.starts_with("sqlite:") {
+        let busy = sqlx::query("PRAGMA busy_timeout = 10000");
+        busy.execute(&mut db).await.unwrap();
+    }
+
+    let query = sqlx::query_scalar(CURRENT_COMPONENT);
+    let original: Vec<u8> = query.fetch_one(&mut db).await.unwrap();
+    assert!(
+        original == wasm(),
+        "the approved bytes are stored as uploaded"
+    );
+    let mut flipped = original.clone();
+    *flipped.last_mut().unwrap() ^= 0xff;
+    tamper(&mut db, SET_CURRENT_COMPONENT, Some(flipped)).await;
+
+    let reason = t.refusal().await;
+    assert!(reason.contains("component"), "{reason}");
+    assert!(t.alert().await.is_string());
+    let events = t.audit("action=listener.integrity").await;
+    assert!(!events.is_empty(), "the refusal is audited");
+    assert!(
+        events.iter().all(|e| e["outcome"] == "failure"),
+        "{events:?}"
+    );
+    assert!(events[0]["detail"]["reason"].is_string(), "{events:?}");
+
+    // The approved bytes back: it runs again; the alert stays until a new approval.
+    tamper(&mut db, SET_CURRENT_COMPONENT, Some(original)).await;
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+    assert!(t.alert().await.is_string());
+
+    // A widened grant in the stored manifest.
+    tamper(&mut db, WIDEN_MANIFEST, None).await;
+    let reason = t.refusal().await;
+    assert!(reason.contains("manifest"), "{reason}");
+    let more = t.audit("action=listener.integrity&outcome=failure").await;
+    assert!(more.len() > events.len(), "{more:?}");
+    tamper(&mut db, RESTORE_MANIFEST, None).await;
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+
+    // Someone who can write the database but lacks the master key swaps the bytes and fixes up
+    // the recorded digest too: the approval seal no longer matches.
+    let mut swapped = wasm();
+    *swapped.last_mut().unwrap() ^= 0x01;
+    let digest = hex::encode(Sha256::digest(&swapped));
+    tamper(&mut db, SET_CURRENT_COMPONENT, Some(swapped)).await;
+    let query = sqlx::query::<sqlx::Any>(SET_CURRENT_DIGEST).bind(digest);
+    assert_eq!(query.execute(&mut db).await.unwrap().rows_affected(), 1);
+    let reason = t.refusal().await;
+    assert!(reason.contains("approval record"), "{reason}");
+    let digest = hex::encode(Sha256::digest(wasm()));
+    tamper(&mut db, SET_CURRENT_COMPONENT, Some(wasm())).await;
+    let query = sqlx::query::<sqlx::Any>(SET_CURRENT_DIGEST).bind(digest);
+    assert_eq!(query.execute(&mut db).await.unwrap().rows_affected(), 1);
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+
+    // ...or makes their own key "trusted" with a row of their own: its trust seal fails.
+    let forged = keygen(t.dir.path(), "forged.key");
+    let insert = sqlx::query::<sqlx::Any>(FORGE_TRUSTED_KEY)
+        .bind(forged.id.clone())
+        .bind(forged.public.clone());
+    assert_eq!(insert.execute(&mut db).await.unwrap().rows_affected(), 1);
+    let renamed = edit(&manifest(), "name = \"change-freeze\"", "name = \"forged\"");
+    let upload = t.signed(wasm(), renamed.clone());
+    let upload = upload.with_signature(Some(sign(t.dir.path(), &forged, &wasm(), &renamed)));
+    assert_refused(&t.add(&upload).await, 422, "signature", "integrity check");
+
+    // Bytes edited between upload and approval: the approval is refused and audited.
+    let v2 = t.signed(wasm(), manifest_v2());
+    let c = pending(&t.upload("PUT", LISTENER, &v2).await, "listener-edit");
+    let chg = change_id(&c);
+    tamper(&mut db, SET_V2_COMPONENT, Some(b"not it".to_vec())).await;
+    assert_refused(&t.decide(&t.bob, &chg, "approve").await, 409, "", "");
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+    let decisions = t.audit("action=change-request.approve").await;
+    let refused = |e: &Value| e["outcome"] != "success" && e.to_string().contains(&chg);
+    assert!(decisions.iter().any(refused), "{decisions:?}");
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_edited_sqlite_row_is_refused_before_any_run() {
+    let server = Server::start();
+    let db = server.data_dir().join("lockstep.db");
+    tampering_is_refused_before_any_run(&server, &format!("sqlite://{}", db.display())).await;
+}
+
+#[tokio::test]
+async fn an_edited_postgres_row_is_refused_before_any_run() {
+    let Some((url, name)) = postgres_database().await else {
+        return;
+    };
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(url.clone()),
+        ..Default::default()
+    });
+    tampering_is_refused_before_any_run(&server, &url).await;
+    assert_eq!(server.stop().code(), Some(0));
+    drop_postgres_database(&name).await;
+}
+
+#[tokio::test]
+async fn reports_show_where_a_listener_runs_and_what_awaits_approval() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let mut made = Vec::new();
+    for (name, kind) in [
+        ("l1", "Linux"),
+        ("l2", "Linux"),
+        ("w1", "Windows"),
+        ("a1", "AIX"),
+    ] {
+        let body = json!({"name": name, "resource_type": kind});
+        let r = t.api.post("/v1/resources", &t.root, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        made.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+
+    let linux_windows = association(&["agentless"], &["Linux", "Windows"], 10, &["DC1"]);
+    let upload = t.signed(wasm(), manifest());
+    let upload = upload.with_association(linux_windows.clone());
+    let add = change_id(&pending(&t.add(&upload).await, "listener-add"));
+    let c = t.get(&format!("/v1/change-requests/{add}")).await;
+    assert_eq!(c["association"], linux_windows, "{c}");
+    let spare = keygen(t.dir.path(), "spare.key");
+    let key_add = t.propose_key(&spare, "spare").await;
+
+    let both = BTreeSet::from([add.clone(), key_add.clone()]);
+    assert_eq!(t.pending_ids().await, both);
+    t.approve(&add).await;
+    assert_eq!(t.pending_ids().await, BTreeSet::from([key_add.clone()]));
+    let every = all_pages(&t.api, &t.root, "/v1/change-requests").await;
+    let expected = BTreeSet::from([t.key_change.clone(), add.clone(), key_add]);
+    assert_eq!(ids(&every), expected);
+
+    // The report is paginated like every list.
+    let report = format!("{LISTENER}/resources");
+    let first = t.get(&format!("{report}?limit=2")).await;
+    assert_eq!(page(&first).len(), 2, "{first}");
+    assert!(first["next"].is_string(), "{first}");
+    let all = all_pages(&t.api, &t.alice, &format!("{report}?limit=2")).await;
+    let linux_and_windows: BTreeSet<String> = made[..3].iter().cloned().collect();
+    assert_eq!(ids(&all), linux_and_windows);
+
+    let plan = t.plan("Windows").await;
+    let planned = entry(&plan, "listeners", "change-freeze");
+    let planned = planned.unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(planned["order"], 10);
+    assert_eq!(planned["parameters"], json!(["DC1"]));
+    let aix = t.plan("AIX").await;
+    assert!(entry(&aix, "listeners", "change-freeze").is_none(), "{aix}");
+
+    // A new association is a change request too, for the same version.
+    let windows = association(&["agentless"], &["Windows"], 20, &[]);
+    let body = json!({"association": windows, "approver": "bob", "comment": "Windows only"});
+    let path = format!("{LISTENER}/association");
+    let r = t.api.call("PUT", &path, Some(&t.alice), Some(body)).await;
+    let c = pending(&r, "listener-edit");
+    assert_eq!(c["version"], "0.1.0");
+    let unchanged = all_pages(&t.api, &t.alice, &report).await;
+    assert_eq!(unchanged.len(), 3, "unchanged until approved");
+    t.approve(&change_id(&c)).await;
+    let windows_only = all_pages(&t.api, &t.alice, &report).await;
+    assert_eq!(ids(&windows_only), BTreeSet::from([made[2].clone()]));
+    assert_eq!(t.planned().await, None);
+}
+
+#[tokio::test]
+async fn removing_a_publisher_key_waits_for_approval_then_stops_its_listeners() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    t.publish_active().await;
+
+    let path = format!("/v1/publisher-keys/{}?approver=bob", t.key.id);
+    let r = t.api.call("DELETE", &path, Some(&t.alice), None).await;
+    let c = pending(&r, "key-remove");
+    assert_eq!(c["key_id"], t.key.id.as_str());
+    assert_eq!(t.key_status(&t.key.id).await, "trusted");
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+
+    t.approve(&change_id(&c)).await;
+    assert_eq!(t.key_status(&t.key.id).await, "removed");
+    let reason = t.refusal().await;
+    assert!(reason.contains("key"), "{reason}");
+    assert!(t.alert().await.is_string());
+
+    // Nor does the server accept anything new signed with it.
+    let v2 = t.signed(wasm(), manifest_v2());
+    let r = t.upload("PUT", LISTENER, &v2).await;
+    assert_refused(&r, 422, "signature", &t.key.id);
+}
+
+#[tokio::test]
+async fn publish_signs_and_uploads_with_the_token_from_the_environment_only() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let wasm_file = t.dir.path().join("change_freeze.wasm");
+    std::fs::write(&wasm_file, wasm()).unwrap();
+    let manifest_file = manifest_path();
+    let mut args = vec![
+        "listener",
+        "publish",
+        wasm_file.to_str().unwrap(),
+        "--manifest",
+        manifest_file.to_str().unwrap(),
+        "--key",
+        t.key.path.to_str().unwrap(),
+        "--server",
+        server.base.as_str(),
+        "--approver",
+        "bob",
+    ];
+    let (status, stdout, stderr) = lockstep_env(&args, &[("LOCKSTEP_TOKEN", t.alice.as_str())]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let start = stdout.find("chg_");
+    let start = start.unwrap_or_else(|| panic!("no change request id: {stdout}"));
+    let id: String = stdout[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let c = t.get(&format!("/v1/change-requests/{id}")).await;
+    assert_eq!(c["kind"], "listener-add", "{c}");
+    assert_eq!(c["status"], "pending");
+    assert_eq!(c["listener"], "change-freeze");
+    assert_eq!(c["requested_by"], "alice");
+    assert_eq!(c["approver"], "bob");
+    assert_eq!(c["key_id"], t.key.id.as_str());
+
+    // A token on the command line is visible to every user of the machine: refused.
+    args.extend(["--token", t.alice.as_str()]);
+    let (status, stdout, stderr) = lockstep(&args);
+    assert!(!status.success(), "{stdout}");
+    assert!(stderr.contains("LOCKSTEP_TOKEN"), "{stderr}");
+    assert_eq!(t.pending_ids().await, BTreeSet::from([id]));
+}
