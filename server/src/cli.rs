@@ -137,7 +137,7 @@ pub struct StoreArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
-    /// max_body_bytes, max_listener_bytes.
+    /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -161,6 +161,14 @@ pub struct ServeArgs {
     /// Largest listener component accepted by an upload, in bytes [default: 33554432].
     #[arg(long, env = "LOCKSTEP_MAX_LISTENER_BYTES")]
     pub max_listener_bytes: Option<usize>,
+    /// Also mail notifications to users who have an email address, through this relay:
+    /// smtps://HOST:465, smtp://HOST:587?tls=required (STARTTLS) or smtp://HOST:25 (plain).
+    /// Credentials go in the URL (smtps://USER:PASS@HOST); prefer the environment variable then.
+    #[arg(long, env = "LOCKSTEP_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender address of notification mail [default: lockstep@HOSTNAME].
+    #[arg(long, env = "LOCKSTEP_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +181,9 @@ pub enum AdminCommand {
         /// custom role.
         #[arg(long)]
         role: String,
+        /// Where notifications are mailed (when the server has --smtp-url).
+        #[arg(long)]
+        email: Option<String>,
         /// Token lifetime in days.
         #[arg(long, default_value_t = crate::identity::DEFAULT_TOKEN_DAYS)]
         expires_in_days: i64,

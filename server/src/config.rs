@@ -25,6 +25,8 @@ struct ConfigFile {
     syslog: Option<String>,
     max_body_bytes: Option<usize>,
     max_listener_bytes: Option<usize>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
 }
 
 /// Where a master key comes from.
@@ -45,6 +47,25 @@ pub struct ServeConfig {
     pub syslog: Option<SyslogTarget>,
     pub max_body_bytes: usize,
     pub max_listener_bytes: usize,
+    /// The SMTP relay for notification mail and the sender address, if configured.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// Where notification mail goes out.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// May hold credentials: never printed as is (`store::redact_url`).
+    pub url: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 impl ServeConfig {
@@ -108,6 +129,15 @@ impl ServeConfig {
                 "--max-listener-bytes must be at least 1024".into(),
             ));
         }
+        let smtp = args.smtp_url.or(file.smtp_url).map(|url| {
+            let from = args.smtp_from.or(file.smtp_from).unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into());
+                format!("lockstep@{host}")
+            });
+            SmtpConfig { url, from }
+        });
         Ok(ServeConfig {
             data_dir,
             listen,
@@ -117,6 +147,7 @@ impl ServeConfig {
             syslog,
             max_body_bytes,
             max_listener_bytes,
+            smtp,
         })
     }
 }

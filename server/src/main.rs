@@ -45,6 +45,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Admin(AdminCommand::Create {
             name,
             role,
+            email,
             expires_in_days,
             store,
         }) => {
@@ -57,7 +58,8 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             let db = serve::open_store(&store_url(&store)).await?;
             let actor = audit::Actor::cli();
-            let user = identity::create_user(&db, &actor, identity::NewUser { name, role }).await?;
+            let user =
+                identity::create_user(&db, &actor, identity::NewUser { name, role, email }).await?;
             let issued = identity::issue_token(
                 &db,
                 &actor,

@@ -78,6 +78,14 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         "store ready"
     );
 
+    if let Some(smtp) = &cfg.smtp {
+        let mailer = crate::notifications::mail::Mailer::new(&smtp.url, &smtp.from)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        store.set_notification_sink(tx);
+        mailer.spawn(store.clone(), rx);
+        tracing::info!(relay = %redact_url(&smtp.url), from = %smtp.from, "mailing notifications");
+    }
+
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     store.set_audit_sink(tx);

@@ -132,6 +132,7 @@ async fn users_tokens_and_roles(db: &TestDb) {
         identity::NewUser {
             name: "alice".into(),
             role: "auditor".into(),
+            email: Some("alice@example.com".into()),
         },
     )
     .await
@@ -142,6 +143,7 @@ async fn users_tokens_and_roles(db: &TestDb) {
         identity::NewUser {
             name: "alice".into(),
             role: "admin".into(),
+            email: None,
         },
     )
     .await;
@@ -152,13 +154,17 @@ async fn users_tokens_and_roles(db: &TestDb) {
         identity::NewUser {
             name: "bad name".into(),
             role: "nope".into(),
+            email: Some("not an address".into()),
         },
     )
     .await;
     match bad {
-        Err(Error::Validation(p)) => assert_eq!(p.len(), 2, "both fields reported: {p:?}"),
+        Err(Error::Validation(p)) => assert_eq!(p.len(), 3, "every field reported: {p:?}"),
         other => panic!("{other:?}"),
     }
+
+    let stored = identity::get_user(s, &user.id).await.unwrap();
+    assert_eq!(stored.email.as_deref(), Some("alice@example.com"));
 
     let issued = identity::issue_token(s, &a, &user.id, identity::NewToken::default())
         .await

@@ -85,12 +85,6 @@ fn endpoints() -> Vec<(
             None,
             "view-resources",
         ),
-        (
-            "POST",
-            "/v1/change-requests/chg_none/approve",
-            Some(json!({})),
-            "approve-listeners",
-        ),
     ]
 }
 

@@ -960,3 +960,120 @@ async fn publish_signs_and_uploads_with_the_token_from_the_environment_only() {
     assert!(stderr.contains("LOCKSTEP_TOKEN"), "{stderr}");
     assert_eq!(t.pending_ids().await, BTreeSet::from([id]));
 }
+
+/// A minimal SMTP server on loopback: accepts every message and hands over each one's
+/// envelope recipients and data.
+fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut input = BufReader::new(conn);
+                let mut mail = String::new();
+                let mut say = |s: &str| out.write_all(s.as_bytes()).is_ok();
+                say("220 sink ESMTP\r\n");
+                let mut line = String::new();
+                while input.read_line(&mut line).unwrap_or(0) > 0 {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let ok = match verb.as_str() {
+                        "EHLO" => say("250-sink\r\n250 8BITMIME\r\n"),
+                        "RCPT" => {
+                            mail.push_str(&line);
+                            say("250 OK\r\n")
+                        }
+                        "DATA" => {
+                            say("354 go on\r\n");
+                            line.clear();
+                            while input.read_line(&mut line).unwrap_or(0) > 0 && line != ".\r\n" {
+                                mail.push_str(&line);
+                                line.clear();
+                            }
+                            let _ = tx.send(std::mem::take(&mut mail));
+                            say("250 queued\r\n")
+                        }
+                        "QUIT" => {
+                            say("221 bye\r\n");
+                            false
+                        }
+                        _ => say("250 OK\r\n"),
+                    };
+                    if !ok {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn approvers_are_mailed_when_the_server_has_an_smtp_relay() {
+    let (port, mails) = smtp_sink();
+    let server = Server::start_with(ServerOptions {
+        extra: vec![
+            "--smtp-url".into(),
+            format!("smtp://127.0.0.1:{port}"),
+            "--smtp-from".into(),
+            "lockstep@test.example".into(),
+        ],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let bad = json!({"name": "eve", "role": "admin", "email": "eve@example.com\r\nBcc: x@y.z"});
+    assert_refused(&api.post("/v1/users", &root, bad).await, 422, "email", "");
+    for (name, email) in [("alice", "alice@example.com"), ("bob", "bob@example.com")] {
+        let body = json!({"name": name, "role": "admin", "email": email});
+        let r = api.post("/v1/users", &root, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json()["email"], email);
+    }
+    let alice = {
+        let users = api.get("/v1/users", &root).await.json();
+        let id = users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let t = api
+            .post(&format!("/v1/users/{id}/tokens"), &root, json!({}))
+            .await;
+        t.json()["token"].as_str().unwrap().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "ci.key");
+    let body = json!({"name": "ci", "public_key": key.public, "approver": "bob"});
+    let r = api.post("/v1/publisher-keys", &alice, body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let chg = r.json()["id"].as_str().unwrap().to_string();
+
+    let mail = mails
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("no mail reached the relay")
+        // Undo quoted-printable soft line breaks.
+        .replace("=\r\n", "");
+    assert!(mail.contains("<bob@example.com>"), "{mail}");
+    assert!(mail.contains("From: lockstep@test.example"), "{mail}");
+    assert!(
+        mail.contains("Subject: [Lockstep] approval-requested"),
+        "{mail}"
+    );
+    assert!(mail.contains(&chg), "{mail}");
+    let logged = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        server.log_text().contains("mailed notification")
+    });
+    assert!(logged, "{}", server.log_text());
+}

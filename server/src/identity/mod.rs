@@ -106,6 +106,8 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// Where notifications are mailed (when the server has an SMTP relay).
+    pub email: Option<String>,
     pub created_at: String,
 }
 
@@ -115,6 +117,7 @@ impl From<UserRow> for User {
             id: r.id,
             name: r.name,
             role: r.role,
+            email: r.email,
             created_at: r.created_at,
         }
     }
@@ -128,6 +131,22 @@ pub struct NewUser {
     /// A built-in role (`privileged-admin`, `admin`, `password-admin`, `auditor`,
     /// `password-user`) or a custom role's name.
     pub role: String,
+    /// Optional: where notifications are mailed when the server has an SMTP relay.
+    pub email: Option<String>,
+}
+
+/// A plain `local@domain` address, at most 254 characters: enough to mail it, nothing that
+/// could smuggle a header.
+fn validate_email(field: &str, email: &str) -> Option<FieldProblem> {
+    let plain = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && email.matches('@').count() == 1
+        && email
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | ',' | ';' | '"'));
+    (!plain).then(|| FieldProblem::new(field, "must be a plain address such as alice@example.com"))
 }
 
 fn validate_name(field: &str, name: &str) -> Option<FieldProblem> {
@@ -146,6 +165,9 @@ fn validate_name(field: &str, name: &str) -> Option<FieldProblem> {
 
 pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result<User> {
     let mut problems: Vec<FieldProblem> = validate_name("name", &input.name).into_iter().collect();
+    if let Some(email) = &input.email {
+        problems.extend(validate_email("email", email));
+    }
     if store::roles::get(store.pool(), &input.role)
         .await?
         .is_none()
@@ -163,6 +185,7 @@ pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result
         name: input.name,
         role: input.role,
         created_at: crate::time::now(),
+        email: input.email,
     };
     let mut tx = store.begin_write().await?;
     store::users::insert(tx.conn(), &row).await.map_err(|e| {

@@ -34,6 +34,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::audit::AuditRow;
+use self::notifications::NotificationRow;
 
 use crate::error::{Error, Result};
 
@@ -83,6 +84,7 @@ pub struct Store {
     backend: Backend,
     write_lock: Arc<Mutex<()>>,
     audit_sink: Option<UnboundedSender<AuditRow>>,
+    notification_sink: Option<UnboundedSender<NotificationRow>>,
 }
 
 /// A write transaction. Holds the process-wide write lock until commit or drop (rollback).
@@ -91,6 +93,8 @@ pub struct WriteTx {
     backend: Backend,
     audited: Vec<AuditRow>,
     audit_sink: Option<UnboundedSender<AuditRow>>,
+    notified: Vec<NotificationRow>,
+    notification_sink: Option<UnboundedSender<NotificationRow>>,
     _guard: OwnedMutexGuard<()>,
 }
 
@@ -108,13 +112,24 @@ impl WriteTx {
         self.audited.push(row);
     }
 
+    /// Notes a notification written in this transaction; it is mailed after commit.
+    pub fn record_notification(&mut self, row: NotificationRow) {
+        self.notified.push(row);
+    }
+
     /// Commits, then hands the audit rows written in this transaction to the audit sink (syslog
-    /// forwarding, metrics). A rolled-back transaction publishes nothing.
+    /// forwarding, metrics) and its notifications to the mailer. A rolled-back transaction
+    /// publishes nothing.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        // The receivers only go away at shutdown; nothing to do then.
         if let Some(sink) = &self.audit_sink {
             for row in self.audited {
-                // The receiver only goes away at shutdown; nothing to do then.
+                let _ = sink.send(row);
+            }
+        }
+        if let Some(sink) = &self.notification_sink {
+            for row in self.notified {
                 let _ = sink.send(row);
             }
         }
@@ -175,6 +190,7 @@ impl Store {
             backend,
             write_lock: Arc::new(Mutex::new(())),
             audit_sink: None,
+            notification_sink: None,
         })
     }
 
@@ -195,6 +211,11 @@ impl Store {
         self.audit_sink = Some(sink);
     }
 
+    /// Sends every committed notification to `sink` from now on (the mailer).
+    pub fn set_notification_sink(&mut self, sink: UnboundedSender<NotificationRow>) {
+        self.notification_sink = Some(sink);
+    }
+
     /// The pool, for reads.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
@@ -208,6 +229,8 @@ impl Store {
             backend: self.backend,
             audited: Vec::new(),
             audit_sink: self.audit_sink.clone(),
+            notified: Vec::new(),
+            notification_sink: self.notification_sink.clone(),
             _guard: guard,
         })
     }

@@ -11,12 +11,14 @@ pub struct UserRow {
     pub name: String,
     pub role: String,
     pub created_at: String,
+    /// Where notifications are mailed, if anywhere.
+    pub email: Option<String>,
 }
 
 /// The column list, as a literal so queries stay `&'static str` (sqlx's `SqlSafeStr`).
 macro_rules! columns {
     () => {
-        "id, name, role, created_at"
+        "id, name, role, created_at, email"
     };
 }
 
@@ -24,12 +26,13 @@ pub async fn insert(conn: &mut AnyConnection, row: &UserRow) -> Result<(), sqlx:
     sqlx::query(concat!(
         "INSERT INTO users (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4)"
+        ") VALUES ($1, $2, $3, $4, $5)"
     ))
     .bind(&row.id)
     .bind(&row.name)
     .bind(&row.role)
     .bind(&row.created_at)
+    .bind(&row.email)
     .execute(conn)
     .await?;
     Ok(())

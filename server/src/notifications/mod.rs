@@ -1,6 +1,9 @@
 //! Notifications: what a user should know about (a change waiting for their approval, a
 //! decision on their change). Written in the same transaction as the event they report, so a
-//! change request never exists without its approver's notification.
+//! change request never exists without its approver's notification. With an SMTP relay
+//! configured, each committed notification is also mailed to the user's address ([`mail`]).
+
+pub mod mail;
 
 use serde::Serialize;
 
@@ -50,6 +53,7 @@ pub async fn notify(
         read_at: None,
     };
     store::notifications::insert(tx.conn(), &row).await?;
+    tx.record_notification(row);
     Ok(())
 }
 
