@@ -36,6 +36,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// A command's yes-or-no answer: the line on stdout and exit 0, or the reason on stderr and
+/// exit 1 (2 is kept for "could not even try").
+fn verdict(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn run(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Serve(args) => {
@@ -150,32 +165,19 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 ca_cert,
             })
             .await?;
-            match result {
-                Ok(line) => {
-                    println!("{line}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(problem) => {
-                    eprintln!("{problem}");
-                    Ok(ExitCode::from(1))
-                }
-            }
+            Ok(verdict(result))
         }
         Command::Listener(ListenerCommand::Verify {
             wasm,
             manifest,
             signature,
             public_key,
-        }) => match publisher::verify(&wasm, &manifest, signature, &public_key)? {
-            Ok(line) => {
-                println!("{line}");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(why) => {
-                eprintln!("{why}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        }) => Ok(verdict(publisher::verify(
+            &wasm,
+            &manifest,
+            signature,
+            &public_key,
+        )?)),
         Command::Audit(AuditCommand::Verify { store }) => {
             let db = Store::open_existing(&store_url(&store)).await?;
             let result = audit::verify(&db).await?;
