@@ -161,11 +161,16 @@ pub async fn publish(p: Publish) -> Result<std::result::Result<String, String>> 
             body["approver"].as_str().unwrap_or("?"),
         )))
     } else {
-        let mut problem = format!(
-            "the server refused the upload ({status}): {}",
-            body["detail"].as_str().unwrap_or("no details")
-        );
-        if let Some(errors) = body["errors"].as_array() {
+        let errors = body["errors"].as_array().filter(|e| !e.is_empty());
+        let mut problem = match errors {
+            // The detail repeats the field problems; list them one per line instead.
+            Some(_) => format!("the server refused the upload ({status}):"),
+            None => format!(
+                "the server refused the upload ({status}): {}",
+                body["detail"].as_str().unwrap_or("no details")
+            ),
+        };
+        if let Some(errors) = errors {
             for e in errors {
                 problem.push_str(&format!(
                     "\n  {}: {}",
