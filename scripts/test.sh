@@ -18,6 +18,10 @@ if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; the
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
+# The SSH reset tests run Debian's sshd and sudo in namespaces with a private /etc; this
+# extracts them into ~/.cache/lockstep-testbed without installing anything on the host.
+./scripts/testbed-deps.sh >/dev/null
+
 cargo build --workspace --all-targets --locked
 # Every listener as a WebAssembly component: Rust (cargo), Python (componentize-py from PyPI),
 # JavaScript (componentize-js from npm). The tests load them from the target dir (and run this

@@ -17,6 +17,7 @@ pub mod listener_test;
 pub mod notifications;
 pub mod publisher;
 pub mod registry;
+pub mod reset;
 pub mod serve;
 pub mod store;
 pub mod time;

@@ -1,0 +1,297 @@
+//! The SSH client of agentless resets (russh): connect with a pinned host key, authenticate with
+//! a password, run a command with its input on stdin.
+//!
+//! **Secrets**: passwords travel only as SSH authentication or on a command's stdin, never in a
+//! command line; buffers holding them are zeroized.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::ChannelMsg;
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PublicKeyOrCertificate};
+use zeroize::Zeroizing;
+
+use crate::vault::Secret;
+
+/// Why an SSH step failed. Every message names the target and is safe to show and audit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshFailure {
+    /// TCP connect refused, no route, or the SSH handshake failed.
+    #[error("cannot reach {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    /// The host key differs from the one recorded at first use.
+    #[error(
+        "the host key of {target} changed: {actual} was offered, {expected} is pinned; if the \
+         target was rebuilt, clear the resource's pinned host key after checking the new one"
+    )]
+    HostKeyChanged {
+        target: String,
+        expected: String,
+        actual: String,
+    },
+    /// The password was refused.
+    #[error("{target} refused the password of '{user}'")]
+    AuthRejected { target: String, user: String },
+    /// A step took longer than its timeout.
+    #[error("{target}: {step} timed out after {seconds} s")]
+    Timeout {
+        target: String,
+        step: &'static str,
+        seconds: u64,
+    },
+    /// Anything else on an established connection.
+    #[error("{target}: {reason}")]
+    Protocol { target: String, reason: String },
+}
+
+/// Where to connect and what host key to expect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    /// `SHA256:…` of the host key recorded at first use; `None` accepts and reports the key.
+    pub pinned_host_key: Option<String>,
+}
+
+impl Endpoint {
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Limits of one SSH exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect, handshake and authentication together.
+    pub connect: Duration,
+    /// One command, from exec to exit status.
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(15),
+            command: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Checks the offered host key against the pin and remembers what was offered.
+struct PinnedHostKey {
+    pinned: Option<String>,
+    offered: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let fingerprint = offered
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        let ok = self.pinned.as_deref().is_none_or(|p| p == fingerprint);
+        if let Ok(mut o) = self.offered.lock() {
+            *o = Some(fingerprint);
+        }
+        Ok(ok)
+    }
+}
+
+/// An authenticated connection. Several commands may run on it, one after another or at once.
+pub struct Connection {
+    handle: Handle<PinnedHostKey>,
+    target: String,
+    /// The host key's `SHA256:…` fingerprint, to pin at first use.
+    pub host_key: String,
+    timeouts: Timeouts,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+fn config(timeouts: Timeouts) -> Arc<client::Config> {
+    Arc::new(client::Config {
+        inactivity_timeout: Some(timeouts.command.max(timeouts.connect) * 2),
+        keepalive_interval: Some(Duration::from_secs(15)),
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// Connects and authenticates `user` with `password`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    user: &str,
+    password: &Secret,
+    timeouts: Timeouts,
+) -> Result<Connection, SshFailure> {
+    let target = endpoint.label();
+    let offered = Arc::new(Mutex::new(None));
+    let handler = PinnedHostKey {
+        pinned: endpoint.pinned_host_key.clone(),
+        offered: offered.clone(),
+    };
+    let timed_out = |step| SshFailure::Timeout {
+        target: target.clone(),
+        step,
+        seconds: timeouts.connect.as_secs(),
+    };
+    let attempt = async {
+        let handle = client::connect(
+            config(timeouts),
+            (endpoint.host.as_str(), endpoint.port),
+            handler,
+        )
+        .await;
+        let mut handle = match handle {
+            Ok(h) => h,
+            Err(russh::Error::UnknownKey) => {
+                return Err(SshFailure::HostKeyChanged {
+                    target: target.clone(),
+                    expected: endpoint.pinned_host_key.clone().unwrap_or_default(),
+                    actual: offered
+                        .lock()
+                        .ok()
+                        .and_then(|o| o.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            Err(e) => {
+                return Err(SshFailure::Unreachable {
+                    target: target.clone(),
+                    reason: describe(&e),
+                });
+            }
+        };
+        let auth = handle
+            .authenticate_password(user, password.expose())
+            .await
+            .map_err(|e| SshFailure::Protocol {
+                target: target.clone(),
+                reason: describe(&e),
+            })?;
+        if !auth.success() {
+            return Err(SshFailure::AuthRejected {
+                target: target.clone(),
+                user: user.to_string(),
+            });
+        }
+        Ok(handle)
+    };
+    let handle = tokio::time::timeout(timeouts.connect, attempt)
+        .await
+        .map_err(|_| timed_out("connecting"))??;
+    let host_key = offered
+        .lock()
+        .ok()
+        .and_then(|o| o.clone())
+        .unwrap_or_default();
+    Ok(Connection {
+        handle,
+        target,
+        host_key,
+        timeouts,
+    })
+}
+
+/// A russh error in words, without internals that could help nobody.
+fn describe(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Connection {
+    /// Runs `command`, writes `stdin` then EOF, and collects the output and exit status.
+    /// `stdin` may hold secrets: it is zeroized here after use.
+    pub async fn run(
+        &self,
+        command: &str,
+        stdin: Zeroizing<Vec<u8>>,
+    ) -> Result<Output, SshFailure> {
+        let protocol = |e: russh::Error| SshFailure::Protocol {
+            target: self.target.clone(),
+            reason: describe(&e),
+        };
+        let exchange = async {
+            let channel = self.handle.channel_open_session().await.map_err(protocol)?;
+            channel.exec(true, command).await.map_err(protocol)?;
+            let (mut rx, tx) = channel.split();
+            let input = stdin;
+            let write = async {
+                if !input.is_empty() {
+                    // russh takes its own copy of the bytes; ours is zeroized when dropped.
+                    tx.data(&input[..]).await?;
+                }
+                tx.eof().await
+            };
+            tokio::pin!(write);
+            let mut writing = true;
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let mut status = None;
+            loop {
+                tokio::select! {
+                    r = &mut write, if writing => {
+                        writing = false;
+                        r.map_err(protocol)?;
+                    }
+                    msg = rx.wait() => match msg {
+                        Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
+                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
+                        Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                        Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                            return Err(SshFailure::Protocol {
+                                target: self.target.clone(),
+                                reason: format!("the command was killed by signal {signal_name:?}"),
+                            });
+                        }
+                        Some(ChannelMsg::Failure) => {
+                            return Err(SshFailure::Protocol {
+                                target: self.target.clone(),
+                                reason: "the server refused to run the command".into(),
+                            });
+                        }
+                        Some(ChannelMsg::Close) | None => break,
+                        Some(_) => {}
+                    },
+                }
+            }
+            let status = status.ok_or_else(|| SshFailure::Protocol {
+                target: self.target.clone(),
+                reason: "the command ended without an exit status".into(),
+            })?;
+            Ok(Output {
+                status,
+                stdout,
+                stderr,
+            })
+        };
+        tokio::time::timeout(self.timeouts.command, exchange)
+            .await
+            .map_err(|_| SshFailure::Timeout {
+                target: self.target.clone(),
+                step: "running a command",
+                seconds: self.timeouts.command.as_secs(),
+            })?
+    }
+
+    /// Says goodbye; errors do not matter any more at this point.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
