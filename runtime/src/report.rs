@@ -58,6 +58,17 @@ pub struct DenialRecord {
     pub reason: String,
 }
 
+impl std::fmt::Display for DenialRecord {
+    /// `capability: requested (reason)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} ({})",
+            self.capability, self.requested, self.reason
+        )
+    }
+}
+
 /// Log levels, as in the WIT `log` interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {

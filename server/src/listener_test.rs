@@ -129,11 +129,7 @@ fn report(listener: String, phase: Phase, inv: Invocation) -> (Report, bool) {
         phase: phase.as_str().to_string(),
         outcome: outcome.to_string(),
         message,
-        denials: inv
-            .denials
-            .iter()
-            .map(|d| format!("{}: {} ({})", d.capability, d.requested, d.reason))
-            .collect(),
+        denials: inv.denials.iter().map(ToString::to_string).collect(),
         logs: inv
             .logs
             .iter()

@@ -12,6 +12,9 @@ use crate::store::audit::AuditRow;
 use crate::store::{Store, redact_url};
 use crate::vault::{MasterKey, Vault, load_or_create_master_key};
 
+/// Accounts reset at once by this server (each holds at most one SSH connection at a time).
+const RESET_WORKERS: usize = 8;
+
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -44,6 +47,7 @@ pub async fn open_store(url: &str) -> Result<Store> {
     let store = Store::open(url).await?;
     crate::identity::seed_builtin_roles(&store).await?;
     crate::inventory::resource_types::seed_builtin(&store).await?;
+    crate::reset::settings::seed_default_policy(&store).await?;
     Ok(store)
 }
 
@@ -105,11 +109,19 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         Arc::new(runtime),
         cfg.max_listener_bytes,
     );
+    let resets = crate::reset::pipeline::Engine::start(
+        store.clone(),
+        vault.clone(),
+        registry.clone(),
+        RESET_WORKERS,
+        crate::reset::ssh::Timeouts::default(),
+    );
     let state = AppState {
         store: store.clone(),
         vault,
         metrics,
         registry,
+        resets,
     };
     let app = api::router(state, cfg.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

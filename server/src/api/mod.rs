@@ -12,6 +12,7 @@ pub mod notifications;
 pub mod ops;
 pub mod problem;
 pub mod registry;
+pub mod reset;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     pub metrics: Arc<ops::Metrics>,
     pub registry: Registry,
+    pub resets: Arc<crate::reset::pipeline::Engine>,
 }
 
 #[derive(OpenApi)]
@@ -63,6 +65,8 @@ pub struct AppState {
         registry::history, registry::resources, registry::plan, registry::list_changes,
         registry::get_change, registry::approve, registry::reject, registry::withdraw,
         notifications::list, notifications::mark_read,
+        reset::reset_account, reset::get_job, reset::get_settings, reset::put_settings,
+        reset::list_policies, reset::create_policy,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -180,6 +184,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/change-requests/{id}/approve", post(registry::approve))
         .route("/change-requests/{id}/reject", post(registry::reject))
         .route("/change-requests/{id}/withdraw", post(registry::withdraw))
+        .route("/accounts/{id}/reset", post(reset::reset_account))
+        .route("/reset-jobs/{id}", get(reset::get_job))
+        .route(
+            "/resources/{id}/reset-settings",
+            get(reset::get_settings).put(reset::put_settings),
+        )
+        .route(
+            "/password-policies",
+            get(reset::list_policies).post(reset::create_policy),
+        )
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))

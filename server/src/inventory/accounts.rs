@@ -54,6 +54,28 @@ pub struct Account {
     pub updated_at: String,
 }
 
+impl Account {
+    /// The account's properties under the keys listeners use (custom columns included; never
+    /// the password).
+    pub fn properties(&self) -> BTreeMap<String, String> {
+        let mut p = self.custom_fields.clone();
+        p.remove("PASSWORD");
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                p.insert(k.to_string(), v);
+            }
+        };
+        put("LOGINNAME", Some(self.login_name.clone()));
+        put("DESCRIPTION", self.description.clone());
+        put("DOMAINNAME", self.domain_name.clone());
+        put("COMPLIANTSTATUS", Some(self.compliant_status.clone()));
+        put("COMPLIANTREASON", self.compliant_reason.clone());
+        put("EXPIRYSTATUS", Some(self.expiry_status.clone()));
+        put("PASSWRDSYNCSTATUS", Some(self.password_sync_status.clone()));
+        p
+    }
+}
+
 impl From<AccountRow> for Account {
     fn from(r: AccountRow) -> Account {
         Account {

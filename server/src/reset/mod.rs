@@ -1,7 +1,21 @@
-//! The reset engine: changing passwords on the systems they belong to.
+//! The reset engine: changing passwords on the systems they belong to, keeping the vault and
+//! the target in lockstep.
 //!
-//! Built so far: the agentless SSH client (`ssh`) and the Unix password change over it
-//! (`remote`). The journaled pipeline, policies and jobs build on these.
+//! - `policy`: password policies and the generator.
+//! - `settings`: per-resource reset settings (admin account, host key pin, policy).
+//! - `jobs`: starting a reset and reading a job's progress.
+//! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
+//! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
 
+pub mod jobs;
+pub mod pipeline;
+pub mod policy;
 pub mod remote;
+pub mod settings;
 pub mod ssh;
+pub mod target;
+
+/// The fingerprint purpose of an account's password history (see `Vault::fingerprint`).
+pub fn history_purpose(account_id: &str) -> String {
+    format!("password-history:{account_id}")
+}

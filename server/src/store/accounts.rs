@@ -141,3 +141,41 @@ pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Er
         .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Stores a new sealed password (a committed reset) and marks the account in sync.
+pub async fn set_password(
+    conn: &mut AnyConnection,
+    id: &str,
+    password: &Sealed,
+    changed_at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE accounts SET password_key_id = $2, password_nonce = $3, \
+         password_ciphertext = $4, password_changed_at = $5, updated_at = $5, \
+         password_sync_status = 'in-sync' WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&password.key_id)
+    .bind(&password.nonce)
+    .bind(&password.ciphertext)
+    .bind(changed_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records whether the target is known to accept the stored password.
+pub async fn set_sync_status(
+    conn: &mut AnyConnection,
+    id: &str,
+    status: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET password_sync_status = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -141,6 +141,20 @@ impl Vault {
             .is_ok_and(|plain| plain.is_empty())
     }
 
+    /// A keyed fingerprint of `data` for `purpose` (HMAC-SHA256 under the current master key),
+    /// hex. Equal inputs give equal fingerprints, so reuse can be detected, but without the
+    /// master key a fingerprint cannot be checked against guesses.
+    pub fn fingerprint(&self, purpose: &str, data: &[u8]) -> Result<String> {
+        use hmac::{KeyInit, Mac};
+        let key = &self.keys[&self.current];
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.bytes())
+            .map_err(|_| Error::Crypto("master key has the wrong length".into()))?;
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
     pub fn seal_secret(&self, secret: &Secret, aad: &str) -> Result<Sealed> {
         self.seal(secret.expose().as_bytes(), aad)
     }

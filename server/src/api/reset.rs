@@ -1,0 +1,118 @@
+//! `/v1/accounts/{id}/reset`, `/v1/reset-jobs`, `/v1/resources/{id}/reset-settings`,
+//! `/v1/password-policies`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::extract::{ApiJson, ApiPath, Authorized, need};
+use crate::error::{Error, Result};
+use crate::reset::jobs::{self, Job, ResetRequest};
+use crate::reset::policy::PasswordPolicy;
+use crate::reset::settings::{self, ResetSettings, ResetSettingsInput};
+
+/// The `Idempotency-Key` header, if sent (1–200 visible ASCII characters).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 200 && t.chars().all(|c| c.is_ascii_graphic()));
+    text.map(|t| Some(t.to_string())).ok_or(Error::Rejected {
+        status: 400,
+        detail: "Idempotency-Key must be 1 to 200 visible ASCII characters".into(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{id}/reset", tag = "reset", request_body = ResetRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a repeat returns the first job")),
+    responses((status = 202, body = Job), (status = 422, body = super::problem::Problem)))]
+pub async fn reset_account(
+    State(s): State<AppState>,
+    a: Authorized<need::ResetPasswords>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ResetRequest>,
+) -> Result<Response> {
+    let key = idempotency_key(&headers)?;
+    let user = &a.principal.user_name;
+    let (job, started) = jobs::start_single(
+        &s.store,
+        &s.vault,
+        &a.actor,
+        user,
+        &id,
+        request,
+        key.as_deref(),
+    )
+    .await?;
+    if started {
+        s.resets.wake();
+    }
+    let location = HeaderValue::from_str(&format!("/v1/reset-jobs/{}", job.id))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/reset-jobs/{id}", tag = "reset", responses((status = 200, body = Job)))]
+pub async fn get_job(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>> {
+    Ok(Json(jobs::get_job(&s.store, &id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/resources/{id}/reset-settings", tag = "reset",
+    responses((status = 200, body = ResetSettings)))]
+pub async fn get_settings(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ResetSettings>> {
+    Ok(Json(settings::get_settings(&s.store, &id).await?))
+}
+
+#[utoipa::path(put, path = "/v1/resources/{id}/reset-settings", tag = "reset",
+    request_body = ResetSettingsInput, responses((status = 200, body = ResetSettings)))]
+pub async fn put_settings(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<ResetSettingsInput>,
+) -> Result<Json<ResetSettings>> {
+    Ok(Json(
+        settings::put_settings(&s.store, &a.actor, &id, input).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/password-policies", tag = "reset",
+    responses((status = 200, body = Vec<PasswordPolicy>)))]
+pub async fn list_policies(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+) -> Result<Json<Vec<PasswordPolicy>>> {
+    Ok(Json(settings::list_policies(&s.store).await?))
+}
+
+#[utoipa::path(post, path = "/v1/password-policies", tag = "reset", request_body = PasswordPolicy,
+    responses((status = 201, body = PasswordPolicy)))]
+pub async fn create_policy(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiJson(policy): ApiJson<PasswordPolicy>,
+) -> Result<(StatusCode, Json<PasswordPolicy>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(settings::create_policy(&s.store, &a.actor, policy).await?),
+    ))
+}

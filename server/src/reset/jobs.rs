@@ -1,0 +1,253 @@
+//! Reset jobs as the API sees them: starting one (with an idempotency key) and reading its
+//! progress.
+
+use serde::{Deserialize, Serialize};
+
+use super::settings::from_row;
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::resets::{ItemRow, JobRow};
+use crate::store::{self, Store};
+use crate::vault::{Secret, Vault};
+
+/// `POST /v1/accounts/{id}/reset`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The new password; absent: generate one that satisfies the resource's policy.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Secret>,
+    /// Why (3–500 characters); recorded in the audit trail.
+    pub reason: String,
+    /// Change the password on the target too (default); false changes only the vault.
+    #[serde(default = "yes")]
+    pub apply_remote: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A job and where each of its accounts stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    pub id: String,
+    /// `single` or `bulk`.
+    pub kind: String,
+    pub trigger: String,
+    /// `running` or `finished`.
+    pub status: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub apply_remote: bool,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub progress: Progress,
+    pub items: Vec<Item>,
+}
+
+/// Counts of items by outcome.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub total: usize,
+    pub in_progress: usize,
+    pub succeeded: usize,
+    pub vetoed: usize,
+    pub failed: usize,
+    pub out_of_sync: usize,
+}
+
+/// One account's reset.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Item {
+    pub id: String,
+    pub account_id: String,
+    /// `planned`, `pre-listeners`, `pending-written`, `applied`, `verified`, `committed`,
+    /// `post-listeners`, then `done`, `vetoed`, `failed`, `out-of-sync` or `parked`.
+    pub state: String,
+    pub attempts: i64,
+    /// Why it stopped (a veto's reason, an error), or how post-listeners went.
+    pub detail: Option<String>,
+    /// Each listener's outcome and denials.
+    #[schema(value_type = Vec<Object>)]
+    pub listeners: serde_json::Value,
+    pub updated_at: String,
+}
+
+impl From<ItemRow> for Item {
+    fn from(i: ItemRow) -> Item {
+        Item {
+            listeners: serde_json::from_str(&i.listeners).unwrap_or_default(),
+            id: i.id,
+            account_id: i.account_id,
+            state: i.state,
+            attempts: i.attempts,
+            detail: i.detail,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+fn view(j: JobRow, items: Vec<ItemRow>) -> Job {
+    let mut p = Progress {
+        total: items.len(),
+        ..Progress::default()
+    };
+    for i in &items {
+        match i.state.as_str() {
+            "done" | "committed" | "post-listeners" => p.succeeded += 1,
+            "vetoed" => p.vetoed += 1,
+            "failed" | "parked" => p.failed += 1,
+            "out-of-sync" => p.out_of_sync += 1,
+            _ => p.in_progress += 1,
+        }
+    }
+    Job {
+        id: j.id,
+        kind: j.kind,
+        trigger: j.trigger,
+        status: j.status,
+        requested_by: j.requested_by,
+        reason: j.reason,
+        apply_remote: j.apply_remote != 0,
+        created_at: j.created_at,
+        finished_at: j.finished_at,
+        progress: p,
+        items: items.into_iter().map(Into::into).collect(),
+    }
+}
+
+pub async fn get_job(store: &Store, id: &str) -> Result<Job> {
+    let j = store::resets::get_job(store.pool(), id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "reset job",
+            id: id.to_string(),
+        })?;
+    let items = store::resets::items_of(store.pool(), id).await?;
+    Ok(view(j, items))
+}
+
+/// The sealing context of a password given with a reset request.
+pub(super) fn given_aad(item_id: &str) -> String {
+    format!("reset-item:{item_id}:given")
+}
+
+/// Starts a reset of one account. A repeated `idempotency_key` from the same user returns the
+/// first job instead of starting another.
+pub async fn start_single(
+    store: &Store,
+    vault: &Vault,
+    actor: &Actor,
+    user: &str,
+    account_id: &str,
+    request: ResetRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(Job, bool)> {
+    let key = idempotency_key.map(|k| format!("{user}\n{k}"));
+    if let Some(k) = &key
+        && let Some(j) = store::resets::job_by_idempotency_key(store.pool(), k).await?
+    {
+        let id = j.id.clone();
+        let items = store::resets::items_of(store.pool(), &id).await?;
+        return Ok((view(j, items), false));
+    }
+    let reason = request.reason.trim().to_string();
+    let len = reason.chars().count();
+    if !(3..=500).contains(&len) || reason.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "reason",
+            "give a reason of 3 to 500 characters (no control characters); it is audited",
+        ));
+    }
+    let account = crate::inventory::accounts::get(store, account_id).await?;
+    if let Some(pw) = &request.password {
+        let settings = super::settings::get_settings(store, &account.resource_id).await?;
+        let policy = store::password_policies::get(store.pool(), &settings.password_policy)
+            .await?
+            .map(from_row)
+            .ok_or_else(|| Error::Internal("the resource's policy is gone".into()))?;
+        let mut problems = policy.problems(pw);
+        let fp = vault.fingerprint(&super::history_purpose(account_id), pw.expose().as_bytes())?;
+        if policy.history > 0
+            && store::resets::recent_history(store.pool(), account_id, policy.history)
+                .await?
+                .contains(&fp)
+        {
+            problems.push(format!(
+                "was used among this account's last {} passwords",
+                policy.history
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::validation(
+                "password",
+                format!(
+                    "does not satisfy policy '{}': {}",
+                    policy.name,
+                    problems.join("; ")
+                ),
+            ));
+        }
+    }
+    let now = crate::time::now();
+    let job = JobRow {
+        id: crate::time::new_id("job"),
+        kind: "single".into(),
+        trigger: "manual".into(),
+        status: "running".into(),
+        requested_by: user.to_string(),
+        reason: reason.clone(),
+        apply_remote: request.apply_remote.into(),
+        idempotency_key: key,
+        created_at: now.clone(),
+        finished_at: None,
+    };
+    let item = ItemRow {
+        id: crate::time::new_id("rst"),
+        job_id: job.id.clone(),
+        account_id: account_id.to_string(),
+        state: "planned".into(),
+        attempts: 0,
+        detail: None,
+        listeners: "[]".into(),
+        lease_owner: None,
+        lease_until: None,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let given = request
+        .password
+        .as_ref()
+        .map(|pw| vault.seal_secret(pw, &given_aad(&item.id)))
+        .transpose()?;
+    let mut tx = store.begin_write().await?;
+    store::resets::insert_job(tx.conn(), &job)
+        .await
+        .map_err(|e| {
+            if store::is_unique_violation(&e) {
+                Error::Conflict("this Idempotency-Key was used for a request just now".into())
+            } else {
+                e.into()
+            }
+        })?;
+    store::resets::insert_item(tx.conn(), &item, given.as_ref()).await?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "account.password.reset.request",
+            target: account_id,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({
+                "job": job.id,
+                "reason": reason,
+                "apply_remote": request.apply_remote,
+                "password": if request.password.is_some() { "given" } else { "generated" },
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((view(job, vec![item]), true))
+}

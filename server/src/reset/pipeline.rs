@@ -1,0 +1,815 @@
+//! The reset pipeline: workers claim journaled items from the store and move each account
+//! through `planned → pre-listeners → pending-written → applied → verified → committed →
+//! post-listeners → done`.
+//!
+//! **Crash safety.** Every step is written to the store before the next begins, and the new
+//! password is sealed into the item *before* the target is touched. Work is claimed with a
+//! lease that a heartbeat renews; an item whose lease ran out (its server died) is claimed again
+//! and, if it was in flight, reconciled by asking the target which password it accepts: the new
+//! one commits, the old one fails cleanly, neither marks the account out-of-sync with both
+//! passwords kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockstep_runtime::manifest::Phase;
+use lockstep_runtime::{HookOutcome, ResetEvent, RunContext, Trigger};
+use tokio::sync::{Notify, Semaphore};
+use zeroize::Zeroizing;
+
+use super::remote::{self, AdminKind, ApplyFailure};
+use super::settings::{ResetSettings, from_row, get_settings};
+use super::ssh::{self, Endpoint, Timeouts};
+use super::target::SshTargetExec;
+use super::{history_purpose, jobs::given_aad, policy::PasswordPolicy};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::inventory::accounts::Account;
+use crate::inventory::resource_types::ResetMethod;
+use crate::inventory::resources::Resource;
+use crate::registry::Registry;
+use crate::store::resets::{ItemRow, JobRow};
+use crate::store::{self, Store};
+use crate::vault::{Secret, Vault, account_password_aad};
+
+/// How long a claim lasts without a heartbeat.
+const LEASE: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often an idle worker looks for work it was not woken for (expired leases).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Generated passwords the target may refuse before the account is parked for a person.
+const MAX_GENERATED_ATTEMPTS: i64 = 3;
+/// Post-reset listener runs at once, across all jobs.
+const POST_LISTENER_SLOTS: usize = 8;
+
+/// Where the pipeline is, as stored.
+mod state {
+    pub const PLANNED: &str = "planned";
+    pub const PRE_LISTENERS: &str = "pre-listeners";
+    pub const PENDING_WRITTEN: &str = "pending-written";
+    pub const APPLIED: &str = "applied";
+    pub const VERIFIED: &str = "verified";
+    pub const COMMITTED: &str = "committed";
+    pub const POST_LISTENERS: &str = "post-listeners";
+    pub const DONE: &str = "done";
+    pub const VETOED: &str = "vetoed";
+    pub const FAILED: &str = "failed";
+    pub const OUT_OF_SYNC: &str = "out-of-sync";
+    pub const PARKED: &str = "parked";
+}
+
+/// The reset engine: owns the workers.
+pub struct Engine {
+    store: Store,
+    vault: Arc<Vault>,
+    registry: Registry,
+    /// This server's lease owner id.
+    owner: String,
+    timeouts: Timeouts,
+    wake: Notify,
+    post_slots: Arc<Semaphore>,
+}
+
+/// Everything one item's reset needs to know about its account.
+struct Subject {
+    account: Account,
+    resource: Resource,
+    method: ResetMethod,
+    settings: ResetSettings,
+    policy: PasswordPolicy,
+    job: JobRow,
+}
+
+impl Subject {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            host: self
+                .resource
+                .ip_address
+                .clone()
+                .unwrap_or_else(|| self.resource.name.clone()),
+            port: u16::try_from(self.resource.ssh_port.unwrap_or(22)).unwrap_or(22),
+            pinned_host_key: self.settings.ssh_host_key.clone(),
+        }
+    }
+
+    fn remote(&self) -> bool {
+        self.job.apply_remote != 0 && self.method != ResetMethod::Local
+    }
+}
+
+/// The recorded outcome of one listener run.
+fn outcome_record(
+    name: &str,
+    version: &str,
+    phase: &str,
+    inv: &lockstep_runtime::Invocation,
+) -> serde_json::Value {
+    let (outcome, message) = match &inv.outcome {
+        Ok(HookOutcome::Proceed) => ("proceed", String::new()),
+        Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
+        Ok(HookOutcome::Success(m)) => ("success", m.clone()),
+        Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
+        Err(f) => ("stopped", f.to_string()),
+    };
+    serde_json::json!({
+        "listener": name,
+        "version": version,
+        "phase": phase,
+        "outcome": outcome,
+        "message": message,
+        "denials": inv.denials.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "elapsed_ms": inv.elapsed.as_secs_f64() * 1000.0,
+    })
+}
+
+impl Engine {
+    /// Starts `workers` workers on this server.
+    pub fn start(
+        store: Store,
+        vault: Arc<Vault>,
+        registry: Registry,
+        workers: usize,
+        timeouts: Timeouts,
+    ) -> Arc<Engine> {
+        let engine = Arc::new(Engine {
+            store,
+            vault,
+            registry,
+            owner: crate::time::new_id("srv"),
+            timeouts,
+            wake: Notify::new(),
+            post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
+        });
+        for _ in 0..workers.max(1) {
+            let e = engine.clone();
+            tokio::spawn(async move { e.work().await });
+        }
+        engine
+    }
+
+    /// Tells idle workers there is new work.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    async fn work(self: Arc<Self>) {
+        loop {
+            match self.claim().await {
+                Ok(Some(item)) => {
+                    let id = item.id.clone();
+                    if let Err(e) = self.clone().run(item).await {
+                        tracing::error!(item = %id, error = %e, "reset step failed; the item will be retried after its lease");
+                    }
+                }
+                Ok(None) => {
+                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim reset work");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn lease_until() -> String {
+        crate::time::format(chrono::Utc::now() + LEASE)
+    }
+
+    async fn claim(&self) -> Result<Option<ItemRow>> {
+        let mut tx = self.store.begin_write().await?;
+        let backend = tx.backend();
+        let item = store::resets::claim(
+            tx.conn(),
+            backend,
+            &self.owner,
+            &crate::time::now(),
+            &Self::lease_until(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+
+    /// Runs one claimed item with a heartbeat keeping its lease.
+    async fn run(self: Arc<Self>, item: ItemRow) -> Result<()> {
+        let heartbeat = {
+            let (store, id, owner) = (self.store.clone(), item.id.clone(), self.owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let until = Self::lease_until();
+                    if !matches!(
+                        store::resets::renew_lease(store.pool(), &id, &owner, &until).await,
+                        Ok(true)
+                    ) {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = self.clone().process(item).await;
+        heartbeat.abort();
+        result
+    }
+
+    async fn process(self: Arc<Self>, item: ItemRow) -> Result<()> {
+        let subject = self.subject(&item).await?;
+        match item.state.as_str() {
+            state::PLANNED | state::PRE_LISTENERS => self.fresh(item, subject).await,
+            state::PENDING_WRITTEN | state::APPLIED | state::VERIFIED => {
+                self.reconcile(item, subject).await
+            }
+            // Committed before a crash: the old password is gone from memory.
+            _ => self.post_phase(item, subject, None).await,
+        }
+    }
+
+    async fn subject(&self, item: &ItemRow) -> Result<Subject> {
+        let account = crate::inventory::accounts::get(&self.store, &item.account_id).await?;
+        let resource = crate::inventory::resources::get(&self.store, &account.resource_id).await?;
+        let rtype =
+            crate::inventory::resource_types::get(&self.store, &resource.resource_type).await?;
+        let settings = get_settings(&self.store, &resource.id).await?;
+        let policy = store::password_policies::get(self.store.pool(), &settings.password_policy)
+            .await?
+            .map(from_row)
+            .ok_or_else(|| Error::Internal("the resource's password policy is gone".into()))?;
+        let job = store::resets::get_job(self.store.pool(), &item.job_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("job {} is gone", item.job_id)))?;
+        Ok(Subject {
+            account,
+            resource,
+            method: rtype.reset_method,
+            settings,
+            policy,
+            job,
+        })
+    }
+
+    fn old_password(&self, account_id: &str) -> impl Future<Output = Result<Secret>> + '_ {
+        let id = account_id.to_string();
+        async move {
+            let sealed = store::accounts::get_sealed_password(self.store.pool(), &id)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("account {id} has no password")))?;
+            self.vault.open_secret(&sealed, &account_password_aad(&id))
+        }
+    }
+
+    /// The admin's login and password, for SSH resets.
+    async fn admin(&self, s: &Subject) -> std::result::Result<(String, Secret, AdminKind), String> {
+        let Some(admin_id) = &s.settings.admin_account_id else {
+            return Err(format!(
+                "resource '{}' has no admin account; set one with PUT /v1/resources/{}/reset-settings",
+                s.resource.name, s.resource.id
+            ));
+        };
+        let admin = crate::inventory::accounts::get(&self.store, admin_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let password = self
+            .old_password(admin_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let kind = if s.settings.admin_kind == "sudo" {
+            AdminKind::Sudo
+        } else {
+            AdminKind::Root
+        };
+        Ok((admin.login_name, password, kind))
+    }
+
+    /// Writes an item's new state (and audits a final one).
+    async fn step(
+        &self,
+        item: &ItemRow,
+        to: &str,
+        detail: Option<&str>,
+        listeners: &[serde_json::Value],
+        attempts: i64,
+    ) -> Result<()> {
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        let listeners = serde_json::Value::Array(listeners.to_vec()).to_string();
+        store::resets::set_state(tx.conn(), &item.id, to, detail, &listeners, attempts, &now)
+            .await?;
+        let final_state = matches!(
+            to,
+            state::DONE | state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
+        );
+        if final_state {
+            store::resets::release(tx.conn(), &item.id).await?;
+            store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await?;
+        }
+        if matches!(
+            to,
+            state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
+        ) {
+            // Out-of-sync keeps the pending password: a person needs both to sort it out.
+            if to != state::OUT_OF_SYNC {
+                store::resets::set_pending(tx.conn(), &item.id, None).await?;
+            } else {
+                store::accounts::set_sync_status(tx.conn(), &item.account_id, "out-of-sync", &now)
+                    .await?;
+            }
+            audit::append(
+                &mut tx,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "account.password.reset",
+                    target: &item.account_id,
+                    outcome: if to == state::VETOED {
+                        Outcome::Denied
+                    } else {
+                        Outcome::Failure
+                    },
+                    detail: serde_json::json!({
+                        "job": item.job_id, "item": item.id, "state": to, "reason": detail,
+                    }),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A reset from the start: choose the password, ask the pre-reset listeners, journal the
+    /// pending password, apply, verify, commit.
+    async fn fresh(self: Arc<Self>, item: ItemRow, s: Subject) -> Result<()> {
+        let mut listeners: Vec<serde_json::Value> = Vec::new();
+        self.step(&item, state::PRE_LISTENERS, None, &listeners, item.attempts)
+            .await?;
+        let given = match store::resets::given(self.store.pool(), &item.id).await? {
+            Some(sealed) => Some(self.vault.open_secret(&sealed, &given_aad(&item.id))?),
+            None => None,
+        };
+        let mut new = match &given {
+            Some(pw) => Secret::new(pw.expose().to_string()),
+            None => self.fresh_password(&s).await?,
+        };
+        let old = self.old_password(&s.account.id).await?;
+        let admin = if s.remote() && s.method == ResetMethod::Ssh {
+            match self.admin(&s).await {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+
+        // Pre-reset listeners, in order; any veto (or a listener that cannot answer) stops it.
+        let target = admin.as_ref().map(|(user, pw, _)| {
+            Arc::new(SshTargetExec::new(
+                s.endpoint(),
+                user.clone(),
+                Secret::new(pw.expose().to_string()),
+                self.timeouts,
+            ))
+        });
+        let vetoed = self
+            .run_listeners(
+                &item,
+                &s,
+                Phase::PreReset,
+                &old,
+                &new,
+                target.clone(),
+                &mut listeners,
+            )
+            .await?;
+        if let Some(t) = target.and_then(|t| Arc::try_unwrap(t).ok()) {
+            t.close().await;
+        }
+        if let Some(why) = vetoed {
+            return self
+                .step(&item, state::VETOED, Some(&why), &listeners, item.attempts)
+                .await;
+        }
+
+        let mut attempts = item.attempts;
+        loop {
+            attempts += 1;
+            self.write_pending(&item, &new, &listeners, attempts)
+                .await?;
+            let Some((user, admin_pw, kind)) = &admin else {
+                if s.remote() {
+                    let why = format!(
+                        "resource type '{}' is reset through an agent, which this server cannot \
+                         reach yet; reset with apply_remote false to change only the vault",
+                        s.resource.resource_type
+                    );
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, attempts)
+                        .await;
+                }
+                // Vault only: nothing to apply or verify.
+                return self
+                    .commit(item, s, new, Some(old), listeners, attempts)
+                    .await;
+            };
+            match self.apply(&item, &s, user, admin_pw, *kind, &new).await {
+                Ok(()) => break,
+                Err(ApplyFailure::Refused { .. })
+                    if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
+                {
+                    // The target's own rules refused a generated password: try a fresh one.
+                    new = self.fresh_password(&s).await?;
+                }
+                Err(e) => {
+                    let parked = matches!(e, ApplyFailure::Refused { .. }) && given.is_none();
+                    let to = if parked { state::PARKED } else { state::FAILED };
+                    let why = if parked {
+                        format!(
+                            "the target refused {attempts} generated passwords; a person must look: {e}"
+                        )
+                    } else {
+                        e.to_string()
+                    };
+                    return self.step(&item, to, Some(&why), &listeners, attempts).await;
+                }
+            }
+        }
+        self.step(&item, state::APPLIED, None, &listeners, attempts)
+            .await?;
+        let s = self.refresh_pin(s).await?;
+        match remote::accepts(&s.endpoint(), &s.account.login_name, &new, self.timeouts).await {
+            Ok(true) => {
+                self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                    .await?;
+                self.commit(item, s, new, Some(old), listeners, attempts)
+                    .await
+            }
+            // The change was acknowledged but the new password does not log in: find out what
+            // the target holds now.
+            _ => self.settle(item, s, new, old, listeners, attempts).await,
+        }
+    }
+
+    /// A generated password that satisfies the policy and was not used recently.
+    async fn fresh_password(&self, s: &Subject) -> Result<Secret> {
+        let recent =
+            store::resets::recent_history(self.store.pool(), &s.account.id, s.policy.history)
+                .await?;
+        loop {
+            let pw = s.policy.generate()?;
+            let fp = self
+                .vault
+                .fingerprint(&history_purpose(&s.account.id), pw.expose().as_bytes())?;
+            if !recent.contains(&fp) {
+                return Ok(pw);
+            }
+        }
+    }
+
+    async fn write_pending(
+        &self,
+        item: &ItemRow,
+        new: &Secret,
+        listeners: &[serde_json::Value],
+        attempts: i64,
+    ) -> Result<()> {
+        let sealed = self.vault.seal_secret(new, &pending_aad(&item.id))?;
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        store::resets::set_pending(tx.conn(), &item.id, Some(&sealed)).await?;
+        store::resets::clear_given(tx.conn(), &item.id).await?;
+        let listeners = serde_json::Value::Array(listeners.to_vec()).to_string();
+        store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            state::PENDING_WRITTEN,
+            None,
+            &listeners,
+            attempts,
+            &now,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Changes the password on the target through the admin account; pins the host key at
+    /// first use.
+    async fn apply(
+        &self,
+        _item: &ItemRow,
+        s: &Subject,
+        user: &str,
+        admin_pw: &Secret,
+        kind: AdminKind,
+        new: &Secret,
+    ) -> std::result::Result<(), ApplyFailure> {
+        let endpoint = s.endpoint();
+        let conn = ssh::connect(&endpoint, user, admin_pw, self.timeouts).await?;
+        if s.settings.ssh_host_key.is_none() {
+            let mut tx = self
+                .store
+                .begin_write()
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+            store::reset_settings::pin_host_key(tx.conn(), &s.resource.id, &conn.host_key)
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+            tx.commit()
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+        }
+        let r = remote::apply(
+            &conn,
+            kind,
+            admin_pw,
+            &s.account.login_name,
+            new,
+            &endpoint.label(),
+        )
+        .await;
+        conn.close().await;
+        r
+    }
+
+    /// Re-reads the settings (the host key may have been pinned just now).
+    async fn refresh_pin(&self, mut s: Subject) -> Result<Subject> {
+        s.settings = get_settings(&self.store, &s.resource.id).await?;
+        Ok(s)
+    }
+
+    /// Commits the new password to the vault (one transaction with its history and audit
+    /// event), then hands the item to the post-reset listeners.
+    async fn commit(
+        self: Arc<Self>,
+        item: ItemRow,
+        s: Subject,
+        new: Secret,
+        old: Option<Secret>,
+        listeners: Vec<serde_json::Value>,
+        attempts: i64,
+    ) -> Result<()> {
+        let sealed = self
+            .vault
+            .seal_secret(&new, &account_password_aad(&s.account.id))?;
+        let fp = self
+            .vault
+            .fingerprint(&history_purpose(&s.account.id), new.expose().as_bytes())?;
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        store::accounts::set_password(tx.conn(), &s.account.id, &sealed, &now).await?;
+        store::resets::add_history(tx.conn(), &s.account.id, &fp, &now).await?;
+        store::resets::set_pending(tx.conn(), &item.id, None).await?;
+        let record = serde_json::Value::Array(listeners.clone()).to_string();
+        store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            state::COMMITTED,
+            None,
+            &record,
+            attempts,
+            &now,
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            NewEvent {
+                actor: &Actor::system(),
+                action: "account.password.reset",
+                target: &s.account.id,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "job": item.job_id,
+                    "item": item.id,
+                    "applied_remotely": s.remote(),
+                    "attempts": attempts,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let mut item = item;
+        item.state = state::COMMITTED.into();
+        item.listeners = record;
+        item.attempts = attempts;
+        self.post_phase(item, s, old).await
+    }
+
+    /// After a change whose verification failed, or after a crash: which password does the
+    /// target accept? New: commit. Old: nothing changed, fail. Neither: out-of-sync, keep both.
+    async fn settle(
+        self: Arc<Self>,
+        item: ItemRow,
+        s: Subject,
+        new: Secret,
+        old: Secret,
+        listeners: Vec<serde_json::Value>,
+        attempts: i64,
+    ) -> Result<()> {
+        let endpoint = s.endpoint();
+        let login = s.account.login_name.clone();
+        match remote::accepts(&endpoint, &login, &new, self.timeouts).await {
+            Ok(true) => {
+                return self
+                    .commit(item, s, new, Some(old), listeners, attempts)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => return Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
+        }
+        match remote::accepts(&endpoint, &login, &old, self.timeouts).await {
+            Ok(true) => {
+                self.step(
+                    &item,
+                    state::FAILED,
+                    Some("the target kept the old password; nothing changed"),
+                    &listeners,
+                    attempts,
+                )
+                .await
+            }
+            Ok(false) => {
+                tracing::error!(account = %s.account.id, "ALERT: the target accepts neither the old nor the new password");
+                self.step(
+                    &item,
+                    state::OUT_OF_SYNC,
+                    Some("the target accepts neither the stored nor the new password; both are kept for a person to check"),
+                    &listeners,
+                    attempts,
+                )
+                .await
+            }
+            Err(e) => Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
+        }
+    }
+
+    /// An item found in flight after its lease ran out.
+    async fn reconcile(self: Arc<Self>, item: ItemRow, s: Subject) -> Result<()> {
+        let listeners: Vec<serde_json::Value> =
+            serde_json::from_str(&item.listeners).unwrap_or_default();
+        let attempts = item.attempts;
+        let Some(sealed) = store::resets::pending(self.store.pool(), &item.id).await? else {
+            return self
+                .step(
+                    &item,
+                    state::FAILED,
+                    Some("interrupted before a new password was chosen; nothing changed"),
+                    &listeners,
+                    attempts,
+                )
+                .await;
+        };
+        let new = self.vault.open_secret(&sealed, &pending_aad(&item.id))?;
+        let old = self.old_password(&s.account.id).await?;
+        if !s.remote() {
+            return self
+                .commit(item, s, new, Some(old), listeners, attempts)
+                .await;
+        }
+        tracing::info!(item = %item.id, state = %item.state, "reconciling a reset left in flight");
+        self.settle(item, s, new, old, listeners, attempts).await
+    }
+
+    /// Post-reset listeners, off the critical path: the reset is committed whatever they say.
+    async fn post_phase(
+        self: Arc<Self>,
+        item: ItemRow,
+        s: Subject,
+        old: Option<Secret>,
+    ) -> Result<()> {
+        let mut listeners: Vec<serde_json::Value> =
+            serde_json::from_str(&item.listeners).unwrap_or_default();
+        self.step(
+            &item,
+            state::POST_LISTENERS,
+            None,
+            &listeners,
+            item.attempts,
+        )
+        .await?;
+        let permit = self
+            .post_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
+        let new = self.old_password(&s.account.id).await?;
+        let target = match self.admin(&s).await {
+            Ok((user, pw, _)) if s.method == ResetMethod::Ssh => Some(Arc::new(
+                SshTargetExec::new(s.endpoint(), user, pw, self.timeouts),
+            )),
+            _ => None,
+        };
+        let old = old.unwrap_or_else(|| Secret::new(String::new()));
+        let failed = self
+            .run_listeners(
+                &item,
+                &s,
+                Phase::PostReset,
+                &old,
+                &new,
+                target.clone(),
+                &mut listeners,
+            )
+            .await?;
+        drop(permit);
+        if let Some(t) = target.and_then(|t| Arc::try_unwrap(t).ok()) {
+            t.close().await;
+        }
+        self.step(
+            &item,
+            state::DONE,
+            failed.as_deref(),
+            &listeners,
+            item.attempts,
+        )
+        .await
+    }
+
+    /// Runs the listeners of `phase`; returns the first veto (pre) or failure (post) message.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_listeners(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        phase: Phase,
+        old: &Secret,
+        new: &Secret,
+        target: Option<Arc<SshTargetExec>>,
+        record: &mut Vec<serde_json::Value>,
+    ) -> Result<Option<String>> {
+        let (runnable, refused) = self
+            .registry
+            .runnable(&s.resource.resource_type, phase.as_str(), "agentless")
+            .await?;
+        for r in refused {
+            record.push(serde_json::json!({
+                "listener": r.name, "phase": phase.as_str(), "outcome": "refused",
+                "message": r.reason,
+            }));
+        }
+        let mut stop = None;
+        for l in runnable {
+            let event = ResetEvent {
+                job_id: item.job_id.clone(),
+                trigger: match s.job.trigger.as_str() {
+                    "bulk" => Trigger::Bulk,
+                    "scheduled" => Trigger::Scheduled,
+                    "api" => Trigger::Api,
+                    _ => Trigger::Manual,
+                },
+                resource_type: s.resource.resource_type.clone(),
+                parameters: l.parameters.clone(),
+            };
+            let secret =
+                |p: &Secret| (!p.is_empty()).then(|| Zeroizing::new(p.expose().to_string()));
+            let ctx = RunContext {
+                resource: s.resource.properties(),
+                account: s.account.properties(),
+                old_password: secret(old),
+                new_password: secret(new),
+                target: target
+                    .clone()
+                    .map(|t| t as Arc<dyn lockstep_runtime::TargetExec>),
+            };
+            let inv = l.listener.run(phase, &event, ctx).await;
+            record.push(outcome_record(&l.name, &l.version, phase.as_str(), &inv));
+            for d in &inv.denials {
+                audit::record(
+                    &self.store,
+                    NewEvent {
+                        actor: &Actor::system(),
+                        action: "listener.denial",
+                        target: &l.name,
+                        outcome: Outcome::Denied,
+                        detail: serde_json::json!({ "item": item.id, "denial": d.to_string() }),
+                    },
+                )
+                .await?;
+            }
+            let verdict = match (&inv.outcome, phase) {
+                (Ok(HookOutcome::Veto(m)), _) => Some(format!("vetoed by {}: {m}", l.name)),
+                (Ok(HookOutcome::Failure(m)), _) => Some(format!("{} failed: {m}", l.name)),
+                (Err(f), Phase::PreReset) => Some(format!(
+                    "{} could not answer ({f}); the reset stops rather than guess",
+                    l.name
+                )),
+                (Err(f), Phase::PostReset) => Some(format!("{} stopped: {f}", l.name)),
+                _ => None,
+            };
+            if let Some(v) = verdict {
+                stop.get_or_insert(v);
+                if phase == Phase::PreReset {
+                    break;
+                }
+            }
+        }
+        Ok(stop)
+    }
+}
+
+/// The sealing context of an item's pending password.
+fn pending_aad(item_id: &str) -> String {
+    format!("reset-item:{item_id}:pending")
+}

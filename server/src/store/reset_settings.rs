@@ -1,0 +1,70 @@
+//! How each resource's passwords are reset: admin account, admin kind, pinned host key, policy.
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ResetSettingsRow {
+    pub resource_id: String,
+    pub admin_account_id: Option<String>,
+    /// `root` or `sudo`.
+    pub admin_kind: String,
+    /// `SHA256:…`, recorded at first use.
+    pub ssh_host_key: Option<String>,
+    pub password_policy: String,
+    pub updated_at: String,
+}
+
+macro_rules! columns {
+    () => {
+        "resource_id, admin_account_id, admin_kind, ssh_host_key, password_policy, updated_at"
+    };
+}
+
+pub async fn upsert(conn: &mut AnyConnection, s: &ResetSettingsRow) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO resource_reset_settings (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (resource_id) DO UPDATE SET \
+         admin_account_id = $2, admin_kind = $3, ssh_host_key = $4, password_policy = $5, \
+         updated_at = $6"
+    ))
+    .bind(&s.resource_id)
+    .bind(&s.admin_account_id)
+    .bind(&s.admin_kind)
+    .bind(&s.ssh_host_key)
+    .bind(&s.password_policy)
+    .bind(&s.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the host key seen at first use, unless one was recorded meanwhile.
+pub async fn pin_host_key(
+    conn: &mut AnyConnection,
+    resource_id: &str,
+    fingerprint: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE resource_reset_settings SET ssh_host_key = $2 \
+         WHERE resource_id = $1 AND ssh_host_key IS NULL",
+    )
+    .bind(resource_id)
+    .bind(fingerprint)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &AnyPool, resource_id: &str) -> Result<Option<ResetSettingsRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resource_reset_settings WHERE resource_id = $1"
+    ))
+    .bind(resource_id)
+    .fetch_optional(pool)
+    .await?)
+}

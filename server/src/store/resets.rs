@@ -1,0 +1,346 @@
+//! The reset journal: jobs, their per-account items (with leases), and password history.
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use super::Backend;
+use crate::error::Result;
+use crate::vault::Sealed;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub kind: String,
+    pub trigger: String,
+    pub status: String,
+    pub requested_by: String,
+    pub reason: String,
+    pub apply_remote: i64,
+    pub idempotency_key: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, kind, trigger, status, requested_by, reason, apply_remote, idempotency_key, \
+         created_at, finished_at"
+    };
+}
+
+/// An item without its sealed passwords.
+#[derive(Debug, Clone, FromRow)]
+pub struct ItemRow {
+    pub id: String,
+    pub job_id: String,
+    pub account_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub detail: Option<String>,
+    pub listeners: String,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+macro_rules! item_columns {
+    () => {
+        "id, job_id, account_id, state, attempts, detail, listeners, lease_owner, lease_until, \
+         created_at, updated_at"
+    };
+}
+
+pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO reset_jobs (",
+        job_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(&j.id)
+    .bind(&j.kind)
+    .bind(&j.trigger)
+    .bind(&j.status)
+    .bind(&j.requested_by)
+    .bind(&j.reason)
+    .bind(j.apply_remote)
+    .bind(&j.idempotency_key)
+    .bind(&j.created_at)
+    .bind(&j.finished_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_job(pool: &AnyPool, id: &str) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM reset_jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn job_by_idempotency_key(pool: &AnyPool, key: &str) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM reset_jobs WHERE idempotency_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Marks a job finished once none of its items is still in progress.
+pub async fn finish_job_if_done(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reset_jobs SET status = 'finished', finished_at = $2 WHERE id = $1 \
+         AND status = 'running' AND NOT EXISTS (SELECT 1 FROM reset_items WHERE job_id = $1 \
+         AND state NOT IN ('done', 'vetoed', 'failed', 'out-of-sync', 'parked'))",
+    )
+    .bind(job_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_item(
+    conn: &mut AnyConnection,
+    i: &ItemRow,
+    given: Option<&Sealed>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO reset_items (",
+        item_columns!(),
+        ", given_key_id, given_nonce, given_ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ))
+    .bind(&i.id)
+    .bind(&i.job_id)
+    .bind(&i.account_id)
+    .bind(&i.state)
+    .bind(i.attempts)
+    .bind(&i.detail)
+    .bind(&i.listeners)
+    .bind(&i.lease_owner)
+    .bind(&i.lease_until)
+    .bind(&i.created_at)
+    .bind(&i.updated_at)
+    .bind(given.map(|s| s.key_id.clone()))
+    .bind(given.map(|s| s.nonce.clone()))
+    .bind(given.map(|s| s.ciphertext.clone()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn items_of(pool: &AnyPool, job_id: &str) -> Result<Vec<ItemRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM reset_items WHERE job_id = $1 ORDER BY id"
+    ))
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Claims one item for `owner` until `until`: a planned one, or one left in flight by a server
+/// whose lease ran out (it is then reconciled). PostgreSQL skips rows another server locked.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    owner: &str,
+    now: &str,
+    until: &str,
+) -> Result<Option<ItemRow>, sqlx::Error> {
+    let pick = match backend {
+        Backend::Postgres => {
+            "SELECT id FROM reset_items WHERE state NOT IN \
+             ('done', 'vetoed', 'failed', 'out-of-sync', 'parked') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1 \
+             FOR UPDATE SKIP LOCKED"
+        }
+        Backend::Sqlite => {
+            "SELECT id FROM reset_items WHERE state NOT IN \
+             ('done', 'vetoed', 'failed', 'out-of-sync', 'parked') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1"
+        }
+    };
+    let id: Option<String> = sqlx::query_scalar(pick)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query("UPDATE reset_items SET lease_owner = $2, lease_until = $3 WHERE id = $1")
+        .bind(&id)
+        .bind(owner)
+        .bind(until)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM reset_items WHERE id = $1"
+    ))
+    .bind(&id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Extends a lease this owner holds; false when it lost it.
+pub async fn renew_lease(
+    pool: &AnyPool,
+    id: &str,
+    owner: &str,
+    until: &str,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE reset_items SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .bind(until)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Moves an item to `state` (keeping its pending password).
+pub async fn set_state(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    detail: Option<&str>,
+    listeners: &str,
+    attempts: i64,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reset_items SET state = $2, detail = $3, listeners = $4, attempts = $5, \
+         updated_at = $6 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(detail)
+    .bind(listeners)
+    .bind(attempts)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases an item's lease (it is finished, or will be picked up again).
+pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reset_items SET lease_owner = NULL, lease_until = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes (or clears) the sealed pending password.
+pub async fn set_pending(
+    conn: &mut AnyConnection,
+    id: &str,
+    pending: Option<&Sealed>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reset_items SET pending_key_id = $2, pending_nonce = $3, \
+         pending_ciphertext = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(pending.map(|s| s.key_id.clone()))
+    .bind(pending.map(|s| s.nonce.clone()))
+    .bind(pending.map(|s| s.ciphertext.clone()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct SealedColumns {
+    key_id: Option<String>,
+    nonce: Option<Vec<u8>>,
+    ciphertext: Option<Vec<u8>>,
+}
+
+impl SealedColumns {
+    fn sealed(self) -> Option<Sealed> {
+        Some(Sealed {
+            key_id: self.key_id?,
+            nonce: self.nonce?,
+            ciphertext: self.ciphertext?,
+        })
+    }
+}
+
+pub async fn pending(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
+    let row: Option<SealedColumns> = sqlx::query_as(
+        "SELECT pending_key_id AS key_id, pending_nonce AS nonce, \
+         pending_ciphertext AS ciphertext FROM reset_items WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(SealedColumns::sealed))
+}
+
+pub async fn given(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
+    let row: Option<SealedColumns> = sqlx::query_as(
+        "SELECT given_key_id AS key_id, given_nonce AS nonce, \
+         given_ciphertext AS ciphertext FROM reset_items WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(SealedColumns::sealed))
+}
+
+/// The given password is needed only until the pending one is written.
+pub async fn clear_given(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reset_items SET given_key_id = NULL, given_nonce = NULL, \
+         given_ciphertext = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_history(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    fingerprint: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO password_history (account_id, fingerprint, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(account_id)
+    .bind(fingerprint)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest `n` fingerprints of an account's passwords.
+pub async fn recent_history(pool: &AnyPool, account_id: &str, n: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT fingerprint FROM password_history WHERE account_id = $1 \
+         ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(n)
+    .fetch_all(pool)
+    .await?)
+}

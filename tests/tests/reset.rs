@@ -1,0 +1,515 @@
+//! Password resets end to end: a real `lockstep` server resets accounts on real OpenSSH targets
+//! (sshd in namespaces with a private /etc), with real listeners from `listeners/` in the
+//! pipeline; every outcome is checked on the target itself, in the vault and in the audit trail.
+
+mod common;
+#[path = "../../runtime/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::sshd::{SshTarget, TargetUser};
+use common::{Api, Server, lockstep, user_with_role};
+use lockstep_server::reset::remote;
+use lockstep_server::reset::ssh::{Endpoint, Timeouts};
+use lockstep_server::vault::Secret;
+use serde_json::{Value, json};
+
+/// A resource for `target` with an admin account and an `app` account; returns
+/// (resource id, admin account id, app account id).
+async fn resource_for(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    name: &str,
+    admin: (&str, &str, &str),
+    app_password: &str,
+    location: Option<&str>,
+) -> (String, String, String) {
+    let mut body = json!({
+        "name": name, "resource_type": "Linux", "ip_address": t.ip, "ssh_port": t.port,
+    });
+    if let Some(l) = location {
+        body["location"] = json!(l);
+    }
+    let r = api.post("/v1/resources", token, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (login, pw) in [(admin.0, admin.1), ("app", app_password)] {
+        let r = api
+            .post(
+                &format!("/v1/resources/{rid}/accounts"),
+                token,
+                json!({"login_name": login, "password": pw}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(token),
+            Some(json!({"admin_account_id": ids[0], "admin_kind": admin.2})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    (rid, ids.remove(0), ids.remove(0))
+}
+
+/// Starts a reset and waits for its job to finish; returns the job.
+async fn reset(api: &Api, token: &str, account: &str, body: Value) -> Value {
+    let r = api
+        .post(&format!("/v1/accounts/{account}/reset"), token, body)
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_job(api, token, &id).await
+}
+
+async fn wait_job(api: &Api, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = api.get(&format!("/v1/reset-jobs/{id}"), token).await.json();
+        if j["status"] == "finished" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stored_password(api: &Api, token: &str, account: &str) -> String {
+    let r = api
+        .post(
+            &format!("/v1/accounts/{account}/password/retrieve"),
+            token,
+            json!({"reason": "test checks the vault"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["password"].as_str().unwrap().to_string()
+}
+
+async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
+    let e = Endpoint {
+        host: t.ip.clone(),
+        port: t.port,
+        pinned_host_key: None,
+    };
+    remote::accepts(
+        &e,
+        login,
+        &Secret::new(password.into()),
+        Timeouts::default(),
+    )
+    .await
+    .expect("target reachable")
+}
+
+fn item(job: &Value) -> &Value {
+    &job["items"][0]
+}
+
+#[tokio::test]
+async fn a_root_admin_resets_a_password_that_then_logs_in() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web1",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+
+    let job = reset(&api, &root, &app, json!({"reason": "quarterly rotation"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    assert_eq!(job["progress"]["succeeded"], 1);
+    let new = stored_password(&api, &root, &app).await;
+    assert_ne!(new, "App-Pw-1");
+    assert!(
+        new.chars().count() >= 24,
+        "the default policy generates 24 characters"
+    );
+    assert!(
+        logs_in(&t, "app", &new).await,
+        "the vault's password logs in"
+    );
+    assert!(
+        !logs_in(&t, "app", "App-Pw-1").await,
+        "the old one does not"
+    );
+    let acc = api.get(&format!("/v1/accounts/{app}"), &root).await.json();
+    assert_eq!(acc["password_sync_status"], "in-sync");
+    // The host key was pinned at first use.
+    let rid = acc["resource_id"].as_str().unwrap();
+    let settings = api
+        .get(&format!("/v1/resources/{rid}/reset-settings"), &root)
+        .await
+        .json();
+    assert!(
+        settings["ssh_host_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:"),
+        "{settings}"
+    );
+    // Audited, and nothing of the password in the trail or the log.
+    let audit = api
+        .get("/v1/audit?action=account.password.reset&limit=50", &root)
+        .await;
+    assert!(audit.text.contains("\"success\""), "{}", audit.text);
+    assert!(!audit.text.contains(&new));
+    assert!(!server.log_text().contains(&new));
+}
+
+#[tokio::test]
+async fn a_sudo_admin_resets_with_an_explicit_password_checked_against_the_policy() {
+    let t = SshTarget::start(
+        "Root-Pw-1",
+        &[
+            TargetUser::sudoer("admin", "Admin-Pw-1"),
+            TargetUser::new("app", "App-Pw-1"),
+        ],
+    );
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web2",
+        ("admin", "Admin-Pw-1", "sudo"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+
+    let weak = api
+        .post(
+            &format!("/v1/accounts/{app}/reset"),
+            &root,
+            json!({"reason": "x-weak", "password": "short"}),
+        )
+        .await;
+    assert_eq!(weak.status, 422, "{}", weak.text);
+    assert!(weak.text.contains("at least 12"), "{}", weak.text);
+    assert!(
+        !weak.text.contains("short\""),
+        "never echoed: {}",
+        weak.text
+    );
+
+    let chosen = "Chosen-Pass-42!";
+    let body = json!({"reason": "handover", "password": chosen});
+    let job = reset(&api, &root, &app, body).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    assert_eq!(stored_password(&api, &root, &app).await, chosen);
+    assert!(logs_in(&t, "app", chosen).await);
+
+    // The same password again is refused by the history rule.
+    let again = api
+        .post(
+            &format!("/v1/accounts/{app}/reset"),
+            &root,
+            json!({"reason": "again", "password": chosen}),
+        )
+        .await;
+    assert_eq!(again.status, 422, "{}", again.text);
+    assert!(again.text.contains("last 5 passwords"), "{}", again.text);
+}
+
+#[tokio::test]
+async fn failures_on_the_target_change_nothing_and_say_why() {
+    let mut t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    // The vault holds a wrong admin password.
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web3",
+        ("root", "Not-The-Root-Pw", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let before = t.shadow_hash("app");
+    let job = reset(&api, &root, &app, json!({"reason": "wrong admin"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    assert!(
+        item(&job)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused the password of 'root'"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, "App-Pw-1");
+    assert_eq!(t.shadow_hash("app"), before);
+
+    // The target is down.
+    t.stop();
+    let job = reset(&api, &root, &app, json!({"reason": "target down"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    assert!(
+        item(&job)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, "App-Pw-1");
+    let acc = api.get(&format!("/v1/accounts/{app}"), &root).await.json();
+    assert_ne!(acc["password_sync_status"], "in-sync");
+}
+
+#[tokio::test]
+async fn a_changed_host_key_refuses_the_reset() {
+    let mut t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web4",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let job = reset(&api, &root, &app, json!({"reason": "pins the key"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let current = stored_password(&api, &root, &app).await;
+
+    t.new_host_key();
+    t.restart();
+    let job = reset(&api, &root, &app, json!({"reason": "after a rebuild"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    let detail = item(&job)["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("host key") && detail.contains("changed"),
+        "{detail}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, current);
+    assert!(logs_in(&t, "app", &current).await);
+}
+
+/// Registers a publisher key (alice proposes, bob approves) and publishes `listener` with
+/// `association`, approved by bob.
+async fn publish(
+    api: &Api,
+    root: &str,
+    dir: &std::path::Path,
+    name: &str,
+    file: &str,
+    association: Value,
+) {
+    let alice = user_with_role(api, root, &format!("alice-{name}"), "admin").await;
+    let bob_name = format!("bob-{name}");
+    let bob = user_with_role(api, root, &bob_name, "admin").await;
+    let key = dir.join(format!("{name}.key"));
+    let (st, _, err) = lockstep(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let r = api
+        .post(
+            "/v1/publisher-keys",
+            &alice,
+            json!({"name": name, "public_key": public.trim(), "approver": bob_name}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    approve(api, &bob, r.json()["id"].as_str().unwrap()).await;
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../listeners")
+        .join(name)
+        .join("manifest.toml");
+    let wasm = support::wasm_dir().join(file);
+    let assoc = dir.join(format!("{name}.json"));
+    std::fs::write(&assoc, association.to_string()).unwrap();
+    let (st, out, err) = common::lockstep_env(
+        &[
+            "listener",
+            "publish",
+            wasm.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--server",
+            &api.base,
+            "--approver",
+            &bob_name,
+            "--association",
+            assoc.to_str().unwrap(),
+        ],
+        &[("LOCKSTEP_TOKEN", &alice)],
+    );
+    assert!(st.success(), "{out}{err}");
+    let chg = out
+        .split_whitespace()
+        .find(|w| w.starts_with("chg_"))
+        .unwrap();
+    approve(api, &bob, chg).await;
+}
+
+async fn approve(api: &Api, token: &str, id: &str) {
+    let r = api
+        .post(
+            &format!("/v1/change-requests/{id}/approve"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn listeners_veto_before_and_fail_after_without_undoing_the_reset() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    publish(
+        &api, &root, dir.path(), "change-freeze", "change_freeze.wasm",
+        json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["DC1"]}),
+    )
+    .await;
+    publish(
+        &api, &root, dir.path(), "restart-service", "restart_service.wasm",
+        json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["app.service"]}),
+    )
+    .await;
+
+    // web5 sits in DC1, which is frozen: the pre-reset listener vetoes, nothing changes.
+    let (_, _, frozen) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web5",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        Some("DC1"),
+    )
+    .await;
+    let before = t.shadow_hash("app");
+    let job = reset(&api, &root, &frozen, json!({"reason": "during a freeze"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    let detail = item(&job)["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vetoed by change-freeze") && detail.contains("DC1"),
+        "{detail}"
+    );
+    assert_eq!(t.shadow_hash("app"), before);
+    assert_eq!(stored_password(&api, &root, &frozen).await, "App-Pw-1");
+    let audit = api
+        .get(
+            "/v1/audit?action=account.password.reset&outcome=denied",
+            &root,
+        )
+        .await;
+    assert!(audit.text.contains(&frozen), "{}", audit.text);
+
+    // Same target, DC2: the reset goes through; restart-service then fails (the target has no
+    // systemctl), which is recorded but does not undo the reset.
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web6",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        Some("DC2"),
+    )
+    .await;
+    let job = reset(&api, &root, &app, json!({"reason": "outside the freeze"})).await;
+    let it = item(&job);
+    assert_eq!(it["state"], "done", "{job}");
+    let listeners = it["listeners"].as_array().unwrap();
+    let pre = listeners
+        .iter()
+        .find(|l| l["listener"] == "change-freeze")
+        .unwrap();
+    assert_eq!(pre["outcome"], "proceed", "{job}");
+    let post = listeners
+        .iter()
+        .find(|l| l["listener"] == "restart-service")
+        .unwrap();
+    assert_eq!(post["outcome"], "failure", "{job}");
+    assert!(
+        post["message"].as_str().unwrap().contains("app.service"),
+        "{job}"
+    );
+    assert!(
+        it["detail"]
+            .as_str()
+            .unwrap()
+            .contains("restart-service failed"),
+        "{job}"
+    );
+    let new = stored_password(&api, &root, &app).await;
+    assert!(logs_in(&t, "app", &new).await, "the reset stands");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_job() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web7",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let send = || async {
+        let r = api
+            .http
+            .post(format!("{}/v1/accounts/{app}/reset", api.base))
+            .bearer_auth(&root)
+            .header("Idempotency-Key", "ticket-4711")
+            .json(&json!({"reason": "ticket 4711"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = send().await;
+    let second = send().await;
+    assert_eq!(first, second);
+    let job = wait_job(&api, &root, &first).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let audit = api
+        .get("/v1/audit?action=account.password.reset.request", &root)
+        .await
+        .json();
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        1,
+        "one request, one reset"
+    );
+}
