@@ -65,7 +65,7 @@ pub struct AppState {
         registry::history, registry::resources, registry::plan, registry::list_changes,
         registry::get_change, registry::approve, registry::reject, registry::withdraw,
         notifications::list, notifications::mark_read,
-        reset::reset_account, reset::get_job, reset::get_settings, reset::put_settings,
+        reset::reset_account, reset::bulk_reset, reset::get_job, reset::get_settings, reset::put_settings,
         reset::list_policies, reset::create_policy,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
@@ -185,6 +185,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/change-requests/{id}/reject", post(registry::reject))
         .route("/change-requests/{id}/withdraw", post(registry::withdraw))
         .route("/accounts/{id}/reset", post(reset::reset_account))
+        .route("/reset-jobs", post(reset::bulk_reset))
         .route("/reset-jobs/{id}", get(reset::get_job))
         .route(
             "/resources/{id}/reset-settings",

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, Authorized, need};
 use crate::error::{Error, Result};
-use crate::reset::jobs::{self, Job, ResetRequest};
+use crate::reset::jobs::{self, BulkResetRequest, Job, ResetRequest};
 use crate::reset::policy::PasswordPolicy;
 use crate::reset::settings::{self, ResetSettings, ResetSettingsInput};
 
@@ -53,6 +53,11 @@ pub async fn reset_account(
     if started {
         s.resets.wake();
     }
+    accepted(job)
+}
+
+/// 202 with the job and its URL.
+fn accepted(job: Job) -> Result<Response> {
     let location = HeaderValue::from_str(&format!("/v1/reset-jobs/{}", job.id))
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok((
@@ -61,6 +66,25 @@ pub async fn reset_account(
         Json(job),
     )
         .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/reset-jobs", tag = "reset", request_body = BulkResetRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a repeat returns the first job")),
+    responses((status = 202, body = Job), (status = 422, body = super::problem::Problem)))]
+pub async fn bulk_reset(
+    State(s): State<AppState>,
+    a: Authorized<need::ResetPasswords>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<BulkResetRequest>,
+) -> Result<Response> {
+    let key = idempotency_key(&headers)?;
+    let user = &a.principal.user_name;
+    let (job, started) =
+        jobs::start_bulk(&s.store, &s.vault, &a.actor, user, request, key.as_deref()).await?;
+    if started {
+        s.resets.wake();
+    }
+    accepted(job)
 }
 
 #[utoipa::path(get, path = "/v1/reset-jobs/{id}", tag = "reset", responses((status = 200, body = Job)))]

@@ -133,6 +133,50 @@ pub(super) fn given_aad(item_id: &str) -> String {
     format!("reset-item:{item_id}:given")
 }
 
+/// `POST /v1/reset-jobs`: many accounts in one job. Give exactly one of `accounts`,
+/// `resource_ids` or `resource_type`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkResetRequest {
+    /// These accounts.
+    pub accounts: Option<Vec<String>>,
+    /// Every account of these resources (except their admin accounts).
+    pub resource_ids: Option<Vec<String>>,
+    /// Every account of every resource of this type (except admin accounts).
+    pub resource_type: Option<String>,
+    /// One password for all; absent: a unique generated password per account.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Secret>,
+    pub reason: String,
+    #[serde(default = "yes")]
+    pub apply_remote: bool,
+}
+
+/// Most accounts one job may hold.
+pub const MAX_JOB_ACCOUNTS: usize = 10_000;
+
+/// The first job made with this user's idempotency key, if any.
+async fn repeated(store: &Store, key: Option<&str>) -> Result<Option<Job>> {
+    let Some(k) = key else { return Ok(None) };
+    let Some(j) = store::resets::job_by_idempotency_key(store.pool(), k).await? else {
+        return Ok(None);
+    };
+    let items = store::resets::items_of(store.pool(), &j.id).await?;
+    Ok(Some(view(j, items)))
+}
+
+fn check_reason(reason: &str) -> Result<String> {
+    let reason = reason.trim().to_string();
+    let len = reason.chars().count();
+    if !(3..=500).contains(&len) || reason.chars().any(char::is_control) {
+        return Err(Error::validation(
+            "reason",
+            "give a reason of 3 to 500 characters (no control characters); it is audited",
+        ));
+    }
+    Ok(reason)
+}
+
 /// Starts a reset of one account. A repeated `idempotency_key` from the same user returns the
 /// first job instead of starting another.
 pub async fn start_single(
@@ -145,23 +189,114 @@ pub async fn start_single(
     idempotency_key: Option<&str>,
 ) -> Result<(Job, bool)> {
     let key = idempotency_key.map(|k| format!("{user}\n{k}"));
-    if let Some(k) = &key
-        && let Some(j) = store::resets::job_by_idempotency_key(store.pool(), k).await?
-    {
-        let id = j.id.clone();
-        let items = store::resets::items_of(store.pool(), &id).await?;
-        return Ok((view(j, items), false));
+    if let Some(job) = repeated(store, key.as_deref()).await? {
+        return Ok((job, false));
     }
-    let reason = request.reason.trim().to_string();
-    let len = reason.chars().count();
-    if !(3..=500).contains(&len) || reason.chars().any(char::is_control) {
+    let reason = check_reason(&request.reason)?;
+    crate::inventory::accounts::get(store, account_id).await?;
+    if let Some(pw) = &request.password {
+        check_given(store, vault, account_id, pw).await?;
+    }
+    let spec = NewJob {
+        kind: "single",
+        trigger: "manual",
+        user,
+        reason,
+        apply_remote: request.apply_remote,
+        key,
+        password: request.password,
+    };
+    create(store, vault, actor, spec, vec![account_id.to_string()]).await
+}
+
+/// Starts a bulk reset. A repeated `idempotency_key` returns the first job.
+pub async fn start_bulk(
+    store: &Store,
+    vault: &Vault,
+    actor: &Actor,
+    user: &str,
+    request: BulkResetRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(Job, bool)> {
+    let key = idempotency_key.map(|k| format!("{user}\n{k}"));
+    if let Some(job) = repeated(store, key.as_deref()).await? {
+        return Ok((job, false));
+    }
+    let reason = check_reason(&request.reason)?;
+    let selectors = [
+        request.accounts.is_some(),
+        request.resource_ids.is_some(),
+        request.resource_type.is_some(),
+    ];
+    if selectors.iter().filter(|s| **s).count() != 1 {
         return Err(Error::validation(
-            "reason",
-            "give a reason of 3 to 500 characters (no control characters); it is audited",
+            "accounts",
+            "give exactly one of accounts, resource_ids or resource_type",
         ));
     }
-    let account = crate::inventory::accounts::get(store, account_id).await?;
+    let mut accounts = Vec::new();
+    if let Some(ids) = &request.accounts {
+        for id in ids {
+            crate::inventory::accounts::get(store, id).await?;
+            accounts.push(id.clone());
+        }
+    }
+    if let Some(ids) = &request.resource_ids {
+        for id in ids {
+            crate::inventory::resources::get(store, id).await?;
+            accounts.extend(store::resets::bulk_candidates(store.pool(), Some(id), None).await?);
+        }
+    }
+    if let Some(t) = &request.resource_type {
+        crate::inventory::resource_types::get(store, t).await?;
+        accounts.extend(store::resets::bulk_candidates(store.pool(), None, Some(t)).await?);
+    }
+    accounts.sort();
+    accounts.dedup();
+    if accounts.is_empty() {
+        return Err(Error::validation("accounts", "selects no account"));
+    }
+    if accounts.len() > MAX_JOB_ACCOUNTS {
+        return Err(Error::validation(
+            "accounts",
+            format!(
+                "selects {} accounts; one job takes at most {MAX_JOB_ACCOUNTS}",
+                accounts.len()
+            ),
+        ));
+    }
     if let Some(pw) = &request.password {
+        for a in &accounts {
+            check_given(store, vault, a, pw).await?;
+        }
+    }
+    let spec = NewJob {
+        kind: "bulk",
+        trigger: "bulk",
+        user,
+        reason,
+        apply_remote: request.apply_remote,
+        key,
+        password: request.password,
+    };
+    create(store, vault, actor, spec, accounts).await
+}
+
+/// What a new job is, apart from its accounts.
+struct NewJob<'a> {
+    kind: &'static str,
+    trigger: &'static str,
+    user: &'a str,
+    reason: String,
+    apply_remote: bool,
+    key: Option<String>,
+    password: Option<Secret>,
+}
+
+/// A given password must satisfy the account's policy and not be in its recent history.
+async fn check_given(store: &Store, vault: &Vault, account_id: &str, pw: &Secret) -> Result<()> {
+    let account = crate::inventory::accounts::get(store, account_id).await?;
+    {
         let settings = super::settings::get_settings(store, &account.resource_id).await?;
         let policy = store::password_policies::get(store.pool(), &settings.password_policy)
             .await?
@@ -175,7 +310,7 @@ pub async fn start_single(
                 .contains(&fp)
         {
             problems.push(format!(
-                "was used among this account's last {} passwords",
+                "was used among the last {} passwords of account {account_id}",
                 policy.history
             ));
         }
@@ -190,37 +325,31 @@ pub async fn start_single(
             ));
         }
     }
+    Ok(())
+}
+
+/// Writes a job, one planned item per account and the request's audit event, in one
+/// transaction.
+async fn create(
+    store: &Store,
+    vault: &Vault,
+    actor: &Actor,
+    spec: NewJob<'_>,
+    accounts: Vec<String>,
+) -> Result<(Job, bool)> {
     let now = crate::time::now();
     let job = JobRow {
         id: crate::time::new_id("job"),
-        kind: "single".into(),
-        trigger: "manual".into(),
+        kind: spec.kind.into(),
+        trigger: spec.trigger.into(),
         status: "running".into(),
-        requested_by: user.to_string(),
-        reason: reason.clone(),
-        apply_remote: request.apply_remote.into(),
-        idempotency_key: key,
+        requested_by: spec.user.to_string(),
+        reason: spec.reason.clone(),
+        apply_remote: spec.apply_remote.into(),
+        idempotency_key: spec.key,
         created_at: now.clone(),
         finished_at: None,
     };
-    let item = ItemRow {
-        id: crate::time::new_id("rst"),
-        job_id: job.id.clone(),
-        account_id: account_id.to_string(),
-        state: "planned".into(),
-        attempts: 0,
-        detail: None,
-        listeners: "[]".into(),
-        lease_owner: None,
-        lease_until: None,
-        created_at: now.clone(),
-        updated_at: now,
-    };
-    let given = request
-        .password
-        .as_ref()
-        .map(|pw| vault.seal_secret(pw, &given_aad(&item.id)))
-        .transpose()?;
     let mut tx = store.begin_write().await?;
     store::resets::insert_job(tx.conn(), &job)
         .await
@@ -231,23 +360,52 @@ pub async fn start_single(
                 e.into()
             }
         })?;
-    store::resets::insert_item(tx.conn(), &item, given.as_ref()).await?;
+    let mut items = Vec::with_capacity(accounts.len());
+    for account_id in &accounts {
+        let item = ItemRow {
+            id: crate::time::new_id("rst"),
+            job_id: job.id.clone(),
+            account_id: account_id.clone(),
+            state: "planned".into(),
+            attempts: 0,
+            detail: None,
+            listeners: "[]".into(),
+            lease_owner: None,
+            lease_until: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        let given = spec
+            .password
+            .as_ref()
+            .map(|pw| vault.seal_secret(pw, &given_aad(&item.id)))
+            .transpose()?;
+        store::resets::insert_item(tx.conn(), &item, given.as_ref()).await?;
+        items.push(item);
+    }
+    let target = if accounts.len() == 1 {
+        accounts[0].clone()
+    } else {
+        job.id.clone()
+    };
     audit::append(
         &mut tx,
         NewEvent {
             actor,
             action: "account.password.reset.request",
-            target: account_id,
+            target: &target,
             outcome: Outcome::Success,
             detail: serde_json::json!({
                 "job": job.id,
-                "reason": reason,
-                "apply_remote": request.apply_remote,
-                "password": if request.password.is_some() { "given" } else { "generated" },
+                "kind": job.kind,
+                "accounts": accounts.len(),
+                "reason": spec.reason,
+                "apply_remote": spec.apply_remote,
+                "password": if spec.password.is_some() { "given" } else { "generated" },
             }),
         },
     )
     .await?;
     tx.commit().await?;
-    Ok((view(job, vec![item]), true))
+    Ok((view(job, items), true))
 }

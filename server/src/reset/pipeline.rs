@@ -41,6 +41,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const MAX_GENERATED_ATTEMPTS: i64 = 3;
 /// Post-reset listener runs at once, across all jobs.
 const POST_LISTENER_SLOTS: usize = 8;
+/// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
+const PER_TARGET: usize = 4;
 
 /// Where the pipeline is, as stored.
 mod state {
@@ -68,6 +70,8 @@ pub struct Engine {
     timeouts: Timeouts,
     wake: Notify,
     post_slots: Arc<Semaphore>,
+    /// One semaphore per target (`host:port`), created on first use.
+    targets: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -140,12 +144,21 @@ impl Engine {
             timeouts,
             wake: Notify::new(),
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
+            targets: Default::default(),
         });
         for _ in 0..workers.max(1) {
             let e = engine.clone();
             tokio::spawn(async move { e.work().await });
         }
         engine
+    }
+
+    /// The concurrency limit of one target.
+    fn target_slots(&self, label: &str) -> Arc<Semaphore> {
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(label.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_TARGET)))
+            .clone()
     }
 
     /// Tells idle workers there is new work.
@@ -393,6 +406,12 @@ impl Engine {
                 .await;
         }
 
+        // From here on the target is touched: respect its concurrency limit.
+        let _slot = self
+            .target_slots(&s.endpoint().label())
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("target slots closed".into()))?;
         let mut attempts = item.attempts;
         loop {
             attempts += 1;
@@ -448,7 +467,10 @@ impl Engine {
             }
             // The change was acknowledged but the new password does not log in: find out what
             // the target holds now.
-            _ => self.settle(item, s, new, old, listeners, attempts).await,
+            _ => {
+                self.settle(item, s, new, old, listeners, attempts, false)
+                    .await
+            }
         }
     }
 
@@ -597,7 +619,9 @@ impl Engine {
     }
 
     /// After a change whose verification failed, or after a crash: which password does the
-    /// target accept? New: commit. Old: nothing changed, fail. Neither: out-of-sync, keep both.
+    /// target accept? New: commit. Old: nothing changed; after a crash (`retry`) the reset starts
+    /// over, otherwise it fails. Neither: out-of-sync, keep both.
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         self: Arc<Self>,
         item: ItemRow,
@@ -606,6 +630,7 @@ impl Engine {
         old: Secret,
         listeners: Vec<serde_json::Value>,
         attempts: i64,
+        retry: bool,
     ) -> Result<()> {
         let endpoint = s.endpoint();
         let login = s.account.login_name.clone();
@@ -619,6 +644,10 @@ impl Engine {
             Err(e) => return Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
         }
         match remote::accepts(&endpoint, &login, &old, self.timeouts).await {
+            Ok(true) if retry && attempts < MAX_GENERATED_ATTEMPTS => {
+                tracing::info!(item = %item.id, "interrupted before the target changed; starting over");
+                self.restart(&item, attempts).await
+            }
             Ok(true) => {
                 self.step(
                     &item,
@@ -642,6 +671,28 @@ impl Engine {
             }
             Err(e) => Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
         }
+    }
+
+    /// Puts an interrupted item back to `planned` (nothing changed on the target) so a worker
+    /// runs it again from the start.
+    async fn restart(&self, item: &ItemRow, attempts: i64) -> Result<()> {
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        store::resets::set_pending(tx.conn(), &item.id, None).await?;
+        store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            state::PLANNED,
+            Some("interrupted before the target changed; started again"),
+            "[]",
+            attempts,
+            &now,
+        )
+        .await?;
+        store::resets::release(tx.conn(), &item.id).await?;
+        tx.commit().await?;
+        self.wake();
+        Ok(())
     }
 
     /// An item found in flight after its lease ran out.
@@ -668,7 +719,8 @@ impl Engine {
                 .await;
         }
         tracing::info!(item = %item.id, state = %item.state, "reconciling a reset left in flight");
-        self.settle(item, s, new, old, listeners, attempts).await
+        self.settle(item, s, new, old, listeners, attempts, true)
+            .await
     }
 
     /// Post-reset listeners, off the critical path: the reset is committed whatever they say.

@@ -344,3 +344,22 @@ pub async fn recent_history(pool: &AnyPool, account_id: &str, n: i64) -> Result<
     .fetch_all(pool)
     .await?)
 }
+
+/// Accounts a bulk reset selects: of one resource and/or of one type (empty: any), never an
+/// account that is some resource's admin account (those are reset on their own).
+pub async fn bulk_candidates(
+    pool: &AnyPool,
+    resource_id: Option<&str>,
+    resource_type: Option<&str>,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT a.id FROM accounts a JOIN resources r ON r.id = a.resource_id \
+         WHERE ($1 = '' OR r.id = $1) AND ($2 = '' OR r.resource_type = $2) \
+         AND a.id NOT IN (SELECT admin_account_id FROM resource_reset_settings \
+         WHERE admin_account_id IS NOT NULL) ORDER BY a.id",
+    )
+    .bind(resource_id.unwrap_or(""))
+    .bind(resource_type.unwrap_or(""))
+    .fetch_all(pool)
+    .await?)
+}

@@ -63,6 +63,9 @@ pub struct Server {
     pub base: String,
     pub log: PathBuf,
     pub root_token: String,
+    /// The `lockstep serve` arguments, to start it again.
+    args: Vec<String>,
+    dev: bool,
 }
 
 pub struct ServerOptions {
@@ -111,7 +114,24 @@ impl Server {
             base,
             log,
             root_token,
+            args,
+            dev: opts.dev,
         }
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up) and starts it again on the same
+    /// data; the new log goes to `server-N.log`. Returns the new base URL.
+    pub fn kill_and_restart(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        self.log = self.dir.path().join(format!("server-{n}.log"));
+        let (child, base) = spawn_serve(&self.args, &[], &self.log, self.dev);
+        self.child = child;
+        self.base = base.clone();
+        base
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,251 @@
+//! Bulk resets over several real OpenSSH targets, and the crash test: the server is killed with
+//! SIGKILL in the middle of a bulk job, started again, and every account's stored password must
+//! still log in on its target.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::sshd::{SshTarget, TargetUser};
+use common::{Api, Server};
+use lockstep_server::reset::remote;
+use lockstep_server::reset::ssh::{Endpoint, Timeouts};
+use lockstep_server::vault::Secret;
+use serde_json::{Value, json};
+
+/// `n` accounts `u01…` on a target, all with the same starting password.
+fn users(n: usize) -> Vec<TargetUser> {
+    (1..=n)
+        .map(|i| TargetUser::new(&format!("u{i:02}"), "Start-Pw-1"))
+        .collect()
+}
+
+/// A Linux resource for `t` with root as admin and every target user as an account; returns
+/// the account ids (admin excluded) with their login names.
+async fn register(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    name: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let r = api
+        .post(
+            "/v1/resources",
+            token,
+            json!({"name": name, "resource_type": "Linux", "ip_address": t.ip, "ssh_port": t.port}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let add = |login: String, pw: &'static str| {
+        let path = format!("/v1/resources/{rid}/accounts");
+        async move {
+            let r = api
+                .post(&path, token, json!({"login_name": login, "password": pw}))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let admin = add("root".into(), "Root-Pw-1").await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(token),
+            Some(json!({"admin_account_id": admin})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut out = Vec::new();
+    for u in users(n) {
+        out.push((add(u.name.clone(), "Start-Pw-1").await, u.name));
+    }
+    out
+}
+
+async fn job(api: &Api, token: &str, id: &str) -> Value {
+    api.get(&format!("/v1/reset-jobs/{id}"), token).await.json()
+}
+
+async fn wait_finished(api: &Api, token: &str, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let j = job(api, token, id).await;
+        if j["status"] == "finished" {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job never finished: {}",
+            j["progress"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stored(api: &Api, token: &str, account: &str) -> String {
+    let r = api
+        .post(
+            &format!("/v1/accounts/{account}/password/retrieve"),
+            token,
+            json!({"reason": "crash test check"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["password"].as_str().unwrap().to_string()
+}
+
+async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
+    let e = Endpoint {
+        host: t.ip.clone(),
+        port: t.port,
+        pinned_host_key: None,
+    };
+    remote::accepts(
+        &e,
+        login,
+        &Secret::new(password.into()),
+        Timeouts::default(),
+    )
+    .await
+    .expect("target reachable")
+}
+
+#[tokio::test]
+async fn a_bulk_job_gives_every_account_on_several_targets_its_own_verified_password() {
+    let targets = [
+        SshTarget::start("Root-Pw-1", &users(5)),
+        SshTarget::start("Root-Pw-1", &users(5)),
+    ];
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let mut accounts = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        for (id, login) in register(&api, &root, t, &format!("bulk{i}"), 5).await {
+            accounts.push((i, id, login));
+        }
+    }
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_type": "Linux", "reason": "bulk rotation"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let j = r.json();
+    assert_eq!(j["kind"], "bulk");
+    assert_eq!(
+        j["progress"]["total"], 10,
+        "admin accounts are not selected: {j}"
+    );
+    let j = wait_finished(
+        &api,
+        &root,
+        j["id"].as_str().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(j["progress"]["succeeded"], 10, "{j}");
+    let mut seen = BTreeSet::new();
+    for (i, id, login) in &accounts {
+        let pw = stored(&api, &root, id).await;
+        assert!(
+            logs_in(&targets[*i], login, &pw).await,
+            "{login} on target {i}"
+        );
+        seen.insert(pw);
+    }
+    assert_eq!(seen.len(), 10, "a unique password per account");
+
+    let bad = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"reason": "nothing selected"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+}
+
+#[tokio::test]
+async fn killing_the_server_mid_job_loses_no_password() {
+    let per_target = 15;
+    let targets = [
+        SshTarget::start("Root-Pw-1", &users(per_target)),
+        SshTarget::start("Root-Pw-1", &users(per_target)),
+    ];
+    let mut server = Server::start();
+    let mut api = Api::new(&server);
+    let root = server.root_token.clone();
+    let mut accounts = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        for (id, login) in register(&api, &root, t, &format!("crash{i}"), per_target).await {
+            accounts.push((i, id, login));
+        }
+    }
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_type": "Linux", "reason": "rotation interrupted by a crash"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+
+    // Kill it once some accounts are committed and others are in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at_kill = loop {
+        let j = job(&api, &root, &id).await;
+        let p = &j["progress"];
+        if p["succeeded"].as_u64().unwrap_or(0) >= 2 && p["in_progress"].as_u64().unwrap_or(0) > 0 {
+            break j;
+        }
+        assert!(j["status"] != "finished", "finished before the kill: {p}");
+        assert!(Instant::now() < deadline, "no progress: {p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill_and_restart();
+    api = Api::new(&server);
+    let in_flight: Vec<String> = at_kill["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| !matches!(i["state"].as_str(), Some("planned" | "done")))
+        .map(|i| format!("{}", i["state"]))
+        .collect();
+    eprintln!(
+        "killed with progress {} and in flight: {in_flight:?}",
+        at_kill["progress"]
+    );
+
+    let j = wait_finished(&api, &root, &id, Duration::from_secs(180)).await;
+    eprintln!("after restart: {}", j["progress"]);
+    assert_eq!(j["progress"]["out_of_sync"], 0, "{j}");
+    let mut lost = Vec::new();
+    for (i, acc, login) in &accounts {
+        let pw = stored(&api, &root, acc).await;
+        if !logs_in(&targets[*i], login, &pw).await {
+            lost.push(login.clone());
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "stored passwords that no longer log in: {lost:?}"
+    );
+    for it in j["items"].as_array().unwrap() {
+        if it["state"] != "done" {
+            let id = it["id"].as_str().unwrap();
+            let log = server.log_text();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(id)).collect();
+            eprintln!("{it}\n{lines:#?}");
+        }
+    }
+    // Items interrupted before their target changed start over: the whole job succeeds.
+    assert_eq!(j["progress"]["succeeded"], 2 * per_target, "{j}");
+}
