@@ -151,6 +151,14 @@ async fn a_bulk_job_gives_every_account_on_several_targets_its_own_verified_pass
     )
     .await;
     assert_eq!(j["progress"]["succeeded"], 10, "{j}");
+    for t in &targets {
+        // The admin logs in once per target (twice at most: before and after the host key is
+        // pinned), not once per account; every account is verified by its own login.
+        let log = t.log();
+        let admin = log.matches("Accepted password for root").count();
+        assert!((1..=2).contains(&admin), "{admin} admin logins:\n{log}");
+        assert_eq!(log.matches("Accepted password for u0").count(), 5, "{log}");
+    }
     let mut seen = BTreeSet::new();
     for (i, id, login) in &accounts {
         let pw = stored(&api, &root, id).await;
@@ -248,4 +256,54 @@ async fn killing_the_server_mid_job_loses_no_password() {
     }
     // Items interrupted before their target changed start over: the whole job succeeds.
     assert_eq!(j["progress"]["succeeded"], 2 * per_target, "{j}");
+}
+
+#[tokio::test]
+async fn a_bulk_job_runs_the_same_on_postgresql() {
+    let Some((url, db)) = common::postgres_database().await else {
+        return;
+    };
+    let t = SshTarget::start("Root-Pw-1", &users(6));
+    let server = Server::start_with(common::ServerOptions {
+        database_url: Some(url),
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let accounts = register(&api, &root, &t, "pg0", 6).await;
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_ids": [], "accounts": null, "resource_type": null, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        r.status, 422,
+        "a reason of 3 or more, one selector: {}",
+        r.text
+    );
+    let ids: Vec<&str> = accounts.iter().map(|(id, _)| id.as_str()).collect();
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"accounts": ids, "reason": "rotation on PostgreSQL"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let j = wait_finished(
+        &api,
+        &root,
+        r.json()["id"].as_str().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(j["progress"]["succeeded"], 6, "{j}");
+    for (id, login) in &accounts {
+        let pw = stored(&api, &root, id).await;
+        assert!(logs_in(&t, login, &pw).await, "{login}");
+    }
+    drop(server);
+    common::drop_postgres_database(&db).await;
 }

@@ -10,6 +10,7 @@
 pub mod jobs;
 pub mod pipeline;
 pub mod policy;
+pub mod pool;
 pub mod remote;
 pub mod settings;
 pub mod ssh;

@@ -17,9 +17,10 @@ use lockstep_runtime::{HookOutcome, ResetEvent, RunContext, Trigger};
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
+use super::pool::AdminPool;
 use super::remote::{self, AdminKind, ApplyFailure};
 use super::settings::{ResetSettings, from_row, get_settings};
-use super::ssh::{self, Endpoint, Timeouts};
+use super::ssh::{Endpoint, Timeouts};
 use super::target::SshTargetExec;
 use super::{history_purpose, jobs::given_aad, policy::PasswordPolicy};
 use crate::audit::{self, Actor, NewEvent, Outcome};
@@ -72,6 +73,8 @@ pub struct Engine {
     post_slots: Arc<Semaphore>,
     /// One semaphore per target (`host:port`), created on first use.
     targets: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+    /// Admin connections, reused across the accounts of a target.
+    admins: AdminPool,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -145,7 +148,17 @@ impl Engine {
             wake: Notify::new(),
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
             targets: Default::default(),
+            admins: AdminPool::new(timeouts),
         });
+        {
+            let e = engine.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    e.admins.sweep().await;
+                }
+            });
+        }
         for _ in 0..workers.max(1) {
             let e = engine.clone();
             tokio::spawn(async move { e.work().await });
@@ -528,7 +541,7 @@ impl Engine {
         new: &Secret,
     ) -> std::result::Result<(), ApplyFailure> {
         let endpoint = s.endpoint();
-        let conn = ssh::connect(&endpoint, user, admin_pw, self.timeouts).await?;
+        let (conn, reused) = self.admins.get(&endpoint, user, admin_pw).await?;
         if s.settings.ssh_host_key.is_none() {
             let mut tx = self
                 .store
@@ -551,8 +564,27 @@ impl Engine {
             &endpoint.label(),
         )
         .await;
-        conn.close().await;
-        r
+        match r {
+            // A kept connection may have died in between; one fresh try.
+            Err(ApplyFailure::Ssh(_)) if reused => {
+                self.admins.forget(&endpoint, user).await;
+                let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
+                remote::apply(
+                    &conn,
+                    kind,
+                    admin_pw,
+                    &s.account.login_name,
+                    new,
+                    &endpoint.label(),
+                )
+                .await
+            }
+            Err(e @ ApplyFailure::Ssh(_)) => {
+                self.admins.forget(&endpoint, user).await;
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// Re-reads the settings (the host key may have been pinned just now).

@@ -287,6 +287,11 @@ impl Connection {
             })?
     }
 
+    /// Whether the session is gone (the server closed it, the network failed, a timeout).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Says goodbye; errors do not matter any more at this point.
     pub async fn close(self) {
         let _ = self
