@@ -137,7 +137,7 @@ pub struct StoreArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
-    /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from.
+    /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Credentials go in the URL (smtps://USER:PASS@HOST); prefer the environment variable then.
     #[arg(long, env = "LOCKSTEP_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
+    /// How often to look for passwords older than their policy's maximum age, in seconds
+    /// [default: 300]; 0 turns scheduled rotation off.
+    #[arg(long, env = "LOCKSTEP_ROTATION_CHECK_SECS")]
+    pub rotation_check_secs: Option<u64>,
     /// The sender address of notification mail [default: lockstep@HOSTNAME].
     #[arg(long, env = "LOCKSTEP_SMTP_FROM")]
     pub smtp_from: Option<String>,

@@ -27,6 +27,7 @@ struct ConfigFile {
     max_listener_bytes: Option<usize>,
     smtp_url: Option<String>,
     smtp_from: Option<String>,
+    rotation_check_secs: Option<u64>,
 }
 
 /// Where a master key comes from.
@@ -49,6 +50,8 @@ pub struct ServeConfig {
     pub max_listener_bytes: usize,
     /// The SMTP relay for notification mail and the sender address, if configured.
     pub smtp: Option<SmtpConfig>,
+    /// How often scheduled rotation looks for old passwords; `None`: never.
+    pub rotation_check: Option<std::time::Duration>,
 }
 
 /// Where notification mail goes out.
@@ -138,6 +141,11 @@ impl ServeConfig {
             });
             SmtpConfig { url, from }
         });
+        let rotation_check = match args.rotation_check_secs.or(file.rotation_check_secs) {
+            Some(0) => None,
+            Some(s) => Some(std::time::Duration::from_secs(s)),
+            None => Some(std::time::Duration::from_secs(300)),
+        };
         Ok(ServeConfig {
             data_dir,
             listen,
@@ -148,6 +156,7 @@ impl ServeConfig {
             max_body_bytes,
             max_listener_bytes,
             smtp,
+            rotation_check,
         })
     }
 }

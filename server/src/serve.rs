@@ -115,6 +115,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         registry.clone(),
         RESET_WORKERS,
         crate::reset::ssh::Timeouts::default(),
+        cfg.rotation_check,
     );
     let state = AppState {
         store: store.clone(),

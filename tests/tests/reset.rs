@@ -488,7 +488,7 @@ async fn an_idempotency_key_returns_the_first_job() {
             .post(format!("{}/v1/accounts/{app}/reset", api.base))
             .bearer_auth(&root)
             .header("Idempotency-Key", "ticket-4711")
-            .json(&json!({"reason": "ticket 4711"}))
+            .json(&json!({"reason": "ticket 4711", "notify": ["root"]}))
             .send()
             .await
             .unwrap();
@@ -512,4 +512,88 @@ async fn an_idempotency_key_returns_the_first_job() {
         1,
         "one request, one reset"
     );
+    // root asked to be told when it finished.
+    let notes = api.get("/v1/notifications", &root).await.json();
+    let told =
+        notes["items"].as_array().unwrap().iter().any(|n| {
+            n["kind"] == "reset-finished" && n["message"].as_str().unwrap().contains(&first)
+        });
+    assert!(told, "{notes}");
+}
+
+#[tokio::test]
+async fn passwords_past_their_maximum_age_are_rotated_by_the_scheduler() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start_with(common::ServerOptions {
+        extra: vec!["--rotation-check-secs".into(), "1".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let r = api
+        .post(
+            "/v1/password-policies",
+            &root,
+            json!({"name": "monthly", "max_age_days": 30}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (rid, admin, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web8",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(&root),
+            Some(json!({"admin_account_id": admin, "password_policy": "monthly"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A fresh password is not due; give app's one an age of a year, as time would.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored_password(&api, &root, &app).await, "App-Pw-1");
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE accounts SET password_changed_at = '2025-11-01T00:00:00.000000Z' WHERE id = $1",
+    )
+    .bind(&app)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let acc = api.get(&format!("/v1/accounts/{app}"), &root).await.json();
+        if acc["password_changed_at"].as_str().unwrap() > "2026"
+            && acc["password_sync_status"] == "in-sync"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never rotated: {acc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new = stored_password(&api, &root, &app).await;
+    assert!(logs_in(&t, "app", &new).await);
+    let audit = api
+        .get(
+            "/v1/audit?action=account.password.reset.request&actor=system",
+            &root,
+        )
+        .await;
+    assert!(audit.text.contains("scheduled rotation"), "{}", audit.text);
+    // The admin account was not rotated along: it is reset on its own.
+    assert_eq!(stored_password(&api, &root, &admin).await, "Root-Pw-1");
 }

@@ -22,6 +22,9 @@ pub struct ResetRequest {
     /// Change the password on the target too (default); false changes only the vault.
     #[serde(default = "yes")]
     pub apply_remote: bool,
+    /// Users told (a notification) when the job finishes.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -150,6 +153,9 @@ pub struct BulkResetRequest {
     pub reason: String,
     #[serde(default = "yes")]
     pub apply_remote: bool,
+    /// Users told (a notification) when the job finishes.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// Most accounts one job may hold.
@@ -197,6 +203,7 @@ pub async fn start_single(
     if let Some(pw) = &request.password {
         check_given(store, vault, account_id, pw).await?;
     }
+    let notify = check_notify(store, request.notify).await?;
     let spec = NewJob {
         kind: "single",
         trigger: "manual",
@@ -205,6 +212,7 @@ pub async fn start_single(
         apply_remote: request.apply_remote,
         key,
         password: request.password,
+        notify,
     };
     create(store, vault, actor, spec, vec![account_id.to_string()]).await
 }
@@ -270,6 +278,7 @@ pub async fn start_bulk(
             check_given(store, vault, a, pw).await?;
         }
     }
+    let notify = check_notify(store, request.notify).await?;
     let spec = NewJob {
         kind: "bulk",
         trigger: "bulk",
@@ -278,19 +287,34 @@ pub async fn start_bulk(
         apply_remote: request.apply_remote,
         key,
         password: request.password,
+        notify,
     };
     create(store, vault, actor, spec, accounts).await
 }
 
+/// The users to notify must exist.
+async fn check_notify(store: &Store, users: Vec<String>) -> Result<Vec<String>> {
+    for u in &users {
+        if store::users::get_by_name(store.pool(), u).await?.is_none() {
+            return Err(Error::validation(
+                "notify",
+                format!("there is no user '{u}'"),
+            ));
+        }
+    }
+    Ok(users)
+}
+
 /// What a new job is, apart from its accounts.
-struct NewJob<'a> {
-    kind: &'static str,
-    trigger: &'static str,
-    user: &'a str,
-    reason: String,
-    apply_remote: bool,
-    key: Option<String>,
-    password: Option<Secret>,
+pub(super) struct NewJob<'a> {
+    pub kind: &'static str,
+    pub trigger: &'static str,
+    pub user: &'a str,
+    pub reason: String,
+    pub apply_remote: bool,
+    pub key: Option<String>,
+    pub password: Option<Secret>,
+    pub notify: Vec<String>,
 }
 
 /// A given password must satisfy the account's policy and not be in its recent history.
@@ -330,7 +354,7 @@ async fn check_given(store: &Store, vault: &Vault, account_id: &str, pw: &Secret
 
 /// Writes a job, one planned item per account and the request's audit event, in one
 /// transaction.
-async fn create(
+pub(super) async fn create(
     store: &Store,
     vault: &Vault,
     actor: &Actor,
@@ -349,6 +373,8 @@ async fn create(
         idempotency_key: spec.key,
         created_at: now.clone(),
         finished_at: None,
+        notify: (!spec.notify.is_empty())
+            .then(|| serde_json::to_string(&spec.notify).unwrap_or_default()),
     };
     let mut tx = store.begin_write().await?;
     store::resets::insert_job(tx.conn(), &job)

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod pool;
 pub mod remote;
+pub mod scheduler;
 pub mod settings;
 pub mod ssh;
 pub mod target;

@@ -138,6 +138,7 @@ impl Engine {
         registry: Registry,
         workers: usize,
         timeouts: Timeouts,
+        rotation_check: Option<Duration>,
     ) -> Arc<Engine> {
         let engine = Arc::new(Engine {
             store,
@@ -159,11 +160,32 @@ impl Engine {
                 }
             });
         }
+        if let Some(every) = rotation_check {
+            let e = engine.clone();
+            tokio::spawn(async move { e.schedule(every).await });
+        }
         for _ in 0..workers.max(1) {
             let e = engine.clone();
             tokio::spawn(async move { e.work().await });
         }
         engine
+    }
+
+    /// Every `every`, starts a job for the accounts past their maximum age.
+    async fn schedule(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let bucket = chrono::Utc::now().timestamp() / every.as_secs().max(1) as i64;
+            match super::scheduler::rotate_due(&self.store, &self.vault, &bucket.to_string()).await
+            {
+                Ok(Some(job)) => {
+                    tracing::info!(job = %job.id, accounts = job.progress.total, "scheduled rotation started");
+                    self.wake();
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "scheduled rotation check failed"),
+            }
+        }
     }
 
     /// The concurrency limit of one target.
@@ -328,7 +350,9 @@ impl Engine {
         );
         if final_state {
             store::resets::release(tx.conn(), &item.id).await?;
-            store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await?;
+            if store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await? {
+                self.announce_finished(&mut tx, &item.job_id).await?;
+            }
         }
         if matches!(
             to,
@@ -360,6 +384,38 @@ impl Engine {
             .await?;
         }
         tx.commit().await
+    }
+
+    /// Tells the job's `notify` users that it finished, with its outcome counts.
+    async fn announce_finished(&self, tx: &mut crate::store::WriteTx, job_id: &str) -> Result<()> {
+        let Some(job) = store::resets::get_job(self.store.pool(), job_id).await? else {
+            return Ok(());
+        };
+        let users: Vec<String> = job
+            .notify
+            .as_deref()
+            .and_then(|n| serde_json::from_str(n).ok())
+            .unwrap_or_default();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let counts = store::resets::state_counts(tx.conn(), job_id).await?;
+        let summary = counts
+            .iter()
+            .map(|(state, n)| format!("{n} {state}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for u in users {
+            crate::notifications::notify(
+                tx,
+                &u,
+                "reset-finished",
+                format!("reset job {job_id} ({}) finished: {summary}", job.reason),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// A reset from the start: choose the password, ask the pre-reset listeners, journal the

@@ -18,12 +18,14 @@ pub struct JobRow {
     pub idempotency_key: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// JSON array of user names told when the job finishes.
+    pub notify: Option<String>,
 }
 
 macro_rules! job_columns {
     () => {
         "id, kind, trigger, status, requested_by, reason, apply_remote, idempotency_key, \
-         created_at, finished_at"
+         created_at, finished_at, notify"
     };
 }
 
@@ -54,7 +56,7 @@ pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx
     sqlx::query(concat!(
         "INSERT INTO reset_jobs (",
         job_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(&j.id)
     .bind(&j.kind)
@@ -66,6 +68,7 @@ pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx
     .bind(&j.idempotency_key)
     .bind(&j.created_at)
     .bind(&j.finished_at)
+    .bind(&j.notify)
     .execute(conn)
     .await?;
     Ok(())
@@ -93,13 +96,13 @@ pub async fn job_by_idempotency_key(pool: &AnyPool, key: &str) -> Result<Option<
     .await?)
 }
 
-/// Marks a job finished once none of its items is still in progress.
+/// Marks a job finished once none of its items is still in progress; true when this call did.
 pub async fn finish_job_if_done(
     conn: &mut AnyConnection,
     job_id: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE reset_jobs SET status = 'finished', finished_at = $2 WHERE id = $1 \
          AND status = 'running' AND NOT EXISTS (SELECT 1 FROM reset_items WHERE job_id = $1 \
          AND state NOT IN ('done', 'vetoed', 'failed', 'out-of-sync', 'parked'))",
@@ -108,7 +111,49 @@ pub async fn finish_job_if_done(
     .bind(at)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
+}
+
+/// How many of a job's items ended in each state.
+pub async fn state_counts(
+    conn: &mut AnyConnection,
+    job_id: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT state, COUNT(*) FROM reset_items WHERE job_id = $1 GROUP BY state ORDER BY state",
+    )
+    .bind(job_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Accounts whose password is older than their resource's policy allows and that no job is
+/// working on; admin accounts are left to their own resets. Oldest first, at most `limit`.
+pub async fn due_for_rotation(pool: &AnyPool, now: &str, limit: i64) -> Result<Vec<String>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT a.id, a.password_changed_at, p.max_age_days FROM accounts a \
+         JOIN resource_reset_settings s ON s.resource_id = a.resource_id \
+         JOIN password_policies p ON p.name = s.password_policy \
+         WHERE p.max_age_days IS NOT NULL \
+         AND a.id NOT IN (SELECT admin_account_id FROM resource_reset_settings \
+         WHERE admin_account_id IS NOT NULL) \
+         AND a.id NOT IN (SELECT account_id FROM reset_items WHERE state NOT IN \
+         ('done', 'vetoed', 'failed', 'out-of-sync', 'parked')) \
+         ORDER BY a.password_changed_at",
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = chrono::DateTime::parse_from_rfc3339(now)
+        .map_err(|e| crate::error::Error::Internal(format!("bad timestamp {now}: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, changed, days)| {
+            chrono::DateTime::parse_from_rfc3339(changed)
+                .is_ok_and(|c| now - c > chrono::Duration::days(*days))
+        })
+        .map(|(id, _, _)| id)
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect())
 }
 
 pub async fn insert_item(
