@@ -27,6 +27,10 @@ pub enum Command {
     /// Listener development.
     #[command(subcommand)]
     Listener(ListenerCommand),
+    /// Reset passwords through a server: one account, or many in one job (--resource,
+    /// --resource-type, several --account). Shows progress until the job finishes; exits 0 when
+    /// every account was reset, 1 otherwise.
+    Reset(ResetArgs),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -80,9 +84,6 @@ pub enum ListenerCommand {
         /// The publisher's secret key (from `lockstep keygen`).
         #[arg(long)]
         key: PathBuf,
-        /// The server, e.g. https://lockstep.example.com:7470.
-        #[arg(long, env = "LOCKSTEP_SERVER")]
-        server: String,
         /// The administrator who must approve the change.
         #[arg(long)]
         approver: String,
@@ -96,16 +97,8 @@ pub enum ListenerCommand {
         /// Upload a new version of an existing listener instead of a new listener.
         #[arg(long)]
         update: bool,
-        /// A file holding the API token (instead of LOCKSTEP_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Refused: a token on the command line is readable by every local user. Use
-        /// LOCKSTEP_TOKEN or --token-file.
-        #[arg(long, hide = true)]
-        token: Option<String>,
-        /// A PEM CA certificate to trust (the server's self-signed cert.pem).
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
+        #[command(flatten)]
+        server: crate::api_client::ServerArgs,
     },
     /// Check a signature against a component, its manifest and a publisher's public key.
     /// Exits 0 when valid, 1 naming what does not match.
@@ -120,6 +113,42 @@ pub enum ListenerCommand {
         #[arg(long)]
         public_key: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// An account id to reset (repeat for several).
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// Every account of this resource, admin accounts excepted (repeat for several).
+    #[arg(long = "resource")]
+    pub resources: Vec<String>,
+    /// Every account of every resource of this type, admin accounts excepted.
+    #[arg(long)]
+    pub resource_type: Option<String>,
+    /// Why; recorded in the audit trail.
+    #[arg(long)]
+    pub reason: String,
+    /// A file holding the new password, for every account; default: a generated one each.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Change the vault only, not the target.
+    #[arg(long)]
+    pub vault_only: bool,
+    /// A repeated key returns the first job instead of starting another.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// A user told when the job finishes (repeat for several).
+    #[arg(long)]
+    pub notify: Vec<String>,
+    /// Print the job id and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the finished job as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: crate::api_client::ServerArgs,
 }
 
 /// Where the data lives: shared by every command that opens the store.

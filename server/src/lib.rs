@@ -6,6 +6,7 @@
 //! dialects.
 
 pub mod api;
+pub mod api_client;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod notifications;
 pub mod publisher;
 pub mod registry;
 pub mod reset;
+pub mod reset_cli;
 pub mod serve;
 pub mod store;
 pub mod time;

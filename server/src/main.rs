@@ -5,10 +5,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lockstep_server::api_client::ApiClient;
 use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command, ListenerCommand};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
-use lockstep_server::{Error, audit, identity, listener_test, publisher, serve};
+use lockstep_server::{Error, audit, identity, listener_test, publisher, reset_cli, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -142,31 +143,25 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             wasm,
             manifest,
             key,
-            server,
             approver,
             association,
             comment,
             update,
-            token_file,
-            token,
-            ca_cert,
+            server,
         }) => {
-            let token = publisher::token(token_file.as_deref(), token.as_deref())?;
-            let result = publisher::publish(publisher::Publish {
+            let client = ApiClient::new(&server)?;
+            let publish = publisher::Publish {
                 wasm,
                 manifest,
                 key,
-                server,
                 approver,
                 association,
                 comment,
                 update,
-                token,
-                ca_cert,
-            })
-            .await?;
-            Ok(verdict(result))
+            };
+            Ok(verdict(publisher::publish(&client, publish).await?))
         }
+        Command::Reset(args) => reset_cli::run(args).await,
         Command::Listener(ListenerCommand::Verify {
             wasm,
             manifest,

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use lockstep_runtime::signature::{self, ListenerSignature};
+use reqwest::Method;
+
+use crate::api_client::ApiClient;
 
 use crate::error::{Error, Result};
 use crate::listener_files::{read_bytes, read_manifest, read_text};
@@ -74,39 +77,18 @@ pub struct Publish {
     pub wasm: PathBuf,
     pub manifest: PathBuf,
     pub key: PathBuf,
-    pub server: String,
     pub approver: String,
     pub association: Option<PathBuf>,
     pub comment: Option<String>,
     pub update: bool,
-    pub token: zeroize::Zeroizing<String>,
-    pub ca_cert: Option<PathBuf>,
-}
-
-/// The API token for `publish`: `--token-file` or `LOCKSTEP_TOKEN`; never argv.
-pub fn token(
-    token_file: Option<&Path>,
-    argv_token: Option<&str>,
-) -> Result<zeroize::Zeroizing<String>> {
-    if argv_token.is_some() {
-        return Err(Error::Config(
-            "--token: a token on the command line is readable by every local user (/proc/*/cmdline); \
-             set LOCKSTEP_TOKEN or use --token-file"
-                .into(),
-        ));
-    }
-    let text = match token_file {
-        Some(path) => zeroize::Zeroizing::new(read_text(path, "token file")?),
-        None => zeroize::Zeroizing::new(std::env::var("LOCKSTEP_TOKEN").map_err(|_| {
-            Error::Config("no API token: set LOCKSTEP_TOKEN or use --token-file".into())
-        })?),
-    };
-    Ok(zeroize::Zeroizing::new(text.trim().to_string()))
 }
 
 /// Signs and uploads. `Ok(Ok(line))` when the server accepted the change request,
 /// `Ok(Err(problem))` when it refused the upload.
-pub async fn publish(p: Publish) -> Result<std::result::Result<String, String>> {
+pub async fn publish(
+    client: &ApiClient,
+    p: Publish,
+) -> Result<std::result::Result<String, String>> {
     let bytes = read_bytes(&p.wasm, "component")?;
     let manifest_text = read_text(&p.manifest, "manifest")?;
     let m = read_manifest(&p.manifest)?;
@@ -127,58 +109,19 @@ pub async fn publish(p: Publish) -> Result<std::result::Result<String, String>> 
     if let Some(c) = p.comment {
         form = form.text("comment", c);
     }
-    let mut client = reqwest::Client::builder();
-    if let Some(path) = &p.ca_cert {
-        let pem = read_bytes(path, "CA certificate")?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| Error::Config(format!("CA certificate {}: {e}", path.display())))?;
-        client = client.add_root_certificate(cert);
-    }
-    let client = client
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build an HTTPS client: {e}")))?;
-    let base = p.server.trim_end_matches('/');
     let request = if p.update {
-        client.put(format!("{base}/v1/listeners/{}", m.name()))
+        client.request(Method::PUT, &format!("/v1/listeners/{}", m.name()))
     } else {
-        client.post(format!("{base}/v1/listeners"))
+        client.request(Method::POST, "/v1/listeners")
     };
-    let response = request
-        .bearer_auth(p.token.as_str())
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| Error::Config(format!("cannot reach {base}: {e}")))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if status.is_success() {
-        Ok(Ok(format!(
+    Ok(client.send(request.multipart(form)).await?.map(|body| {
+        format!(
             "uploaded {} {} (signed by key {}); change request {} waits for {}",
             m.name(),
             m.version(),
             sig.key_id,
             body["id"].as_str().unwrap_or("?"),
             body["approver"].as_str().unwrap_or("?"),
-        )))
-    } else {
-        let errors = body["errors"].as_array().filter(|e| !e.is_empty());
-        let mut problem = match errors {
-            // The detail repeats the field problems; list them one per line instead.
-            Some(_) => format!("the server refused the upload ({status}):"),
-            None => format!(
-                "the server refused the upload ({status}): {}",
-                body["detail"].as_str().unwrap_or("no details")
-            ),
-        };
-        if let Some(errors) = errors {
-            for e in errors {
-                problem.push_str(&format!(
-                    "\n  {}: {}",
-                    e["field"].as_str().unwrap_or("?"),
-                    e["problem"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-        Ok(Err(problem))
-    }
+        )
+    }))
 }

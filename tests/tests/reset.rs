@@ -597,3 +597,82 @@ async fn passwords_past_their_maximum_age_are_rotated_by_the_scheduler() {
     // The admin account was not rotated along: it is reset on its own.
     assert_eq!(stored_password(&api, &root, &admin).await, "Root-Pw-1");
 }
+
+#[tokio::test]
+async fn the_cli_starts_a_reset_and_follows_it_to_the_end() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web9",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let (status, out, err) = common::lockstep_env(
+        &[
+            "reset",
+            "--account",
+            &app,
+            "--reason",
+            "from the command line",
+            "--server",
+            &api.base,
+        ],
+        &[("LOCKSTEP_TOKEN", &root)],
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains(&app) && out.contains("done"), "{out}");
+    let new = stored_password(&api, &root, &app).await;
+    assert!(logs_in(&t, "app", &new).await);
+    assert!(
+        !out.contains(&new) && !err.contains(&new),
+        "the CLI never prints a password"
+    );
+
+    // A refusal exits 1 with the server's words.
+    let (status, _, err) = common::lockstep_env(
+        &[
+            "reset",
+            "--account",
+            &app,
+            "--reason",
+            "x",
+            "--server",
+            &api.base,
+        ],
+        &[("LOCKSTEP_TOKEN", &root)],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("reason: give a reason of 3 to 500 characters"),
+        "{err}"
+    );
+
+    // Bulk, by type, as JSON.
+    let (status, out, err) = common::lockstep_env(
+        &[
+            "reset",
+            "--resource-type",
+            "Linux",
+            "--reason",
+            "bulk from the CLI",
+            "--json",
+            "--server",
+            &api.base,
+        ],
+        &[("LOCKSTEP_TOKEN", &root)],
+    );
+    assert!(status.success(), "{out}{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["kind"], "bulk");
+    assert_eq!(
+        job["progress"]["succeeded"], 1,
+        "the admin account is not selected: {job}"
+    );
+}
