@@ -73,8 +73,8 @@ pub struct Engine {
     post_slots: Arc<Semaphore>,
     /// One semaphore per target (`host:port`), created on first use.
     targets: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
-    /// Admin connections, reused across the accounts of a target.
-    admins: AdminPool,
+    /// Admin connections, reused across the accounts of a target (and by `target-exec`).
+    admins: Arc<AdminPool>,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -149,7 +149,7 @@ impl Engine {
             wake: Notify::new(),
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
             targets: Default::default(),
-            admins: AdminPool::new(timeouts),
+            admins: Arc::new(AdminPool::new(timeouts)),
         });
         {
             let e = engine.clone();
@@ -449,10 +449,10 @@ impl Engine {
         // Pre-reset listeners, in order; any veto (or a listener that cannot answer) stops it.
         let target = admin.as_ref().map(|(user, pw, _)| {
             Arc::new(SshTargetExec::new(
+                self.admins.clone(),
                 s.endpoint(),
                 user.clone(),
                 Secret::new(pw.expose().to_string()),
-                self.timeouts,
             ))
         });
         let vetoed = self
@@ -466,9 +466,6 @@ impl Engine {
                 &mut listeners,
             )
             .await?;
-        if let Some(t) = target.and_then(|t| Arc::try_unwrap(t).ok()) {
-            t.close().await;
-        }
         if let Some(why) = vetoed {
             return self
                 .step(&item, state::VETOED, Some(&why), &listeners, item.attempts)
@@ -837,7 +834,7 @@ impl Engine {
         let new = self.old_password(&s.account.id).await?;
         let target = match self.admin(&s).await {
             Ok((user, pw, _)) if s.method == ResetMethod::Ssh => Some(Arc::new(
-                SshTargetExec::new(s.endpoint(), user, pw, self.timeouts),
+                SshTargetExec::new(self.admins.clone(), s.endpoint(), user, pw),
             )),
             _ => None,
         };
@@ -854,9 +851,6 @@ impl Engine {
             )
             .await?;
         drop(permit);
-        if let Some(t) = target.and_then(|t| Arc::try_unwrap(t).ok()) {
-            t.close().await;
-        }
         self.step(
             &item,
             state::DONE,

@@ -1,43 +1,32 @@
 //! `target-exec` for listeners during a reset: commands run on the reset's own SSH target, as
-//! the resource's admin account, over a connection opened on first use.
+//! the resource's admin account, over the engine's kept admin connection to that target.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_runtime::{ProgramOutput, TargetExec};
-use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
-use super::ssh::{self, Connection, Endpoint, Timeouts};
+use super::pool::AdminPool;
+use super::ssh::Endpoint;
 use crate::vault::Secret;
 
-/// Lazily connects as the admin; each command's arguments are quoted for the remote shell.
+/// Runs commands as the admin; each command's arguments are quoted for the remote shell.
 pub struct SshTargetExec {
+    pool: Arc<AdminPool>,
     endpoint: Endpoint,
     user: String,
     password: Secret,
-    timeouts: Timeouts,
-    conn: OnceCell<Arc<Connection>>,
 }
 
 impl SshTargetExec {
-    pub fn new(endpoint: Endpoint, user: String, password: Secret, timeouts: Timeouts) -> Self {
+    pub fn new(pool: Arc<AdminPool>, endpoint: Endpoint, user: String, password: Secret) -> Self {
         SshTargetExec {
+            pool,
             endpoint,
             user,
             password,
-            timeouts,
-            conn: OnceCell::new(),
-        }
-    }
-
-    /// Closes the connection if one was opened.
-    pub async fn close(self) {
-        if let Some(c) = self.conn.into_inner()
-            && let Ok(c) = Arc::try_unwrap(c)
-        {
-            c.close().await;
         }
     }
 }
@@ -57,13 +46,9 @@ impl TargetExec for SshTargetExec {
         output_cap: usize,
     ) -> Pin<Box<dyn Future<Output = Result<ProgramOutput, String>> + Send + 'a>> {
         Box::pin(async move {
-            let conn = self
-                .conn
-                .get_or_try_init(|| async {
-                    ssh::connect(&self.endpoint, &self.user, &self.password, self.timeouts)
-                        .await
-                        .map(Arc::new)
-                })
+            let (conn, _) = self
+                .pool
+                .get(&self.endpoint, &self.user, &self.password)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut command = shell_quote(program);
