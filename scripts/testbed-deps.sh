@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the SSH reset tests need without touching this machine's own /etc or accounts:
-# OpenSSH's sshd and sudo, extracted from Debian packages into a private folder. The tests run
+# OpenSSH's sshd and sudo (and sshpass, for the benchmark's baseline), extracted from Debian
+# packages into a private folder. The tests run
 # them inside mount/PID namespaces with a private /etc (tests/tests/common/sshd.rs), never on
 # the host. Idempotent. Prints the folder.
 set -euo pipefail
 
 DEST="${LOCKSTEP_TESTBED_DIR:-$HOME/.cache/lockstep-testbed}"
-if [ -x "$DEST/usr/sbin/sshd" ] && [ -x "$DEST/usr/bin/sudo" ]; then
+if [ -x "$DEST/usr/sbin/sshd" ] && [ -x "$DEST/usr/bin/sudo" ] && [ -x "$DEST/usr/bin/sshpass" ]; then
   echo "$DEST"
   exit 0
 fi
@@ -19,8 +20,9 @@ trap 'rm -rf "$tmp"' EXIT
 chmod 0755 "$tmp"   # apt downloads as _apt when it can
 (
   cd "$tmp"
-  apt-get download openssh-server sudo >/dev/null 2>&1 \
-    || { apt-get update -qq && apt-get download openssh-server sudo >/dev/null; }
+  # sshpass only drives the benchmark's baseline (the loop an admin would write).
+  apt-get download openssh-server sudo sshpass >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get download openssh-server sudo sshpass >/dev/null; }
 )
 rm -rf "$DEST.new"
 mkdir -p "$DEST.new"

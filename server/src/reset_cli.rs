@@ -1,11 +1,9 @@
 //! `lockstep reset`: start a reset job through the API and follow it with a progress bar.
 
-use std::process::ExitCode;
-use std::time::Duration;
-
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::process::ExitCode;
 
 use crate::api_client::ApiClient;
 use crate::cli::ResetArgs;
@@ -73,7 +71,7 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
     );
     let finished = loop {
         let job = match client
-            .send(client.request(Method::GET, &format!("/v1/reset-jobs/{id}")))
+            .send(client.request(Method::GET, &format!("/v1/reset-jobs/{id}?wait=10")))
             .await?
         {
             Ok(j) => j,
@@ -97,7 +95,6 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
             bar.finish();
             break job;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     if args.json {
         println!(

@@ -87,13 +87,38 @@ pub async fn bulk_reset(
     accepted(job)
 }
 
-#[utoipa::path(get, path = "/v1/reset-jobs/{id}", tag = "reset", responses((status = 200, body = Job)))]
+/// `GET /v1/reset-jobs/{id}` options.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// Long-poll: wait up to this many seconds (at most 60) for the job's progress to change
+    /// or for it to finish, then answer.
+    pub wait: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/reset-jobs/{id}", tag = "reset", params(JobQuery),
+    responses((status = 200, body = Job)))]
 pub async fn get_job(
     State(s): State<AppState>,
     _a: Authorized<need::ViewResources>,
     ApiPath(id): ApiPath<String>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<JobQuery>,
 ) -> Result<Json<Job>> {
-    Ok(Json(jobs::get_job(&s.store, &id).await?))
+    let first = jobs::get_job(&s.store, &id).await?;
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    if wait.is_zero() || first.status == "finished" {
+        return Ok(Json(first));
+    }
+    let seen = serde_json::to_value(&first.progress).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = jobs::get_job(&s.store, &id).await?;
+        let changed = serde_json::to_value(&now.progress).unwrap_or_default() != seen;
+        if changed || now.status == "finished" || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(now));
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/resources/{id}/reset-settings", tag = "reset",

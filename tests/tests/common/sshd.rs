@@ -66,8 +66,24 @@ pub fn testbed_dir() -> &'static Path {
     })
 }
 
-/// SHA-512 crypt hash, with the password on stdin (never in argv).
+/// SHA-512 crypt hash, with the password on stdin (never in argv). Computed once per password
+/// (targets with hundreds of users share a starting password).
 fn hash_password(password: &str) -> String {
+    static CACHE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(h) = cache.lock().unwrap().get(password) {
+        return h.clone();
+    }
+    let h = openssl_hash(password);
+    cache
+        .lock()
+        .unwrap()
+        .insert(password.to_string(), h.clone());
+    h
+}
+
+fn openssl_hash(password: &str) -> String {
     let mut child = Command::new("openssl")
         .args(["passwd", "-6", "-stdin"])
         .stdin(Stdio::piped())

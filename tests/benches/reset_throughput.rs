@@ -1,0 +1,422 @@
+//! Bulk verified rotation throughput on real OpenSSH targets, side by side in one run with
+//! (a) the loop an admin would write (OpenSSH client + sshpass, `chpasswd` then a login with the
+//! new password, 8 wide with `xargs -P 8`) and (b) the login ceiling of the same targets (how
+//! many password logins per second they accept from a fast client).
+//!
+//! ```sh
+//! cargo build --release -p lockstep-server
+//! cargo bench -p lockstep-tests --bench reset_throughput
+//! ```
+//! `LOCKSTEP_BENCH_ACCOUNTS` (default 1000) accounts over 4 targets for Lockstep;
+//! `LOCKSTEP_BENCH_BASELINE_ACCOUNTS` (default 200) for the loop. Needs root (the targets run
+//! in namespaces) and takes a few minutes. Results go to stdout; docs/performance.md has them.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../../runtime/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::sshd::{SshTarget, TargetUser, testbed_dir};
+use common::{Api, Server, lockstep_env, user_with_role};
+use lockstep_server::reset::ssh::{self, Endpoint, Timeouts};
+use lockstep_server::vault::Secret;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+const TARGETS: usize = 4;
+const START_PW: &str = "Start-Pw-1";
+const ROOT_PW: &str = "Root-Pw-1";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn endpoint(t: &SshTarget) -> Endpoint {
+    Endpoint {
+        host: t.ip.clone(),
+        port: t.port,
+        pinned_host_key: None,
+    }
+}
+
+/// Password logins per second the targets accept from `concurrency` russh clients, each
+/// logging in as one of `logins` (target index, user, password) round robin, for `secs`.
+async fn login_ceiling(
+    targets: &[SshTarget],
+    logins: &[(usize, String, String)],
+    concurrency: usize,
+    secs: u64,
+) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (i, user, pw) = logins[w % logins.len()].clone();
+        let e = endpoint(&targets[i]);
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            let pw = Secret::new(pw);
+            while Instant::now() < deadline {
+                if let Ok(c) = ssh::connect(&e, &user, &pw, Timeouts::default()).await {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    c.close().await;
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Mean seconds of the parts of one verified rotation, measured sequentially on one target:
+/// TCP + key exchange, password authentication, `chpasswd` over an open connection.
+async fn breakdown(t: &SshTarget, user: &str, samples: usize) -> (f64, f64, f64) {
+    let e = endpoint(t);
+    let (mut kex, mut auth, mut chpasswd) = (0.0, 0.0, 0.0);
+    let root_pw = Secret::new(ROOT_PW.into());
+    // Key exchange alone: a login with a wrong password costs the exchange and one PAM check.
+    let wrong = Secret::new("wrong".into());
+    for _ in 0..samples {
+        let s = Instant::now();
+        let _ = ssh::connect(&e, "nobody-here", &wrong, Timeouts::default()).await;
+        kex += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        let c = ssh::connect(&e, "root", &root_pw, Timeouts::default())
+            .await
+            .expect("root login");
+        auth += s.elapsed().as_secs_f64();
+        let line = Zeroizing::new(format!("{user}:Bench-Pw-{}!\n", samples).into_bytes());
+        let s = Instant::now();
+        let out = c.run("/usr/sbin/chpasswd", line).await.expect("chpasswd");
+        assert_eq!(out.status, 0);
+        chpasswd += s.elapsed().as_secs_f64();
+        c.close().await;
+    }
+    let n = samples as f64;
+    (kex / n, (auth - kex).max(0.0) / n, chpasswd / n)
+}
+
+/// The loop an admin would write: per account, `chpasswd` over an OpenSSH login as root, then
+/// a login with the new password; 8 at a time with `xargs -P 8`. Returns accounts per second
+/// and how many were verified.
+fn admin_loop(targets: &[SshTarget], accounts: &[(usize, String)]) -> (f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let sshpass = testbed_dir().join("usr/bin/sshpass");
+    let root_pw = dir.path().join("root.pw");
+    std::fs::write(&root_pw, ROOT_PW).unwrap();
+    let script = dir.path().join("one.sh");
+    // Each line: ip port user; the new password goes through files only (never argv).
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+set -e
+ip=$1 port=$2 user=$3
+pw=$(head -c 12 /dev/urandom | base64 | tr -d '/+=')Aa1!
+f=$(mktemp); printf '%s' "$pw" > "$f"
+O="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -p $port"
+printf '%s:%s\n' "$user" "$pw" | {sshpass} -f {root} ssh $O root@$ip /usr/sbin/chpasswd
+{sshpass} -f "$f" ssh -n $O "$user@$ip" true && echo verified
+rm -f "$f"
+"#,
+            sshpass = sshpass.display(),
+            root = root_pw.display()
+        ),
+    )
+    .unwrap();
+    let mut input = String::new();
+    for (i, user) in accounts {
+        input.push_str(&format!("{} {} {user}\n", targets[*i].ip, targets[*i].port));
+    }
+    let start = Instant::now();
+    let mut child = Command::new("xargs")
+        .args(["-P", "8", "-n", "3", "sh"])
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("xargs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let verified = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == "verified")
+        .count();
+    (accounts.len() as f64 / secs, verified)
+}
+
+/// Registers the targets and their accounts; returns (account id, target index, login).
+async fn register(
+    api: &Api,
+    token: &str,
+    targets: &[SshTarget],
+    per: usize,
+) -> Vec<(String, usize, String)> {
+    let mut out = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let body = json!({"name": format!("bench{i}"), "resource_type": "Linux", "ip_address": t.ip, "ssh_port": t.port});
+        let rid = api.post("/v1/resources", token, body).await.json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let path = format!("/v1/resources/{rid}/accounts");
+        let admin = api
+            .post(
+                &path,
+                token,
+                json!({"login_name": "root", "password": ROOT_PW}),
+            )
+            .await
+            .json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = api
+            .call(
+                "PUT",
+                &format!("/v1/resources/{rid}/reset-settings"),
+                Some(token),
+                Some(json!({"admin_account_id": admin})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for u in 1..=per {
+            let login = format!("b{u:04}");
+            let r = api
+                .post(
+                    &path,
+                    token,
+                    json!({"login_name": login, "password": START_PW}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            out.push((r.json()["id"].as_str().unwrap().to_string(), i, login));
+        }
+    }
+    out
+}
+
+/// One pre-reset listener (check-account-active: `passwd -S` on the target) and one
+/// post-reset listener (exec-hook: hands LOGIN:PASSWORD to `wc -c` on the server), published
+/// and approved like in production.
+async fn publish_listeners(api: &Api, root: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user_with_role(api, root, "alice", "admin").await;
+    let bob = user_with_role(api, root, "bob", "admin").await;
+    let key = dir.path().join("ci.key");
+    let (st, _, err) = lockstep_env(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    assert!(st.success(), "{err}");
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let r = api
+        .post(
+            "/v1/publisher-keys",
+            &alice,
+            json!({"name": "ci", "public_key": public.trim(), "approver": "bob"}),
+        )
+        .await;
+    approve(api, &bob, r.json()["id"].as_str().unwrap()).await;
+    let root_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (name, file, association) in [
+        (
+            "check-account-active",
+            "check_account_active.wasm",
+            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10}),
+        ),
+        (
+            "exec-hook",
+            "exec_hook.wasm",
+            json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["/usr/bin/wc", "-c"]}),
+        ),
+    ] {
+        let assoc = dir.path().join(format!("{name}.json"));
+        std::fs::write(&assoc, association.to_string()).unwrap();
+        let manifest = root_dir.join("listeners").join(name).join("manifest.toml");
+        let wasm = support::wasm_dir().join(file);
+        let (st, out, err) = lockstep_env(
+            &[
+                "listener",
+                "publish",
+                wasm.to_str().unwrap(),
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--server",
+                &api.base,
+                "--approver",
+                "bob",
+                "--association",
+                assoc.to_str().unwrap(),
+            ],
+            &[("LOCKSTEP_TOKEN", &alice)],
+        );
+        assert!(st.success(), "{out}{err}");
+        let chg = out
+            .split_whitespace()
+            .find(|w| w.starts_with("chg_"))
+            .unwrap();
+        approve(api, &bob, chg).await;
+    }
+}
+
+async fn approve(api: &Api, token: &str, id: &str) {
+    let r = api
+        .post(
+            &format!("/v1/change-requests/{id}/approve"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("LOCKSTEP_BENCH_ACCOUNTS", 1000);
+    let baseline_n = env_usize("LOCKSTEP_BENCH_BASELINE_ACCOUNTS", 200);
+    let per = n.div_ceil(TARGETS);
+    println!(
+        "reset_throughput: {n} accounts over {TARGETS} real sshd targets (+ {baseline_n} for the loop)"
+    );
+    let started = Instant::now();
+    // Baseline accounts live on the same targets, under other names.
+    let targets: Vec<SshTarget> = (0..TARGETS)
+        .map(|_| {
+            let mut users: Vec<TargetUser> = (1..=per)
+                .map(|u| TargetUser::new(&format!("b{u:04}"), START_PW))
+                .collect();
+            users.extend(
+                (1..=baseline_n.div_ceil(TARGETS))
+                    .map(|u| TargetUser::new(&format!("l{u:04}"), START_PW)),
+            );
+            SshTarget::start(ROOT_PW, &users)
+        })
+        .collect();
+    println!("  targets up in {:.1} s", started.elapsed().as_secs_f64());
+
+    // (b) the login ceiling on the starting SHA-512 hashes.
+    let logins: Vec<(usize, String, String)> = (0..TARGETS)
+        .flat_map(|i| (1..=4).map(move |u| (i, format!("l{u:04}"), START_PW.to_string())))
+        .collect();
+    let ceiling_sha512 = login_ceiling(&targets, &logins, 16, 8).await;
+    println!("  login ceiling, SHA-512 hashes: {ceiling_sha512:.1} logins/s");
+
+    // (a) the loop an admin would write.
+    let loop_accounts: Vec<(usize, String)> = (0..baseline_n)
+        .map(|k| (k % TARGETS, format!("l{:04}", k / TARGETS + 1)))
+        .collect();
+    let (loop_rate, loop_verified) = admin_loop(&targets, &loop_accounts);
+    println!(
+        "  8-wide OpenSSH loop: {loop_rate:.2} accounts/s ({loop_verified}/{baseline_n} verified)"
+    );
+
+    // Lockstep.
+    let server = Server::start_with(common::ServerOptions {
+        extra: vec!["--rotation-check-secs".into(), "0".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    publish_listeners(&api, &root).await;
+    let accounts = register(&api, &root, &targets, per).await;
+    let ids: Vec<&str> = accounts.iter().map(|(id, _, _)| id.as_str()).collect();
+    let start = Instant::now();
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"accounts": ids, "reason": "benchmark"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let job: Value = loop {
+        let j = api.get(&format!("/v1/reset-jobs/{id}"), &root).await.json();
+        if j["status"] == "finished" {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let done = job["progress"]["succeeded"].as_u64().unwrap_or(0) as usize;
+    let rate = done as f64 / secs;
+    let mut pre = Vec::new();
+    let mut post = Vec::new();
+    for item in job["items"].as_array().unwrap() {
+        for l in item["listeners"].as_array().into_iter().flatten() {
+            let ms = l["elapsed_ms"].as_f64().unwrap_or(0.0);
+            match l["phase"].as_str() {
+                Some("pre-reset") => pre.push(ms),
+                _ => post.push(ms),
+            }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!("  Lockstep: {done}/{n} verified in {secs:.1} s = {rate:.2} accounts/s");
+    println!(
+        "    listeners per account: pre {:.1} ms, post {:.1} ms (mean)",
+        mean(&pre),
+        mean(&post)
+    );
+
+    // (b) again, on the yescrypt hashes chpasswd wrote: sample the new passwords.
+    let mut logins = Vec::new();
+    for (acc, i, login) in accounts.iter().step_by(accounts.len() / 16).take(16) {
+        let r = api
+            .post(
+                &format!("/v1/accounts/{acc}/password/retrieve"),
+                &root,
+                json!({"reason": "benchmark ceiling"}),
+            )
+            .await;
+        logins.push((
+            *i,
+            login.clone(),
+            r.json()["password"].as_str().unwrap().to_string(),
+        ));
+    }
+    let ceiling_yescrypt = login_ceiling(&targets, &logins, 16, 8).await;
+    println!("  login ceiling, yescrypt hashes: {ceiling_yescrypt:.1} logins/s");
+
+    let (kex, auth, chpasswd) = breakdown(&targets[0], "l0001", 20).await;
+    println!(
+        "  where one verified rotation goes (sequential, one target): key exchange {:.1} ms, \
+         password check (PAM) {:.1} ms, chpasswd over a kept connection {:.1} ms",
+        kex * 1000.0,
+        auth * 1000.0,
+        chpasswd * 1000.0
+    );
+    println!();
+    println!("| method | accounts/s (or logins/s) |");
+    println!("| --- | --- |");
+    println!("| 8-wide OpenSSH loop ({baseline_n} accounts) | {loop_rate:.2} |");
+    println!("| Lockstep bulk job ({n} accounts, 1 pre + 1 post listener) | {rate:.2} |");
+    println!("| login ceiling, SHA-512 | {ceiling_sha512:.1} |");
+    println!("| login ceiling, yescrypt | {ceiling_yescrypt:.1} |");
+    println!(
+        "Lockstep = {:.1}x the 8-wide loop, {:.0}% of the yescrypt login ceiling",
+        rate / loop_rate,
+        100.0 * rate / ceiling_yescrypt
+    );
+    println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
+}
