@@ -182,12 +182,31 @@ async fn a_bulk_job_gives_every_account_on_several_targets_its_own_verified_pass
 
 #[tokio::test]
 async fn killing_the_server_mid_job_loses_no_password() {
+    kill_mid_job(common::ServerOptions::default()).await;
+}
+
+#[tokio::test]
+async fn killing_the_server_mid_job_loses_no_password_on_postgresql() {
+    let Some((url, db)) = common::postgres_database().await else {
+        return;
+    };
+    kill_mid_job(common::ServerOptions {
+        database_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    common::drop_postgres_database(&db).await;
+}
+
+/// Kills the server with SIGKILL once a 30-account job over two targets is under way, starts
+/// it again, and checks every account's stored password on its target.
+async fn kill_mid_job(options: common::ServerOptions) {
     let per_target = 15;
     let targets = [
         SshTarget::start("Root-Pw-1", &users(per_target)),
         SshTarget::start("Root-Pw-1", &users(per_target)),
     ];
-    let mut server = Server::start();
+    let mut server = Server::start_with(options);
     let mut api = Api::new(&server);
     let root = server.root_token.clone();
     let mut accounts = Vec::new();
