@@ -31,6 +31,10 @@ pub enum Command {
     /// --resource-type, several --account). Shows progress until the job finishes; exits 0 when
     /// every account was reset, 1 otherwise.
     Reset(ResetArgs),
+    /// Settle every reset left in flight by a server that died (its lease ran out): ask each
+    /// target which password it accepts and commit, start over or mark out-of-sync. Safe while
+    /// servers run. Exits 1 when an account is out of sync.
+    Reconcile(ReconcileArgs),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -149,6 +153,15 @@ pub struct ResetArgs {
     pub json: bool,
     #[command(flatten)]
     pub server: crate::api_client::ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The master key file [default: DATA_DIR/master.key]; LOCKSTEP_MASTER_KEY may hold the key.
+    #[arg(long, env = "LOCKSTEP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where the data lives: shared by every command that opens the store.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::process::ExitCode;
 
 use crate::api_client::ApiClient;
-use crate::cli::ResetArgs;
+use crate::cli::{ReconcileArgs, ResetArgs};
 use crate::error::{Error, Result};
 use crate::listener_files::read_text;
 
@@ -132,4 +132,70 @@ fn render(job: &Value) -> String {
         ));
     }
     out
+}
+
+/// `lockstep reconcile`: settles the items left in flight, without starting new work.
+pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
+    use std::sync::Arc;
+
+    use crate::config::{DEFAULT_DATA_DIR, MasterKeySource, store_url};
+    let data_dir = args
+        .store
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let source = match args.master_key_file {
+        Some(p) => MasterKeySource::File(p),
+        None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
+        None => MasterKeySource::File(data_dir.join("master.key")),
+    };
+    if let MasterKeySource::File(p) = &source
+        && !p.exists()
+    {
+        return Err(Error::Config(format!(
+            "no master key at {}; reconcile needs the server's key (--master-key-file)",
+            p.display()
+        )));
+    }
+    let vault = Arc::new(crate::vault::Vault::new(crate::serve::load_master_key(
+        &source,
+    )?));
+    let store = crate::serve::open_store(&store_url(&args.store)).await?;
+    let runtime = lockstep_runtime::Runtime::new(Some(&data_dir.join("listener-cache")))?;
+    let registry = crate::registry::Registry::new(
+        store.clone(),
+        vault.clone(),
+        Arc::new(runtime),
+        crate::api::DEFAULT_MAX_LISTENER_BYTES,
+    );
+    let engine = crate::reset::pipeline::Engine::start(
+        store.clone(),
+        vault,
+        registry,
+        0,
+        crate::reset::ssh::Timeouts::default(),
+        None,
+    );
+    let ended = engine.reconcile_all().await?;
+    store.close().await;
+    if ended.is_empty() {
+        println!("nothing in flight");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (state, n) in &ended {
+        let what = match state.as_str() {
+            "done" => "committed (the target accepts the new password)",
+            "planned" => {
+                "back to planned (the target kept the old password; a server will redo them)"
+            }
+            "out-of-sync" => "OUT OF SYNC (the target accepts neither password; both are kept)",
+            other => other,
+        };
+        println!("{n:>6}  {what}");
+    }
+    Ok(if ended.iter().any(|(s, _)| s == "out-of-sync") {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

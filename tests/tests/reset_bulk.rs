@@ -326,3 +326,59 @@ async fn a_bulk_job_runs_the_same_on_postgresql() {
     drop(server);
     common::drop_postgres_database(&db).await;
 }
+
+#[tokio::test]
+async fn lockstep_reconcile_settles_what_a_dead_server_left_in_flight() {
+    let t = SshTarget::start("Root-Pw-1", &users(12));
+    let mut server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let accounts = register(&api, &root, &t, "rec0", 12).await;
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_type": "Linux", "reason": "interrupted"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = job(&api, &root, &id).await;
+        let p = &j["progress"];
+        if p["succeeded"].as_u64().unwrap_or(0) >= 1 && p["in_progress"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            j["status"] != "finished" && Instant::now() < deadline,
+            "{p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let data = server.data_dir();
+    let data = data.to_str().unwrap();
+    // While the dead server's leases last, nothing is touched.
+    let (status, out, err) = common::lockstep(&["reconcile", "--data-dir", data]);
+    assert!(status.success(), "{out}{err}");
+    // Once they ran out, everything in flight is settled against the target.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let (status, out, err) = common::lockstep(&["reconcile", "--data-dir", data]);
+    assert!(status.success(), "{out}{err}");
+    assert!(!out.contains("OUT OF SYNC"), "{out}");
+    eprintln!("reconcile said:\n{out}");
+    let (status, out, _) = common::lockstep(&["reconcile", "--data-dir", data]);
+    assert!(status.success());
+    assert_eq!(out.trim(), "nothing in flight", "settled once and for all");
+
+    // The server, started again, finishes the rest; every stored password logs in.
+    server.restart();
+    let api = Api::new(&server);
+    let j = wait_finished(&api, &root, &id, Duration::from_secs(120)).await;
+    assert_eq!(j["progress"]["succeeded"], 12, "{j}");
+    for (acc, login) in &accounts {
+        let pw = stored(&api, &root, acc).await;
+        assert!(logs_in(&t, login, &pw).await, "{login}");
+    }
+}

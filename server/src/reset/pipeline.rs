@@ -131,7 +131,7 @@ fn outcome_record(
 }
 
 impl Engine {
-    /// Starts `workers` workers on this server.
+    /// Starts `workers` workers on this server (and the scheduler, every `rotation_check`).
     pub fn start(
         store: Store,
         vault: Arc<Vault>,
@@ -164,7 +164,8 @@ impl Engine {
             let e = engine.clone();
             tokio::spawn(async move { e.schedule(every).await });
         }
-        for _ in 0..workers.max(1) {
+        // No workers (`lockstep reconcile`): only what the caller drives runs.
+        for _ in 0..workers {
             let e = engine.clone();
             tokio::spawn(async move { e.work().await });
         }
@@ -226,6 +227,10 @@ impl Engine {
     }
 
     async fn claim(&self) -> Result<Option<ItemRow>> {
+        self.claim_where(false).await
+    }
+
+    async fn claim_where(&self, in_flight_only: bool) -> Result<Option<ItemRow>> {
         let mut tx = self.store.begin_write().await?;
         let backend = tx.backend();
         let item = store::resets::claim(
@@ -234,10 +239,31 @@ impl Engine {
             &self.owner,
             &crate::time::now(),
             &Self::lease_until(),
+            in_flight_only,
         )
         .await?;
         tx.commit().await?;
         Ok(item)
+    }
+
+    /// `lockstep reconcile`: settles every item left in flight (lease expired) by asking its
+    /// target, then returns how each ended, as (state, count).
+    pub async fn reconcile_all(self: Arc<Self>) -> Result<Vec<(String, usize)>> {
+        let mut ended: std::collections::BTreeMap<String, usize> = Default::default();
+        while let Some(item) = self.claim_where(true).await? {
+            let id = item.id.clone();
+            if let Err(e) = self.clone().run(item).await {
+                tracing::error!(item = %id, error = %e, "could not reconcile");
+                *ended.entry("left for later".into()).or_default() += 1;
+                continue;
+            }
+            let state = store::resets::item(self.store.pool(), &id)
+                .await?
+                .map(|i| i.state)
+                .unwrap_or_default();
+            *ended.entry(state).or_default() += 1;
+        }
+        Ok(ended.into_iter().collect())
     }
 
     /// Runs one claimed item with a heartbeat keeping its lease.

@@ -186,6 +186,17 @@ pub async fn insert_item(
     Ok(())
 }
 
+pub async fn item(pool: &AnyPool, id: &str) -> Result<Option<ItemRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        item_columns!(),
+        " FROM reset_items WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
 pub async fn items_of(pool: &AnyPool, job_id: &str) -> Result<Vec<ItemRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
@@ -198,24 +209,37 @@ pub async fn items_of(pool: &AnyPool, job_id: &str) -> Result<Vec<ItemRow>> {
 }
 
 /// Claims one item for `owner` until `until`: a planned one, or one left in flight by a server
-/// whose lease ran out (it is then reconciled). PostgreSQL skips rows another server locked.
+/// whose lease ran out (it is then reconciled). With `in_flight_only`, only items that may have
+/// touched a target (past `pending-written`). PostgreSQL skips rows another server locked.
 pub async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
     owner: &str,
     now: &str,
     until: &str,
+    in_flight_only: bool,
 ) -> Result<Option<ItemRow>, sqlx::Error> {
-    let pick = match backend {
-        Backend::Postgres => {
+    let pick = match (backend, in_flight_only) {
+        (Backend::Postgres, false) => {
             "SELECT id FROM reset_items WHERE state NOT IN \
              ('done', 'vetoed', 'failed', 'out-of-sync', 'parked') \
              AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1 \
              FOR UPDATE SKIP LOCKED"
         }
-        Backend::Sqlite => {
+        (Backend::Sqlite, false) => {
             "SELECT id FROM reset_items WHERE state NOT IN \
              ('done', 'vetoed', 'failed', 'out-of-sync', 'parked') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1"
+        }
+        (Backend::Postgres, true) => {
+            "SELECT id FROM reset_items WHERE state IN ('pending-written', 'applied', \
+             'verified', 'committed', 'post-listeners') \
+             AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1 \
+             FOR UPDATE SKIP LOCKED"
+        }
+        (Backend::Sqlite, true) => {
+            "SELECT id FROM reset_items WHERE state IN ('pending-written', 'applied', \
+             'verified', 'committed', 'post-listeners') \
              AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT 1"
         }
     };

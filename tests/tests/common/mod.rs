@@ -122,8 +122,18 @@ impl Server {
     /// Kills the server with SIGKILL (no chance to clean up) and starts it again on the same
     /// data; the new log goes to `server-N.log`. Returns the new base URL.
     pub fn kill_and_restart(&mut self) -> String {
+        self.kill();
+        self.restart()
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data (after `kill`); returns the new base URL.
+    pub fn restart(&mut self) -> String {
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
