@@ -733,3 +733,71 @@ async fn local_resource_types_change_the_vault_only_and_still_run_their_listener
     assert_eq!(item(&job)["state"], "done", "{job}");
     assert_ne!(stored_password(&api, &root, &win).await, "Old-Pass-123!");
 }
+
+#[tokio::test]
+async fn accounts_and_resources_with_reset_history_can_still_be_deleted() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (rid, admin, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web10",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let job = reset(
+        &api,
+        &root,
+        &app,
+        json!({"reason": "before decommissioning"}),
+    )
+    .await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+
+    let r = api
+        .call(
+            "DELETE",
+            &format!("/v1/accounts/{admin}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("admin account"), "{}", r.text);
+    let r = api
+        .call("DELETE", &format!("/v1/accounts/{app}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(&root),
+            Some(json!({"admin_account_id": null})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = api
+        .call(
+            "DELETE",
+            &format!("/v1/accounts/{admin}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = api
+        .call("DELETE", &format!("/v1/resources/{rid}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // The audit trail still tells the story.
+    let audit = api
+        .get("/v1/audit?action=account.password.reset&limit=50", &root)
+        .await;
+    assert!(audit.text.contains(&app), "{}", audit.text);
+}

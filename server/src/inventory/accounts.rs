@@ -311,7 +311,21 @@ pub async fn update(
 /// Deletes an account and its sealed password.
 pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
     let row = get_row(store, id).await?;
+    if store::resets::account_busy(store.pool(), id).await? {
+        return Err(Error::Conflict(format!(
+            "a reset of account '{id}' is in progress; delete it when the job has finished"
+        )));
+    }
+    if let Some(resource) =
+        store::reset_settings::resource_administered_by(store.pool(), id).await?
+    {
+        return Err(Error::Conflict(format!(
+            "account '{id}' is the admin account of resource '{resource}'; name another in \
+             PUT /v1/resources/{resource}/reset-settings first"
+        )));
+    }
     let mut tx = store.begin_write().await?;
+    store::resets::forget_account(tx.conn(), id).await?;
     store::accounts::delete(tx.conn(), id).await?;
     audit::append(
         &mut tx,

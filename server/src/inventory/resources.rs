@@ -323,6 +323,7 @@ pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
         )));
     }
     let mut tx = store.begin_write().await?;
+    store::reset_settings::delete(tx.conn(), id).await?;
     store::resources::delete(tx.conn(), id).await.map_err(|e| {
         if store::is_foreign_key_violation(&e) {
             Error::Conflict(

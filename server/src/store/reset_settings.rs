@@ -68,3 +68,21 @@ pub async fn get(pool: &AnyPool, resource_id: &str) -> Result<Option<ResetSettin
     .fetch_optional(pool)
     .await?)
 }
+
+/// The resource whose admin account this is, if any.
+pub async fn resource_administered_by(pool: &AnyPool, account_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT resource_id FROM resource_reset_settings WHERE admin_account_id = $1",
+    )
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn delete(conn: &mut AnyConnection, resource_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM resource_reset_settings WHERE resource_id = $1")
+        .bind(resource_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

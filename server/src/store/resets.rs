@@ -432,3 +432,29 @@ pub async fn bulk_candidates(
     .fetch_all(pool)
     .await?)
 }
+
+/// Whether a job is working on the account now.
+pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state NOT IN \
+         ('done', 'vetoed', 'failed', 'out-of-sync', 'parked')",
+    )
+    .bind(account_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Forgets an account's finished reset items and password history (before the account is
+/// deleted; the audit trail keeps what happened).
+pub async fn forget_account(conn: &mut AnyConnection, account_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM reset_items WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM password_history WHERE account_id = $1")
+        .bind(account_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
