@@ -13,7 +13,7 @@ use crate::store::{Store, redact_url};
 use crate::vault::{MasterKey, Vault, load_or_create_master_key};
 
 /// Accounts reset at once by this server (each holds at most one SSH connection at a time).
-const RESET_WORKERS: usize = 8;
+const RESET_WORKERS: usize = 16;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

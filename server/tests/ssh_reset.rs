@@ -204,3 +204,51 @@ async fn a_changed_host_key_is_refused_before_any_password_is_sent() {
     assert!(log.contains("Server listening"), "{log}");
     assert!(!log.contains("password for root"), "{log}");
 }
+
+#[tokio::test]
+async fn one_chpasswd_run_changes_several_accounts_and_names_the_one_it_could_not() {
+    let t = SshTarget::start(
+        "Root-Pw-1",
+        &[
+            TargetUser::new("a1", "Old-Pw-1"),
+            TargetUser::new("a2", "Old-Pw-2"),
+        ],
+    );
+    let e = endpoint(&t, None);
+    let conn = ssh::connect(&e, "root", &secret("Root-Pw-1"), quick())
+        .await
+        .unwrap();
+    let new1 = secret("Batch-New-1!");
+    let new2 = secret("Batch-New-2!");
+    let lines = vec![
+        (
+            "a1".to_string(),
+            remote::chpasswd_line("a1", &new1).unwrap(),
+        ),
+        (
+            "ghost".to_string(),
+            remote::chpasswd_line("ghost", &new1).unwrap(),
+        ),
+        (
+            "a2".to_string(),
+            remote::chpasswd_line("a2", &new2).unwrap(),
+        ),
+    ];
+    let results = remote::apply_many(
+        &conn,
+        AdminKind::Root,
+        &secret("Root-Pw-1"),
+        lines,
+        &e.label(),
+    )
+    .await;
+    conn.close().await;
+    assert!(results[0].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(ApplyFailure::Refused { detail, .. }) => assert!(detail.contains("ghost"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(results[2].is_ok(), "{results:?}");
+    assert!(remote::accepts(&e, "a1", &new1, quick()).await.unwrap());
+    assert!(remote::accepts(&e, "a2", &new2, quick()).await.unwrap());
+}

@@ -7,6 +7,7 @@
 //! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
 //! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
 
+pub mod batch;
 pub mod jobs;
 pub mod pipeline;
 pub mod policy;

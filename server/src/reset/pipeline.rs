@@ -17,6 +17,7 @@ use lockstep_runtime::{HookOutcome, ResetEvent, RunContext, Trigger};
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
+use super::batch::ChpasswdBatcher;
 use super::pool::AdminPool;
 use super::remote::{self, AdminKind, ApplyFailure};
 use super::settings::{ResetSettings, from_row, get_settings};
@@ -43,7 +44,7 @@ const MAX_GENERATED_ATTEMPTS: i64 = 3;
 /// Post-reset listener runs at once, across all jobs.
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
-const PER_TARGET: usize = 4;
+const PER_TARGET: usize = 8;
 
 /// Where the pipeline is, as stored.
 mod state {
@@ -75,6 +76,8 @@ pub struct Engine {
     targets: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
     /// Admin connections, reused across the accounts of a target (and by `target-exec`).
     admins: Arc<AdminPool>,
+    /// Concurrent changes of one target share one `chpasswd` run.
+    batcher: ChpasswdBatcher,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -150,6 +153,7 @@ impl Engine {
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
             targets: Default::default(),
             admins: Arc::new(AdminPool::new(timeouts)),
+            batcher: ChpasswdBatcher::default(),
         });
         {
             let e = engine.clone();
@@ -634,29 +638,19 @@ impl Engine {
                 .await
                 .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
         }
-        let r = remote::apply(
-            &conn,
-            kind,
-            admin_pw,
-            &s.account.login_name,
-            new,
-            &endpoint.label(),
-        )
-        .await;
+        let key = format!("{}\n{user}", endpoint.label());
+        let login = &s.account.login_name;
+        let label = endpoint.label();
+        let r = self
+            .batcher
+            .apply(&key, &conn, kind, admin_pw, login, new, &label)
+            .await;
         match r {
             // A kept connection may have died in between; one fresh try.
             Err(ApplyFailure::Ssh(_)) if reused => {
                 self.admins.forget(&endpoint, user).await;
                 let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
-                remote::apply(
-                    &conn,
-                    kind,
-                    admin_pw,
-                    &s.account.login_name,
-                    new,
-                    &endpoint.label(),
-                )
-                .await
+                remote::apply(&conn, kind, admin_pw, login, new, &label).await
             }
             Err(e @ ApplyFailure::Ssh(_)) => {
                 self.admins.forget(&endpoint, user).await;

@@ -41,7 +41,7 @@ pub enum ApplyFailure {
 }
 
 /// `login:password\n` for chpasswd, refusing what would split or break the line.
-fn chpasswd_line(login: &str, password: &Secret) -> Result<Zeroizing<Vec<u8>>, ApplyFailure> {
+pub fn chpasswd_line(login: &str, password: &Secret) -> Result<Zeroizing<Vec<u8>>, ApplyFailure> {
     if login.is_empty() || login.contains([':', '\n', '\r']) {
         return Err(ApplyFailure::Unrepresentable(format!(
             "login name '{}' cannot be changed with chpasswd",
@@ -71,40 +71,106 @@ pub async fn apply(
     target: &str,
 ) -> Result<(), ApplyFailure> {
     let line = chpasswd_line(login, new_password)?;
-    let (command, stdin) = match kind {
-        AdminKind::Root => (CHPASSWD, line),
-        AdminKind::Sudo => {
-            let mut input = Zeroizing::new(Vec::new());
-            input.extend_from_slice(admin_password.expose().as_bytes());
-            input.push(b'\n');
-            input.extend_from_slice(&line);
-            (SUDO_CHPASSWD, input)
-        }
+    let mut results = apply_many(
+        admin,
+        kind,
+        admin_password,
+        vec![(login.to_string(), line)],
+        target,
+    )
+    .await;
+    results
+        .pop()
+        .unwrap_or_else(|| Err(ApplyFailure::Unrepresentable("no result".into())))
+}
+
+/// Sets several accounts' passwords with one `chpasswd` (one process and PAM setup for all).
+/// `lines` are `chpasswd_line`s; the answer has one result per line, in order. chpasswd goes
+/// on after a line it cannot apply and names it (`(line N, user NAME) password not changed`);
+/// when a failure cannot be attributed to lines (sudo refused, chpasswd missing), every line
+/// gets it.
+pub async fn apply_many(
+    admin: &Connection,
+    kind: AdminKind,
+    admin_password: &Secret,
+    lines: Vec<(String, Zeroizing<Vec<u8>>)>,
+    target: &str,
+) -> Vec<Result<(), ApplyFailure>> {
+    let n = lines.len();
+    let mut stdin = Zeroizing::new(Vec::new());
+    if kind == AdminKind::Sudo {
+        stdin.extend_from_slice(admin_password.expose().as_bytes());
+        stdin.push(b'\n');
+    }
+    for (_, line) in &lines {
+        stdin.extend_from_slice(line);
+    }
+    let command = match kind {
+        AdminKind::Root => CHPASSWD,
+        AdminKind::Sudo => SUDO_CHPASSWD,
     };
-    let out = admin.run(command, stdin).await?;
-    if out.status != 0 {
-        let detail = String::from_utf8_lossy(&out.stderr)
+    let out = match admin.run(command, stdin).await {
+        Ok(out) => out,
+        Err(e) => return (0..n).map(|_| Err(ApplyFailure::Ssh(e.clone()))).collect(),
+    };
+    if out.status == 0 {
+        return (0..n).map(|_| Ok(())).collect();
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused = |detail: String| ApplyFailure::Refused {
+        target: target.to_string(),
+        command: if kind == AdminKind::Root {
+            "chpasswd"
+        } else {
+            "sudo chpasswd"
+        },
+        status: out.status,
+        detail,
+    };
+    // Lines chpasswd names as not changed (1-based, in input order).
+    let failed_lines: Vec<usize> = stderr
+        .lines()
+        .filter(|l| l.contains("password not changed"))
+        .filter_map(|l| {
+            let rest = l.split("(line ").nth(1)?;
+            rest.split(',').next()?.trim().parse::<usize>().ok()
+        })
+        .collect();
+    if failed_lines.is_empty() {
+        let detail: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.trim().is_empty())
             .take(3)
-            .collect::<Vec<_>>()
-            .join(" / ");
-        return Err(ApplyFailure::Refused {
-            target: target.to_string(),
-            command: if kind == AdminKind::Root {
-                "chpasswd"
-            } else {
-                "sudo chpasswd"
-            },
-            status: out.status,
-            detail: if detail.is_empty() {
-                "no error output".into()
-            } else {
-                detail
-            },
-        });
+            .collect();
+        let detail = if detail.is_empty() {
+            "no error output".to_string()
+        } else {
+            detail.join(" / ")
+        };
+        return (0..n).map(|_| Err(refused(detail.clone()))).collect();
     }
-    Ok(())
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, (login, _))| {
+            if failed_lines.contains(&(i + 1)) {
+                let why: Vec<&str> = stderr
+                    .lines()
+                    .filter(|l| {
+                        l.contains(&format!("(user {login})"))
+                            || l.contains(&format!("user {login})"))
+                    })
+                    .collect();
+                Err(refused(if why.is_empty() {
+                    "password not changed".into()
+                } else {
+                    why.join(" / ")
+                }))
+            } else {
+                Ok(())
+            }
+        })
+        .collect()
 }
 
 /// Logs in as `login` with `password`: `Ok(true)` when accepted, `Ok(false)` when refused.
