@@ -801,3 +801,80 @@ async fn accounts_and_resources_with_reset_history_can_still_be_deleted() {
         .await;
     assert!(audit.text.contains(&app), "{}", audit.text);
 }
+
+#[tokio::test]
+async fn a_rotation_schedule_rotates_its_group_and_moves_on() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start_with(common::ServerOptions {
+        extra: vec!["--rotation-check-secs".into(), "1".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (rid, admin, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web11",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    for bad in [
+        json!({"name": "x", "every_hours": 24}),
+        json!({"name": "x", "every_hours": 24, "resource_type": "Linux", "resource_ids": [rid]}),
+        json!({"name": "x", "every_hours": 0, "resource_type": "Linux"}),
+        json!({"name": "bad name", "every_hours": 24, "resource_type": "Linux"}),
+    ] {
+        let r = api.post("/v1/rotation-schedules", &root, bad).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+    }
+    let r = api
+        .post(
+            "/v1/rotation-schedules",
+            &root,
+            json!({"name": "web11-daily", "every_hours": 24, "resource_ids": [rid], "notify": ["root"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let acc = api.get(&format!("/v1/accounts/{app}"), &root).await.json();
+        if acc["password_sync_status"] == "in-sync" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never rotated: {acc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new = stored_password(&api, &root, &app).await;
+    assert_ne!(new, "App-Pw-1");
+    assert!(logs_in(&t, "app", &new).await);
+    assert_eq!(
+        stored_password(&api, &root, &admin).await,
+        "Root-Pw-1",
+        "admins are left alone"
+    );
+    let list = api.get("/v1/rotation-schedules", &root).await.json();
+    let next = list[0]["next_run_at"].as_str().unwrap().to_string();
+    let created = r.json()["next_run_at"].as_str().unwrap().to_string();
+    assert!(next > created, "moved on by a day: {created} -> {next}");
+    let r = api
+        .call(
+            "DELETE",
+            "/v1/rotation-schedules/web11-daily",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = api
+        .call(
+            "DELETE",
+            "/v1/rotation-schedules/web11-daily",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}

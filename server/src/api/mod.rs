@@ -66,7 +66,8 @@ pub struct AppState {
         registry::get_change, registry::approve, registry::reject, registry::withdraw,
         notifications::list, notifications::mark_read,
         reset::reset_account, reset::bulk_reset, reset::get_job, reset::get_settings, reset::put_settings,
-        reset::list_policies, reset::create_policy,
+        reset::list_policies, reset::create_policy, reset::list_schedules,
+        reset::create_schedule, reset::delete_schedule,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -195,6 +196,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/password-policies",
             get(reset::list_policies).post(reset::create_policy),
         )
+        .route(
+            "/rotation-schedules",
+            get(reset::list_schedules).post(reset::create_schedule),
+        )
+        .route("/rotation-schedules/{name}", delete(reset::delete_schedule))
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))

@@ -11,6 +11,7 @@ use super::extract::{ApiJson, ApiPath, Authorized, need};
 use crate::error::{Error, Result};
 use crate::reset::jobs::{self, BulkResetRequest, Job, ResetRequest};
 use crate::reset::policy::PasswordPolicy;
+use crate::reset::scheduler::{self, RotationSchedule};
 use crate::reset::settings::{self, ResetSettings, ResetSettingsInput};
 
 /// The `Idempotency-Key` header, if sent (1–200 visible ASCII characters).
@@ -164,4 +165,38 @@ pub async fn create_policy(
         StatusCode::CREATED,
         Json(settings::create_policy(&s.store, &a.actor, policy).await?),
     ))
+}
+
+#[utoipa::path(get, path = "/v1/rotation-schedules", tag = "reset",
+    responses((status = 200, body = Vec<RotationSchedule>)))]
+pub async fn list_schedules(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+) -> Result<Json<Vec<RotationSchedule>>> {
+    Ok(Json(scheduler::list_schedules(&s.store).await?))
+}
+
+#[utoipa::path(post, path = "/v1/rotation-schedules", tag = "reset", request_body = RotationSchedule,
+    responses((status = 201, body = RotationSchedule), (status = 422, body = super::problem::Problem)))]
+pub async fn create_schedule(
+    State(s): State<AppState>,
+    a: Authorized<need::ResetPasswords>,
+    ApiJson(schedule): ApiJson<RotationSchedule>,
+) -> Result<(StatusCode, Json<RotationSchedule>)> {
+    let user = &a.principal.user_name;
+    Ok((
+        StatusCode::CREATED,
+        Json(scheduler::create_schedule(&s.store, &a.actor, user, schedule).await?),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/rotation-schedules/{name}", tag = "reset",
+    responses((status = 204)))]
+pub async fn delete_schedule(
+    State(s): State<AppState>,
+    a: Authorized<need::ResetPasswords>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode> {
+    scheduler::delete_schedule(&s.store, &a.actor, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

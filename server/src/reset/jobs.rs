@@ -231,47 +231,15 @@ pub async fn start_bulk(
         return Ok((job, false));
     }
     let reason = check_reason(&request.reason)?;
-    let selectors = [
-        request.accounts.is_some(),
-        request.resource_ids.is_some(),
-        request.resource_type.is_some(),
-    ];
-    if selectors.iter().filter(|s| **s).count() != 1 {
-        return Err(Error::validation(
-            "accounts",
-            "give exactly one of accounts, resource_ids or resource_type",
-        ));
-    }
-    let mut accounts = Vec::new();
-    if let Some(ids) = &request.accounts {
-        for id in ids {
-            crate::inventory::accounts::get(store, id).await?;
-            accounts.push(id.clone());
-        }
-    }
-    if let Some(ids) = &request.resource_ids {
-        for id in ids {
-            crate::inventory::resources::get(store, id).await?;
-            accounts.extend(store::resets::bulk_candidates(store.pool(), Some(id), None).await?);
-        }
-    }
-    if let Some(t) = &request.resource_type {
-        crate::inventory::resource_types::get(store, t).await?;
-        accounts.extend(store::resets::bulk_candidates(store.pool(), None, Some(t)).await?);
-    }
-    accounts.sort();
-    accounts.dedup();
+    let accounts = select(
+        store,
+        request.accounts.as_deref(),
+        request.resource_ids.as_deref(),
+        request.resource_type.as_deref(),
+    )
+    .await?;
     if accounts.is_empty() {
         return Err(Error::validation("accounts", "selects no account"));
-    }
-    if accounts.len() > MAX_JOB_ACCOUNTS {
-        return Err(Error::validation(
-            "accounts",
-            format!(
-                "selects {} accounts; one job takes at most {MAX_JOB_ACCOUNTS}",
-                accounts.len()
-            ),
-        ));
     }
     if let Some(pw) = &request.password {
         for a in &accounts {
@@ -293,7 +261,7 @@ pub async fn start_bulk(
 }
 
 /// The users to notify must exist.
-async fn check_notify(store: &Store, users: Vec<String>) -> Result<Vec<String>> {
+pub(super) async fn check_notify(store: &Store, users: Vec<String>) -> Result<Vec<String>> {
     for u in &users {
         if store::users::get_by_name(store.pool(), u).await?.is_none() {
             return Err(Error::validation(
@@ -303,6 +271,52 @@ async fn check_notify(store: &Store, users: Vec<String>) -> Result<Vec<String>> 
         }
     }
     Ok(users)
+}
+
+/// The accounts a bulk selector names: exactly one of explicit accounts, every account of some
+/// resources, or of a resource type (admin accounts excepted for the last two).
+pub(super) async fn select(
+    store: &Store,
+    accounts: Option<&[String]>,
+    resource_ids: Option<&[String]>,
+    resource_type: Option<&str>,
+) -> Result<Vec<String>> {
+    let given = [
+        accounts.is_some(),
+        resource_ids.is_some(),
+        resource_type.is_some(),
+    ];
+    if given.iter().filter(|s| **s).count() != 1 {
+        return Err(Error::validation(
+            "accounts",
+            "give exactly one of accounts, resource_ids or resource_type",
+        ));
+    }
+    let mut out = Vec::new();
+    for id in accounts.unwrap_or_default() {
+        crate::inventory::accounts::get(store, id).await?;
+        out.push(id.clone());
+    }
+    for id in resource_ids.unwrap_or_default() {
+        crate::inventory::resources::get(store, id).await?;
+        out.extend(store::resets::bulk_candidates(store.pool(), Some(id), None).await?);
+    }
+    if let Some(t) = resource_type {
+        crate::inventory::resource_types::get(store, t).await?;
+        out.extend(store::resets::bulk_candidates(store.pool(), None, Some(t)).await?);
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_JOB_ACCOUNTS {
+        return Err(Error::validation(
+            "accounts",
+            format!(
+                "selects {} accounts; one job takes at most {MAX_JOB_ACCOUNTS}",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// What a new job is, apart from its accounts.

@@ -190,6 +190,15 @@ impl Engine {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "scheduled rotation check failed"),
             }
+            match super::scheduler::run_due_schedules(&self.store, &self.vault).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        tracing::info!(job = %job.id, accounts = job.progress.total, "rotation schedule started a job");
+                        self.wake();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "rotation schedules failed"),
+            }
         }
     }
 

@@ -1,9 +1,11 @@
-//! Scheduled rotation: accounts whose password is older than their policy's `max_age_days`
-//! are rotated by a bulk job the server starts itself.
+//! Scheduled rotation: accounts whose password is older than their policy's `max_age_days`,
+//! and groups of accounts with a rotation schedule, are rotated by bulk jobs the server starts
+//! itself.
 
 use super::jobs::{self, Job, MAX_JOB_ACCOUNTS, NewJob};
-use crate::audit::Actor;
-use crate::error::{Error, Result};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, FieldProblem, Result};
+use crate::store::rotation_schedules::ScheduleRow;
 use crate::store::{self, Store};
 use crate::vault::Vault;
 
@@ -32,4 +34,212 @@ pub async fn rotate_due(store: &Store, vault: &Vault, bucket: &str) -> Result<Op
         Err(Error::Conflict(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// A rotation schedule: a group of accounts rotated every `every_hours`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotationSchedule {
+    /// Letters, digits, `-` and `_`; 1–64 characters.
+    pub name: String,
+    /// Every account of every resource of this type (admin accounts excepted)…
+    pub resource_type: Option<String>,
+    /// …or every account of these resources (give exactly one of the two).
+    pub resource_ids: Option<Vec<String>>,
+    /// 1–8760 (a year).
+    pub every_hours: i64,
+    /// The first run (RFC 3339); default: now. Then every `every_hours`.
+    pub next_run_at: Option<String>,
+    /// Users told when each run's job finishes.
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+impl From<ScheduleRow> for RotationSchedule {
+    fn from(r: ScheduleRow) -> RotationSchedule {
+        RotationSchedule {
+            name: r.name,
+            resource_type: r.resource_type,
+            resource_ids: r.resource_ids.and_then(|j| serde_json::from_str(&j).ok()),
+            every_hours: r.every_hours,
+            next_run_at: Some(r.next_run_at),
+            notify: r
+                .notify
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn list_schedules(store: &Store) -> Result<Vec<RotationSchedule>> {
+    Ok(store::rotation_schedules::list(store.pool())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+pub async fn create_schedule(
+    store: &Store,
+    actor: &Actor,
+    user: &str,
+    s: RotationSchedule,
+) -> Result<RotationSchedule> {
+    let mut problems = Vec::new();
+    let name_ok = !s.name.is_empty()
+        && s.name.len() <= 64
+        && s.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        problems.push(FieldProblem::new(
+            "name",
+            "1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    if !(1..=8760).contains(&s.every_hours) {
+        problems.push(FieldProblem::new("every_hours", "must be 1 to 8760"));
+    }
+    let next = match &s.next_run_at {
+        Some(t) => crate::time::parse(t).unwrap_or_else(|| {
+            problems.push(FieldProblem::new("next_run_at", "an RFC 3339 time"));
+            String::new()
+        }),
+        None => crate::time::now(),
+    };
+    if !problems.is_empty() {
+        return Err(Error::Validation(problems));
+    }
+    // The selector must name accounts that exist (checked the way a bulk job checks it).
+    jobs::select(
+        store,
+        None,
+        s.resource_ids.as_deref(),
+        s.resource_type.as_deref(),
+    )
+    .await?;
+    let notify = jobs::check_notify(store, s.notify.clone()).await?;
+    let row = ScheduleRow {
+        name: s.name.clone(),
+        resource_type: s.resource_type.clone(),
+        resource_ids: s
+            .resource_ids
+            .as_ref()
+            .map(|ids| serde_json::to_string(ids).unwrap_or_default()),
+        every_hours: s.every_hours,
+        next_run_at: next,
+        notify: (!notify.is_empty()).then(|| serde_json::to_string(&notify).unwrap_or_default()),
+        created_by: user.to_string(),
+        created_at: crate::time::now(),
+    };
+    let mut tx = store.begin_write().await?;
+    store::rotation_schedules::insert(tx.conn(), &row)
+        .await
+        .map_err(|e| {
+            if store::is_unique_violation(&e) {
+                Error::Conflict(format!("a schedule named '{}' already exists", row.name))
+            } else {
+                e.into()
+            }
+        })?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "rotation-schedule.create",
+            target: &row.name,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({
+                "resource_type": row.resource_type, "resource_ids": row.resource_ids,
+                "every_hours": row.every_hours, "next_run_at": row.next_run_at,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn delete_schedule(store: &Store, actor: &Actor, name: &str) -> Result<()> {
+    let mut tx = store.begin_write().await?;
+    if !store::rotation_schedules::delete(tx.conn(), name).await? {
+        return Err(Error::NotFound {
+            what: "rotation schedule",
+            id: name.to_string(),
+        });
+    }
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "rotation-schedule.delete",
+            target: name,
+            outcome: Outcome::Success,
+            detail: serde_json::Value::Null,
+        },
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Starts a job for every schedule that is due and moves it on. Servers sharing a database run
+/// each due run once: the job's idempotency key is the schedule's name and run time.
+pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>> {
+    let now = crate::time::now();
+    let mut started = Vec::new();
+    for s in store::rotation_schedules::due(store.pool(), &now).await? {
+        let ids: Option<Vec<String>> = s
+            .resource_ids
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok());
+        let accounts = jobs::select(store, None, ids.as_deref(), s.resource_type.as_deref()).await;
+        // Move the schedule on first: a failing selector must not fire on every check.
+        let mut next = chrono::DateTime::parse_from_rfc3339(&s.next_run_at)
+            .map_err(|e| Error::Internal(format!("schedule {}: {e}", s.name)))?
+            .with_timezone(&chrono::Utc);
+        let now_t = chrono::Utc::now();
+        while next <= now_t {
+            next += chrono::Duration::hours(s.every_hours);
+        }
+        let mut tx = store.begin_write().await?;
+        let mine = store::rotation_schedules::advance(
+            tx.conn(),
+            &s.name,
+            &s.next_run_at,
+            &crate::time::format(next),
+        )
+        .await?;
+        tx.commit().await?;
+        if !mine {
+            continue;
+        }
+        let accounts = match accounts {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule selects nothing usable");
+                continue;
+            }
+        };
+        let spec = NewJob {
+            kind: "bulk",
+            trigger: "scheduled",
+            user: "system",
+            reason: format!("rotation schedule '{}' (every {} h)", s.name, s.every_hours),
+            apply_remote: true,
+            key: Some(format!("#schedule\n{}\n{}", s.name, s.next_run_at)),
+            password: None,
+            notify: s
+                .notify
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
+        };
+        match jobs::create(store, vault, &Actor::system(), spec, accounts).await {
+            Ok((job, _)) => started.push(job),
+            Err(Error::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(started)
 }

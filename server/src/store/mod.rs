@@ -25,6 +25,7 @@ pub mod resets;
 pub mod resource_types;
 pub mod resources;
 pub mod roles;
+pub mod rotation_schedules;
 pub mod tokens;
 pub mod users;
 
