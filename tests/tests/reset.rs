@@ -878,3 +878,50 @@ async fn a_rotation_schedule_rotates_its_group_and_moves_on() {
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_target_that_refuses_every_new_password_gets_the_account_parked() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    t.deny_password_changes();
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web12",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let before = t.shadow_hash("app");
+
+    // Generated passwords: a fresh one after each refusal, then parked for a person.
+    let job = reset(&api, &root, &app, json!({"reason": "strict target"})).await;
+    let it = item(&job);
+    assert_eq!(it["state"], "parked", "{job}");
+    assert_eq!(it["attempts"], 3, "{job}");
+    assert!(
+        it["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused 3 generated passwords"),
+        "{job}"
+    );
+    // A given password is not replaced by another: it fails at once.
+    let body = json!({"reason": "given", "password": "Given-Pass-123!"});
+    let job = reset(&api, &root, &app, body).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    assert_eq!(item(&job)["attempts"], 1, "{job}");
+    assert_eq!(t.shadow_hash("app"), before, "the target never changed");
+    assert_eq!(stored_password(&api, &root, &app).await, "App-Pw-1");
+    let audit = api
+        .get(
+            "/v1/audit?action=account.password.reset&outcome=failure",
+            &root,
+        )
+        .await;
+    assert!(audit.text.contains("parked"), "{}", audit.text);
+}

@@ -320,6 +320,16 @@ impl SshTarget {
         self.launch();
     }
 
+    /// Makes the target refuse every password change from now on (its PAM password stack
+    /// denies), as a target with strict password rules would refuse the passwords it is given.
+    pub fn deny_password_changes(&self) {
+        write(
+            &self.state.path().join("upper/pam.d/common-password"),
+            "password requisite pam_deny.so\n",
+            0o644,
+        );
+    }
+
     /// The user's current shadow hash, as the target stores it.
     pub fn shadow_hash(&self, user: &str) -> String {
         let shadow = std::fs::read_to_string(self.state.path().join("upper/shadow")).unwrap();
