@@ -9,11 +9,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server, lockstep, user_with_role};
-use lockstep_server::reset::remote;
-use lockstep_server::reset::ssh::{Endpoint, Timeouts};
-use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
 
 /// A resource for `target` with an admin account and an `app` account; returns
@@ -67,47 +65,7 @@ async fn reset(api: &Api, token: &str, account: &str, body: Value) -> Value {
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    wait_job(api, token, &id).await
-}
-
-async fn wait_job(api: &Api, token: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let j = api.get(&format!("/v1/reset-jobs/{id}"), token).await.json();
-        if j["status"] == "finished" {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job never finished: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn stored_password(api: &Api, token: &str, account: &str) -> String {
-    let r = api
-        .post(
-            &format!("/v1/accounts/{account}/password/retrieve"),
-            token,
-            json!({"reason": "test checks the vault"}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()["password"].as_str().unwrap().to_string()
-}
-
-async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
-    let e = Endpoint {
-        host: t.ip.clone(),
-        port: t.port,
-        pinned_host_key: None,
-    };
-    remote::accepts(
-        &e,
-        login,
-        &Secret::new(password.into()),
-        Timeouts::default(),
-    )
-    .await
-    .expect("target reachable")
+    wait_finished(api, token, &id, Duration::from_secs(60)).await
 }
 
 fn item(job: &Value) -> &Value {
@@ -501,7 +459,7 @@ async fn an_idempotency_key_returns_the_first_job() {
     let first = send().await;
     let second = send().await;
     assert_eq!(first, second);
-    let job = wait_job(&api, &root, &first).await;
+    let job = wait_finished(&api, &root, &first, Duration::from_secs(60)).await;
     assert_eq!(item(&job)["state"], "done", "{job}");
     let audit = api
         .get("/v1/audit?action=account.password.reset.request", &root)

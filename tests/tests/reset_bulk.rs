@@ -7,12 +7,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server};
-use lockstep_server::reset::remote;
-use lockstep_server::reset::ssh::{Endpoint, Timeouts};
-use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
+
+async fn job(api: &Api, token: &str, id: &str) -> Value {
+    api.get(&format!("/v1/reset-jobs/{id}"), token).await.json()
+}
 
 /// `n` accounts `u01…` on a target, all with the same starting password.
 fn users(n: usize) -> Vec<TargetUser> {
@@ -66,54 +68,6 @@ async fn register(
     out
 }
 
-async fn job(api: &Api, token: &str, id: &str) -> Value {
-    api.get(&format!("/v1/reset-jobs/{id}"), token).await.json()
-}
-
-async fn wait_finished(api: &Api, token: &str, id: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let j = job(api, token, id).await;
-        if j["status"] == "finished" {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job never finished: {}",
-            j["progress"]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn stored(api: &Api, token: &str, account: &str) -> String {
-    let r = api
-        .post(
-            &format!("/v1/accounts/{account}/password/retrieve"),
-            token,
-            json!({"reason": "crash test check"}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()["password"].as_str().unwrap().to_string()
-}
-
-async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
-    let e = Endpoint {
-        host: t.ip.clone(),
-        port: t.port,
-        pinned_host_key: None,
-    };
-    remote::accepts(
-        &e,
-        login,
-        &Secret::new(password.into()),
-        Timeouts::default(),
-    )
-    .await
-    .expect("target reachable")
-}
-
 #[tokio::test]
 async fn a_bulk_job_gives_every_account_on_several_targets_its_own_verified_password() {
     let targets = [
@@ -161,7 +115,7 @@ async fn a_bulk_job_gives_every_account_on_several_targets_its_own_verified_pass
     }
     let mut seen = BTreeSet::new();
     for (i, id, login) in &accounts {
-        let pw = stored(&api, &root, id).await;
+        let pw = stored_password(&api, &root, id).await;
         assert!(
             logs_in(&targets[*i], login, &pw).await,
             "{login} on target {i}"
@@ -256,7 +210,7 @@ async fn kill_mid_job(options: common::ServerOptions) {
     assert_eq!(j["progress"]["out_of_sync"], 0, "{j}");
     let mut lost = Vec::new();
     for (i, acc, login) in &accounts {
-        let pw = stored(&api, &root, acc).await;
+        let pw = stored_password(&api, &root, acc).await;
         if !logs_in(&targets[*i], login, &pw).await {
             lost.push(login.clone());
         }
@@ -320,7 +274,7 @@ async fn a_bulk_job_runs_the_same_on_postgresql() {
     .await;
     assert_eq!(j["progress"]["succeeded"], 6, "{j}");
     for (id, login) in &accounts {
-        let pw = stored(&api, &root, id).await;
+        let pw = stored_password(&api, &root, id).await;
         assert!(logs_in(&t, login, &pw).await, "{login}");
     }
     drop(server);
@@ -378,7 +332,7 @@ async fn lockstep_reconcile_settles_what_a_dead_server_left_in_flight() {
     let j = wait_finished(&api, &root, &id, Duration::from_secs(120)).await;
     assert_eq!(j["progress"]["succeeded"], 12, "{j}");
     for (acc, login) in &accounts {
-        let pw = stored(&api, &root, acc).await;
+        let pw = stored_password(&api, &root, acc).await;
         assert!(logs_in(&t, login, &pw).await, "{login}");
     }
 }

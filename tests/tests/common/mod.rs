@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod resets;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
