@@ -153,6 +153,17 @@ pub fn verify(
     wasm: &[u8],
     manifest: &Manifest,
 ) -> Result<(), Error> {
+    verify_digest(sig, key, &Sha256::digest(wasm), manifest)
+}
+
+/// [`verify`] for a caller that has already hashed the component (`component_sha256`, raw
+/// 32 bytes), so a large component is not hashed again.
+pub fn verify_digest(
+    sig: &ListenerSignature,
+    key: &VerifyingKey,
+    component_sha256: &[u8],
+    manifest: &Manifest,
+) -> Result<(), Error> {
     if sig.version != 1 {
         return Err(Error::Key(format!(
             "unknown signature version {}",
@@ -166,7 +177,7 @@ pub fn verify(
             key_id(key)
         )));
     }
-    let component = Sha256::digest(wasm);
+    let component = component_sha256;
     if hex::encode(component) != sig.component_sha256 {
         return Err(Error::SignatureInvalid(
             "the component is not the one that was signed".into(),
@@ -185,7 +196,7 @@ pub fn verify(
         .try_into()
         .map_err(|_| Error::Key("the signature is not 64 bytes".into()))?;
     key.verify_strict(
-        &message(&component, &manifest_digest),
+        &message(component, &manifest_digest),
         &Signature::from_bytes(&raw),
     )
     .map_err(|_| Error::SignatureInvalid("the ed25519 signature is wrong".into()))

@@ -38,6 +38,17 @@ pub enum MasterKeySource {
     Env,
 }
 
+impl MasterKeySource {
+    /// An explicit file, else `LOCKSTEP_MASTER_KEY` if set, else `DATA_DIR/master.key`.
+    pub fn resolve(file: Option<PathBuf>, data_dir: &Path) -> MasterKeySource {
+        match file {
+            Some(p) => MasterKeySource::File(p),
+            None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
+            None => MasterKeySource::File(data_dir.join("master.key")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
@@ -101,11 +112,8 @@ impl ServeConfig {
             Some(url) => url,
             None => default_database_url(&data_dir),
         };
-        let master_key = match args.master_key_file.or(file.master_key_file) {
-            Some(p) => MasterKeySource::File(p),
-            None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
-            None => MasterKeySource::File(data_dir.join("master.key")),
-        };
+        let master_key =
+            MasterKeySource::resolve(args.master_key_file.or(file.master_key_file), &data_dir);
         let dev = args.dev || file.dev.unwrap_or(false);
         if dev && !listen.ip().is_loopback() {
             return Err(Error::Config(format!(

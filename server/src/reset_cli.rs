@@ -144,11 +144,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         .data_dir
         .clone()
         .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-    let source = match args.master_key_file {
-        Some(p) => MasterKeySource::File(p),
-        None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
-        None => MasterKeySource::File(data_dir.join("master.key")),
-    };
+    let source = MasterKeySource::resolve(args.master_key_file, &data_dir);
     if let MasterKeySource::File(p) = &source
         && !p.exists()
     {

@@ -115,16 +115,8 @@ pub async fn upload_listener(
     form: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Accepted> {
     let user = &a.principal.user_name;
-    let upload = match read_upload(form).await {
-        Ok(u) => u,
-        Err(e) => {
-            return s
-                .registry
-                .audit_upload(&a.actor, None, Err(e))
-                .await
-                .map(accepted);
-        }
-    };
+    // A body that cannot be read is refused (and audited) like any other bad upload.
+    let upload = read_upload(form).await;
     Ok(accepted(
         s.registry.propose_listener(&a.actor, user, upload).await?,
     ))
@@ -141,16 +133,8 @@ pub async fn upload_version(
     form: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Accepted> {
     let user = &a.principal.user_name;
-    let upload = match read_upload(form).await {
-        Ok(u) => u,
-        Err(e) => {
-            return s
-                .registry
-                .audit_upload(&a.actor, Some(&name), Err(e))
-                .await
-                .map(accepted);
-        }
-    };
+    // A body that cannot be read is refused (and audited) like any other bad upload.
+    let upload = read_upload(form).await;
     Ok(accepted(
         s.registry
             .propose_version(&a.actor, user, &name, upload)

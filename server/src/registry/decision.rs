@@ -1,8 +1,5 @@
 //! Deciding change requests: approve (which applies the change), reject, withdraw.
 
-use lockstep_runtime::manifest::Manifest;
-use lockstep_runtime::signature::{self, ListenerSignature};
-
 use super::integrity::approval_binding;
 use super::keys::trust_binding;
 use super::{Association, ChangeKind, ChangeRequest, Registry, comment};
@@ -307,30 +304,14 @@ impl Registry {
         let Some(component) = store::listeners::component(tx.conn(), version_id).await? else {
             return Ok(Err("the uploaded component is gone".into()));
         };
-        if Some(signature::component_digest(&component)) != cr.component_sha256 {
-            return Ok(Err(
-                "the stored component is not the one that was uploaded".into()
-            ));
-        }
-        let Ok(manifest) = Manifest::parse(&v.manifest) else {
-            return Ok(Err("the stored manifest no longer parses".into()));
-        };
-        if Some(manifest.digest()) != cr.manifest_sha256 {
-            return Ok(Err(
-                "the stored manifest is not the one that was uploaded".into()
-            ));
-        }
-        let Ok(sig) = serde_json::from_str::<ListenerSignature>(&v.signature) else {
-            return Ok(Err("the stored signature no longer parses".into()));
-        };
-        let key = match self.trusted_key(&sig.key_id).await {
-            Ok(k) => k,
-            Err(why) => return Ok(Err(why)),
-        };
-        if let Err(e) = signature::verify(&sig, &key, &component, &manifest) {
-            return Ok(Err(e.to_string()));
-        }
-        Ok(Ok(()))
+        let expected = (
+            cr.component_sha256.as_deref().unwrap_or_default(),
+            cr.manifest_sha256.as_deref().unwrap_or_default(),
+        );
+        Ok(self
+            .check_stored(&v, &component, expected.0, expected.1)
+            .await?
+            .map(|_| ()))
     }
 
     /// Undoes the placeholder state of a rejected or withdrawn request.

@@ -2,6 +2,7 @@
 
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use lockstep_runtime::LoadedListener;
 use lockstep_runtime::manifest::Manifest;
@@ -11,7 +12,7 @@ use super::keys::trust_binding;
 use super::{Association, Registry};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
-use crate::store::listeners::ListenerRow;
+use crate::store::listeners::{ListenerRow, VersionRow};
 use crate::store::{self};
 
 /// What the approval seal of a listener covers: everything an approver approved.
@@ -121,6 +122,54 @@ impl Registry {
             .map_err(|e| format!("publisher key {key_id}: {e}"))
     }
 
+    /// Re-checks a stored version's bytes: the component and the manifest against the digests
+    /// expected of them, the signature against a publisher key that is still trusted. Shared by
+    /// approval (expecting what was requested) and every run (expecting what was approved).
+    /// `Ok(Err(why))` when they do not hold; the component is hashed once.
+    pub(super) async fn check_stored(
+        &self,
+        v: &VersionRow,
+        component: &[u8],
+        component_sha256: &str,
+        manifest_sha256: &str,
+    ) -> Result<std::result::Result<Manifest, String>> {
+        let digest = Sha256::digest(component);
+        let actual = hex::encode(digest);
+        if actual != component_sha256 {
+            return Ok(Err(format!(
+                "the stored component's SHA-256 is {actual}, but {component_sha256} was expected"
+            )));
+        }
+        let manifest = match Manifest::parse(&v.manifest) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(format!("the stored manifest no longer parses: {e}"))),
+        };
+        let manifest_digest = manifest.digest();
+        if manifest_digest != manifest_sha256 {
+            return Ok(Err(format!(
+                "the stored manifest's digest is {manifest_digest}, but {manifest_sha256} was expected"
+            )));
+        }
+        let sig: ListenerSignature = match serde_json::from_str(&v.signature) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("the stored signature no longer parses: {e}"))),
+        };
+        if sig.key_id != v.key_id {
+            return Ok(Err(format!(
+                "the stored signature names key {}, but the version records key {}",
+                sig.key_id, v.key_id
+            )));
+        }
+        let key = match self.trusted_key(&sig.key_id).await {
+            Ok(k) => k,
+            Err(why) => return Ok(Err(format!("signature: {why}"))),
+        };
+        if let Err(e) = signature::verify_digest(&sig, &key, &digest, &manifest) {
+            return Ok(Err(e.to_string()));
+        }
+        Ok(Ok(manifest))
+    }
+
     /// Re-checks an active listener against its approval. `Ok(Err(why))` when it must not run.
     async fn verify(&self, l: &ListenerRow) -> Result<std::result::Result<Verified, String>> {
         let version_id = l.current_version_id.clone().unwrap_or_default();
@@ -153,45 +202,17 @@ impl Registry {
                     .into(),
             ));
         }
-        let component_sha256 = signature::component_digest(&component);
-        if component_sha256 != v.component_sha256 {
-            return Ok(Err(format!(
-                "the stored component's SHA-256 is {component_sha256}, but {} was approved",
-                v.component_sha256
-            )));
-        }
-        let manifest = match Manifest::parse(&v.manifest) {
+        let manifest = match self
+            .check_stored(&v, &component, &v.component_sha256, &v.manifest_sha256)
+            .await?
+        {
             Ok(m) => m,
-            Err(e) => return Ok(Err(format!("the stored manifest no longer parses: {e}"))),
+            Err(why) => return Ok(Err(why)),
         };
-        if manifest.digest() != v.manifest_sha256 {
-            return Ok(Err(format!(
-                "the stored manifest's digest is {}, but {} was approved",
-                manifest.digest(),
-                v.manifest_sha256
-            )));
-        }
-        let sig: ListenerSignature = match serde_json::from_str(&v.signature) {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(format!("the stored signature no longer parses: {e}"))),
-        };
-        if sig.key_id != v.key_id {
-            return Ok(Err(format!(
-                "the stored signature names key {}, but key {} was approved",
-                sig.key_id, v.key_id
-            )));
-        }
-        let key = match self.trusted_key(&sig.key_id).await {
-            Ok(k) => k,
-            Err(why) => return Ok(Err(format!("signature: {why}"))),
-        };
-        if let Err(e) = signature::verify(&sig, &key, &component, &manifest) {
-            return Ok(Err(e.to_string()));
-        }
         Ok(Ok(Verified {
             version: v.version,
             component,
-            component_sha256,
+            component_sha256: v.component_sha256,
             manifest,
             key_id: v.key_id,
             association,
@@ -227,11 +248,39 @@ impl Registry {
                     continue;
                 }
             };
-            let runtime = self.runtime.clone();
-            let (bytes, manifest) = (verified.component, verified.manifest);
-            let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, manifest))
-                .await
-                .map_err(|e| Error::Internal(format!("listener load task failed: {e}")))?;
+            // The bytes were just verified against their digests, so a listener loaded earlier
+            // from the same digests is the same listener: reuse it rather than load it again.
+            let key = format!(
+                "{}\n{}",
+                verified.component_sha256,
+                verified.manifest.digest()
+            );
+            let known = self
+                .loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
+            let loaded = match known {
+                Some(listener) => Ok(listener),
+                None => {
+                    let runtime = self.runtime.clone();
+                    let (bytes, manifest) = (verified.component, verified.manifest);
+                    let loaded =
+                        tokio::task::spawn_blocking(move || runtime.load(&bytes, manifest))
+                            .await
+                            .map_err(|e| {
+                                Error::Internal(format!("listener load task failed: {e}"))
+                            })?;
+                    if let Ok(listener) = &loaded {
+                        self.loaded
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key, listener.clone());
+                    }
+                    loaded
+                }
+            };
             match loaded {
                 Ok(listener) => ok.push(RunnableListener {
                     name: l.name.clone(),

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use lockstep_runtime::Runtime;
+use lockstep_runtime::{LoadedListener, Runtime};
 
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
@@ -46,6 +46,9 @@ pub struct Registry {
     vault: Arc<Vault>,
     runtime: Arc<Runtime>,
     max_component_bytes: usize,
+    /// Listeners loaded into the runtime, by (component SHA-256, manifest digest); used only
+    /// after the stored bytes were verified to have those digests.
+    loaded: Arc<std::sync::Mutex<std::collections::HashMap<String, LoadedListener>>>,
 }
 
 /// What a change request changes.
@@ -162,6 +165,7 @@ impl Registry {
             vault,
             runtime,
             max_component_bytes,
+            loaded: Default::default(),
         }
     }
 

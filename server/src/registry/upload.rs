@@ -54,14 +54,18 @@ struct Checked {
 }
 
 impl Registry {
-    /// Proposes a new listener.
+    /// Proposes a new listener. `upload` is `Err` when the request body could not be read; that
+    /// refusal is audited like the others.
     pub async fn propose_listener(
         &self,
         actor: &Actor,
         requester: &str,
-        upload: Upload,
+        upload: Result<Upload>,
     ) -> Result<ChangeRequest> {
-        let result = self.propose_listener_inner(actor, requester, upload).await;
+        let result = match upload {
+            Ok(u) => self.propose_listener_inner(actor, requester, u).await,
+            Err(e) => Err(e),
+        };
         self.audit_upload(actor, None, result).await
     }
 
@@ -117,17 +121,19 @@ impl Registry {
         Ok(cr)
     }
 
-    /// Proposes a new version of an active listener.
+    /// Proposes a new version of an active listener (`upload` as for
+    /// [`Registry::propose_listener`]).
     pub async fn propose_version(
         &self,
         actor: &Actor,
         requester: &str,
         name: &str,
-        upload: Upload,
+        upload: Result<Upload>,
     ) -> Result<ChangeRequest> {
-        let result = self
-            .propose_version_inner(actor, requester, name, upload)
-            .await;
+        let result = match upload {
+            Ok(u) => self.propose_version_inner(actor, requester, name, u).await,
+            Err(e) => Err(e),
+        };
         self.audit_upload(actor, Some(name), result).await
     }
 
@@ -313,7 +319,7 @@ impl Registry {
 
     /// Audits a refused upload (the caller is authenticated and authorized), then passes the
     /// result on.
-    pub async fn audit_upload(
+    async fn audit_upload(
         &self,
         actor: &Actor,
         name: Option<&str>,

@@ -336,14 +336,12 @@ impl Engine {
         })
     }
 
-    fn old_password(&self, account_id: &str) -> impl Future<Output = Result<Secret>> + '_ {
-        let id = account_id.to_string();
-        async move {
-            let sealed = store::accounts::get_sealed_password(self.store.pool(), &id)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("account {id} has no password")))?;
-            self.vault.open_secret(&sealed, &account_password_aad(&id))
-        }
+    /// The account's password as the vault holds it now.
+    async fn old_password(&self, id: &str) -> Result<Secret> {
+        let sealed = store::accounts::get_sealed_password(self.store.pool(), id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("account {id} has no password")))?;
+        self.vault.open_secret(&sealed, &account_password_aad(id))
     }
 
     /// The admin's login and password, for SSH resets.
@@ -538,7 +536,7 @@ impl Engine {
                     .commit(item, s, new, Some(old), listeners, attempts)
                     .await;
             };
-            match self.apply(&item, &s, user, admin_pw, *kind, &new).await {
+            match self.apply(&s, user, admin_pw, *kind, &new).await {
                 Ok(()) => break,
                 Err(ApplyFailure::Refused { .. })
                     if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
@@ -562,7 +560,12 @@ impl Engine {
         }
         self.step(&item, state::APPLIED, None, &listeners, attempts)
             .await?;
-        let s = self.refresh_pin(s).await?;
+        // The host key was pinned by this apply if none was: verify against the pin.
+        let s = if s.settings.ssh_host_key.is_none() {
+            self.refresh_pin(s).await?
+        } else {
+            s
+        };
         match remote::accepts(&s.endpoint(), &s.account.login_name, &new, self.timeouts).await {
             Ok(true) => {
                 self.step(&item, state::VERIFIED, None, &listeners, attempts)
@@ -625,7 +628,6 @@ impl Engine {
     /// first use.
     async fn apply(
         &self,
-        _item: &ItemRow,
         s: &Subject,
         user: &str,
         admin_pw: &Secret,
