@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::registry::publish_approved;
 use common::sshd::{SshTarget, TargetUser, testbed_dir};
-use common::{Api, Server, lockstep_env, user_with_role};
+use common::{Api, Server};
 use lockstep_server::reset::ssh::{self, Endpoint, Timeouts};
 use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
@@ -221,73 +222,25 @@ async fn register(
 /// and approved like in production.
 async fn publish_listeners(api: &Api, root: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let alice = user_with_role(api, root, "alice", "admin").await;
-    let bob = user_with_role(api, root, "bob", "admin").await;
-    let key = dir.path().join("ci.key");
-    let (st, _, err) = lockstep_env(&["keygen", "--out", key.to_str().unwrap()], &[]);
-    assert!(st.success(), "{err}");
-    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
-    let r = api
-        .post(
-            "/v1/publisher-keys",
-            &alice,
-            json!({"name": "ci", "public_key": public.trim(), "approver": "bob"}),
-        )
-        .await;
-    approve(api, &bob, r.json()["id"].as_str().unwrap()).await;
-    let root_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for (name, file, association) in [
-        (
-            "check-account-active",
-            "check_account_active.wasm",
-            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10}),
-        ),
-        (
-            "exec-hook",
-            "exec_hook.wasm",
-            json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["/usr/bin/wc", "-c"]}),
-        ),
-    ] {
-        let assoc = dir.path().join(format!("{name}.json"));
-        std::fs::write(&assoc, association.to_string()).unwrap();
-        let manifest = root_dir.join("listeners").join(name).join("manifest.toml");
-        let wasm = support::wasm_dir().join(file);
-        let (st, out, err) = lockstep_env(
-            &[
-                "listener",
-                "publish",
-                wasm.to_str().unwrap(),
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--server",
-                &api.base,
-                "--approver",
-                "bob",
-                "--association",
-                assoc.to_str().unwrap(),
-            ],
-            &[("LOCKSTEP_TOKEN", &alice)],
-        );
-        assert!(st.success(), "{out}{err}");
-        let chg = out
-            .split_whitespace()
-            .find(|w| w.starts_with("chg_"))
-            .unwrap();
-        approve(api, &bob, chg).await;
-    }
-}
-
-async fn approve(api: &Api, token: &str, id: &str) {
-    let r = api
-        .post(
-            &format!("/v1/change-requests/{id}/approve"),
-            token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let wasm = support::wasm_dir();
+    publish_approved(
+        api,
+        root,
+        dir.path(),
+        &[
+            (
+                "check-account-active",
+                wasm.join("check_account_active.wasm"),
+                json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10}),
+            ),
+            (
+                "exec-hook",
+                wasm.join("exec_hook.wasm"),
+                json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["/usr/bin/wc", "-c"]}),
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::main]

@@ -9,9 +9,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use common::registry::publish_approved;
 use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
-use common::{Api, Server, lockstep, user_with_role};
+use common::{Api, Server};
 use serde_json::{Value, json};
 
 /// A resource for `target` with an admin account and an `app` account; returns
@@ -266,76 +267,6 @@ async fn a_changed_host_key_refuses_the_reset() {
     assert!(logs_in(&t, "app", &current).await);
 }
 
-/// Registers a publisher key (alice proposes, bob approves) and publishes `listener` with
-/// `association`, approved by bob.
-async fn publish(
-    api: &Api,
-    root: &str,
-    dir: &std::path::Path,
-    name: &str,
-    file: &str,
-    association: Value,
-) {
-    let alice = user_with_role(api, root, &format!("alice-{name}"), "admin").await;
-    let bob_name = format!("bob-{name}");
-    let bob = user_with_role(api, root, &bob_name, "admin").await;
-    let key = dir.join(format!("{name}.key"));
-    let (st, _, err) = lockstep(&["keygen", "--out", key.to_str().unwrap()]);
-    assert!(st.success(), "{err}");
-    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
-    let r = api
-        .post(
-            "/v1/publisher-keys",
-            &alice,
-            json!({"name": name, "public_key": public.trim(), "approver": bob_name}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    approve(api, &bob, r.json()["id"].as_str().unwrap()).await;
-    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../listeners")
-        .join(name)
-        .join("manifest.toml");
-    let wasm = support::wasm_dir().join(file);
-    let assoc = dir.join(format!("{name}.json"));
-    std::fs::write(&assoc, association.to_string()).unwrap();
-    let (st, out, err) = common::lockstep_env(
-        &[
-            "listener",
-            "publish",
-            wasm.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--server",
-            &api.base,
-            "--approver",
-            &bob_name,
-            "--association",
-            assoc.to_str().unwrap(),
-        ],
-        &[("LOCKSTEP_TOKEN", &alice)],
-    );
-    assert!(st.success(), "{out}{err}");
-    let chg = out
-        .split_whitespace()
-        .find(|w| w.starts_with("chg_"))
-        .unwrap();
-    approve(api, &bob, chg).await;
-}
-
-async fn approve(api: &Api, token: &str, id: &str) {
-    let r = api
-        .post(
-            &format!("/v1/change-requests/{id}/approve"),
-            token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-}
-
 #[tokio::test]
 async fn listeners_veto_before_and_fail_after_without_undoing_the_reset() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
@@ -343,14 +274,23 @@ async fn listeners_veto_before_and_fail_after_without_undoing_the_reset() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    publish(
-        &api, &root, dir.path(), "change-freeze", "change_freeze.wasm",
-        json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["DC1"]}),
-    )
-    .await;
-    publish(
-        &api, &root, dir.path(), "restart-service", "restart_service.wasm",
-        json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["app.service"]}),
+    let wasm = support::wasm_dir();
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[
+            (
+                "change-freeze",
+                wasm.join("change_freeze.wasm"),
+                json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["DC1"]}),
+            ),
+            (
+                "restart-service",
+                wasm.join("restart_service.wasm"),
+                json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Linux"], "order": 10, "parameters": ["app.service"]}),
+            ),
+        ],
     )
     .await;
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
 pub mod resets;
 pub mod sshd;
 

@@ -1,0 +1,82 @@
+//! Getting listeners approved the way production does: a publisher key proposed by one
+//! administrator and approved by another, then each listener published with `lockstep listener
+//! publish` and approved.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{Api, lockstep_env, user_with_role};
+
+/// `listeners/<name>/manifest.toml` in the repository.
+pub fn manifest_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../listeners")
+        .join(name)
+        .join("manifest.toml")
+}
+
+pub async fn approve(api: &Api, token: &str, id: &str) {
+    let r = api
+        .post(
+            &format!("/v1/change-requests/{id}/approve"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// Makes users `publisher` and `approver` (role admin) and a trusted publisher key, then
+/// publishes and approves each (listener name, component, association). `dir` holds the key.
+pub async fn publish_approved(
+    api: &Api,
+    root: &str,
+    dir: &Path,
+    listeners: &[(&str, PathBuf, Value)],
+) {
+    let alice = user_with_role(api, root, "publisher", "admin").await;
+    let bob = user_with_role(api, root, "approver", "admin").await;
+    let key = dir.join("publisher.key");
+    let (st, _, err) = lockstep_env(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    assert!(st.success(), "{err}");
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let r = api
+        .post(
+            "/v1/publisher-keys",
+            &alice,
+            json!({"name": "ci", "public_key": public.trim(), "approver": "approver"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    approve(api, &bob, r.json()["id"].as_str().unwrap()).await;
+    for (name, wasm, association) in listeners {
+        let assoc = dir.join(format!("{name}.json"));
+        std::fs::write(&assoc, association.to_string()).unwrap();
+        let manifest = manifest_path(name);
+        let (st, out, err) = lockstep_env(
+            &[
+                "listener",
+                "publish",
+                wasm.to_str().unwrap(),
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--server",
+                &api.base,
+                "--approver",
+                "approver",
+                "--association",
+                assoc.to_str().unwrap(),
+            ],
+            &[("LOCKSTEP_TOKEN", &alice)],
+        );
+        assert!(st.success(), "{out}{err}");
+        let chg = out
+            .split_whitespace()
+            .find(|w| w.starts_with("chg_"))
+            .unwrap();
+        approve(api, &bob, chg).await;
+    }
+}
