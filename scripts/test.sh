@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 # fetched by itself. Idempotent and quick once installed.
 rustup target add wasm32-wasip2 >/dev/null
 
+# lockstep-agent links the system's libcrypt (libxcrypt) to check shadow hashes; Debian ships
+# its link library in libcrypt-dev (a dependency of libc6-dev, so usually present).
+if command -v dpkg >/dev/null && ! dpkg -s libcrypt-dev >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends libcrypt-dev >/dev/null \
+    || { echo "install libcrypt-dev: lockstep-agent links libcrypt" >&2; exit 1; }
+fi
+
 # Keep build output outside the clone so CI reruns on the same machine are incremental.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lockstep-target}"
 

@@ -168,6 +168,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         store.clone(),
         vault,
         registry,
+        Arc::new(crate::agents::AgentHub::default()),
         0,
         crate::reset::ssh::Timeouts::default(),
         None,

@@ -109,10 +109,12 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         Arc::new(runtime),
         cfg.max_listener_bytes,
     );
+    let agents = Arc::new(crate::agents::AgentHub::default());
     let resets = crate::reset::pipeline::Engine::start(
         store.clone(),
         vault.clone(),
         registry.clone(),
+        agents.clone(),
         RESET_WORKERS,
         crate::reset::ssh::Timeouts::default(),
         cfg.rotation_check,
@@ -123,6 +125,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         metrics,
         registry,
         resets,
+        agents,
     };
     let app = api::router(state, cfg.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -30,11 +30,22 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct ApiPath<T>(pub T);
 
-fn client_ip(parts: &Parts) -> Option<String> {
+pub(super) fn client_ip(parts: &Parts) -> Option<String> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
+}
+
+/// The caller's address (for unauthenticated endpoints that still check and audit it).
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        Ok(ClientIp(client_ip(parts)))
+    }
 }
 
 fn bearer(parts: &Parts) -> Result<&str> {

@@ -4,6 +4,7 @@
 //! [`extract::Authorized`], the single decision point), call one domain function, map the
 //! result. Routes, their OpenAPI descriptions and the router are all listed in this file.
 
+pub mod agents;
 pub mod audit;
 pub mod extract;
 pub mod identity;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub metrics: Arc<ops::Metrics>,
     pub registry: Registry,
     pub resets: Arc<crate::reset::pipeline::Engine>,
+    pub agents: Arc<crate::agents::AgentHub>,
 }
 
 #[derive(OpenApi)]
@@ -68,6 +70,8 @@ pub struct AppState {
         reset::reset_account, reset::bulk_reset, reset::get_job, reset::get_settings, reset::put_settings,
         reset::list_policies, reset::create_policy, reset::list_schedules,
         reset::create_schedule, reset::delete_schedule,
+        agents::issue_token, agents::list, agents::get, agents::revoke, agents::tasks_of_agent,
+        agents::my_tasks, agents::enroll, agents::discovery, agents::next_task, agents::report,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -201,6 +205,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(reset::list_schedules).post(reset::create_schedule),
         )
         .route("/rotation-schedules/{name}", delete(reset::delete_schedule))
+        .route("/agent-tokens", post(agents::issue_token))
+        .route("/agents", get(agents::list))
+        .route("/agents/{id}", get(agents::get))
+        .route("/agents/{id}/revoke", post(agents::revoke))
+        .route("/agents/{id}/tasks", get(agents::tasks_of_agent))
+        .route("/agent-tasks", get(agents::my_tasks))
+        .route("/agent/enroll", post(agents::enroll))
+        .route("/agent/discovery", post(agents::discovery))
+        .route("/agent/tasks/next", get(agents::next_task))
+        .route("/agent/tasks/{id}/result", post(agents::report))
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))

@@ -26,6 +26,10 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "PASSWORD",
 ];
 
+/// PASSWRDSYNCSTATUS of an account an agent discovered: no password is stored for it until
+/// its first reset.
+pub const SYNC_DISCOVERED: &str = "discovered";
+
 /// Longest password accepted.
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 
@@ -367,6 +371,12 @@ pub async fn retrieve_password(
             id: id.to_string(),
         })?;
     let secret = vault.open_secret(&sealed, &account_password_aad(id))?;
+    if secret.is_empty() {
+        return Err(Error::Conflict(format!(
+            "account '{id}' has no stored password yet (its agent discovered it); reset it \
+             with POST /v1/accounts/{id}/reset to set one"
+        )));
+    }
     let at = crate::time::now();
     audit::record(
         store,

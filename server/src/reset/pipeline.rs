@@ -24,12 +24,15 @@ use super::settings::{ResetSettings, from_row, get_settings};
 use super::ssh::{Endpoint, Timeouts};
 use super::target::SshTargetExec;
 use super::{history_purpose, jobs::given_aad, policy::PasswordPolicy};
+use crate::agents::AgentHub;
+use crate::agents::tasks::{self as agent_tasks, Kind as TaskKind, NewTask};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::accounts::Account;
 use crate::inventory::resource_types::ResetMethod;
 use crate::inventory::resources::Resource;
 use crate::registry::Registry;
+use crate::store::agents::{AgentRow, TaskRow};
 use crate::store::resets::{ItemRow, JobRow};
 use crate::store::{self, Store};
 use crate::vault::{Secret, Vault, account_password_aad};
@@ -45,6 +48,9 @@ const MAX_GENERATED_ATTEMPTS: i64 = 3;
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
 const PER_TARGET: usize = 8;
+/// How long a reset waits for an agent to take its task (or to report on one it took) before
+/// it gives up: a queued task is cancelled (nothing changed), a taken one is marked lost.
+const AGENT_PICKUP: Duration = Duration::from_secs(15 * 60);
 
 /// Where the pipeline is, as stored.
 mod state {
@@ -78,6 +84,11 @@ pub struct Engine {
     admins: Arc<AdminPool>,
     /// Concurrent changes of one target share one `chpasswd` run.
     batcher: ChpasswdBatcher,
+    /// Agent tasks: rings agents' long-polls, wakes resets waiting for results.
+    hub: Arc<AgentHub>,
+    /// No workers and no API (`lockstep reconcile`): agents cannot report, so their resets
+    /// are left for the server.
+    offline: bool,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -88,6 +99,8 @@ struct Subject {
     settings: ResetSettings,
     policy: PasswordPolicy,
     job: JobRow,
+    /// The agent that manages the resource, if one enrolled (active or revoked).
+    agent: Option<AgentRow>,
 }
 
 impl Subject {
@@ -104,8 +117,38 @@ impl Subject {
     }
 
     fn remote(&self) -> bool {
-        self.job.apply_remote != 0 && self.method != ResetMethod::Local
+        self.job.apply_remote != 0 && (self.method != ResetMethod::Local || self.agent.is_some())
     }
+
+    /// The agent that applies this reset, when the resource has one.
+    fn via_agent(&self) -> Option<&AgentRow> {
+        self.agent.as_ref().filter(|_| self.remote())
+    }
+
+    /// Why this reset cannot reach its target, if it cannot.
+    fn unreachable(&self) -> Option<String> {
+        match (&self.agent, self.remote()) {
+            (_, false) => None,
+            (Some(a), true) if a.status != "active" => Some(format!(
+                "agent {} of resource '{}' was revoked; enroll a new agent on the machine, or \
+                 reset with apply_remote false to change only the vault",
+                a.id, self.resource.name
+            )),
+            (Some(_), true) => None,
+            (None, true) if self.method == ResetMethod::Agent => Some(format!(
+                "resource '{}' is of type '{}', which is reset through an agent, and no agent \
+                 manages it; enroll one (POST /v1/agent-tokens) or reset with apply_remote false",
+                self.resource.name, self.resource.resource_type
+            )),
+            (None, true) => None,
+        }
+    }
+}
+
+/// A reset item's task for its `attempt`-th password: one task per password, so a repeated
+/// hand-out never carries a different password than the one journaled.
+fn agent_task_id(item_id: &str, attempt: i64) -> String {
+    format!("{item_id}-{attempt}")
 }
 
 /// The recorded outcome of one listener run.
@@ -135,10 +178,12 @@ fn outcome_record(
 
 impl Engine {
     /// Starts `workers` workers on this server (and the scheduler, every `rotation_check`).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         store: Store,
         vault: Arc<Vault>,
         registry: Registry,
+        hub: Arc<AgentHub>,
         workers: usize,
         timeouts: Timeouts,
         rotation_check: Option<Duration>,
@@ -154,6 +199,8 @@ impl Engine {
             targets: Default::default(),
             admins: Arc::new(AdminPool::new(timeouts)),
             batcher: ChpasswdBatcher::default(),
+            hub,
+            offline: workers == 0,
         });
         {
             let e = engine.clone();
@@ -326,7 +373,9 @@ impl Engine {
         let job = store::resets::get_job(self.store.pool(), &item.job_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("job {} is gone", item.job_id)))?;
+        let agent = store::agents::agent_of_resource(self.store.pool(), &resource.id).await?;
         Ok(Subject {
+            agent,
             account,
             resource,
             method: rtype.reset_method,
@@ -470,7 +519,12 @@ impl Engine {
             None => self.fresh_password(&s).await?,
         };
         let old = self.old_password(&s.account.id).await?;
-        let admin = if s.remote() && s.method == ResetMethod::Ssh {
+        if let Some(why) = s.unreachable() {
+            return self
+                .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                .await;
+        }
+        let admin = if s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none() {
             match self.admin(&s).await {
                 Ok(a) => Some(a),
                 Err(why) => {
@@ -520,17 +574,33 @@ impl Engine {
             attempts += 1;
             self.write_pending(&item, &new, &listeners, attempts)
                 .await?;
-            let Some((user, admin_pw, kind)) = &admin else {
-                if s.remote() {
-                    let why = format!(
-                        "resource type '{}' is reset through an agent, which this server cannot \
-                         reach yet; reset with apply_remote false to change only the vault",
-                        s.resource.resource_type
-                    );
-                    return self
-                        .step(&item, state::FAILED, Some(&why), &listeners, attempts)
-                        .await;
+            if let Some(agent) = s.via_agent() {
+                let task = self
+                    .apply_via_agent(&item, &s, agent, &new, attempts)
+                    .await?;
+                match task.state.as_str() {
+                    // The agent set the password and checked the account accepts it.
+                    "succeeded" => {
+                        self.step(&item, state::APPLIED, None, &listeners, attempts)
+                            .await?;
+                        self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                            .await?;
+                        return self
+                            .commit(item, s, new, Some(old), listeners, attempts)
+                            .await;
+                    }
+                    "refused" if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS => {
+                        new = self.fresh_password(&s).await?;
+                        continue;
+                    }
+                    _ => {
+                        return self
+                            .agent_ended(item, task, listeners, attempts, given.is_none())
+                            .await;
+                    }
                 }
+            }
+            let Some((user, admin_pw, kind)) = &admin else {
                 // Vault only: nothing to apply or verify.
                 return self
                     .commit(item, s, new, Some(old), listeners, attempts)
@@ -834,6 +904,40 @@ impl Engine {
                 .commit(item, s, new, Some(old), listeners, attempts)
                 .await;
         }
+        if s.via_agent().is_some() {
+            if self.offline {
+                return Err(Error::Conflict(format!(
+                    "{} is reset by an agent, which reports to a running server; it settles \
+                     when the server runs",
+                    item.id
+                )));
+            }
+            let id = agent_task_id(&item.id, attempts);
+            if store::agents::get_task(self.store.pool(), &id)
+                .await?
+                .is_none()
+            {
+                // Interrupted before the task was queued: the agent never saw this password.
+                return self.restart(&item, attempts).await;
+            }
+            tracing::info!(item = %item.id, task = %id, "waiting for the agent's result of a reset left in flight");
+            let task = agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await?;
+            return match task.state.as_str() {
+                "succeeded" => {
+                    self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                        .await?;
+                    self.commit(item, s, new, Some(old), listeners, attempts)
+                        .await
+                }
+                "refused" | "failed" | "cancelled" if attempts < MAX_GENERATED_ATTEMPTS => {
+                    self.restart(&item, attempts).await
+                }
+                _ => {
+                    self.agent_ended(item, task, listeners, attempts, false)
+                        .await
+                }
+            };
+        }
         tracing::info!(item = %item.id, state = %item.state, "reconciling a reset left in flight");
         self.settle(item, s, new, old, listeners, attempts, true)
             .await
@@ -864,9 +968,14 @@ impl Engine {
             .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
         let new = self.old_password(&s.account.id).await?;
         let target = match self.admin(&s).await {
-            Ok((user, pw, _)) if s.method == ResetMethod::Ssh => Some(Arc::new(
-                SshTargetExec::new(self.admins.clone(), s.endpoint(), user, pw),
-            )),
+            Ok((user, pw, _)) if s.method == ResetMethod::Ssh && s.agent.is_none() => {
+                Some(Arc::new(SshTargetExec::new(
+                    self.admins.clone(),
+                    s.endpoint(),
+                    user,
+                    pw,
+                )))
+            }
             _ => None,
         };
         let old = old.unwrap_or_else(|| Secret::new(String::new()));
@@ -890,6 +999,65 @@ impl Engine {
             item.attempts,
         )
         .await
+    }
+
+    /// Queues the reset task for the agent and waits for its result.
+    async fn apply_via_agent(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        agent: &AgentRow,
+        new: &Secret,
+        attempts: i64,
+    ) -> Result<TaskRow> {
+        let id = agent_task_id(&item.id, attempts);
+        agent_tasks::queue(
+            &self.store,
+            &self.vault,
+            &self.hub,
+            NewTask {
+                id: id.clone(),
+                agent_id: &agent.id,
+                kind: TaskKind::Reset,
+                item_id: Some(&item.id),
+                account_id: Some(&s.account.id),
+                login_name: &s.account.login_name,
+                requested_by: &s.job.requested_by,
+                password: new,
+            },
+        )
+        .await?;
+        agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await
+    }
+
+    /// An agent task that did not succeed ends the item: refused generated passwords park it,
+    /// a lost task leaves it out-of-sync (both passwords kept), anything else fails it.
+    async fn agent_ended(
+        &self,
+        item: ItemRow,
+        task: TaskRow,
+        listeners: Vec<serde_json::Value>,
+        attempts: i64,
+        generated: bool,
+    ) -> Result<()> {
+        let message = task.message.unwrap_or_default();
+        let (to, why) = match task.state.as_str() {
+            "refused" if generated => (
+                state::PARKED,
+                format!(
+                    "the target refused {attempts} generated passwords; a person must look: {message}"
+                ),
+            ),
+            "lost" => (
+                state::OUT_OF_SYNC,
+                format!("agent task {}: {message}", task.id),
+            ),
+            other => (
+                state::FAILED,
+                format!("the agent's task {other}: {message}"),
+            ),
+        };
+        self.step(&item, to, Some(&why), &listeners, attempts).await
     }
 
     /// Runs the listeners of `phase`; returns the first veto (pre) or failure (post) message.

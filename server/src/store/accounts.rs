@@ -179,3 +179,13 @@ pub async fn set_sync_status(
         .await?;
     Ok(())
 }
+
+/// The login names of a resource's accounts.
+pub async fn logins_of(pool: &AnyPool, resource_id: &str) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT login_name FROM accounts WHERE resource_id = $1")
+            .bind(resource_id)
+            .fetch_all(pool)
+            .await?,
+    )
+}

@@ -14,6 +14,7 @@
 //! so several servers on one database keep a single chain.
 
 pub mod accounts;
+pub mod agents;
 pub mod audit;
 pub mod change_requests;
 pub mod listeners;
@@ -303,5 +304,23 @@ impl<T> Page<T> {
             items: rows,
             next_after,
         }
+    }
+}
+
+/// Three nullable columns that hold a `vault::Sealed` value when all are set.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealedColumns {
+    key_id: Option<String>,
+    nonce: Option<Vec<u8>>,
+    ciphertext: Option<Vec<u8>>,
+}
+
+impl SealedColumns {
+    pub(crate) fn sealed(self) -> Option<crate::vault::Sealed> {
+        Some(crate::vault::Sealed {
+            key_id: self.key_id?,
+            nonce: self.nonce?,
+            ciphertext: self.ciphertext?,
+        })
     }
 }

@@ -3,6 +3,7 @@
 use sqlx::{AnyConnection, AnyPool, FromRow};
 
 use super::Backend;
+use super::SealedColumns;
 use crate::error::Result;
 use crate::vault::Sealed;
 
@@ -332,23 +333,6 @@ pub async fn set_pending(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-#[derive(FromRow)]
-struct SealedColumns {
-    key_id: Option<String>,
-    nonce: Option<Vec<u8>>,
-    ciphertext: Option<Vec<u8>>,
-}
-
-impl SealedColumns {
-    fn sealed(self) -> Option<Sealed> {
-        Some(Sealed {
-            key_id: self.key_id?,
-            nonce: self.nonce?,
-            ciphertext: self.ciphertext?,
-        })
-    }
 }
 
 pub async fn pending(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {

@@ -91,6 +91,17 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<ResourceRow>> {
     .await?)
 }
 
+pub async fn get_by_name(pool: &AnyPool, name: &str) -> Result<Option<ResourceRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM resources WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Lists resources in creation order, optionally of one type.
 pub async fn list(
     pool: &AnyPool,

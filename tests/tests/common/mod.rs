@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod registry;
 pub mod resets;
 pub mod sshd;
@@ -74,6 +75,8 @@ pub struct ServerOptions {
     pub dev: bool,
     pub extra: Vec<String>,
     pub database_url: Option<String>,
+    /// `--listen` (default `127.0.0.1:0`); a fixed port survives restarts.
+    pub listen: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +85,7 @@ impl Default for ServerOptions {
             dev: true,
             extra: Vec::new(),
             database_url: None,
+            listen: None,
         }
     }
 }
@@ -103,7 +107,8 @@ impl Server {
         let store_refs: Vec<&str> = store_args.iter().map(String::as_str).collect();
         let root_token = admin_create(&store_refs, "root", "privileged-admin");
         let log = dir.path().join("server.log");
-        let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        let listen = opts.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        let mut args = vec!["serve".to_string(), "--listen".into(), listen];
         args.extend(store_args.iter().cloned());
         if opts.dev {
             args.push("--dev".into());
@@ -267,8 +272,14 @@ impl Reply {
 
 impl Api {
     pub fn new(server: &Server) -> Api {
+        let mut http = reqwest::Client::builder();
+        if server.base.starts_with("https://") {
+            // Trust exactly the server's own self-signed certificate.
+            let pem = std::fs::read(server.data_dir().join("tls/cert.pem")).expect("cert.pem");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
+        }
         Api {
-            http: reqwest::Client::new(),
+            http: http.build().expect("client"),
             base: server.base.clone(),
         }
     }

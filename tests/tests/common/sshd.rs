@@ -232,6 +232,18 @@ impl SshTarget {
         target
     }
 
+    /// The host PID of the target's sshd (PID 1 of its namespaces), for `nsenter`.
+    pub fn namespace_pid(&self) -> u32 {
+        let unshare = self.child.as_ref().expect("target running").id();
+        let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .expect("children of unshare");
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the target's first process")
+    }
+
     /// Replaces the host key (takes effect at the next start).
     pub fn new_host_key(&mut self) {
         let key = self.state.path().join("upper/ssh/ssh_host_ed25519_key");

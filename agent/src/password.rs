@@ -1,0 +1,93 @@
+//! Changing and checking a local password. The password goes to `chpasswd` on its stdin only
+//! (never argv or environment) and is checked against `shadow` with libcrypt.
+
+use std::process::Stdio;
+
+use lockstep_agent_protocol::messages::{Outcome, Password};
+use tokio::io::AsyncWriteExt;
+use zeroize::Zeroizing;
+
+use crate::accounts;
+use crate::config::AccountsConfig;
+use crate::crypt;
+
+/// Whether `login` accepts `password` now.
+pub fn accepts(cfg: &AccountsConfig, login: &str, password: &Password) -> Result<bool, String> {
+    match accounts::shadow_hash(&cfg.shadow_file, login) {
+        Ok(Some(h)) => Ok(crypt::matches(password.expose(), &h)),
+        Ok(None) => Err(format!(
+            "'{login}' has no entry in {}",
+            cfg.shadow_file.display()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Sets `login`'s password and checks it took. Safe to repeat: a password already in place is
+/// not set again (a task handed out twice changes it once).
+pub async fn reset(cfg: &AccountsConfig, login: &str, password: &Password) -> (Outcome, String) {
+    match accounts::exists(cfg, login) {
+        Ok(true) => {}
+        Ok(false) => {
+            return (
+                Outcome::Failed,
+                format!("there is no local account '{login}' on this machine"),
+            );
+        }
+        Err(e) => return (Outcome::Failed, e.to_string()),
+    }
+    if password.expose().contains(['\n', ':', '\0']) {
+        return (
+            Outcome::Refused,
+            "the password contains a newline, ':' or NUL, which chpasswd cannot take".into(),
+        );
+    }
+    if let Ok(true) = accepts(cfg, login, password) {
+        return (
+            Outcome::Succeeded,
+            "the account already had this password (the task was handed out again)".into(),
+        );
+    }
+    let mut child = match tokio::process::Command::new(&cfg.chpasswd)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                Outcome::Failed,
+                format!("cannot run {}: {e}", cfg.chpasswd.display()),
+            );
+        }
+    };
+    let line = Zeroizing::new(format!("{login}:{}\n", password.expose()));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(line.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    }
+    drop(line);
+    let out = match child.wait_with_output().await {
+        Ok(o) => o,
+        Err(e) => return (Outcome::Failed, format!("chpasswd did not finish: {e}")),
+    };
+    if !out.status.success() {
+        // chpasswd never echoes the password, but make sure.
+        let err = String::from_utf8_lossy(&out.stderr).replace(password.expose(), "[redacted]");
+        return (
+            Outcome::Refused,
+            format!("chpasswd refused ({}): {}", out.status, err.trim()),
+        );
+    }
+    match accepts(cfg, login, password) {
+        Ok(true) => (Outcome::Succeeded, "password set and verified".into()),
+        Ok(false) => (
+            Outcome::Failed,
+            "chpasswd succeeded but the account does not accept the new password".into(),
+        ),
+        Err(e) => (Outcome::Failed, e),
+    }
+}

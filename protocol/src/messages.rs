@@ -1,0 +1,153 @@
+//! The JSON bodies exchanged with the server. Passwords travel only inside TLS to a server
+//! whose certificate the agent pinned, and are held in [`Password`], which zeroizes itself and
+//! never prints.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// A password in a message: zeroized on drop, `[redacted]` in `Debug`.
+#[derive(Clone)]
+pub struct Password(Zeroizing<String>);
+
+impl Serialize for Password {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Password, D::Error> {
+        String::deserialize(d).map(Password::new)
+    }
+}
+
+impl Password {
+    pub fn new(text: String) -> Password {
+        Password(Zeroizing::new(text))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `POST /v1/agent/enroll`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token.
+    pub token: Password,
+    /// The agent's ed25519 public key (`auth::encode_public_key`).
+    pub public_key: String,
+    pub hostname: String,
+    /// The agent's version.
+    pub version: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    /// The user that will own the agent's resource.
+    pub owner: String,
+}
+
+/// `POST /v1/agent/discovery`: the machine and its local accounts.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    pub hostname: String,
+    /// `ID VERSION_ID` from os-release, e.g. `debian 12`.
+    pub os: String,
+    /// The machine's non-loopback addresses.
+    pub addresses: Vec<String>,
+    pub accounts: Vec<LocalAccount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalAccount {
+    pub login_name: String,
+    pub uid: u32,
+    /// The GECOS field, when set.
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DiscoveryResult {
+    pub resource_id: String,
+    /// Accounts added by this discovery.
+    pub added: Vec<String>,
+    /// Accounts the server already had.
+    pub known: usize,
+}
+
+/// One task for the agent (`GET /v1/agent/tasks/next`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    /// 1 on first hand-out; more when a dead agent's task is handed out again.
+    pub attempt: i64,
+    #[serde(flatten)]
+    pub work: Work,
+}
+
+/// What a task asks for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Work {
+    /// Set `login_name`'s password to `password` and check the account accepts it.
+    Reset {
+        login_name: String,
+        password: Password,
+    },
+    /// Check whether `login_name` accepts `password`.
+    Verify {
+        login_name: String,
+        password: Password,
+    },
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Reset: the password is set and verified. Verify: the password is accepted.
+    Succeeded,
+    /// Reset: the system refused the password (its own rules). Verify: not accepted.
+    Refused,
+    /// The agent could not do it (the account is gone, a command failed, ...).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// `POST /v1/agent/tasks/{id}/result`. Reporting the same task twice records it once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The agent process's session (from its polls).
+    pub session: String,
+    pub outcome: Outcome,
+    /// What happened, for people; never a secret.
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResultReceipt {
+    /// False when the task already had a result (a repeated report): nothing changed.
+    pub recorded: bool,
+    pub state: String,
+}

@@ -1,0 +1,111 @@
+//! The check every agent call goes through: a signature by the agent's enrolled key over this
+//! very request, a clock within the window, an active agent, an allowed source address.
+//! Refusals are audited with the reason; none echoes the header.
+
+use lockstep_agent_protocol::auth::{SignedRequest, decode_public_key};
+
+use super::networks;
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::agents::AgentRow;
+use crate::store::{self, Store};
+
+/// The agent that signed this request, or the reason it is refused.
+pub async fn authenticate(
+    store: &Store,
+    header: Option<&str>,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    source_ip: Option<&str>,
+) -> Result<AgentRow> {
+    let refuse = |agent: &str, why: String, err: Error| {
+        let store = store.clone();
+        let agent = agent.to_string();
+        let ip = source_ip.map(str::to_string);
+        let target = format!("{method} {path_and_query}");
+        async move {
+            audit::record(
+                &store,
+                NewEvent {
+                    actor: &Actor {
+                        name: if agent.is_empty() {
+                            "anonymous".into()
+                        } else {
+                            format!("agent:{agent}")
+                        },
+                        source_ip: ip,
+                    },
+                    action: "agent.authenticate",
+                    target: &target,
+                    outcome: Outcome::Denied,
+                    detail: serde_json::json!({ "reason": why }),
+                },
+            )
+            .await?;
+            Err::<AgentRow, Error>(err)
+        }
+    };
+    let Some(header) = header else {
+        return Err(Error::Unauthenticated(
+            "no Authorization header; agent calls are signed by the agent's key",
+        ));
+    };
+    let signed = match SignedRequest::parse(header) {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                "",
+                e.to_string(),
+                Error::Unauthenticated("malformed agent authorization"),
+            )
+            .await;
+        }
+    };
+    let Some(agent) = store::agents::get_agent(store.pool(), &signed.agent_id).await? else {
+        return refuse(
+            "",
+            format!("unknown agent {}", signed.agent_id),
+            Error::Unauthenticated("unknown agent; enroll it again"),
+        )
+        .await;
+    };
+    let key = decode_public_key(&agent.public_key)
+        .ok_or_else(|| Error::Internal(format!("agent {} has a corrupt key", agent.id)))?;
+    if let Err(e) = signed.verify(
+        &key,
+        chrono::Utc::now().timestamp(),
+        method,
+        path_and_query,
+        body,
+    ) {
+        let msg = match e {
+            lockstep_agent_protocol::auth::AuthError::Skew { .. } => {
+                "the agent's clock is too far from the server's; synchronize it"
+            }
+            _ => "the request signature does not verify",
+        };
+        return refuse(&agent.id, e.to_string(), Error::Unauthenticated(msg)).await;
+    }
+    if agent.status != "active" {
+        return refuse(
+            &agent.id,
+            "revoked".into(),
+            Error::Unauthenticated("this agent was revoked; enroll it again with a new token"),
+        )
+        .await;
+    }
+    if !networks::allows(&agent.allowed_networks, source_ip) {
+        return refuse(
+            &agent.id,
+            format!("address {} not allowed", source_ip.unwrap_or("unknown")),
+            Error::NotAllowed(format!(
+                "this agent may call only from {}; this request came from {}",
+                agent.allowed_networks,
+                source_ip.unwrap_or("an unknown address")
+            )),
+        )
+        .await;
+    }
+    Ok(agent)
+}

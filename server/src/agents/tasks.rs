@@ -1,0 +1,384 @@
+//! The task channel. The reset engine queues a task (its password sealed); the agent's
+//! long-poll takes it at once; the agent reports the result, which is recorded once however
+//! often the report is repeated; the waiting reset wakes.
+//!
+//! **Leases.** A taken task is leased to the agent process (its session) for [`TASK_LEASE`]. A
+//! task whose lease ran out, or that an earlier process of the same agent held (the agent
+//! restarted), is handed out again. The agent checks before it changes anything, so a task
+//! handed out twice changes the password once.
+
+use std::time::{Duration, Instant};
+
+use lockstep_agent_protocol::messages::{
+    Outcome as TaskOutcome, Password, ResultReceipt, Task, TaskResult, Work,
+};
+use serde::Serialize;
+
+use super::AgentHub;
+use crate::audit::{self, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::agents::{AgentRow, FINAL_TASK_STATES, TaskRow};
+use crate::store::{self, Store};
+use crate::vault::{Secret, Vault};
+
+/// How long an agent holds a task it took before it is handed out again.
+pub const TASK_LEASE: Duration = Duration::from_secs(120);
+/// How long the long-poll holds when the agent asks for nothing else.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(25);
+
+/// What a task asks the agent to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Reset,
+    Verify,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Reset => "reset",
+            Kind::Verify => "verify",
+        }
+    }
+}
+
+fn secret_aad(task_id: &str) -> String {
+    format!("agent-task:{task_id}:secret")
+}
+
+/// A task as its requester sees it (never its password).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub agent_id: String,
+    /// `reset` or `verify`.
+    pub kind: String,
+    pub account_id: Option<String>,
+    pub login_name: String,
+    /// The reset item it serves.
+    pub item_id: Option<String>,
+    pub requested_by: String,
+    /// `queued`, `running`, `succeeded`, `refused`, `failed`, `cancelled` or `lost`.
+    pub state: String,
+    pub attempts: i64,
+    pub message: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl From<TaskRow> for TaskView {
+    fn from(t: TaskRow) -> TaskView {
+        TaskView {
+            id: t.id,
+            agent_id: t.agent_id,
+            kind: t.kind,
+            account_id: t.account_id,
+            login_name: t.login_name,
+            item_id: t.item_id,
+            requested_by: t.requested_by,
+            state: t.state,
+            attempts: t.attempts,
+            message: t.message,
+            created_at: t.created_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// What to queue.
+pub struct NewTask<'a> {
+    pub id: String,
+    pub agent_id: &'a str,
+    pub kind: Kind,
+    pub item_id: Option<&'a str>,
+    pub account_id: Option<&'a str>,
+    pub login_name: &'a str,
+    pub requested_by: &'a str,
+    pub password: &'a Secret,
+}
+
+/// Queues a task and rings its agent. Queuing the same id twice keeps the first.
+pub async fn queue(store: &Store, vault: &Vault, hub: &AgentHub, t: NewTask<'_>) -> Result<()> {
+    if store::agents::get_task(store.pool(), &t.id)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let sealed = vault.seal_secret(t.password, &secret_aad(&t.id))?;
+    let row = TaskRow {
+        id: t.id.clone(),
+        agent_id: t.agent_id.to_string(),
+        kind: t.kind.as_str().into(),
+        item_id: t.item_id.map(str::to_string),
+        account_id: t.account_id.map(str::to_string),
+        login_name: t.login_name.to_string(),
+        requested_by: t.requested_by.to_string(),
+        state: "queued".into(),
+        attempts: 0,
+        lease_session: None,
+        lease_until: None,
+        message: None,
+        created_at: crate::time::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    let mut tx = store.begin_write().await?;
+    store::agents::insert_task(tx.conn(), &row, &sealed).await?;
+    tx.commit().await?;
+    hub.ring_agent(t.agent_id);
+    Ok(())
+}
+
+/// The long-poll: the agent's next task, waiting up to `hold` for one to be queued.
+pub async fn next(
+    store: &Store,
+    vault: &Vault,
+    hub: &AgentHub,
+    agent: &AgentRow,
+    session: &str,
+    hold: Duration,
+    source_ip: Option<&str>,
+) -> Result<Option<Task>> {
+    if session.is_empty()
+        || session.len() > 64
+        || !session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::validation(
+            "session",
+            "must be 1–64 letters, digits, '-' or '_'",
+        ));
+    }
+    let hold = hold.min(Duration::from_secs(lockstep_agent_protocol::MAX_HOLD_SECS));
+    let deadline = Instant::now() + hold;
+    {
+        let mut tx = store.begin_write().await?;
+        store::agents::touch(
+            tx.conn(),
+            &agent.id,
+            session,
+            source_ip,
+            &crate::time::now(),
+        )
+        .await?;
+        let requeued = store::agents::requeue_other_sessions(tx.conn(), &agent.id, session).await?;
+        tx.commit().await?;
+        if requeued > 0 {
+            tracing::info!(agent = %agent.id, requeued, "the agent restarted; its unfinished tasks are handed out again");
+        }
+    }
+    let bell = hub.agent_bell(&agent.id);
+    loop {
+        let rung = bell.notified();
+        tokio::pin!(rung);
+        rung.as_mut().enable();
+        if let Some(task) = claim(store, vault, agent, session).await? {
+            return Ok(Some(task));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        // Woken by a queued task, or a look at the store now and then for tasks queued by
+        // another server on the same database.
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), rung).await;
+    }
+}
+
+async fn claim(
+    store: &Store,
+    vault: &Vault,
+    agent: &AgentRow,
+    session: &str,
+) -> Result<Option<Task>> {
+    let now = chrono::Utc::now();
+    let until = crate::time::format(
+        now + chrono::Duration::from_std(TASK_LEASE).unwrap_or(chrono::Duration::seconds(120)),
+    );
+    let mut tx = store.begin_write().await?;
+    let backend = tx.backend();
+    let Some(row) = store::agents::claim_task(
+        tx.conn(),
+        backend,
+        &agent.id,
+        session,
+        &crate::time::format(now),
+        &until,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    tx.commit().await?;
+    let sealed = store::agents::task_secret(store.pool(), &row.id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("task {} has no sealed password", row.id)))?;
+    let password = Password::new(
+        vault
+            .open_secret(&sealed, &secret_aad(&row.id))?
+            .expose()
+            .to_string(),
+    );
+    let work = match row.kind.as_str() {
+        "reset" => Work::Reset {
+            login_name: row.login_name.clone(),
+            password,
+        },
+        _ => Work::Verify {
+            login_name: row.login_name.clone(),
+            password,
+        },
+    };
+    Ok(Some(Task {
+        id: row.id,
+        attempt: row.attempts,
+        work,
+    }))
+}
+
+/// Records a task's result: once. A repeated report changes nothing and says so.
+pub async fn report(
+    store: &Store,
+    hub: &AgentHub,
+    agent: &AgentRow,
+    task_id: &str,
+    result: TaskResult,
+    source_ip: Option<String>,
+) -> Result<ResultReceipt> {
+    let Some(task) = store::agents::get_task(store.pool(), task_id)
+        .await?
+        .filter(|t| t.agent_id == agent.id)
+    else {
+        return Err(Error::NotFound {
+            what: "task",
+            id: task_id.to_string(),
+        });
+    };
+    let message: String = result.message.chars().take(2000).collect();
+    let state = result.outcome.as_str();
+    let now = crate::time::now();
+    let mut tx = store.begin_write().await?;
+    if !store::agents::finish_task(tx.conn(), task_id, &agent.id, state, &message, &now).await? {
+        drop(tx);
+        let current = store::agents::get_task(store.pool(), task_id)
+            .await?
+            .map(|t| t.state)
+            .unwrap_or_default();
+        if current == "queued" {
+            return Err(Error::Conflict(format!(
+                "task '{task_id}' was handed out again; report it after taking it"
+            )));
+        }
+        return Ok(ResultReceipt {
+            recorded: false,
+            state: current,
+        });
+    }
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor: &super::actor(agent, source_ip),
+            action: "agent.task",
+            target: task_id,
+            outcome: match result.outcome {
+                TaskOutcome::Succeeded => Outcome::Success,
+                _ => Outcome::Failure,
+            },
+            detail: serde_json::json!({
+                "kind": task.kind, "account_id": task.account_id, "item": task.item_id,
+                "outcome": state, "message": message, "session": result.session,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    hub.ring_task(task_id);
+    Ok(ResultReceipt {
+        recorded: true,
+        state: state.into(),
+    })
+}
+
+/// Waits until the task has a final state. A task nobody took within `pickup` is cancelled
+/// (nothing changed); one taken whose agent went silent past `pickup` is marked lost.
+pub async fn wait(
+    store: &Store,
+    hub: &AgentHub,
+    task_id: &str,
+    pickup: Duration,
+) -> Result<TaskRow> {
+    let bell = hub.task_bell(task_id);
+    let started = Instant::now();
+    let result = loop {
+        let rung = bell.notified();
+        tokio::pin!(rung);
+        rung.as_mut().enable();
+        let task = store::agents::get_task(store.pool(), task_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("task {task_id} is gone")))?;
+        if FINAL_TASK_STATES.contains(&task.state.as_str()) {
+            break task;
+        }
+        if started.elapsed() > pickup {
+            let now = crate::time::now();
+            let mut tx = store.begin_write().await?;
+            let ended = if task.state == "queued" {
+                store::agents::cancel_if_queued(
+                    tx.conn(),
+                    task_id,
+                    "the agent did not take the task in time; nothing was changed",
+                    &now,
+                )
+                .await?
+            } else if task
+                .lease_until
+                .as_deref()
+                .is_some_and(|u| u < now.as_str())
+            {
+                store::agents::mark_lost(
+                    tx.conn(),
+                    task_id,
+                    "the agent took the task and went silent; whether it was applied is unknown",
+                    &now,
+                )
+                .await?
+            } else {
+                false
+            };
+            tx.commit().await?;
+            if ended {
+                continue;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), rung).await;
+    };
+    hub.forget_task(task_id);
+    Ok(result)
+}
+
+/// Tasks the caller requested (seed 002: "find tasks awaiting execution"), newest first.
+pub async fn list_mine(store: &Store, actor_name: &str, limit: i64) -> Result<Vec<TaskView>> {
+    Ok(
+        store::agents::list_tasks(store.pool(), Some(actor_name), None, limit)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}
+
+/// Every task of one agent, newest first.
+pub async fn list_of_agent(store: &Store, agent_id: &str, limit: i64) -> Result<Vec<TaskView>> {
+    super::get(store, agent_id).await?;
+    Ok(
+        store::agents::list_tasks(store.pool(), None, Some(agent_id), limit)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}

@@ -1,0 +1,489 @@
+//! Agents: enrollment tokens, enrolled agents and the tasks queued for them.
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use super::{Backend, SealedColumns};
+use crate::error::Result;
+use crate::vault::Sealed;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EnrollmentTokenRow {
+    pub id: String,
+    pub token_sha256: String,
+    pub owner: String,
+    pub allowed_networks: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub used_at: Option<String>,
+    pub agent_id: Option<String>,
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, token_sha256, owner, allowed_networks, created_by, created_at, expires_at, used_at, \
+         agent_id"
+    };
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub hostname: String,
+    pub public_key: String,
+    pub owner: String,
+    pub allowed_networks: String,
+    pub resource_id: Option<String>,
+    pub status: String,
+    pub version: String,
+    pub session: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub last_address: Option<String>,
+    pub enrolled_at: String,
+    pub revoked_at: Option<String>,
+}
+
+macro_rules! agent_columns {
+    () => {
+        "id, hostname, public_key, owner, allowed_networks, resource_id, status, version, \
+         session, last_seen_at, last_address, enrolled_at, revoked_at"
+    };
+}
+
+/// A task without its sealed password.
+#[derive(Debug, Clone, FromRow)]
+pub struct TaskRow {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub item_id: Option<String>,
+    pub account_id: Option<String>,
+    pub login_name: String,
+    pub requested_by: String,
+    pub state: String,
+    pub attempts: i64,
+    pub lease_session: Option<String>,
+    pub lease_until: Option<String>,
+    pub message: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+macro_rules! task_columns {
+    () => {
+        "id, agent_id, kind, item_id, account_id, login_name, requested_by, state, attempts, \
+         lease_session, lease_until, message, created_at, started_at, finished_at"
+    };
+}
+
+/// Task states that are final.
+pub const FINAL_TASK_STATES: &[&str] = &["succeeded", "refused", "failed", "cancelled", "lost"];
+
+pub async fn insert_token(
+    conn: &mut AnyConnection,
+    t: &EnrollmentTokenRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO agent_enrollment_tokens (",
+        token_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&t.id)
+    .bind(&t.token_sha256)
+    .bind(&t.owner)
+    .bind(&t.allowed_networks)
+    .bind(&t.created_by)
+    .bind(&t.created_at)
+    .bind(&t.expires_at)
+    .bind(&t.used_at)
+    .bind(&t.agent_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn token_by_hash(
+    conn: &mut AnyConnection,
+    sha256: &str,
+) -> Result<Option<EnrollmentTokenRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        token_columns!(),
+        " FROM agent_enrollment_tokens WHERE token_sha256 = $1"
+    ))
+    .bind(sha256)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Uses a token up for `agent_id`; false when another enrollment used it first.
+pub async fn use_token(
+    conn: &mut AnyConnection,
+    id: &str,
+    agent_id: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_enrollment_tokens SET used_at = $2, agent_id = $3 \
+         WHERE id = $1 AND used_at IS NULL",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(agent_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn insert_agent(conn: &mut AnyConnection, a: &AgentRow) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO agents (",
+        agent_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    ))
+    .bind(&a.id)
+    .bind(&a.hostname)
+    .bind(&a.public_key)
+    .bind(&a.owner)
+    .bind(&a.allowed_networks)
+    .bind(&a.resource_id)
+    .bind(&a.status)
+    .bind(&a.version)
+    .bind(&a.session)
+    .bind(&a.last_seen_at)
+    .bind(&a.last_address)
+    .bind(&a.enrolled_at)
+    .bind(&a.revoked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_agent(pool: &AnyPool, id: &str) -> Result<Option<AgentRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn list_agents(pool: &AnyPool) -> Result<Vec<AgentRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The active agent that manages a resource, if any.
+pub async fn agent_of_resource(pool: &AnyPool, resource_id: &str) -> Result<Option<AgentRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE resource_id = $1 ORDER BY status, id LIMIT 1"
+    ))
+    .bind(resource_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn set_resource(
+    conn: &mut AnyConnection,
+    id: &str,
+    resource_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE agents SET resource_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(resource_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a poll; returns the session that polled before (another process if it differs).
+pub async fn touch(
+    conn: &mut AnyConnection,
+    id: &str,
+    session: &str,
+    address: Option<&str>,
+    at: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let before: Option<Option<String>> =
+        sqlx::query_scalar("SELECT session FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "UPDATE agents SET session = $2, last_address = $3, last_seen_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(session)
+    .bind(address)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(before.flatten())
+}
+
+/// Revokes an agent and cancels its queued tasks; false when it was already revoked.
+pub async fn revoke(conn: &mut AnyConnection, id: &str, at: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agents SET status = 'revoked', revoked_at = $2 WHERE id = $1 AND status = 'active'",
+    )
+    .bind(id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn insert_task(
+    conn: &mut AnyConnection,
+    t: &TaskRow,
+    secret: &Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO agent_tasks (",
+        task_columns!(),
+        ", secret_key_id, secret_nonce, secret_ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ))
+    .bind(&t.id)
+    .bind(&t.agent_id)
+    .bind(&t.kind)
+    .bind(&t.item_id)
+    .bind(&t.account_id)
+    .bind(&t.login_name)
+    .bind(&t.requested_by)
+    .bind(&t.state)
+    .bind(t.attempts)
+    .bind(&t.lease_session)
+    .bind(&t.lease_until)
+    .bind(&t.message)
+    .bind(&t.created_at)
+    .bind(&t.started_at)
+    .bind(&t.finished_at)
+    .bind(&secret.key_id)
+    .bind(&secret.nonce)
+    .bind(&secret.ciphertext)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_task(pool: &AnyPool, id: &str) -> Result<Option<TaskRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM agent_tasks WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn task_secret(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
+    let row: Option<SealedColumns> = sqlx::query_as(
+        "SELECT secret_key_id AS key_id, secret_nonce AS nonce, \
+         secret_ciphertext AS ciphertext FROM agent_tasks WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(SealedColumns::sealed))
+}
+
+/// The newest task serving a reset item.
+pub async fn latest_task_of_item(pool: &AnyPool, item_id: &str) -> Result<Option<TaskRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM agent_tasks WHERE item_id = $1 ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(item_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Tasks requested by `requester` (newest first), or every task with `None`.
+pub async fn list_tasks(
+    pool: &AnyPool,
+    requester: Option<&str>,
+    agent_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TaskRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM agent_tasks WHERE ($1 IS NULL OR requested_by = $1) \
+         AND ($2 IS NULL OR agent_id = $2) ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(requester)
+    .bind(agent_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Hands tasks taken by an earlier process of this agent (another session) out again: that
+/// process is gone, since an agent runs one process at a time.
+pub async fn requeue_other_sessions(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    session: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_tasks SET state = 'queued', lease_session = NULL, lease_until = NULL \
+         WHERE agent_id = $1 AND state = 'running' AND lease_session <> $2",
+    )
+    .bind(agent_id)
+    .bind(session)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Takes the agent's oldest queued task (or one whose lease ran out) for `session`.
+pub async fn claim_task(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    agent_id: &str,
+    session: &str,
+    now: &str,
+    until: &str,
+) -> Result<Option<TaskRow>, sqlx::Error> {
+    let pick = match backend {
+        Backend::Postgres => {
+            "SELECT id FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
+             (state = 'running' AND lease_until < $2)) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        }
+        Backend::Sqlite => {
+            "SELECT id FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
+             (state = 'running' AND lease_until < $2)) ORDER BY id LIMIT 1"
+        }
+    };
+    let id: Option<String> = sqlx::query_scalar(pick)
+        .bind(agent_id)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query(
+        "UPDATE agent_tasks SET state = 'running', lease_session = $2, lease_until = $3, \
+         attempts = attempts + 1, started_at = COALESCE(started_at, $4) WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(session)
+    .bind(until)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM agent_tasks WHERE id = $1"
+    ))
+    .bind(&id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records a task's result once: only a running task of this agent changes; false otherwise.
+pub async fn finish_task(
+    conn: &mut AnyConnection,
+    id: &str,
+    agent_id: &str,
+    state: &str,
+    message: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_tasks SET state = $3, message = $4, finished_at = $5, \
+         lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
+         secret_ciphertext = NULL WHERE id = $1 AND agent_id = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(agent_id)
+    .bind(state)
+    .bind(message)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Cancels a task nobody has taken yet; false when an agent already has it.
+pub async fn cancel_if_queued(
+    conn: &mut AnyConnection,
+    id: &str,
+    why: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
+         secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
+         WHERE id = $1 AND state = 'queued'",
+    )
+    .bind(id)
+    .bind(why)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Marks a running task lost (its agent went silent holding it); false if it ended meanwhile.
+pub async fn mark_lost(
+    conn: &mut AnyConnection,
+    id: &str,
+    why: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_tasks SET state = 'lost', message = $2, finished_at = $3, \
+         lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
+         secret_ciphertext = NULL WHERE id = $1 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(why)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Ends every open task of a revoked agent: queued ones are cancelled (nothing happened);
+/// running ones are `lost` (the agent may have applied them, nobody will hear).
+pub async fn end_tasks_of_revoked(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
+         secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
+         WHERE agent_id = $1 AND state = 'queued'",
+    )
+    .bind(agent_id)
+    .bind("the agent was revoked before it took the task; nothing was changed")
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE agent_tasks SET state = 'lost', message = $2, finished_at = $3, \
+         lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
+         secret_ciphertext = NULL WHERE agent_id = $1 AND state = 'running'",
+    )
+    .bind(agent_id)
+    .bind("the agent was revoked while it held the task; whether it was applied is unknown")
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

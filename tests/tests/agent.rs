@@ -1,0 +1,415 @@
+//! Agent mode end to end: a real `lockstep` server over TLS and real `lockstep-agent`
+//! processes, each inside an SSH target's namespaces with a private `/etc`. The agent changes
+//! passwords in that private shadow file; the target's real sshd proves every change by
+//! logging in with the password the vault holds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::agent::AgentHost;
+use common::resets::{logs_in, stored_password, wait_finished};
+use common::sshd::{SshTarget, TargetUser};
+use common::{Api, Server, ServerOptions};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TLS server on a fixed port (an agent's configuration names it across restarts).
+fn tls_server() -> Server {
+    Server::start_with(ServerOptions {
+        dev: false,
+        listen: Some(format!("127.0.0.1:{}", free_port())),
+        ..Default::default()
+    })
+}
+
+fn fingerprint(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir().join("tls/fingerprint"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+async fn enrollment_token(api: &Api, root: &str, body: Value) -> String {
+    let r = api.post("/v1/agent-tokens", root, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// Enrolls and starts the agent of `t`; returns it and its resource's id once discovery has
+/// registered the machine.
+async fn enrolled_agent(
+    api: &Api,
+    root: &str,
+    server: &Server,
+    t: &SshTarget,
+) -> (AgentHost, String) {
+    let mut agent = AgentHost::new(t);
+    let token = enrollment_token(api, root, json!({})).await;
+    let out = agent.enroll(&server.base, &fingerprint(server), &token);
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    let agents = api.get("/v1/agents", root).await.json();
+    let rid = agents[0]["resource_id"]
+        .as_str()
+        .expect("resource registered")
+        .to_string();
+    (agent, rid)
+}
+
+async fn accounts_of(api: &Api, root: &str, rid: &str) -> Vec<Value> {
+    api.get(&format!("/v1/resources/{rid}/accounts"), root)
+        .await
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn account_id(accounts: &[Value], login: &str) -> String {
+    accounts
+        .iter()
+        .find(|a| a["login_name"] == login)
+        .unwrap_or_else(|| panic!("no account {login} in {accounts:?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn reset(api: &Api, token: &str, account: &str) -> Value {
+    let r = api
+        .post(
+            &format!("/v1/accounts/{account}/reset"),
+            token,
+            json!({"reason": "agent test"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_finished(api, token, &id, Duration::from_secs(60)).await
+}
+
+#[tokio::test]
+async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
+    let t = SshTarget::start(
+        "Root-Pw-1",
+        &[
+            TargetUser::new("alice", "Alice-Pw-1"),
+            TargetUser::new("bob", "Bob-Pw-1"),
+        ],
+    );
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+
+    // Discovery: the machine (named by its hostname, owned by the token's owner) and its
+    // accounts in the UID range, plus root.
+    let resource = api.get(&format!("/v1/resources/{rid}"), &root).await.json();
+    assert_eq!(resource["name"], format!("t{}", t.port), "{resource}");
+    assert_eq!(resource["custom_fields"]["OWNER"], "root");
+    let accounts = accounts_of(&api, &root, &rid).await;
+    let mut logins: Vec<&str> = accounts
+        .iter()
+        .map(|a| a["login_name"].as_str().unwrap())
+        .collect();
+    logins.sort();
+    assert_eq!(logins, ["alice", "bob", "root"]);
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a["password_sync_status"] == "discovered")
+    );
+    // A discovered account has no password to retrieve yet, and says how to get one.
+    let bob = account_id(&accounts, "bob");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{bob}/password/retrieve"),
+            &root,
+            json!({"reason": "look"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("reset it"), "{}", r.text);
+
+    // A later start adds nothing twice.
+    agent.kill();
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    assert_eq!(accounts_of(&api, &root, &rid).await.len(), 3);
+    assert_eq!(
+        api.get("/v1/agents", &root)
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A reset goes through the agent: the target's own sshd accepts the vault's new password.
+    let alice = account_id(&accounts, "alice");
+    let job = reset(&api, &root, &alice).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+    let pw = stored_password(&api, &root, &alice).await;
+    assert!(
+        logs_in(&t, "alice", &pw).await,
+        "the new password logs in over SSH"
+    );
+    assert!(
+        !logs_in(&t, "alice", "Alice-Pw-1").await,
+        "the old one does not"
+    );
+    assert!(
+        logs_in(&t, "bob", "Bob-Pw-1").await,
+        "other accounts are untouched"
+    );
+    let a = api
+        .get(&format!("/v1/accounts/{alice}"), &root)
+        .await
+        .json();
+    assert_eq!(a["password_sync_status"], "in-sync", "{a}");
+
+    // The requester sees the task and how it ended (seed 002); the audit has it once.
+    let tasks = api.get("/v1/agent-tasks", &root).await.json();
+    assert_eq!(tasks[0]["state"], "succeeded", "{tasks}");
+    assert_eq!(tasks[0]["login_name"], "alice");
+    assert_eq!(tasks[0]["attempts"], 1);
+    let audit = api.get("/v1/audit?action=agent.task", &root).await.json();
+    let n = audit["items"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(n, 1, "{audit}");
+    // Nothing of the password in the agent's log.
+    assert!(!agent.log().contains(&pw));
+}
+
+#[tokio::test]
+async fn enrollment_refuses_reused_tokens_and_wrong_certificates() {
+    let t = SshTarget::start("Root-Pw-1", &[]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let agent = AgentHost::new(&t);
+    let token = enrollment_token(&api, &root, json!({"expires_in_secs": 600})).await;
+
+    // A pin that is not the server's certificate: refused before anything is sent, and the
+    // token is still good afterwards.
+    let wrong = "00".repeat(32);
+    let out = agent.enroll(&server.base, &wrong, &token);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is pinned") && err.contains(&fingerprint(&server)),
+        "{err}"
+    );
+
+    let out = agent.enroll(&server.base, &fingerprint(&server), &token);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Single use.
+    let out = agent.enroll(&server.base, &fingerprint(&server), &token);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already used"), "{err}");
+    // Unknown and argv tokens.
+    let out = agent.enroll(&server.base, &fingerprint(&server), "lse_nope");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown"));
+    let denied = api.get("/v1/audit?action=agent.enroll", &root).await.json();
+    let outcomes: Vec<&str> = denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "success").count(),
+        1,
+        "{denied}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "denied").count(),
+        2,
+        "{denied}"
+    );
+
+    // Source ranges: a token for 10.0.0.0/8 cannot be used from loopback.
+    let fenced = enrollment_token(&api, &root, json!({"allowed_networks": ["10.0.0.0/8"]})).await;
+    let out = agent.enroll(&server.base, &fingerprint(&server), &fenced);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("10.0.0.0/8") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    // Bad ranges are named.
+    let r = api
+        .post(
+            "/v1/agent-tokens",
+            &root,
+            json!({"allowed_networks": ["10.0.0.0/33"]}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("allowed_networks[0]"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_refused_and_its_resets_fail_clearly() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    let agent_id = api.get("/v1/agents", &root).await.json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(&format!("/v1/agents/{agent_id}/revoke"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["status"], "revoked");
+    // The agent's long-poll is refused from its next request on.
+    agent.wait_for_log("the server refuses this agent", Duration::from_secs(40));
+    assert!(agent.log().contains("revoked"), "{}", agent.log());
+    let denied = api
+        .get("/v1/audit?action=agent.authenticate", &root)
+        .await
+        .json();
+    assert!(
+        denied["items"][0]["detail"]["reason"] == "revoked",
+        "{denied}"
+    );
+
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let job = reset(&api, &root, &alice).await;
+    let item = &job["items"][0];
+    assert_eq!(item["state"], "failed", "{job}");
+    assert!(
+        item["detail"].as_str().unwrap().contains("revoked"),
+        "{job}"
+    );
+    assert!(
+        logs_in(&t, "alice", "Alice-Pw-1").await,
+        "nothing changed on the machine"
+    );
+    // Revoking twice is a conflict, not a silent success.
+    let r = api
+        .post(&format!("/v1/agents/{agent_id}/revoke"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, 409);
+}
+
+#[tokio::test]
+async fn a_killed_agent_gets_its_task_again_and_the_password_is_applied_once() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    // chpasswd that counts its runs and then lingers, so the agent can be killed after the
+    // change and before its report. The password still travels only on stdin.
+    let wrapper = agent.dir.join("slow-chpasswd");
+    let count = agent.dir.join("chpasswd-runs");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep 30\n",
+            count.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agent.kill();
+    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{alice}/reset"),
+            &root,
+            json!({"reason": "kill test"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job_id = r.json()["id"].as_str().unwrap().to_string();
+    // Wait until the target has the new password, then kill the agent before it reports.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !count.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "chpasswd never ran: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.kill();
+    let job = api
+        .get(&format!("/v1/reset-jobs/{job_id}"), &root)
+        .await
+        .json();
+    assert_eq!(
+        job["status"], "running",
+        "nothing is committed without the report: {job}"
+    );
+
+    // The restarted agent (a new session) gets the task again at once, finds the password in
+    // place and reports it; nothing is applied twice.
+    agent.start();
+    let job = wait_finished(&api, &root, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "chpasswd ran once"
+    );
+    assert!(
+        agent.log().contains("already had this password"),
+        "{}",
+        agent.log()
+    );
+    let pw = stored_password(&api, &root, &alice).await;
+    assert!(logs_in(&t, "alice", &pw).await, "the password is not lost");
+    let tasks = api.get("/v1/agent-tasks", &root).await.json();
+    assert_eq!(tasks[0]["attempts"], 2, "{tasks}");
+}
+
+#[tokio::test]
+async fn the_agent_rides_out_a_server_restart() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let mut server = tls_server();
+    let root = server.root_token.clone();
+    let api = Api::new(&server);
+    let (agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    // Killed while the agent holds a long-poll open; back on the same port.
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill_and_restart();
+    let api = Api::new(&server);
+    let job = reset(&api, &root, &alice).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+    let pw = stored_password(&api, &root, &alice).await;
+    assert!(logs_in(&t, "alice", &pw).await);
+    assert!(
+        agent.log().contains("server unreachable"),
+        "{}",
+        agent.log()
+    );
+}

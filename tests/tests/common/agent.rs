@@ -1,0 +1,151 @@
+//! `lockstep-agent` processes for tests, each inside an SSH target's mount and UTS namespaces:
+//! they see the target's private `/etc` (so their resets change only its private shadow file)
+//! and share the host's loopback, where the server listens.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::sshd::SshTarget;
+
+/// The agent of one target. Killed on drop.
+pub struct AgentHost {
+    ns_pid: u32,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    runs: usize,
+}
+
+fn agent_bin() -> PathBuf {
+    let bin = super::lockstep_bin().with_file_name("lockstep-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing; run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+impl AgentHost {
+    /// Puts a copy of the agent binary where the target's namespaces can see it (its state
+    /// dir; the build dir under /root is hidden there).
+    pub fn new(target: &SshTarget) -> AgentHost {
+        let dir = target.state.path().join("agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(agent_bin(), dir.join("lockstep-agent")).unwrap();
+        AgentHost {
+            ns_pid: target.namespace_pid(),
+            dir,
+            child: None,
+            runs: 0,
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.ns_pid.to_string(), "-m", "-u", "--"])
+            .arg(self.dir.join("lockstep-agent"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env("LOCKSTEP_AGENT_LOG", "info");
+        c
+    }
+
+    /// `lockstep-agent enroll`, the token on stdin.
+    pub fn enroll(&self, server: &str, fingerprint: &str, token: &str) -> Output {
+        let mut child = self
+            .command(&[
+                "enroll",
+                "--server",
+                server,
+                "--fingerprint",
+                fingerprint,
+                "--token-file",
+                "-",
+                "--state-dir",
+                self.dir.join("state").to_str().unwrap(),
+                "--poll-interval",
+                "2",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lockstep-agent enroll");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{token}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Edits one `[accounts]` setting of the written configuration.
+    pub fn set_account_option(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let mut out = String::new();
+        let mut done = false;
+        for line in text.lines() {
+            if line.starts_with(&format!("{key} =")) {
+                out.push_str(&format!("{key} = {value}\n"));
+                done = true;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        assert!(done, "no {key} in the agent configuration:\n{text}");
+        std::fs::write(self.config(), out).unwrap();
+    }
+
+    /// `lockstep-agent run`, logging to `run-N.log`.
+    pub fn start(&mut self) {
+        self.runs += 1;
+        let log = std::fs::File::create(self.dir.join(format!("run-{}.log", self.runs))).unwrap();
+        let child = self
+            .command(&["run"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run lockstep-agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The log of the current (or last) run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("run-{}.log", self.runs))).unwrap_or_default()
+    }
+
+    /// Waits until the current run's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            if Instant::now() > deadline {
+                panic!("the agent never logged '{needle}':\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
