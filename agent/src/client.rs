@@ -168,18 +168,14 @@ impl Client {
         })
     }
 
-    /// One request: signed when the agent is enrolled; `None` for 204.
-    async fn call<B: Serialize, R: DeserializeOwned>(
+    /// A request, signed when the agent is enrolled.
+    fn signed_request(
         &self,
         method: reqwest::Method,
         path_and_query: &str,
-        body: Option<&B>,
+        body: &[u8],
         timeout: Duration,
-    ) -> Result<Option<R>> {
-        let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| Error::Transport(e.to_string()))?,
-            None => Vec::new(),
-        };
+    ) -> Result<reqwest::RequestBuilder> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path_and_query}", self.base))
@@ -201,10 +197,26 @@ impl Client {
                     path_and_query,
                     now,
                     &hex::encode(nonce),
-                    &bytes,
+                    body,
                 ),
             );
         }
+        Ok(req)
+    }
+
+    /// One request: signed when the agent is enrolled; `None` for 204.
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<Option<R>> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| Error::Transport(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let mut req = self.signed_request(method, path_and_query, &bytes, timeout)?;
         if body.is_some() {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -246,6 +258,27 @@ impl Client {
         )
         .await?
         .ok_or_else(|| Error::Transport(format!("{path} answered with no body")))
+    }
+
+    /// A signed GET of raw bytes (a listener component).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .signed_request(reqwest::Method::GET, path, &[], Duration::from_secs(120))?
+            .send()
+            .await
+            .map_err(|e| Error::Transport(describe(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Refused {
+                status: status.as_u16(),
+                detail: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(describe(&e)))?
+            .to_vec())
     }
 
     /// A GET that may hold for `hold` (the long-poll).

@@ -7,6 +7,7 @@ mod crypt;
 mod enroll;
 mod error;
 mod keyfile;
+mod listener;
 mod password;
 mod run;
 

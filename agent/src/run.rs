@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_agent_protocol::messages::{
-    DiscoveryResult, Outcome, ResultReceipt, Task, TaskResult, Work,
+    DiscoveryResult, ListenerReport, Outcome, ResultReceipt, Task, TaskResult, Work,
 };
 use tokio::sync::Semaphore;
 
 use crate::client::Client;
 use crate::config::{AgentConfig, parse_fingerprint};
 use crate::error::{Error, Result};
+use crate::listener::ListenerHost;
 use crate::{accounts, keyfile, password};
 
 /// How long each long-poll asks the server to hold.
@@ -59,6 +60,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         Some(cfg.agent_id.clone()),
         key,
     )?);
+    let listeners = Arc::new(ListenerHost::new(&cfg.state_dir).map_err(Error::Config)?);
     let cfg = Arc::new(cfg);
     let session = new_session();
     let mut backoff = Backoff {
@@ -102,11 +104,19 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 backoff.reset();
                 tracing::info!(task = %task.id, attempt = task.attempt, "task started");
                 let (client, cfg, session) = (client.clone(), cfg.clone(), session.clone());
+                let listeners = listeners.clone();
                 tokio::spawn(async move {
                     let id = task.id.clone();
-                    let (outcome, message) = perform(&cfg, task).await;
+                    let (outcome, message, listener) =
+                        perform(&cfg, &listeners, &client, task).await;
                     tracing::info!(task = %id, outcome = outcome.as_str(), %message, "task done");
-                    report(&client, &cfg, &id, session, outcome, message).await;
+                    let result = TaskResult {
+                        session,
+                        outcome,
+                        message,
+                        listener,
+                    };
+                    report(&client, &cfg, &id, result).await;
                     drop(permit);
                 });
             }
@@ -126,8 +136,13 @@ async fn wait_after(e: &Error, backoff: &mut Backoff) {
     tokio::time::sleep(d).await;
 }
 
-async fn perform(cfg: &AgentConfig, task: Task) -> (Outcome, String) {
-    match task.work {
+async fn perform(
+    cfg: &AgentConfig,
+    listeners: &ListenerHost,
+    client: &Client,
+    task: Task,
+) -> (Outcome, String, Option<ListenerReport>) {
+    let (outcome, message) = match task.work {
         Work::Reset {
             login_name,
             password,
@@ -140,26 +155,16 @@ async fn perform(cfg: &AgentConfig, task: Task) -> (Outcome, String) {
             Ok(false) => (Outcome::Refused, "the password is not accepted".into()),
             Err(e) => (Outcome::Failed, e),
         },
-    }
+        Work::Listener(work) => return listeners.run(client, *work).await,
+    };
+    (outcome, message, None)
 }
 
 /// Reports until the server has the result; a repeated report is harmless.
-async fn report(
-    client: &Client,
-    cfg: &AgentConfig,
-    task_id: &str,
-    session: String,
-    outcome: Outcome,
-    message: String,
-) {
+async fn report(client: &Client, cfg: &AgentConfig, task_id: &str, body: TaskResult) {
     let mut backoff = Backoff {
         failures: 0,
         cap: Duration::from_secs(cfg.poll_interval_secs),
-    };
-    let body = TaskResult {
-        session,
-        outcome,
-        message,
     };
     loop {
         match client

@@ -110,6 +110,46 @@ pub enum Work {
         login_name: String,
         password: Password,
     },
+    /// Run an agent-mode listener here, in the agent's own runtime.
+    Listener(Box<ListenerWork>),
+}
+
+/// An agent-mode listener run: the server checked the listener's signature, approval and
+/// association; the agent checks the component against `component_sha256` before loading it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerWork {
+    pub name: String,
+    pub version: String,
+    /// `pre-reset` or `post-reset`.
+    pub phase: String,
+    /// Fetch from `component_path(component_sha256)` unless cached.
+    pub component_sha256: String,
+    /// The approved manifest (TOML).
+    pub manifest: String,
+    pub job_id: String,
+    /// `manual`, `bulk`, `scheduled` or `api`.
+    pub trigger: String,
+    pub resource_type: String,
+    pub parameters: Vec<String>,
+    pub resource: std::collections::BTreeMap<String, String>,
+    pub account: std::collections::BTreeMap<String, String>,
+    /// Present only when the manifest grants `old-password`.
+    pub old_password: Option<Password>,
+    /// Present only when the manifest grants `new-password`.
+    pub new_password: Option<Password>,
+}
+
+/// How an agent-mode listener run ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerReport {
+    /// `proceed`, `veto`, `success`, `failure` or `stopped` (trapped, timed out, ...).
+    pub outcome: String,
+    pub message: String,
+    /// Each refused capability call: `capability: requested (reason)`.
+    pub denials: Vec<String>,
+    pub elapsed_ms: f64,
 }
 
 /// How a task ended.
@@ -143,6 +183,9 @@ pub struct TaskResult {
     pub outcome: Outcome,
     /// What happened, for people; never a secret.
     pub message: String,
+    /// A listener task's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<ListenerReport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -42,9 +42,13 @@ impl ComponentCache {
                 .map_err(io("cannot create component cache"))?;
         }
         let meta = std::fs::symlink_metadata(dir).map_err(io("cannot inspect component cache"))?;
-        let me = std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .map_err(io("cannot tell who owns"))?;
+        // Who we are, without libc: a file we create is owned by our effective uid. (Reading
+        // /proc/self fails in a mount namespace whose /proc belongs to another PID namespace.)
+        let probe = dir.join(format!(".owner-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(io("cannot write in"))?;
+        let me = std::fs::metadata(&probe).map(|m| m.uid());
+        let _ = std::fs::remove_file(&probe);
+        let me = me.map_err(io("cannot tell who owns"))?;
         if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
             return Err(Error::Cache(format!(
                 "{} must be a directory owned by this user with mode 0700 (it holds native code); \

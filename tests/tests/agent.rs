@@ -4,10 +4,14 @@
 //! logging in with the password the vault holds.
 
 mod common;
+#[path = "../../runtime/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use common::agent::AgentHost;
+use common::registry::{manifest_path, publish_approved};
 use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server, ServerOptions};
@@ -412,4 +416,61 @@ async fn the_agent_rides_out_a_server_restart() {
         "{}",
         agent.log()
     );
+}
+
+#[tokio::test]
+async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    // exec-hook hands LOGIN:NEWPASSWORD to a program on stdin; here the program is dd writing
+    // it into the machine's /etc, which only the agent's machine (its namespace) can see.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(manifest_path("exec-hook"))
+        .unwrap()
+        .replace(
+            "program = \"/usr/bin/wc\"\nargs = [\"-c\"]",
+            "program = \"/usr/bin/dd\"\nargs = [\"of=/etc/lockstep-proof\"]",
+        );
+    assert!(manifest.contains("/usr/bin/dd"));
+    std::fs::write(dir.path().join("exec-hook.manifest.toml"), manifest).unwrap();
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "exec-hook",
+            support::wasm_dir().join("exec_hook.wasm"),
+            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
+                   "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
+        )],
+    )
+    .await;
+    let (agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let job = reset(&api, &root, &alice).await;
+    let item = &job["items"][0];
+    assert_eq!(item["state"], "done", "{job}");
+    let runs = item["listeners"].as_array().unwrap();
+    let hook = runs
+        .iter()
+        .find(|r| r["listener"] == "exec-hook")
+        .unwrap_or_else(|| panic!("exec-hook did not run: {job}"));
+    assert_eq!(hook["outcome"], "success", "{hook}");
+    assert!(
+        hook["ran_on"].as_str().unwrap().starts_with("agent:"),
+        "{hook}"
+    );
+    // It ran on the agent's machine, with the new password the vault now holds.
+    let pw = stored_password(&api, &root, &alice).await;
+    let proof = std::fs::read_to_string(t.state.path().join("upper/lockstep-proof")).unwrap();
+    assert_eq!(proof, format!("alice:{pw}\n"));
+    assert!(
+        !std::path::Path::new("/etc/lockstep-proof").exists(),
+        "not on the server's host"
+    );
+    assert!(agent.log().contains("exec-hook success"), "{}", agent.log());
+    assert!(!agent.log().contains(&pw), "no password in the agent's log");
+    assert!(!server.log_text().contains(&pw), "none in the server's log");
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use lockstep_agent_protocol::messages::{
-    Outcome as TaskOutcome, Password, ResultReceipt, Task, TaskResult, Work,
+    ListenerWork, Outcome as TaskOutcome, Password, ResultReceipt, Task, TaskResult, Work,
 };
 use serde::Serialize;
 
@@ -23,6 +23,9 @@ use crate::vault::{Secret, Vault};
 
 /// How long an agent holds a task it took before it is handed out again.
 pub const TASK_LEASE: Duration = Duration::from_secs(120);
+/// How often a held long-poll looks at the store without being rung (tasks queued by another
+/// server on the same database, leases run out).
+const RECHECK: Duration = Duration::from_secs(5);
 /// How long the long-poll holds when the agent asks for nothing else.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(25);
 
@@ -31,6 +34,8 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(25);
 pub enum Kind {
     Reset,
     Verify,
+    /// An agent-mode listener run; the sealed secret is [`ListenerSecrets`] as JSON.
+    Listener,
 }
 
 impl Kind {
@@ -38,7 +43,23 @@ impl Kind {
         match self {
             Kind::Reset => "reset",
             Kind::Verify => "verify",
+            Kind::Listener => "listener",
         }
+    }
+}
+
+/// The passwords a listener task may hand its listener, sealed together.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ListenerSecrets {
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+impl Drop for ListenerSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.old.zeroize();
+        self.new.zeroize();
     }
 }
 
@@ -96,7 +117,10 @@ pub struct NewTask<'a> {
     pub account_id: Option<&'a str>,
     pub login_name: &'a str,
     pub requested_by: &'a str,
+    /// The password (reset, verify) or the sealed [`ListenerSecrets`] JSON (listener).
     pub password: &'a Secret,
+    /// A listener task's work, without its passwords.
+    pub listener: Option<&'a ListenerWork>,
 }
 
 /// Queues a task and rings its agent. Queuing the same id twice keeps the first.
@@ -124,6 +148,11 @@ pub async fn queue(store: &Store, vault: &Vault, hub: &AgentHub, t: NewTask<'_>)
         created_at: crate::time::now(),
         started_at: None,
         finished_at: None,
+        payload: match t.listener {
+            Some(w) => Some(serde_json::to_string(w).map_err(|e| Error::Internal(e.to_string()))?),
+            None => None,
+        },
+        result: None,
     };
     let mut tx = store.begin_write().await?;
     store::agents::insert_task(tx.conn(), &row, &sealed).await?;
@@ -176,7 +205,11 @@ pub async fn next(
         let rung = bell.notified();
         tokio::pin!(rung);
         rung.as_mut().enable();
-        if let Some(task) = claim(store, vault, agent, session).await? {
+        // Look (a read) before taking (a write): a thousand idle agents re-checking now and
+        // then must not queue up on the write lock.
+        if store::agents::has_claimable(store.pool(), &agent.id, &crate::time::now()).await?
+            && let Some(task) = claim(store, vault, agent, session).await?
+        {
             return Ok(Some(task));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -185,7 +218,7 @@ pub async fn next(
         }
         // Woken by a queued task, or a look at the store now and then for tasks queued by
         // another server on the same database.
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(5)), rung).await;
+        let _ = tokio::time::timeout(left.min(RECHECK), rung).await;
     }
 }
 
@@ -217,12 +250,21 @@ async fn claim(
     let sealed = store::agents::task_secret(store.pool(), &row.id)
         .await?
         .ok_or_else(|| Error::Internal(format!("task {} has no sealed password", row.id)))?;
-    let password = Password::new(
-        vault
-            .open_secret(&sealed, &secret_aad(&row.id))?
-            .expose()
-            .to_string(),
-    );
+    let secret = vault.open_secret(&sealed, &secret_aad(&row.id))?;
+    if row.kind == "listener" {
+        let mut work: ListenerWork = serde_json::from_str(row.payload.as_deref().unwrap_or(""))
+            .map_err(|e| Error::Internal(format!("task {} has a bad payload: {e}", row.id)))?;
+        let secrets: ListenerSecrets = serde_json::from_str(secret.expose())
+            .map_err(|_| Error::Internal(format!("task {} has bad sealed secrets", row.id)))?;
+        work.old_password = secrets.old.clone().map(Password::new);
+        work.new_password = secrets.new.clone().map(Password::new);
+        return Ok(Some(Task {
+            id: row.id,
+            attempt: row.attempts,
+            work: Work::Listener(Box::new(work)),
+        }));
+    }
+    let password = Password::new(secret.expose().to_string());
     let work = match row.kind.as_str() {
         "reset" => Work::Reset {
             login_name: row.login_name.clone(),
@@ -261,8 +303,22 @@ pub async fn report(
     let message: String = result.message.chars().take(2000).collect();
     let state = result.outcome.as_str();
     let now = crate::time::now();
+    let listener = match &result.listener {
+        Some(l) => Some(serde_json::to_string(l).map_err(|e| Error::Internal(e.to_string()))?),
+        None => None,
+    };
     let mut tx = store.begin_write().await?;
-    if !store::agents::finish_task(tx.conn(), task_id, &agent.id, state, &message, &now).await? {
+    if !store::agents::finish_task(
+        tx.conn(),
+        task_id,
+        &agent.id,
+        state,
+        &message,
+        listener.as_deref(),
+        &now,
+    )
+    .await?
+    {
         drop(tx);
         let current = store::agents::get_task(store.pool(), task_id)
             .await?
@@ -381,4 +437,14 @@ pub async fn list_of_agent(store: &Store, agent_id: &str, limit: i64) -> Result<
             .map(Into::into)
             .collect(),
     )
+}
+
+/// A listener component by SHA-256, for an agent-mode task (the agent checks the digest).
+pub async fn component(store: &Store, sha256: &str) -> Result<Vec<u8>> {
+    store::listeners::component_by_digest(store.pool(), sha256)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "listener component",
+            id: sha256.to_string(),
+        })
 }

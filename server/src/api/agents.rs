@@ -249,3 +249,20 @@ pub async fn report(
         .await?,
     ))
 }
+
+/// A listener component an agent-mode task names, by SHA-256 (the agent checks it).
+#[utoipa::path(get, path = "/v1/agent/components/{sha256}", tag = "agent protocol", security(()),
+    responses((status = 200, description = "the component", content_type = "application/wasm"),
+        (status = 404, body = super::problem::Problem)))]
+pub async fn component(
+    State(s): State<AppState>,
+    ApiPath(sha256): ApiPath<String>,
+    _call: AgentCall,
+) -> Result<Response> {
+    let bytes = tasks::component(&s.store, &sha256).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+        bytes,
+    )
+        .into_response())
+}

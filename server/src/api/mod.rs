@@ -72,6 +72,7 @@ pub struct AppState {
         reset::create_schedule, reset::delete_schedule,
         agents::issue_token, agents::list, agents::get, agents::revoke, agents::tasks_of_agent,
         agents::my_tasks, agents::enroll, agents::discovery, agents::next_task, agents::report,
+        agents::component,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -215,6 +216,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/agent/discovery", post(agents::discovery))
         .route("/agent/tasks/next", get(agents::next_task))
         .route("/agent/tasks/{id}/result", post(agents::report))
+        .route("/agent/components/{sha256}", get(agents::component))
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))

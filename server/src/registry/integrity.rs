@@ -39,6 +39,8 @@ pub struct RunnableListener {
     /// The additional parameters of its association, in order.
     pub parameters: Vec<String>,
     pub component_sha256: String,
+    /// The approved manifest as published (agent-mode runs send it to the agent).
+    pub manifest_text: String,
     pub key_id: String,
     pub listener: LoadedListener,
 }
@@ -80,6 +82,7 @@ struct Verified {
     component: Vec<u8>,
     component_sha256: String,
     manifest: Manifest,
+    manifest_text: String,
     key_id: String,
     association: Association,
 }
@@ -214,6 +217,7 @@ impl Registry {
             component,
             component_sha256: v.component_sha256,
             manifest,
+            manifest_text: v.manifest,
             key_id: v.key_id,
             association,
         }))
@@ -288,6 +292,7 @@ impl Registry {
                     order: verified.association.order,
                     parameters: verified.association.parameters,
                     component_sha256: verified.component_sha256,
+                    manifest_text: verified.manifest_text,
                     key_id: verified.key_id,
                     listener,
                 }),

@@ -1024,6 +1024,7 @@ impl Engine {
                 login_name: &s.account.login_name,
                 requested_by: &s.job.requested_by,
                 password: new,
+                listener: None,
             },
         )
         .await?;
@@ -1129,6 +1130,151 @@ impl Engine {
                     l.name
                 )),
                 (Err(f), Phase::PostReset) => Some(format!("{} stopped: {f}", l.name)),
+                _ => None,
+            };
+            if let Some(v) = verdict {
+                stop.get_or_insert(v);
+                if phase == Phase::PreReset {
+                    break;
+                }
+            }
+        }
+        if let Some(agent) = s.via_agent().filter(|a| a.status == "active")
+            && !(phase == Phase::PreReset && stop.is_some())
+        {
+            let on_agent = self
+                .agent_listeners(item, s, agent, phase, old, new, record)
+                .await?;
+            if let Some(v) = on_agent {
+                stop.get_or_insert(v);
+            }
+        }
+        Ok(stop)
+    }
+
+    /// Runs the agent-mode listeners of `phase` on the resource's agent, one task each, in
+    /// order; returns the first veto (pre) or failure (post). A task id names the item, phase
+    /// and listener, so a run repeated after a crash reuses the first run's result.
+    #[allow(clippy::too_many_arguments)]
+    async fn agent_listeners(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        agent: &AgentRow,
+        phase: Phase,
+        old: &Secret,
+        new: &Secret,
+        record: &mut Vec<serde_json::Value>,
+    ) -> Result<Option<String>> {
+        use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork};
+        use lockstep_runtime::manifest::Secret as Grant;
+        let (runnable, refused) = self
+            .registry
+            .runnable(&s.resource.resource_type, phase.as_str(), "agent")
+            .await?;
+        for r in refused {
+            record.push(serde_json::json!({
+                "listener": r.name, "phase": phase.as_str(), "outcome": "refused",
+                "message": r.reason, "ran_on": format!("agent:{}", agent.id),
+            }));
+        }
+        let mut stop = None;
+        for l in runnable {
+            let m = l.listener.manifest();
+            let pass = |grant: Grant, p: &Secret| {
+                (m.allows_secret(grant) && !p.is_empty()).then(|| p.expose().to_string())
+            };
+            let secrets = agent_tasks::ListenerSecrets {
+                old: pass(Grant::OldPassword, old),
+                new: pass(Grant::NewPassword, new),
+            };
+            let sealed = Secret::new(
+                serde_json::to_string(&secrets).map_err(|e| Error::Internal(e.to_string()))?,
+            );
+            drop(secrets);
+            let work = ListenerWork {
+                name: l.name.clone(),
+                version: l.version.clone(),
+                phase: phase.as_str().into(),
+                component_sha256: l.component_sha256.clone(),
+                manifest: l.manifest_text.clone(),
+                job_id: item.job_id.clone(),
+                trigger: s.job.trigger.clone(),
+                resource_type: s.resource.resource_type.clone(),
+                parameters: l.parameters.clone(),
+                resource: s.resource.properties(),
+                account: s.account.properties(),
+                old_password: None,
+                new_password: None,
+            };
+            let id = format!("{}-{}-{}", item.id, phase.as_str(), l.name);
+            agent_tasks::queue(
+                &self.store,
+                &self.vault,
+                &self.hub,
+                NewTask {
+                    id: id.clone(),
+                    agent_id: &agent.id,
+                    kind: TaskKind::Listener,
+                    item_id: Some(&item.id),
+                    account_id: Some(&s.account.id),
+                    login_name: &s.account.login_name,
+                    requested_by: &s.job.requested_by,
+                    password: &sealed,
+                    listener: Some(&work),
+                },
+            )
+            .await?;
+            let task = agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await?;
+            let report: Option<ListenerReport> = task
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok());
+            let (outcome, message, denials, elapsed) = match (&report, task.state.as_str()) {
+                (Some(r), _) => (
+                    r.outcome.clone(),
+                    r.message.clone(),
+                    r.denials.clone(),
+                    r.elapsed_ms,
+                ),
+                (None, state) => (
+                    "stopped".to_string(),
+                    format!(
+                        "the agent could not run it ({state}): {}",
+                        task.message.clone().unwrap_or_default()
+                    ),
+                    Vec::new(),
+                    0.0,
+                ),
+            };
+            record.push(serde_json::json!({
+                "listener": l.name, "version": l.version, "phase": phase.as_str(),
+                "outcome": outcome, "message": message, "denials": denials,
+                "elapsed_ms": elapsed, "ran_on": format!("agent:{}", agent.id),
+            }));
+            for d in &denials {
+                audit::record(
+                    &self.store,
+                    NewEvent {
+                        actor: &Actor::system(),
+                        action: "listener.denial",
+                        target: &l.name,
+                        outcome: Outcome::Denied,
+                        detail: serde_json::json!({
+                            "item": item.id, "denial": d, "agent": agent.id,
+                        }),
+                    },
+                )
+                .await?;
+            }
+            let verdict = match (outcome.as_str(), phase) {
+                ("veto", _) => Some(format!("vetoed by {}: {message}", l.name)),
+                ("failure", _) => Some(format!("{} failed: {message}", l.name)),
+                ("stopped", Phase::PreReset) => Some(format!(
+                    "{} could not answer ({message}); the reset stops rather than guess",
+                    l.name
+                )),
+                ("stopped", Phase::PostReset) => Some(format!("{} stopped: {message}", l.name)),
                 _ => None,
             };
             if let Some(v) = verdict {

@@ -68,12 +68,16 @@ pub struct TaskRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// A listener task's work (JSON, no secret).
+    pub payload: Option<String>,
+    /// A listener task's report (JSON).
+    pub result: Option<String>,
 }
 
 macro_rules! task_columns {
     () => {
         "id, agent_id, kind, item_id, account_id, login_name, requested_by, state, attempts, \
-         lease_session, lease_until, message, created_at, started_at, finished_at"
+         lease_session, lease_until, message, created_at, started_at, finished_at, payload, result"
     };
 }
 
@@ -252,7 +256,7 @@ pub async fn insert_task(
         "INSERT INTO agent_tasks (",
         task_columns!(),
         ", secret_key_id, secret_nonce, secret_ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     ))
     .bind(&t.id)
     .bind(&t.agent_id)
@@ -269,6 +273,8 @@ pub async fn insert_task(
     .bind(&t.created_at)
     .bind(&t.started_at)
     .bind(&t.finished_at)
+    .bind(&t.payload)
+    .bind(&t.result)
     .bind(&secret.key_id)
     .bind(&secret.nonce)
     .bind(&secret.ciphertext)
@@ -349,6 +355,19 @@ pub async fn requeue_other_sessions(
     Ok(done.rows_affected())
 }
 
+/// Whether the agent has a task to take (a read: the long-poll looks before it writes).
+pub async fn has_claimable(pool: &AnyPool, agent_id: &str, now: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
+         (state = 'running' AND lease_until < $2))",
+    )
+    .bind(agent_id)
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
 /// Takes the agent's oldest queued task (or one whose lease ran out) for `session`.
 pub async fn claim_task(
     conn: &mut AnyConnection,
@@ -395,16 +414,18 @@ pub async fn claim_task(
 }
 
 /// Records a task's result once: only a running task of this agent changes; false otherwise.
+#[allow(clippy::too_many_arguments)]
 pub async fn finish_task(
     conn: &mut AnyConnection,
     id: &str,
     agent_id: &str,
     state: &str,
     message: &str,
+    result: Option<&str>,
     at: &str,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE agent_tasks SET state = $3, message = $4, finished_at = $5, \
+        "UPDATE agent_tasks SET state = $3, message = $4, finished_at = $5, result = $6, \
          lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
          secret_ciphertext = NULL WHERE id = $1 AND agent_id = $2 AND state = 'running'",
     )
@@ -413,6 +434,7 @@ pub async fn finish_task(
     .bind(state)
     .bind(message)
     .bind(at)
+    .bind(result)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)

@@ -284,3 +284,13 @@ pub async fn component<'c>(
             .await?,
     )
 }
+
+/// A stored listener component by its SHA-256 (any version that has it).
+pub async fn component_by_digest(pool: &AnyPool, sha256: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT component FROM listener_versions WHERE component_sha256 = $1 LIMIT 1",
+    )
+    .bind(sha256)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -238,6 +238,8 @@ pub fn spawn_serve(
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
+    /// The server's certificate when it serves HTTPS (for the CLI's `--ca-cert`).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A response: status, content type and body text (parsed as JSON where possible).
@@ -273,14 +275,18 @@ impl Reply {
 impl Api {
     pub fn new(server: &Server) -> Api {
         let mut http = reqwest::Client::builder();
+        let mut ca_cert = None;
         if server.base.starts_with("https://") {
             // Trust exactly the server's own self-signed certificate.
-            let pem = std::fs::read(server.data_dir().join("tls/cert.pem")).expect("cert.pem");
+            let path = server.data_dir().join("tls/cert.pem");
+            let pem = std::fs::read(&path).expect("cert.pem");
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
+            ca_cert = Some(path);
         }
         Api {
             http: http.build().expect("client"),
             base: server.base.clone(),
+            ca_cert,
         }
     }
 

@@ -53,25 +53,34 @@ pub async fn publish_approved(
     for (name, wasm, association) in listeners {
         let assoc = dir.join(format!("{name}.json"));
         std::fs::write(&assoc, association.to_string()).unwrap();
-        let manifest = manifest_path(name);
-        let (st, out, err) = lockstep_env(
-            &[
-                "listener",
-                "publish",
-                wasm.to_str().unwrap(),
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--server",
-                &api.base,
-                "--approver",
-                "approver",
-                "--association",
-                assoc.to_str().unwrap(),
-            ],
-            &[("LOCKSTEP_TOKEN", &alice)],
-        );
+        // A test may put its own manifest beside the key (`NAME.manifest.toml`).
+        let own = dir.join(format!("{name}.manifest.toml"));
+        let manifest = if own.exists() {
+            own
+        } else {
+            manifest_path(name)
+        };
+        let mut args = vec![
+            "listener".to_string(),
+            "publish".into(),
+            wasm.to_str().unwrap().into(),
+            "--manifest".into(),
+            manifest.to_str().unwrap().into(),
+            "--key".into(),
+            key.to_str().unwrap().into(),
+            "--server".into(),
+            api.base.clone(),
+            "--approver".into(),
+            "approver".into(),
+            "--association".into(),
+            assoc.to_str().unwrap().into(),
+        ];
+        if let Some(ca) = &api.ca_cert {
+            args.push("--ca-cert".into());
+            args.push(ca.to_str().unwrap().into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (st, out, err) = lockstep_env(&args, &[("LOCKSTEP_TOKEN", &alice)]);
         assert!(st.success(), "{out}{err}");
         let chg = out
             .split_whitespace()

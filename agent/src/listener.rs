@@ -1,0 +1,184 @@
+//! Agent-mode listeners: the same `lockstep-runtime` and the same capability checks as on the
+//! server, but `target-exec` (like `exec`) runs here, on the machine being reset.
+//!
+//! The server has checked the listener's signature, approval and association; the agent checks
+//! that the component it runs is the one the server named (SHA-256) before loading it, and
+//! keeps verified components in `STATE_DIR/components` so each is fetched once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork, Outcome};
+use lockstep_runtime::{
+    HookOutcome, LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime,
+    TargetExec, Trigger,
+};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::client::Client;
+
+/// `target-exec` on the agent's own machine.
+struct LocalTarget;
+
+impl TargetExec for LocalTarget {
+    fn run<'a>(
+        &'a self,
+        program: &'a str,
+        args: &'a [String],
+        stdin: &'a [u8],
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<ProgramOutput, String>> + Send + 'a>> {
+        Box::pin(lockstep_runtime::host::run_program(
+            program, args, stdin, timeout, output_cap,
+        ))
+    }
+}
+
+/// The agent's listener runtime and its verified components.
+pub struct ListenerHost {
+    runtime: Arc<Runtime>,
+    components: PathBuf,
+    loaded: Mutex<HashMap<String, LoadedListener>>,
+}
+
+fn phase(s: &str) -> Option<Phase> {
+    serde_json::from_value(serde_json::Value::String(s.into())).ok()
+}
+
+fn trigger(s: &str) -> Trigger {
+    match s {
+        "bulk" => Trigger::Bulk,
+        "scheduled" => Trigger::Scheduled,
+        "api" => Trigger::Api,
+        _ => Trigger::Manual,
+    }
+}
+
+impl ListenerHost {
+    pub fn new(state_dir: &Path) -> Result<ListenerHost, String> {
+        let runtime = Runtime::new(Some(&state_dir.join("listener-cache")))
+            .map_err(|e| format!("cannot start the listener runtime: {e}"))?;
+        Ok(ListenerHost {
+            runtime: Arc::new(runtime),
+            components: state_dir.join("components"),
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The component with `sha256`: from the local store, else fetched; checked either way.
+    async fn component(&self, client: &Client, sha256: &str) -> Result<Vec<u8>, String> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("'{sha256}' is not a SHA-256 digest"));
+        }
+        let path = self.components.join(format!("{sha256}.wasm"));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => client
+                .get_bytes(&lockstep_agent_protocol::component_path(sha256))
+                .await
+                .map_err(|e| format!("cannot fetch the component: {e}"))?,
+        };
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != sha256 {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!(
+                "the component's SHA-256 is {got}, not the {sha256} the server approved; not run"
+            ));
+        }
+        if !path.exists() {
+            let _ = std::fs::create_dir_all(&self.components);
+            let _ = std::fs::write(&path, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    async fn load(&self, client: &Client, w: &ListenerWork) -> Result<LoadedListener, String> {
+        let manifest =
+            Manifest::parse(&w.manifest).map_err(|e| format!("the manifest is invalid: {e}"))?;
+        let key = format!("{}\n{}", w.component_sha256, manifest.digest());
+        if let Some(l) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(l.clone());
+        }
+        let bytes = self.component(client, &w.component_sha256).await?;
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, manifest))
+            .await
+            .map_err(|e| format!("the load task failed: {e}"))?
+            .map_err(|e| format!("it does not load: {e}"))?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Runs one listener task; the report goes back to the server with the outcome.
+    pub async fn run(
+        &self,
+        client: &Client,
+        w: ListenerWork,
+    ) -> (Outcome, String, Option<ListenerReport>) {
+        let Some(phase) = phase(&w.phase) else {
+            return (
+                Outcome::Failed,
+                format!("unknown phase '{}'", w.phase),
+                None,
+            );
+        };
+        let listener = match self.load(client, &w).await {
+            Ok(l) => l,
+            Err(e) => return (Outcome::Failed, format!("{}: {e}", w.name), None),
+        };
+        let event = ResetEvent {
+            job_id: w.job_id.clone(),
+            trigger: trigger(&w.trigger),
+            resource_type: w.resource_type.clone(),
+            parameters: w.parameters.clone(),
+        };
+        let ctx = RunContext {
+            resource: w.resource.clone(),
+            account: w.account.clone(),
+            old_password: w
+                .old_password
+                .as_ref()
+                .map(|p| Zeroizing::new(p.expose().to_string())),
+            new_password: w
+                .new_password
+                .as_ref()
+                .map(|p| Zeroizing::new(p.expose().to_string())),
+            target: Some(Arc::new(LocalTarget)),
+        };
+        let inv = listener.run(phase, &event, ctx).await;
+        let (outcome, message) = match &inv.outcome {
+            Ok(HookOutcome::Proceed) => ("proceed", String::new()),
+            Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
+            Ok(HookOutcome::Success(m)) => ("success", m.clone()),
+            Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
+            Err(f) => ("stopped", f.to_string()),
+        };
+        for line in &inv.logs {
+            tracing::info!(listener = %w.name, "{}", line.message);
+        }
+        let report = ListenerReport {
+            outcome: outcome.into(),
+            message: message.clone(),
+            denials: inv.denials.iter().map(|d| d.to_string()).collect(),
+            elapsed_ms: inv.elapsed.as_secs_f64() * 1000.0,
+        };
+        (
+            Outcome::Succeeded,
+            format!("{} {outcome}: {message}", w.name),
+            Some(report),
+        )
+    }
+}
