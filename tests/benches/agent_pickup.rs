@@ -129,8 +129,8 @@ impl SimAgent {
         v["resource_id"].as_str().unwrap().to_string()
     }
 
-    /// One poll; `None` for 204.
-    async fn next(&self, session: &str, wait: u64) -> Option<Task> {
+    /// One poll: a task, `None` for 204; `Err` once the server is gone (the run ended).
+    async fn next(&self, session: &str, wait: u64) -> Result<Option<Task>, reqwest::Error> {
         let path = format!(
             "{}?session={session}&wait={wait}",
             lockstep_agent_protocol::NEXT_TASK_PATH
@@ -139,12 +139,28 @@ impl SimAgent {
             .signed(reqwest::Method::GET, &path, Vec::new())
             .timeout(Duration::from_secs(wait + 30))
             .send()
-            .await
-            .unwrap();
+            .await?;
         match r.status().as_u16() {
-            204 => None,
-            200 => Some(r.json().await.unwrap()),
+            204 => Ok(None),
+            200 => Ok(Some(r.json().await?)),
             s => panic!("poll answered {s}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+
+    /// One held poll of an idle fleet member; false once the server is gone (the run ended).
+    async fn hold(&self, session: &str) -> bool {
+        let path = format!(
+            "{}?session={session}&wait=60",
+            lockstep_agent_protocol::NEXT_TASK_PATH
+        );
+        match self
+            .signed(reqwest::Method::GET, &path, Vec::new())
+            .timeout(Duration::from_secs(90))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
         }
     }
 
@@ -175,11 +191,17 @@ fn serve_tasks(agent: SimAgent, interval: Option<Duration>, tx: mpsc::UnboundedS
         let session = hex::encode(random_bytes::<8>());
         loop {
             let wait = if interval.is_some() { 0 } else { 25 };
-            if let Some(task) = agent.next(&session, wait).await {
-                let _ = tx.send(Instant::now());
-                agent.report(&session, &task.id).await;
-            } else if let Some(i) = interval {
-                tokio::time::sleep(i).await;
+            match agent.next(&session, wait).await {
+                Ok(Some(task)) => {
+                    let _ = tx.send(Instant::now());
+                    agent.report(&session, &task.id).await;
+                }
+                Ok(None) => {
+                    if let Some(i) = interval {
+                        tokio::time::sleep(i).await;
+                    }
+                }
+                Err(_) => return,
             }
         }
     });
@@ -354,9 +376,7 @@ async fn main() {
         a.http = fleet_http.clone();
         tokio::spawn(async move {
             let session = hex::encode(random_bytes::<8>());
-            loop {
-                a.next(&session, 60).await;
-            }
+            while a.hold(&session).await {}
         });
     }
     tokio::time::sleep(Duration::from_secs(15)).await;

@@ -105,6 +105,31 @@ async fn reset(api: &Api, token: &str, account: &str) -> Value {
     wait_finished(api, token, &id, Duration::from_secs(60)).await
 }
 
+/// Verifies the account's stored password through its agent; returns the task's end state.
+async fn verify(api: &Api, token: &str, account: &str) -> String {
+    let r = api
+        .post(&format!("/v1/accounts/{account}/verify"), token, json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = api
+            .get(&format!("/v1/agent-tasks/{id}"), token)
+            .await
+            .json();
+        let state = t["state"].as_str().unwrap_or("").to_string();
+        if !matches!(state.as_str(), "queued" | "running") {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "verification never finished: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
     let t = SshTarget::start(
@@ -186,14 +211,64 @@ async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
         .json();
     assert_eq!(a["password_sync_status"], "in-sync", "{a}");
 
+    // Verification through the agent: in sync now; out of sync once someone changes the
+    // password on the machine behind Lockstep's back.
+    assert_eq!(verify(&api, &root, &alice).await, "succeeded");
+    let a = api
+        .get(&format!("/v1/accounts/{alice}"), &root)
+        .await
+        .json();
+    assert_eq!(a["password_sync_status"], "in-sync", "{a}");
+    t.change_password_locally("alice", "Changed-Behind-Its-Back-1");
+    assert_eq!(verify(&api, &root, &alice).await, "refused");
+    let a = api
+        .get(&format!("/v1/accounts/{alice}"), &root)
+        .await
+        .json();
+    assert_eq!(a["password_sync_status"], "out-of-sync", "{a}");
+    // Nothing to verify for an account whose password was never stored.
+    let r = api
+        .post(&format!("/v1/accounts/{bob}/verify"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+
     // The requester sees the task and how it ended (seed 002); the audit has it once.
     let tasks = api.get("/v1/agent-tasks", &root).await.json();
-    assert_eq!(tasks[0]["state"], "succeeded", "{tasks}");
-    assert_eq!(tasks[0]["login_name"], "alice");
-    assert_eq!(tasks[0]["attempts"], 1);
+    let kinds: Vec<(&str, &str)> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["kind"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("verify", "refused"),
+            ("verify", "succeeded"),
+            ("reset", "succeeded")
+        ],
+        "{tasks}"
+    );
+    assert!(
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["login_name"] == "alice")
+    );
+    assert_eq!(tasks[2]["attempts"], 1);
     let audit = api.get("/v1/audit?action=agent.task", &root).await.json();
     let n = audit["items"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert_eq!(n, 1, "{audit}");
+    assert_eq!(n, 3, "one event per task: {audit}");
+    // Another user sees neither the list nor a task by id; an administrator sees the task.
+    let other = common::user_with_role(&api, &root, "carol", "password-user").await;
+    let id = tasks[0]["id"].as_str().unwrap();
+    assert_eq!(api.get("/v1/agent-tasks", &other).await.json(), json!([]));
+    let r = api.get(&format!("/v1/agent-tasks/{id}"), &other).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let admin = common::user_with_role(&api, &root, "dave", "password-admin").await;
+    let r = api.get(&format!("/v1/agent-tasks/{id}"), &admin).await;
+    assert_eq!(r.status, 200, "{}", r.text);
     // Nothing of the password in the agent's log.
     assert!(!agent.log().contains(&pw));
 }

@@ -9,7 +9,7 @@ use lockstep_agent_protocol::messages::{Discovery, DiscoveryResult};
 use crate::audit::{self, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::accounts::SYNC_DISCOVERED;
-use crate::inventory::resources::NewResource;
+use crate::inventory::resources::{NewResource, ResourcePatch};
 use crate::store::accounts::AccountRow;
 use crate::store::agents::AgentRow;
 use crate::store::{self, Store};
@@ -46,8 +46,26 @@ pub async fn discover(
         Some(id) => store::resources::get(store.pool(), id).await?,
         None => None,
     };
+    let description = format!("{} ({}), managed by agent {}", d.hostname, d.os, agent.id);
     let resource_id = match existing {
-        Some(r) => r.id,
+        // Later starts bring the address up to date (audited, only when it changed); what an
+        // administrator wrote about the resource stays theirs.
+        Some(r) => {
+            let address = d.addresses.first().cloned();
+            if address.is_some() && r.ip_address != address {
+                crate::inventory::resources::update(
+                    store,
+                    &actor,
+                    &r.id,
+                    ResourcePatch {
+                        ip_address: Some(address),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
+            r.id
+        }
         None => {
             // The machine's name, unless another resource has it already.
             let taken = store::resources::get_by_name(store.pool(), &d.hostname)
@@ -68,10 +86,7 @@ pub async fn discover(
                     url: None,
                     domain_name: None,
                     ssh_port: None,
-                    description: Some(format!(
-                        "{} ({}), managed by agent {}",
-                        d.hostname, d.os, agent.id
-                    )),
+                    description: Some(description.clone()),
                     location: None,
                     department: None,
                     custom_fields: [("OWNER".to_string(), agent.owner.clone())]

@@ -334,6 +334,19 @@ pub async fn report(
             state: current,
         });
     }
+    // A verification tells whether the vault and the machine agree.
+    if task.kind == "verify"
+        && let Some(account) = &task.account_id
+    {
+        let status = match result.outcome {
+            TaskOutcome::Succeeded => Some("in-sync"),
+            TaskOutcome::Refused => Some("out-of-sync"),
+            TaskOutcome::Failed => None,
+        };
+        if let Some(status) = status {
+            store::accounts::set_sync_status(tx.conn(), account, status, &now).await?;
+        }
+    }
     audit::append(
         &mut tx,
         NewEvent {
@@ -447,4 +460,96 @@ pub async fn component(store: &Store, sha256: &str) -> Result<Vec<u8>> {
             what: "listener component",
             id: sha256.to_string(),
         })
+}
+
+/// Asks the account's agent whether the machine accepts the password the vault holds; the
+/// report sets the account's `password_sync_status` (`in-sync` or `out-of-sync`).
+pub async fn request_verify(
+    store: &Store,
+    vault: &Vault,
+    hub: &AgentHub,
+    actor: &crate::audit::Actor,
+    requester: &str,
+    account_id: &str,
+) -> Result<TaskView> {
+    let account = crate::inventory::accounts::get(store, account_id).await?;
+    let agent = store::agents::agent_of_resource(store.pool(), &account.resource_id)
+        .await?
+        .filter(|a| a.status == "active")
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "account '{account_id}' is not on a machine with an active agent; resets over \
+                 SSH verify by logging in as part of every reset"
+            ))
+        })?;
+    let sealed = store::accounts::get_sealed_password(store.pool(), account_id)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("account {account_id} has no sealed password")))?;
+    let password = vault.open_secret(&sealed, &crate::vault::account_password_aad(account_id))?;
+    if password.is_empty() {
+        return Err(Error::Conflict(format!(
+            "account '{account_id}' has no stored password yet (its agent discovered it); reset \
+             it first"
+        )));
+    }
+    let id = crate::time::new_id("vfy");
+    queue(
+        store,
+        vault,
+        hub,
+        NewTask {
+            id: id.clone(),
+            agent_id: &agent.id,
+            kind: Kind::Verify,
+            item_id: None,
+            account_id: Some(account_id),
+            login_name: &account.login_name,
+            requested_by: requester,
+            password: &password,
+            listener: None,
+        },
+    )
+    .await?;
+    audit::record(
+        store,
+        NewEvent {
+            actor,
+            action: "account.password.verify.request",
+            target: account_id,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({ "task": id, "agent": agent.id }),
+        },
+    )
+    .await?;
+    task_view(store, &id).await
+}
+
+async fn task_view(store: &Store, id: &str) -> Result<TaskView> {
+    store::agents::get_task(store.pool(), id)
+        .await?
+        .map(Into::into)
+        .ok_or_else(|| Error::NotFound {
+            what: "agent task",
+            id: id.to_string(),
+        })
+}
+
+/// One task, as its requester or someone who may manage resources sees it; to anyone else it
+/// is as absent as an unknown one.
+pub async fn visible_task(
+    store: &Store,
+    who: &crate::identity::Principal,
+    id: &str,
+) -> Result<TaskView> {
+    let task = task_view(store, id).await?;
+    let admin = who
+        .require(crate::identity::Privilege::ManageResources)
+        .is_ok();
+    if task.requested_by != who.user_name && !admin {
+        return Err(Error::NotFound {
+            what: "agent task",
+            id: id.to_string(),
+        });
+    }
+    Ok(task)
 }

@@ -266,3 +266,36 @@ pub async fn component(
     )
         .into_response())
 }
+
+/// Verifies the stored password on the account's machine through its agent (202; the task's
+/// result sets the account's `password_sync_status`).
+#[utoipa::path(post, path = "/v1/accounts/{id}/verify", tag = "agents",
+    responses((status = 202, body = TaskView), (status = 409, body = super::problem::Problem)))]
+pub async fn verify_account(
+    State(s): State<AppState>,
+    a: Authorized<need::ResetPasswords>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<TaskView>)> {
+    let task = tasks::request_verify(
+        &s.store,
+        &s.vault,
+        &s.agents,
+        &a.actor,
+        &a.principal.user_name,
+        &id,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+/// One agent task: its requester, or anyone who may manage resources, may read it.
+#[utoipa::path(get, path = "/v1/agent-tasks/{id}", tag = "agents",
+    responses((status = 200, body = TaskView), (status = 404, body = super::problem::Problem)))]
+pub async fn get_task(
+    State(s): State<AppState>,
+    a: Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TaskView>> {
+    let task = tasks::visible_task(&s.store, &a.principal, &id).await?;
+    Ok(Json(task))
+}

@@ -72,7 +72,7 @@ pub struct AppState {
         reset::create_schedule, reset::delete_schedule,
         agents::issue_token, agents::list, agents::get, agents::revoke, agents::tasks_of_agent,
         agents::my_tasks, agents::enroll, agents::discovery, agents::next_task, agents::report,
-        agents::component,
+        agents::component, agents::verify_account, agents::get_task,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
     modifiers(&BearerAuth),
@@ -212,6 +212,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/agents/{id}/revoke", post(agents::revoke))
         .route("/agents/{id}/tasks", get(agents::tasks_of_agent))
         .route("/agent-tasks", get(agents::my_tasks))
+        .route("/agent-tasks/{id}", get(agents::get_task))
+        .route("/accounts/{id}/verify", post(agents::verify_account))
         .route("/agent/enroll", post(agents::enroll))
         .route("/agent/discovery", post(agents::discovery))
         .route("/agent/tasks/next", get(agents::next_task))

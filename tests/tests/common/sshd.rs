@@ -244,6 +244,33 @@ impl SshTarget {
             .expect("the target's first process")
     }
 
+    /// Changes a password on the target behind Lockstep's back (chpasswd inside its
+    /// namespaces, the password on stdin).
+    pub fn change_password_locally(&self, user: &str, password: &str) {
+        let mut child = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.namespace_pid().to_string(),
+                "-m",
+                "-u",
+                "--",
+                "/usr/sbin/chpasswd",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nsenter chpasswd");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{user}:{password}\n").as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "chpasswd in the target failed"
+        );
+    }
+
     /// Replaces the host key (takes effect at the next start).
     pub fn new_host_key(&mut self) {
         let key = self.state.path().join("upper/ssh/ssh_host_ed25519_key");
