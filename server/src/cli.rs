@@ -35,6 +35,9 @@ pub enum Command {
     /// target which password it accepts and commit, start over or mark out-of-sync. Safe while
     /// servers run. Exits 1 when an account is out of sync.
     Reconcile(ReconcileArgs),
+    /// Agents, through a server: enrollment tokens, the enrolled agents, revocation.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -244,5 +247,39 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Issue a one-time enrollment token for `lockstep-agent enroll`. Printed once (or written
+    /// to --out, mode 0600), with the certificate fingerprint the agent must pin.
+    Token {
+        /// The user that will own the agent's resource (default: you).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Seconds until the token expires (60 to 604800; default 3600).
+        #[arg(long)]
+        expires_in: Option<i64>,
+        /// An address or CIDR range the agent may call from (repeat for several; default any).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        /// Write the token to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        server: crate::api_client::ServerArgs,
+    },
+    /// List the enrolled agents.
+    List {
+        #[command(flatten)]
+        server: crate::api_client::ServerArgs,
+    },
+    /// Revoke an agent: its every later request is refused.
+    Revoke {
+        /// The agent's id (agt_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::api_client::ServerArgs,
     },
 }

@@ -162,6 +162,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(verdict(publisher::publish(&client, publish).await?))
         }
         Command::Reset(args) => reset_cli::run(args).await,
+        Command::Agent(command) => lockstep_server::agent_cli::run(command).await,
         Command::Reconcile(args) => reset_cli::reconcile(args).await,
         Command::Listener(ListenerCommand::Verify {
             wasm,

@@ -41,6 +41,14 @@ fn fingerprint(server: &Server) -> String {
         .to_string()
 }
 
+/// `lockstep ARGS --server … --ca-cert …` as the root user (token in the environment).
+fn lockstep_cli(server: &Server, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let ca = server.data_dir().join("tls/cert.pem");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--server", &server.base, "--ca-cert", ca.to_str().unwrap()]);
+    common::lockstep_env(&all, &[("LOCKSTEP_TOKEN", &server.root_token)])
+}
+
 async fn enrollment_token(api: &Api, root: &str, body: Value) -> String {
     let r = api.post("/v1/agent-tokens", root, body).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -280,7 +288,27 @@ async fn enrollment_refuses_reused_tokens_and_wrong_certificates() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let agent = AgentHost::new(&t);
-    let token = enrollment_token(&api, &root, json!({"expires_in_secs": 600})).await;
+    // The administrator's command line issues the token into a private file.
+    let file = t.state.path().join("enroll-token");
+    let (st, _, err) = lockstep_cli(
+        &server,
+        &[
+            "agent",
+            "token",
+            "--expires-in",
+            "600",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(st.success(), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("lse_"));
 
     // A pin that is not the server's certificate: refused before anything is sent, and the
     // token is still good afterwards.
@@ -357,11 +385,17 @@ async fn a_revoked_agent_is_refused_and_its_resets_fail_clearly() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = api
-        .post(&format!("/v1/agents/{agent_id}/revoke"), &root, json!({}))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["status"], "revoked");
+    let (st, out, err) = lockstep_cli(&server, &["agent", "list"]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains(&agent_id) && out.contains("active"), "{out}");
+    let (st, out, err) = lockstep_cli(&server, &["agent", "revoke", &agent_id]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    let a = api
+        .get(&format!("/v1/agents/{agent_id}"), &root)
+        .await
+        .json();
+    assert_eq!(a["status"], "revoked", "{a}");
     // The agent's long-poll is refused from its next request on.
     agent.wait_for_log("the server refuses this agent", Duration::from_secs(40));
     assert!(agent.log().contains("revoked"), "{}", agent.log());
@@ -391,6 +425,9 @@ async fn a_revoked_agent_is_refused_and_its_resets_fail_clearly() {
         .post(&format!("/v1/agents/{agent_id}/revoke"), &root, json!({}))
         .await;
     assert_eq!(r.status, 409);
+    let (st, _, err) = lockstep_cli(&server, &["agent", "revoke", &agent_id]);
+    assert!(!st.success());
+    assert!(err.contains("already revoked"), "{err}");
 }
 
 #[tokio::test]
@@ -548,4 +585,69 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     assert!(agent.log().contains("exec-hook success"), "{}", agent.log());
     assert!(!agent.log().contains(&pw), "no password in the agent's log");
     assert!(!server.log_text().contains(&pw), "none in the server's log");
+}
+
+#[tokio::test]
+async fn a_server_killed_while_its_agent_works_commits_the_result_after_restart() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let mut server = tls_server();
+    let root = server.root_token.clone();
+    let api = Api::new(&server);
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    // chpasswd that lingers after changing the password, so the server can die meanwhile.
+    let wrapper = agent.dir.join("slow-chpasswd");
+    let count = agent.dir.join("chpasswd-runs");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep 3\n",
+            count.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agent.kill();
+    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{alice}/reset"),
+            &root,
+            json!({"reason": "crash test"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job_id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !count.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "chpasswd never ran: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The machine has the new password; the server dies before the agent reports it.
+    server.kill_and_restart();
+    let api = Api::new(&server);
+    // The agent reports to the restarted server; the journaled item, found in flight when its
+    // lease runs out, takes that result and commits it.
+    let job = wait_finished(&api, &root, &job_id, Duration::from_secs(90)).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "applied once"
+    );
+    let pw = stored_password(&api, &root, &alice).await;
+    assert!(logs_in(&t, "alice", &pw).await, "the password is not lost");
+    assert!(
+        server.log_text().contains("waiting for the agent's result"),
+        "{}",
+        server.log_text()
+    );
 }
