@@ -39,15 +39,6 @@ fn parse_passwd(text: &str) -> Vec<LocalAccount> {
         .collect()
 }
 
-/// Whether `login` is in `passwd`.
-pub fn exists(cfg: &AccountsConfig, login: &str) -> Result<bool> {
-    let text = std::fs::read_to_string(&cfg.passwd_file).map_err(Error::io(format!(
-        "cannot read {}",
-        cfg.passwd_file.display()
-    )))?;
-    Ok(parse_passwd(&text).iter().any(|a| a.login_name == login))
-}
-
 /// The stored hash of `login` in `shadow`, if the account has a line there.
 pub fn shadow_hash(shadow: &Path, login: &str) -> Result<Option<zeroize::Zeroizing<String>>> {
     let text = zeroize::Zeroizing::new(

@@ -20,8 +20,11 @@ pub struct EnrollArgs {
 
 pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     let pin = parse_fingerprint(&args.fingerprint)?;
+    // A new key replaces the old one only once the server has accepted it: a mistyped or
+    // expired token leaves a working agent as it was.
     let key_path = args.state_dir.join("agent.key");
-    let key = keyfile::create(&key_path)?;
+    let new_key_path = args.state_dir.join("agent.key.new");
+    let key = keyfile::create(&new_key_path)?;
     let client = Client::new(&args.server, pin, None, key.clone())?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -38,8 +41,10 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
         )
         .await
         .inspect_err(|_| {
-            let _ = std::fs::remove_file(&key_path);
+            let _ = std::fs::remove_file(&new_key_path);
         })?;
+    std::fs::rename(&new_key_path, &key_path)
+        .map_err(Error::io(format!("cannot write {}", key_path.display())))?;
     // Keep an existing file's account settings (UID range, paths) across re-enrollment.
     let accounts = AgentConfig::load(&args.config)
         .map(|c| c.accounts)

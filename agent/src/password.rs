@@ -11,8 +11,21 @@ use crate::accounts;
 use crate::config::AccountsConfig;
 use crate::crypt;
 
+/// Whether `login` is an account this agent manages: one discovery reports (the configured
+/// UID range, and root if included). The server cannot make it touch any other.
+fn managed(cfg: &AccountsConfig, login: &str) -> Result<bool, String> {
+    accounts::local_accounts(cfg)
+        .map(|all| all.iter().any(|a| a.login_name == login))
+        .map_err(|e| e.to_string())
+}
+
 /// Whether `login` accepts `password` now.
 pub fn accepts(cfg: &AccountsConfig, login: &str, password: &Password) -> Result<bool, String> {
+    if !managed(cfg, login)? {
+        return Err(format!(
+            "'{login}' is not an account this agent manages (see [accounts] in its configuration)"
+        ));
+    }
     match accounts::shadow_hash(&cfg.shadow_file, login) {
         Ok(Some(h)) => Ok(crypt::matches(password.expose(), &h)),
         Ok(None) => Err(format!(
@@ -26,15 +39,18 @@ pub fn accepts(cfg: &AccountsConfig, login: &str, password: &Password) -> Result
 /// Sets `login`'s password and checks it took. Safe to repeat: a password already in place is
 /// not set again (a task handed out twice changes it once).
 pub async fn reset(cfg: &AccountsConfig, login: &str, password: &Password) -> (Outcome, String) {
-    match accounts::exists(cfg, login) {
+    match managed(cfg, login) {
         Ok(true) => {}
         Ok(false) => {
             return (
                 Outcome::Failed,
-                format!("there is no local account '{login}' on this machine"),
+                format!(
+                    "'{login}' is not an account this agent manages (no such account, or outside \
+                     the [accounts] UID range of its configuration)"
+                ),
             );
         }
-        Err(e) => return (Outcome::Failed, e.to_string()),
+        Err(e) => return (Outcome::Failed, e),
     }
     if password.expose().contains(['\n', ':', '\0']) {
         return (
@@ -72,7 +88,13 @@ pub async fn reset(cfg: &AccountsConfig, login: &str, password: &Password) -> (O
     drop(line);
     let out = match child.wait_with_output().await {
         Ok(o) => o,
-        Err(e) => return (Outcome::Failed, format!("chpasswd did not finish: {e}")),
+        // It may have changed the password before it was lost.
+        Err(e) => {
+            return (
+                Outcome::Unconfirmed,
+                format!("chpasswd did not finish: {e}"),
+            );
+        }
     };
     if !out.status.success() {
         // chpasswd never echoes the password, but make sure.
@@ -82,12 +104,17 @@ pub async fn reset(cfg: &AccountsConfig, login: &str, password: &Password) -> (O
             format!("chpasswd refused ({}): {}", out.status, err.trim()),
         );
     }
+    // chpasswd succeeded: from here on the password has changed, so anything short of a
+    // confirmation leaves it unknown rather than unchanged.
     match accepts(cfg, login, password) {
         Ok(true) => (Outcome::Succeeded, "password set and verified".into()),
         Ok(false) => (
-            Outcome::Failed,
+            Outcome::Unconfirmed,
             "chpasswd succeeded but the account does not accept the new password".into(),
         ),
-        Err(e) => (Outcome::Failed, e),
+        Err(e) => (
+            Outcome::Unconfirmed,
+            format!("chpasswd succeeded but the result cannot be checked: {e}"),
+        ),
     }
 }

@@ -125,9 +125,11 @@ impl SignedRequest {
         path_and_query: &str,
         body: &[u8],
     ) -> Result<(), AuthError> {
-        let skew = (now_unix - self.unix).abs();
-        if skew > MAX_CLOCK_SKEW_SECS {
-            return Err(AuthError::Skew { by_secs: skew });
+        let skew = now_unix.abs_diff(self.unix);
+        if skew > MAX_CLOCK_SKEW_SECS.unsigned_abs() {
+            return Err(AuthError::Skew {
+                by_secs: i64::try_from(skew).unwrap_or(i64::MAX),
+            });
         }
         key.verify(
             &message(method, path_and_query, self.unix, &self.nonce, body),

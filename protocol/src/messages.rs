@@ -160,8 +160,12 @@ pub enum Outcome {
     Succeeded,
     /// Reset: the system refused the password (its own rules). Verify: not accepted.
     Refused,
-    /// The agent could not do it (the account is gone, a command failed, ...).
+    /// The agent could not do it and changed nothing (the account is not one it manages, a
+    /// command could not start, ...).
     Failed,
+    /// Reset: the password was changed but the change could not be confirmed; the machine's
+    /// password is unknown, so the server keeps both for a person to check.
+    Unconfirmed,
 }
 
 impl Outcome {
@@ -170,6 +174,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
+            Outcome::Unconfirmed => "unconfirmed",
         }
     }
 }

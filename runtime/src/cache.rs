@@ -22,6 +22,8 @@ use crate::error::Error;
 pub struct ComponentCache {
     dir: PathBuf,
     engine_key: String,
+    /// Our effective uid: cached files must be ours.
+    uid: u32,
 }
 
 impl ComponentCache {
@@ -42,19 +44,32 @@ impl ComponentCache {
                 .map_err(io("cannot create component cache"))?;
         }
         let meta = std::fs::symlink_metadata(dir).map_err(io("cannot inspect component cache"))?;
-        // Who we are, without libc: a file we create is owned by our effective uid. (Reading
-        // /proc/self fails in a mount namespace whose /proc belongs to another PID namespace.)
-        let probe = dir.join(format!(".owner-probe-{}", std::process::id()));
-        std::fs::write(&probe, b"").map_err(io("cannot write in"))?;
-        let me = std::fs::metadata(&probe).map(|m| m.uid());
-        let _ = std::fs::remove_file(&probe);
-        let me = me.map_err(io("cannot tell who owns"))?;
-        if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
-            return Err(Error::Cache(format!(
+        let refuse = || {
+            Error::Cache(format!(
                 "{} must be a directory owned by this user with mode 0700 (it holds native code); \
                  fix it or choose another cache directory",
                 dir.display()
-            )));
+            ))
+        };
+        // Nothing is written into a symlink or a directory others may touch.
+        if !meta.is_dir() || meta.permissions().mode() & 0o077 != 0 {
+            return Err(refuse());
+        }
+        // Who we are, without libc: a file we create (never through a symlink: create_new) is
+        // owned by our effective uid. Reading /proc/self instead fails in a mount namespace
+        // whose /proc belongs to another PID namespace (an agent inside a container).
+        let probe = dir.join(format!(".owner-probe-{}", std::process::id()));
+        let _ = std::fs::remove_file(&probe);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(io("cannot write in"))?;
+        let uid = std::fs::symlink_metadata(&probe).map(|m| m.uid());
+        let _ = std::fs::remove_file(&probe);
+        let uid = uid.map_err(io("cannot tell who owns"))?;
+        if meta.uid() != uid {
+            return Err(refuse());
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -62,6 +77,7 @@ impl ComponentCache {
         Ok(ComponentCache {
             dir: dir.to_path_buf(),
             engine_key,
+            uid,
         })
     }
 
@@ -76,8 +92,7 @@ impl ComponentCache {
         let path = self.path_for(wasm);
         // Only a regular file (not a symlink) of ours that nobody else can write.
         let meta = std::fs::symlink_metadata(&path).ok()?;
-        let me = std::fs::metadata("/proc/self").ok()?.uid();
-        if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+        if !meta.is_file() || meta.uid() != self.uid || meta.permissions().mode() & 0o022 != 0 {
             let _ = std::fs::remove_file(&path);
             return None;
         }

@@ -219,6 +219,29 @@ async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
         .json();
     assert_eq!(a["password_sync_status"], "in-sync", "{a}");
 
+    // The agent touches only the accounts it manages: an account added on the server for a
+    // system user outside its UID range is refused by the agent itself, and nothing changes.
+    let before = t.shadow_hash("sshd");
+    let r = api
+        .post(
+            &format!("/v1/resources/{rid}/accounts"),
+            &root,
+            json!({"login_name": "sshd", "password": "Whatever-Pw-1"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sshd = r.json()["id"].as_str().unwrap().to_string();
+    let job = reset(&api, &root, &sshd).await;
+    assert_eq!(job["items"][0]["state"], "failed", "{job}");
+    assert!(
+        job["items"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not an account this agent manages"),
+        "{job}"
+    );
+    assert_eq!(t.shadow_hash("sshd"), before);
+
     // Verification through the agent: in sync now; out of sync once someone changes the
     // password on the machine behind Lockstep's back.
     assert_eq!(verify(&api, &root, &alice).await, "succeeded");
@@ -253,21 +276,17 @@ async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
         [
             ("verify", "refused"),
             ("verify", "succeeded"),
+            ("reset", "failed"),
             ("reset", "succeeded")
         ],
         "{tasks}"
     );
-    assert!(
-        tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["login_name"] == "alice")
-    );
-    assert_eq!(tasks[2]["attempts"], 1);
+    assert_eq!(tasks[2]["login_name"], "sshd");
+    assert_eq!(tasks[3]["login_name"], "alice");
+    assert_eq!(tasks[3]["attempts"], 1);
     let audit = api.get("/v1/audit?action=agent.task", &root).await.json();
     let n = audit["items"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert_eq!(n, 3, "one event per task: {audit}");
+    assert_eq!(n, 4, "one event per task: {audit}");
     // Another user sees neither the list nor a task by id; an administrator sees the task.
     let other = common::user_with_role(&api, &root, "carol", "password-user").await;
     let id = tasks[0]["id"].as_str().unwrap();
@@ -650,4 +669,85 @@ async fn a_server_killed_while_its_agent_works_commits_the_result_after_restart(
         "{}",
         server.log_text()
     );
+}
+
+#[tokio::test]
+async fn resets_waiting_for_an_offline_agent_do_not_hold_up_resets_over_ssh() {
+    // More accounts behind a stopped agent than the server has reset workers (16).
+    let users: Vec<TargetUser> = (0..20)
+        .map(|i| TargetUser::new(&format!("u{i}"), "User-Pw-1"))
+        .collect();
+    let behind_agent = SshTarget::start("Root-Pw-1", &users);
+    let over_ssh = SshTarget::start("Root-Pw-2", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &behind_agent).await;
+    agent.kill();
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_ids": [rid], "reason": "agent offline"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let waiting = r.json()["id"].as_str().unwrap().to_string();
+
+    // An SSH resource reset meanwhile finishes as usual.
+    let r = api
+        .post(
+            "/v1/resources",
+            &root,
+            json!({"name": "web", "resource_type": "Linux", "ip_address": over_ssh.ip,
+                   "ssh_port": over_ssh.port}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let web = r.json()["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for (login, pw) in [("root", "Root-Pw-2"), ("app", "App-Pw-1")] {
+        let r = api
+            .post(
+                &format!("/v1/resources/{web}/accounts"),
+                &root,
+                json!({"login_name": login, "password": pw}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{web}/reset-settings"),
+            Some(&root),
+            Some(json!({"admin_account_id": ids[0], "admin_kind": "root"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let job = reset(&api, &root, &ids[1]).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+    let pw = stored_password(&api, &root, &ids[1]).await;
+    assert!(logs_in(&over_ssh, "app", &pw).await);
+
+    // The agent's resets are still queued for it, and it does them when it comes back.
+    let j = api
+        .get(&format!("/v1/reset-jobs/{waiting}"), &root)
+        .await
+        .json();
+    assert_eq!(j["status"], "running", "{j}");
+    agent.start();
+    let j = wait_finished(&api, &root, &waiting, Duration::from_secs(120)).await;
+    let states: Vec<&str> = j["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), 21, "{j}");
+    assert!(states.iter().all(|s| *s == "done"), "{j}");
+    let u7 = account_id(&accounts_of(&api, &root, &rid).await, "u7");
+    let pw = stored_password(&api, &root, &u7).await;
+    assert!(logs_in(&behind_agent, "u7", &pw).await);
 }

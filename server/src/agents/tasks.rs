@@ -155,6 +155,12 @@ pub async fn queue(store: &Store, vault: &Vault, hub: &AgentHub, t: NewTask<'_>)
         result: None,
     };
     let mut tx = store.begin_write().await?;
+    if !store::agents::is_active(tx.conn(), t.agent_id).await? {
+        return Err(Error::Conflict(format!(
+            "agent {} was revoked; its machine gets no more work",
+            t.agent_id
+        )));
+    }
     store::agents::insert_task(tx.conn(), &row, &sealed).await?;
     tx.commit().await?;
     hub.ring_agent(t.agent_id);
@@ -341,7 +347,7 @@ pub async fn report(
         let status = match result.outcome {
             TaskOutcome::Succeeded => Some("in-sync"),
             TaskOutcome::Refused => Some("out-of-sync"),
-            TaskOutcome::Failed => None,
+            TaskOutcome::Failed | TaskOutcome::Unconfirmed => None,
         };
         if let Some(status) = status {
             store::accounts::set_sync_status(tx.conn(), account, status, &now).await?;
@@ -394,8 +400,9 @@ pub async fn wait(
         }
         if started.elapsed() > pickup {
             let now = crate::time::now();
+            let expired = task.lease_until.as_deref().is_none_or(|u| u < now.as_str());
             let mut tx = store.begin_write().await?;
-            let ended = if task.state == "queued" {
+            let ended = if task.state == "queued" && task.attempts == 0 {
                 store::agents::cancel_if_queued(
                     tx.conn(),
                     task_id,
@@ -403,11 +410,8 @@ pub async fn wait(
                     &now,
                 )
                 .await?
-            } else if task
-                .lease_until
-                .as_deref()
-                .is_some_and(|u| u < now.as_str())
-            {
+            } else if expired {
+                // Taken at least once: the agent may have applied it.
                 store::agents::mark_lost(
                     tx.conn(),
                     task_id,

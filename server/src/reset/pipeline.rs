@@ -48,6 +48,9 @@ const MAX_GENERATED_ATTEMPTS: i64 = 3;
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
 const PER_TARGET: usize = 8;
+/// Resets through agents in progress at once on this server, beside the workers (each mostly
+/// waits for its agent; a claimed item beyond this waits for a slot).
+const AGENT_RESETS: usize = 512;
 /// How long a reset waits for an agent to take its task (or to report on one it took) before
 /// it gives up: a queued task is cancelled (nothing changed), a taken one is marked lost.
 const AGENT_PICKUP: Duration = Duration::from_secs(15 * 60);
@@ -86,6 +89,8 @@ pub struct Engine {
     batcher: ChpasswdBatcher,
     /// Agent tasks: rings agents' long-polls, wakes resets waiting for results.
     hub: Arc<AgentHub>,
+    /// Bounds the resets through agents running beside the workers.
+    agent_slots: Arc<Semaphore>,
     /// No workers and no API (`lockstep reconcile`): agents cannot report, so their resets
     /// are left for the server.
     offline: bool,
@@ -200,6 +205,7 @@ impl Engine {
             admins: Arc::new(AdminPool::new(timeouts)),
             batcher: ChpasswdBatcher::default(),
             hub,
+            agent_slots: Arc::new(Semaphore::new(AGENT_RESETS)),
             offline: workers == 0,
         });
         {
@@ -267,6 +273,28 @@ impl Engine {
             match self.claim().await {
                 Ok(Some(item)) => {
                     let id = item.id.clone();
+                    // An agent's reset mostly waits for the agent (which may be offline for
+                    // minutes): while slots last it runs beside the workers, so it never holds
+                    // up resets over SSH. Without a free slot it runs here, like any other;
+                    // either way `run` keeps its lease from the start.
+                    if matches!(
+                        store::agents::account_has_active_agent(
+                            self.store.pool(),
+                            &item.account_id
+                        )
+                        .await,
+                        Ok(true)
+                    ) && let Ok(slot) = self.agent_slots.clone().try_acquire_owned()
+                    {
+                        let e = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = e.run(item).await {
+                                tracing::error!(item = %id, error = %err, "reset step failed; the item will be retried after its lease");
+                            }
+                            drop(slot);
+                        });
+                        continue;
+                    }
                     if let Err(e) = self.clone().run(item).await {
                         tracing::error!(item = %id, error = %e, "reset step failed; the item will be retried after its lease");
                     }
@@ -1049,9 +1077,9 @@ impl Engine {
                     "the target refused {attempts} generated passwords; a person must look: {message}"
                 ),
             ),
-            "lost" => (
+            "lost" | "unconfirmed" => (
                 state::OUT_OF_SYNC,
-                format!("agent task {}: {message}", task.id),
+                format!("agent task {} {}: {message}", task.id, task.state),
             ),
             other => (
                 state::FAILED,
@@ -1207,7 +1235,20 @@ impl Engine {
                 old_password: None,
                 new_password: None,
             };
-            let id = format!("{}-{}-{}", item.id, phase.as_str(), l.name);
+            // One run per item, phase, listener and new password: a crash repeats nothing, and
+            // a password chosen again after a crash gets its own run. The password appears only
+            // as a keyed fingerprint's prefix.
+            let fp = self.vault.fingerprint(
+                &format!("agent-listener:{}", item.id),
+                new.expose().as_bytes(),
+            )?;
+            let id = format!(
+                "{}-{}-{}-{}",
+                item.id,
+                phase.as_str(),
+                l.name,
+                &fp[..fp.len().min(12)]
+            );
             agent_tasks::queue(
                 &self.store,
                 &self.vault,

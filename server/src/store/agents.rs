@@ -82,7 +82,17 @@ macro_rules! task_columns {
 }
 
 /// Task states that are final.
-pub const FINAL_TASK_STATES: &[&str] = &["succeeded", "refused", "failed", "cancelled", "lost"];
+pub const FINAL_TASK_STATES: &[&str] = &[
+    "succeeded",
+    "refused",
+    "failed",
+    "unconfirmed",
+    "cancelled",
+    "lost",
+];
+/// Hand-outs of one task before it is no longer handed out (an agent that dies on it every
+/// time); its reset then settles as lost.
+pub const MAX_TASK_ATTEMPTS: i64 = 5;
 
 pub async fn insert_token(
     conn: &mut AnyConnection,
@@ -195,6 +205,29 @@ pub async fn agent_of_resource(pool: &AnyPool, resource_id: &str) -> Result<Opti
     .bind(resource_id)
     .fetch_optional(pool)
     .await?)
+}
+
+/// Whether the agent may be given work (inside the transaction that queues it, so a revoke
+/// cannot slip in between).
+pub async fn is_active(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE id = $1 AND status = 'active'")
+            .bind(id)
+            .fetch_one(conn)
+            .await?;
+    Ok(n > 0)
+}
+
+/// Whether the account's resource has an active agent (its resets go through the agent).
+pub async fn account_has_active_agent(pool: &AnyPool, account_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM agents g JOIN accounts a ON a.resource_id = g.resource_id \
+         WHERE a.id = $1 AND g.status = 'active'",
+    )
+    .bind(account_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
 }
 
 pub async fn set_resource(
@@ -358,11 +391,12 @@ pub async fn requeue_other_sessions(
 /// Whether the agent has a task to take (a read: the long-poll looks before it writes).
 pub async fn has_claimable(pool: &AnyPool, agent_id: &str, now: &str) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
-         (state = 'running' AND lease_until < $2))",
+        "SELECT COUNT(*) FROM agent_tasks WHERE agent_id = $1 AND attempts < $3 AND \
+         (state = 'queued' OR (state = 'running' AND lease_until < $2))",
     )
     .bind(agent_id)
     .bind(now)
+    .bind(MAX_TASK_ATTEMPTS)
     .fetch_one(pool)
     .await?;
     Ok(n > 0)
@@ -377,19 +411,28 @@ pub async fn claim_task(
     now: &str,
     until: &str,
 ) -> Result<Option<TaskRow>, sqlx::Error> {
+    // Oldest first; never to a revoked agent; a running task is never handed back to the
+    // process (session) that holds it, only to a later one once its lease ran out.
     let pick = match backend {
         Backend::Postgres => {
-            "SELECT id FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
-             (state = 'running' AND lease_until < $2)) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            "SELECT t.id FROM agent_tasks t JOIN agents g ON g.id = t.agent_id \
+             WHERE t.agent_id = $1 AND g.status = 'active' AND t.attempts < $4 AND \
+             (t.state = 'queued' OR (t.state = 'running' AND t.lease_until < $2 \
+             AND t.lease_session <> $3)) ORDER BY t.created_at, t.id LIMIT 1 \
+             FOR UPDATE OF t SKIP LOCKED"
         }
         Backend::Sqlite => {
-            "SELECT id FROM agent_tasks WHERE agent_id = $1 AND (state = 'queued' OR \
-             (state = 'running' AND lease_until < $2)) ORDER BY id LIMIT 1"
+            "SELECT t.id FROM agent_tasks t JOIN agents g ON g.id = t.agent_id \
+             WHERE t.agent_id = $1 AND g.status = 'active' AND t.attempts < $4 AND \
+             (t.state = 'queued' OR (t.state = 'running' AND t.lease_until < $2 \
+             AND t.lease_session <> $3)) ORDER BY t.created_at, t.id LIMIT 1"
         }
     };
     let id: Option<String> = sqlx::query_scalar(pick)
         .bind(agent_id)
         .bind(now)
+        .bind(session)
+        .bind(MAX_TASK_ATTEMPTS)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(id) = id else { return Ok(None) };
@@ -440,7 +483,8 @@ pub async fn finish_task(
     Ok(done.rows_affected() > 0)
 }
 
-/// Cancels a task nobody has taken yet; false when an agent already has it.
+/// Cancels a task no agent ever took; false when one did (even if it is queued again: then
+/// the agent may have applied it, and only `mark_lost` is honest).
 pub async fn cancel_if_queued(
     conn: &mut AnyConnection,
     id: &str,
@@ -450,7 +494,7 @@ pub async fn cancel_if_queued(
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
          secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
-         WHERE id = $1 AND state = 'queued'",
+         WHERE id = $1 AND state = 'queued' AND attempts = 0",
     )
     .bind(id)
     .bind(why)
@@ -460,7 +504,8 @@ pub async fn cancel_if_queued(
     Ok(done.rows_affected() > 0)
 }
 
-/// Marks a running task lost (its agent went silent holding it); false if it ended meanwhile.
+/// Marks a task an agent took lost (it went silent holding it, or it was handed out again and
+/// nobody took it since); false if it ended meanwhile.
 pub async fn mark_lost(
     conn: &mut AnyConnection,
     id: &str,
@@ -470,7 +515,8 @@ pub async fn mark_lost(
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = 'lost', message = $2, finished_at = $3, \
          lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
-         secret_ciphertext = NULL WHERE id = $1 AND state = 'running'",
+         secret_ciphertext = NULL WHERE id = $1 AND (state = 'running' OR \
+         (state = 'queued' AND attempts > 0))",
     )
     .bind(id)
     .bind(why)
@@ -490,7 +536,7 @@ pub async fn end_tasks_of_revoked(
     sqlx::query(
         "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
          secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
-         WHERE agent_id = $1 AND state = 'queued'",
+         WHERE agent_id = $1 AND state = 'queued' AND attempts = 0",
     )
     .bind(agent_id)
     .bind("the agent was revoked before it took the task; nothing was changed")
@@ -500,10 +546,11 @@ pub async fn end_tasks_of_revoked(
     sqlx::query(
         "UPDATE agent_tasks SET state = 'lost', message = $2, finished_at = $3, \
          lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
-         secret_ciphertext = NULL WHERE agent_id = $1 AND state = 'running'",
+         secret_ciphertext = NULL WHERE agent_id = $1 AND (state = 'running' OR \
+         (state = 'queued' AND attempts > 0))",
     )
     .bind(agent_id)
-    .bind("the agent was revoked while it held the task; whether it was applied is unknown")
+    .bind("the agent was revoked after it took the task; whether it was applied is unknown")
     .bind(at)
     .execute(conn)
     .await?;
