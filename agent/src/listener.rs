@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork, Outcome};
 use lockstep_runtime::{
-    HookOutcome, LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime,
-    TargetExec, Trigger,
+    LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime, TargetExec,
+    Trigger,
 };
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -48,15 +48,6 @@ pub struct ListenerHost {
 
 fn phase(s: &str) -> Option<Phase> {
     serde_json::from_value(serde_json::Value::String(s.into())).ok()
-}
-
-fn trigger(s: &str) -> Trigger {
-    match s {
-        "bulk" => Trigger::Bulk,
-        "scheduled" => Trigger::Scheduled,
-        "api" => Trigger::Api,
-        _ => Trigger::Manual,
-    }
 }
 
 impl ListenerHost {
@@ -141,7 +132,7 @@ impl ListenerHost {
         };
         let event = ResetEvent {
             job_id: w.job_id.clone(),
-            trigger: trigger(&w.trigger),
+            trigger: Trigger::from_job(&w.trigger),
             resource_type: w.resource_type.clone(),
             parameters: w.parameters.clone(),
         };
@@ -159,13 +150,7 @@ impl ListenerHost {
             target: Some(Arc::new(LocalTarget)),
         };
         let inv = listener.run(phase, &event, ctx).await;
-        let (outcome, message) = match &inv.outcome {
-            Ok(HookOutcome::Proceed) => ("proceed", String::new()),
-            Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
-            Ok(HookOutcome::Success(m)) => ("success", m.clone()),
-            Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
-            Err(f) => ("stopped", f.to_string()),
-        };
+        let (outcome, message) = inv.verdict();
         for line in &inv.logs {
             tracing::info!(listener = %w.name, "{}", line.message);
         }

@@ -42,6 +42,19 @@ pub enum Trigger {
     Api,
 }
 
+impl Trigger {
+    /// From the name a reset job records (`manual`, `bulk`, `scheduled`, `api`); any other
+    /// name is a manual reset.
+    pub fn from_job(name: &str) -> Trigger {
+        match name {
+            "bulk" => Trigger::Bulk,
+            "scheduled" => Trigger::Scheduled,
+            "api" => Trigger::Api,
+            _ => Trigger::Manual,
+        }
+    }
+}
+
 /// The reset a hook is called for.
 #[derive(Debug, Clone)]
 pub struct ResetEvent {

@@ -99,6 +99,20 @@ pub struct Invocation {
     pub elapsed: Duration,
 }
 
+impl Invocation {
+    /// The answer as reset records name it (`proceed`, `veto`, `success`, `failure`, or
+    /// `stopped` when the run gave none) and its message.
+    pub fn verdict(&self) -> (&'static str, String) {
+        match &self.outcome {
+            Ok(HookOutcome::Proceed) => ("proceed", String::new()),
+            Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
+            Ok(HookOutcome::Success(m)) => ("success", m.clone()),
+            Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
+            Err(f) => ("stopped", f.to_string()),
+        }
+    }
+}
+
 /// Most denial records kept per run; later ones are counted in the last record.
 pub const MAX_DENIALS: usize = 64;
 /// Longest `requested` or `reason` text of a denial record.

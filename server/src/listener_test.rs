@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lockstep_runtime::{HookOutcome, Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
+use lockstep_runtime::{Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -117,13 +117,8 @@ pub async fn run(wasm: &Path, manifest: &Path, event: &Path) -> Result<(Report, 
 }
 
 fn report(listener: String, phase: Phase, inv: Invocation) -> (Report, bool) {
-    let (outcome, message, ok) = match inv.outcome {
-        Ok(HookOutcome::Proceed) => ("proceed", String::new(), true),
-        Ok(HookOutcome::Veto(m)) => ("veto", m, false),
-        Ok(HookOutcome::Success(m)) => ("success", m, true),
-        Ok(HookOutcome::Failure(m)) => ("failure", m, false),
-        Err(f) => ("stopped", f.to_string(), false),
-    };
+    let (outcome, message) = inv.verdict();
+    let ok = matches!(outcome, "proceed" | "success");
     let report = Report {
         listener,
         phase: phase.as_str().to_string(),

@@ -449,21 +449,22 @@ async fn a_revoked_agent_is_refused_and_its_resets_fail_clearly() {
     assert!(err.contains("already revoked"), "{err}");
 }
 
-#[tokio::test]
-async fn a_killed_agent_gets_its_task_again_and_the_password_is_applied_once() {
-    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
-    let server = tls_server();
-    let api = Api::new(&server);
-    let root = server.root_token.clone();
-    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
-    // chpasswd that counts its runs and then lingers, so the agent can be killed after the
-    // change and before its report. The password still travels only on stdin.
+/// Makes the agent's chpasswd count its runs and then linger `linger_secs` (the password still
+/// travels only on stdin), starts a reset of alice, and returns once the machine has the new
+/// password and the agent has not reported yet: (alice's account id, job id, the run count file).
+async fn reset_lingering_after_chpasswd(
+    api: &Api,
+    root: &str,
+    agent: &mut AgentHost,
+    rid: &str,
+    linger_secs: u64,
+) -> (String, String, std::path::PathBuf) {
     let wrapper = agent.dir.join("slow-chpasswd");
     let count = agent.dir.join("chpasswd-runs");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep 30\n",
+            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep {linger_secs}\n",
             count.display()
         ),
     )
@@ -475,17 +476,16 @@ async fn a_killed_agent_gets_its_task_again_and_the_password_is_applied_once() {
     agent.start();
     agent.wait_for_log("discovery registered", Duration::from_secs(30));
 
-    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let alice = account_id(&accounts_of(api, root, rid).await, "alice");
     let r = api
         .post(
             &format!("/v1/accounts/{alice}/reset"),
-            &root,
-            json!({"reason": "kill test"}),
+            root,
+            json!({"reason": "interrupted after chpasswd"}),
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let job_id = r.json()["id"].as_str().unwrap().to_string();
-    // Wait until the target has the new password, then kill the agent before it reports.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !count.exists() {
         assert!(
@@ -495,6 +495,19 @@ async fn a_killed_agent_gets_its_task_again_and_the_password_is_applied_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    (alice, job_id, count)
+}
+
+#[tokio::test]
+async fn a_killed_agent_gets_its_task_again_and_the_password_is_applied_once() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    // Wait until the target has the new password, then kill the agent before it reports.
+    let (alice, job_id, count) =
+        reset_lingering_after_chpasswd(&api, &root, &mut agent, &rid, 30).await;
     agent.kill();
     let job = api
         .get(&format!("/v1/reset-jobs/{job_id}"), &root)
@@ -613,44 +626,11 @@ async fn a_server_killed_while_its_agent_works_commits_the_result_after_restart(
     let root = server.root_token.clone();
     let api = Api::new(&server);
     let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
-    // chpasswd that lingers after changing the password, so the server can die meanwhile.
-    let wrapper = agent.dir.join("slow-chpasswd");
-    let count = agent.dir.join("chpasswd-runs");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep 3\n",
-            count.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    agent.kill();
-    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
-    agent.start();
-    agent.wait_for_log("discovery registered", Duration::from_secs(30));
-
-    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
-    let r = api
-        .post(
-            &format!("/v1/accounts/{alice}/reset"),
-            &root,
-            json!({"reason": "crash test"}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let job_id = r.json()["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !count.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "chpasswd never ran: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The machine has the new password; the server dies before the agent reports it.
+    // The machine has the new password once this returns; the agent lingers 3 s before it
+    // reports.
+    let (alice, job_id, count) =
+        reset_lingering_after_chpasswd(&api, &root, &mut agent, &rid, 3).await;
+    // The server dies before the agent reports.
     server.kill_and_restart();
     let api = Api::new(&server);
     // The agent reports to the restarted server; the journaled item, found in flight when its

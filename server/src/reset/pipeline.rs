@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lockstep_agent_protocol::messages::ListenerReport;
 use lockstep_runtime::manifest::Phase;
-use lockstep_runtime::{HookOutcome, ResetEvent, RunContext, Trigger};
+use lockstep_runtime::{ResetEvent, RunContext, Trigger};
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
@@ -154,31 +155,6 @@ impl Subject {
 /// hand-out never carries a different password than the one journaled.
 fn agent_task_id(item_id: &str, attempt: i64) -> String {
     format!("{item_id}-{attempt}")
-}
-
-/// The recorded outcome of one listener run.
-fn outcome_record(
-    name: &str,
-    version: &str,
-    phase: &str,
-    inv: &lockstep_runtime::Invocation,
-) -> serde_json::Value {
-    let (outcome, message) = match &inv.outcome {
-        Ok(HookOutcome::Proceed) => ("proceed", String::new()),
-        Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
-        Ok(HookOutcome::Success(m)) => ("success", m.clone()),
-        Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
-        Err(f) => ("stopped", f.to_string()),
-    };
-    serde_json::json!({
-        "listener": name,
-        "version": version,
-        "phase": phase,
-        "outcome": outcome,
-        "message": message,
-        "denials": inv.denials.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        "elapsed_ms": inv.elapsed.as_secs_f64() * 1000.0,
-    })
 }
 
 impl Engine {
@@ -1115,12 +1091,7 @@ impl Engine {
         for l in runnable {
             let event = ResetEvent {
                 job_id: item.job_id.clone(),
-                trigger: match s.job.trigger.as_str() {
-                    "bulk" => Trigger::Bulk,
-                    "scheduled" => Trigger::Scheduled,
-                    "api" => Trigger::Api,
-                    _ => Trigger::Manual,
-                },
+                trigger: Trigger::from_job(&s.job.trigger),
                 resource_type: s.resource.resource_type.clone(),
                 parameters: l.parameters.clone(),
             };
@@ -1136,30 +1107,16 @@ impl Engine {
                     .map(|t| t as Arc<dyn lockstep_runtime::TargetExec>),
             };
             let inv = l.listener.run(phase, &event, ctx).await;
-            record.push(outcome_record(&l.name, &l.version, phase.as_str(), &inv));
-            for d in &inv.denials {
-                audit::record(
-                    &self.store,
-                    NewEvent {
-                        actor: &Actor::system(),
-                        action: "listener.denial",
-                        target: &l.name,
-                        outcome: Outcome::Denied,
-                        detail: serde_json::json!({ "item": item.id, "denial": d.to_string() }),
-                    },
-                )
-                .await?;
-            }
-            let verdict = match (&inv.outcome, phase) {
-                (Ok(HookOutcome::Veto(m)), _) => Some(format!("vetoed by {}: {m}", l.name)),
-                (Ok(HookOutcome::Failure(m)), _) => Some(format!("{} failed: {m}", l.name)),
-                (Err(f), Phase::PreReset) => Some(format!(
-                    "{} could not answer ({f}); the reset stops rather than guess",
-                    l.name
-                )),
-                (Err(f), Phase::PostReset) => Some(format!("{} stopped: {f}", l.name)),
-                _ => None,
+            let (outcome, message) = inv.verdict();
+            let report = ListenerReport {
+                outcome: outcome.into(),
+                message,
+                denials: inv.denials.iter().map(|d| d.to_string()).collect(),
+                elapsed_ms: inv.elapsed.as_secs_f64() * 1000.0,
             };
+            let verdict = self
+                .judge(item, phase, &l.name, &l.version, report, None, record)
+                .await?;
             if let Some(v) = verdict {
                 stop.get_or_insert(v);
                 if phase == Phase::PreReset {
@@ -1180,6 +1137,58 @@ impl Engine {
         Ok(stop)
     }
 
+    /// Records one listener run (where it ran: the server, or `agent`), audits each of its
+    /// denials, and returns what it means for the reset: a veto or failure message, or `None`.
+    #[allow(clippy::too_many_arguments)]
+    async fn judge(
+        &self,
+        item: &ItemRow,
+        phase: Phase,
+        name: &str,
+        version: &str,
+        r: ListenerReport,
+        agent: Option<&str>,
+        record: &mut Vec<serde_json::Value>,
+    ) -> Result<Option<String>> {
+        for d in &r.denials {
+            let mut detail = serde_json::json!({ "item": item.id, "denial": d });
+            if let Some(a) = agent {
+                detail["agent"] = serde_json::json!(a);
+            }
+            audit::record(
+                &self.store,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "listener.denial",
+                    target: name,
+                    outcome: Outcome::Denied,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        let verdict = match (r.outcome.as_str(), phase) {
+            ("veto", _) => Some(format!("vetoed by {name}: {}", r.message)),
+            ("failure", _) => Some(format!("{name} failed: {}", r.message)),
+            ("stopped", Phase::PreReset) => Some(format!(
+                "{name} could not answer ({}); the reset stops rather than guess",
+                r.message
+            )),
+            ("stopped", Phase::PostReset) => Some(format!("{name} stopped: {}", r.message)),
+            _ => None,
+        };
+        let mut entry = serde_json::json!({
+            "listener": name, "version": version, "phase": phase.as_str(),
+            "outcome": r.outcome, "message": r.message, "denials": r.denials,
+            "elapsed_ms": r.elapsed_ms,
+        });
+        if let Some(a) = agent {
+            entry["ran_on"] = serde_json::json!(format!("agent:{a}"));
+        }
+        record.push(entry);
+        Ok(verdict)
+    }
+
     /// Runs the agent-mode listeners of `phase` on the resource's agent, one task each, in
     /// order; returns the first veto (pre) or failure (post). A task id names the item, phase
     /// and listener, so a run repeated after a crash reuses the first run's result.
@@ -1194,7 +1203,7 @@ impl Engine {
         new: &Secret,
         record: &mut Vec<serde_json::Value>,
     ) -> Result<Option<String>> {
-        use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork};
+        use lockstep_agent_protocol::messages::ListenerWork;
         use lockstep_runtime::manifest::Secret as Grant;
         let (runnable, refused) = self
             .registry
@@ -1271,53 +1280,27 @@ impl Engine {
                 .result
                 .as_deref()
                 .and_then(|r| serde_json::from_str(r).ok());
-            let (outcome, message, denials, elapsed) = match (&report, task.state.as_str()) {
-                (Some(r), _) => (
-                    r.outcome.clone(),
-                    r.message.clone(),
-                    r.denials.clone(),
-                    r.elapsed_ms,
+            let report = report.unwrap_or_else(|| ListenerReport {
+                outcome: "stopped".into(),
+                message: format!(
+                    "the agent could not run it ({}): {}",
+                    task.state,
+                    task.message.clone().unwrap_or_default()
                 ),
-                (None, state) => (
-                    "stopped".to_string(),
-                    format!(
-                        "the agent could not run it ({state}): {}",
-                        task.message.clone().unwrap_or_default()
-                    ),
-                    Vec::new(),
-                    0.0,
-                ),
-            };
-            record.push(serde_json::json!({
-                "listener": l.name, "version": l.version, "phase": phase.as_str(),
-                "outcome": outcome, "message": message, "denials": denials,
-                "elapsed_ms": elapsed, "ran_on": format!("agent:{}", agent.id),
-            }));
-            for d in &denials {
-                audit::record(
-                    &self.store,
-                    NewEvent {
-                        actor: &Actor::system(),
-                        action: "listener.denial",
-                        target: &l.name,
-                        outcome: Outcome::Denied,
-                        detail: serde_json::json!({
-                            "item": item.id, "denial": d, "agent": agent.id,
-                        }),
-                    },
+                denials: Vec::new(),
+                elapsed_ms: 0.0,
+            });
+            let verdict = self
+                .judge(
+                    item,
+                    phase,
+                    &l.name,
+                    &l.version,
+                    report,
+                    Some(&agent.id),
+                    record,
                 )
                 .await?;
-            }
-            let verdict = match (outcome.as_str(), phase) {
-                ("veto", _) => Some(format!("vetoed by {}: {message}", l.name)),
-                ("failure", _) => Some(format!("{} failed: {message}", l.name)),
-                ("stopped", Phase::PreReset) => Some(format!(
-                    "{} could not answer ({message}); the reset stops rather than guess",
-                    l.name
-                )),
-                ("stopped", Phase::PostReset) => Some(format!("{} stopped: {message}", l.name)),
-                _ => None,
-            };
             if let Some(v) = verdict {
                 stop.get_or_insert(v);
                 if phase == Phase::PreReset {
