@@ -33,6 +33,8 @@ pub struct SummedLimiter {
     memory_used: usize,
     /// Set when a growth was refused, so the run is reported as a memory-limit failure.
     pub memory_exceeded: bool,
+    /// Set when a table growth was refused, so the run is reported as a table-limit failure.
+    pub table_exceeded: bool,
 }
 
 impl SummedLimiter {
@@ -41,6 +43,7 @@ impl SummedLimiter {
             memory_cap: memory_cap_bytes,
             memory_used: 0,
             memory_exceeded: false,
+            table_exceeded: false,
         }
     }
 }
@@ -73,6 +76,7 @@ impl wasmtime::ResourceLimiter for SummedLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
+            self.table_exceeded = true;
             return Err(wasmtime::Error::msg(format!(
                 "table limit of {MAX_TABLE_ELEMENTS} elements reached"
             )));

@@ -437,6 +437,12 @@ fn classify(
             limit_mib: memory_mib,
         };
     }
+    if state.limiter.table_exceeded {
+        return RunFailure::Trap(format!(
+            "table limit of {} elements reached",
+            crate::limits::MAX_TABLE_ELEMENTS
+        ));
+    }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
             Trap::Interrupt => RunFailure::Timeout { limit: timeout },
@@ -452,5 +458,10 @@ fn classify(
     {
         return RunFailure::Instantiate(format!("too many listener runs at once: {e}"));
     }
-    RunFailure::Trap(truncate(format!("{e:#}"), MAX_MESSAGE_BYTES))
+    // The cause only: the wasm backtrace around it is long, and it quotes function names
+    // from the component's own name section, which a hostile author writes.
+    RunFailure::Trap(truncate(
+        sanitize(&e.root_cause().to_string(), false),
+        MAX_MESSAGE_BYTES,
+    ))
 }

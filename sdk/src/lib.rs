@@ -193,11 +193,24 @@ pub mod http {
     use wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
     use wasi::io::streams::StreamError;
 
-    /// A response: status, and the body up to `max_body` bytes.
+    /// A response: status, headers (as received, in order), and the body up to `max_body`
+    /// bytes. Redirects are not followed: a listener that follows `location` makes a new
+    /// request, which the host checks against the manifest like any other.
     #[derive(Debug, Clone)]
     pub struct Response {
         pub status: u16,
+        pub headers: Vec<(String, Vec<u8>)>,
         pub body: Vec<u8>,
+    }
+
+    impl Response {
+        /// The first value of header `name` (case-insensitive), as text.
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        }
     }
 
     /// Why a request failed. `Denied` means the manifest does not grant the destination.
@@ -308,6 +321,7 @@ pub mod http {
             return Err(Error::Failed(e));
         }
         let status = response.status();
+        let headers = response.headers().entries();
         let incoming = response
             .consume()
             .map_err(|_| Error::Failed("no response body".into()))?;
@@ -325,6 +339,10 @@ pub mod http {
                 Err(e) => return Err(Error::Failed(format!("reading the body: {e:?}"))),
             }
         }
-        Ok(Response { status, body: buf })
+        Ok(Response {
+            status,
+            headers,
+            body: buf,
+        })
     }
 }

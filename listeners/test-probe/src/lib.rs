@@ -112,6 +112,19 @@ fn run(event: &Event) -> Result<String, String> {
         )
         .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
         .map_err(|e| e.to_string()),
+        // Follows one redirect: the second request is checked like the first.
+        "http-follow" => {
+            let first = lockstep_sdk::http::request("GET", &arg(1), &[], &[], 4096)
+                .map_err(|e| e.to_string())?;
+            let Some(next) = first.header("location") else {
+                return Err(format!("{} without a location", first.status));
+            };
+            lockstep_sdk::http::request("GET", &next, &[], &[], 4096)
+                .map(|r| format!("followed to {next}: {}", r.status))
+                .map_err(|e| format!("following {} to {next}: {e}", first.status))
+        }
+        // A veto whose reason is far beyond any sane size (the host cuts it).
+        "veto-huge" => Err("v".repeat(1 << 20)),
         "tcp" => {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(arg(1).as_str())

@@ -1138,7 +1138,7 @@ impl Engine {
     }
 
     /// Records one listener run (where it ran: the server, or `agent`), audits each of its
-    /// denials, and returns what it means for the reset: a veto or failure message, or `None`.
+    /// denials and a run stopped by a limit or a trap, and returns what it means for the reset: a veto or failure message, or `None`.
     #[allow(clippy::too_many_arguments)]
     async fn judge(
         &self,
@@ -1162,6 +1162,27 @@ impl Engine {
                     action: "listener.denial",
                     target: name,
                     outcome: Outcome::Denied,
+                    detail,
+                },
+            )
+            .await?;
+        }
+        // A listener stopped by a limit or a trap is audited too: a hostile component
+        // leaves a trace even when it never asked for anything.
+        if r.outcome == "stopped" {
+            let mut detail = serde_json::json!({
+                "item": item.id, "phase": phase.as_str(), "reason": r.message,
+            });
+            if let Some(a) = agent {
+                detail["agent"] = serde_json::json!(a);
+            }
+            audit::record(
+                &self.store,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "listener.stopped",
+                    target: name,
+                    outcome: Outcome::Failure,
                     detail,
                 },
             )

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod components;
 pub mod registry;
 pub mod resets;
 pub mod sshd;
