@@ -23,7 +23,7 @@ use std::time::Duration;
 use common::components::{ANSWER_OK, CoreModule, HONEST_REALLOC};
 use common::registry::publish_approved;
 use common::resets::{stored_password, wait_finished};
-use common::{Api, Server, lockstep_env, resource_with_account};
+use common::{Api, Server, audit_events, lockstep_env, resource_with_account};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -508,26 +508,6 @@ fn association(case: &Case) -> Value {
     })
 }
 
-/// The audit events with `action`, newest first (all pages).
-async fn audit(api: &Api, token: &str, action: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = api
-            .get(
-                &format!("/v1/audit?action={action}&limit=500{cursor}"),
-                token,
-            )
-            .await
-            .json();
-        out.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_serving() {
     let (other, other_hits) = forbidden_port().await;
@@ -606,8 +586,8 @@ async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_servin
         job.to_string().len()
     );
 
-    let denials = audit(&api, &root, "listener.denial").await;
-    let stopped = audit(&api, &root, "listener.stopped").await;
+    let denials = audit_events(&api, &root, "listener.denial").await;
+    let stopped = audit_events(&api, &root, "listener.stopped").await;
     let items = job["items"].as_array().expect("items");
     for case in &cases {
         let account = &accounts[case.name];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
-use common::{Api, Server};
+use common::{Api, Server, audit_events};
 use serde_json::{Value, json};
 
 async fn job(api: &Api, token: &str, id: &str) -> Value {
@@ -334,5 +334,106 @@ async fn lockstep_reconcile_settles_what_a_dead_server_left_in_flight() {
     for (acc, login) in &accounts {
         let pw = stored_password(&api, &root, acc).await;
         assert!(logs_in(&t, login, &pw).await, "{login}");
+    }
+}
+
+/// 500 reset requests at once: every one of 250 accounts (50 on a real SSH target, 200 in
+/// the vault only) twice, both under one `Idempotency-Key`. Each pair gets the same job,
+/// no request gets a 5xx, each account is reset exactly once (one success in the audit
+/// trail), and every SSH account's stored password logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_requests_reset_each_account_exactly_once() {
+    let t = SshTarget::start("Root-Pw-1", &users(50));
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let mut accounts: Vec<(String, Option<String>)> = register(&api, &root, &t, "load", 50)
+        .await
+        .into_iter()
+        .map(|(id, login)| (id, Some(login)))
+        .collect();
+    let r = api
+        .post(
+            "/v1/resource-types",
+            &root,
+            json!({"name": "VaultOnly", "reset_method": "local"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for n in 0..4 {
+        let r = api
+            .post(
+                "/v1/resources",
+                &root,
+                json!({"name": format!("vault-{n}"), "resource_type": "VaultOnly"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let rid = r.json()["id"].as_str().unwrap().to_string();
+        for i in 0..50 {
+            let r = api
+                .post(
+                    &format!("/v1/resources/{rid}/accounts"),
+                    &root,
+                    json!({"login_name": format!("svc{i:02}"), "password": "Start-Pw-1"}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            accounts.push((r.json()["id"].as_str().unwrap().to_string(), None));
+        }
+    }
+
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (i, (account, _)) in accounts.iter().enumerate() {
+            let request = api
+                .http
+                .post(format!("{}/v1/accounts/{account}/reset", api.base))
+                .bearer_auth(&root)
+                .header("idempotency-key", format!("load-{i}"))
+                .json(&json!({"reason": format!("load test, request {round}")}));
+            let account = account.clone();
+            calls.spawn(async move {
+                let resp = request.send().await.expect("request");
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                (account, status, body)
+            });
+        }
+    }
+    let mut jobs: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut answered = 0;
+    while let Some(done) = calls.join_next().await {
+        let (account, status, body) = done.unwrap();
+        assert!(status < 500, "{status}: {body}");
+        assert_eq!(status, 202, "{body}");
+        jobs.entry(account)
+            .or_default()
+            .insert(body["id"].as_str().unwrap().to_string());
+        answered += 1;
+    }
+    assert_eq!(answered, 500);
+    assert_eq!(jobs.len(), 250);
+    for (account, ids) in &jobs {
+        assert_eq!(ids.len(), 1, "{account}: one key, one job: {ids:?}");
+    }
+
+    for ids in jobs.values() {
+        let id = ids.first().unwrap();
+        let j = wait_finished(&api, &root, id, Duration::from_secs(300)).await;
+        assert_eq!(j["items"][0]["state"], "done", "{j}");
+    }
+    let events = audit_events(&api, &root, "account.password.reset").await;
+    for (account, login) in &accounts {
+        let applied = events
+            .iter()
+            .filter(|e| &e["target"] == account && e["outcome"] == "success")
+            .count();
+        assert_eq!(applied, 1, "{account}: reset {applied} times");
+        let stored = stored_password(&api, &root, account).await;
+        assert_ne!(stored, "Start-Pw-1", "{account}");
+        if let Some(login) = login {
+            assert!(logs_in(&t, login, &stored).await, "{login}");
+        }
     }
 }

@@ -214,7 +214,9 @@ pub async fn start_single(
         password: request.password,
         notify,
     };
-    create(store, vault, actor, spec, vec![account_id.to_string()]).await
+    let key = spec.key.clone();
+    let made = create(store, vault, actor, spec, vec![account_id.to_string()]).await;
+    first_on_race(store, key.as_deref(), made).await
 }
 
 /// Starts a bulk reset. A repeated `idempotency_key` returns the first job.
@@ -257,7 +259,27 @@ pub async fn start_bulk(
         password: request.password,
         notify,
     };
-    create(store, vault, actor, spec, accounts).await
+    let key = spec.key.clone();
+    let made = create(store, vault, actor, spec, accounts).await;
+    first_on_race(store, key.as_deref(), made).await
+}
+
+/// Two requests with one key at the same moment: both missed the other's job when they
+/// looked, and the second insert hit the unique key. It answers with the first job, as a
+/// later repeat would; only if that job is gone too (its request failed) does the conflict
+/// stand.
+async fn first_on_race(
+    store: &Store,
+    key: Option<&str>,
+    made: Result<(Job, bool)>,
+) -> Result<(Job, bool)> {
+    match made {
+        Err(Error::Conflict(why)) if key.is_some() => match repeated(store, key).await? {
+            Some(job) => Ok((job, false)),
+            None => Err(Error::Conflict(why)),
+        },
+        other => other,
+    }
 }
 
 /// The users to notify must exist.

@@ -363,6 +363,27 @@ pub async fn user_with_role(api: &Api, root: &str, name: &str, role: &str) -> St
     t.json()["token"].as_str().expect("token").to_string()
 }
 
+/// Every audit event with `action`, across all pages, oldest first.
+pub async fn audit_events(api: &Api, token: &str, action: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = api
+            .get(
+                &format!("/v1/audit?action={action}&limit=100{cursor}"),
+                token,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let page = page.json();
+        out.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
 /// Creates a resource and one account on it with `password`; returns (resource id, account id).
 pub async fn resource_with_account(
     api: &Api,
