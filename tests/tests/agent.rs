@@ -10,36 +10,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::agent::AgentHost;
+use common::agent::{
+    AgentHost, account_id, accounts_of, enrolled_agent, enrollment_token, fingerprint, tls_server,
+};
 use common::registry::{manifest_path, publish_approved};
 use common::resets::{logs_in, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
-use common::{Api, Server, ServerOptions};
+use common::{Api, Server};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A TLS server on a fixed port (an agent's configuration names it across restarts).
-fn tls_server() -> Server {
-    Server::start_with(ServerOptions {
-        dev: false,
-        listen: Some(format!("127.0.0.1:{}", free_port())),
-        ..Default::default()
-    })
-}
-
-fn fingerprint(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("tls/fingerprint"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 /// `lockstep ARGS --server … --ca-cert …` as the root user (token in the environment).
 fn lockstep_cli(server: &Server, args: &[&str]) -> (std::process::ExitStatus, String, String) {
@@ -47,57 +25,6 @@ fn lockstep_cli(server: &Server, args: &[&str]) -> (std::process::ExitStatus, St
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--server", &server.base, "--ca-cert", ca.to_str().unwrap()]);
     common::lockstep_env(&all, &[("LOCKSTEP_TOKEN", &server.root_token)])
-}
-
-async fn enrollment_token(api: &Api, root: &str, body: Value) -> String {
-    let r = api.post("/v1/agent-tokens", root, body).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json()["token"].as_str().unwrap().to_string()
-}
-
-/// Enrolls and starts the agent of `t`; returns it and its resource's id once discovery has
-/// registered the machine.
-async fn enrolled_agent(
-    api: &Api,
-    root: &str,
-    server: &Server,
-    t: &SshTarget,
-) -> (AgentHost, String) {
-    let mut agent = AgentHost::new(t);
-    let token = enrollment_token(api, root, json!({})).await;
-    let out = agent.enroll(&server.base, &fingerprint(server), &token);
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    agent.start();
-    agent.wait_for_log("discovery registered", Duration::from_secs(30));
-    let agents = api.get("/v1/agents", root).await.json();
-    let rid = agents[0]["resource_id"]
-        .as_str()
-        .expect("resource registered")
-        .to_string();
-    (agent, rid)
-}
-
-async fn accounts_of(api: &Api, root: &str, rid: &str) -> Vec<Value> {
-    api.get(&format!("/v1/resources/{rid}/accounts"), root)
-        .await
-        .json()["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn account_id(accounts: &[Value], login: &str) -> String {
-    accounts
-        .iter()
-        .find(|a| a["login_name"] == login)
-        .unwrap_or_else(|| panic!("no account {login} in {accounts:?}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 async fn reset(api: &Api, token: &str, account: &str) -> Value {

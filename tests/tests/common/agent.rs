@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use super::sshd::SshTarget;
+use super::{Api, Server, ServerOptions};
 
 /// The agent of one target. Killed on drop.
 pub struct AgentHost {
@@ -148,4 +151,79 @@ impl Drop for AgentHost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TLS server on a fixed port (an agent's configuration names it across restarts).
+pub fn tls_server() -> Server {
+    Server::start_with(ServerOptions {
+        dev: false,
+        listen: Some(format!("127.0.0.1:{}", free_port())),
+        ..Default::default()
+    })
+}
+
+pub fn fingerprint(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir().join("tls/fingerprint"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+pub async fn enrollment_token(api: &Api, root: &str, body: Value) -> String {
+    let r = api.post("/v1/agent-tokens", root, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// Enrolls and starts the agent of `t`; returns it and its resource's id once discovery has
+/// registered the machine.
+pub async fn enrolled_agent(
+    api: &Api,
+    root: &str,
+    server: &Server,
+    t: &SshTarget,
+) -> (AgentHost, String) {
+    let mut agent = AgentHost::new(t);
+    let token = enrollment_token(api, root, json!({})).await;
+    let out = agent.enroll(&server.base, &fingerprint(server), &token);
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    let agents = api.get("/v1/agents", root).await.json();
+    let rid = agents[0]["resource_id"]
+        .as_str()
+        .expect("resource registered")
+        .to_string();
+    (agent, rid)
+}
+
+pub async fn accounts_of(api: &Api, root: &str, rid: &str) -> Vec<Value> {
+    api.get(&format!("/v1/resources/{rid}/accounts"), root)
+        .await
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub fn account_id(accounts: &[Value], login: &str) -> String {
+    accounts
+        .iter()
+        .find(|a| a["login_name"] == login)
+        .unwrap_or_else(|| panic!("no account {login} in {accounts:?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

@@ -363,16 +363,18 @@ pub async fn user_with_role(api: &Api, root: &str, name: &str, role: &str) -> St
     t.json()["token"].as_str().expect("token").to_string()
 }
 
-/// Every audit event with `action`, across all pages, oldest first.
+/// Every audit event with `action` (every event if empty), across all pages.
 pub async fn audit_events(api: &Api, token: &str, action: &str) -> Vec<Value> {
+    let filter = if action.is_empty() {
+        String::new()
+    } else {
+        format!("action={action}&")
+    };
     let mut out = Vec::new();
     let mut cursor = String::new();
     loop {
         let page = api
-            .get(
-                &format!("/v1/audit?action={action}&limit=100{cursor}"),
-                token,
-            )
+            .get(&format!("/v1/audit?{filter}limit=100{cursor}"), token)
             .await;
         assert_eq!(page.status, 200, "{}", page.text);
         let page = page.json();
