@@ -10,6 +10,7 @@ pub mod extract;
 pub mod identity;
 pub mod inventory;
 pub mod notifications;
+pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod registry;
@@ -21,8 +22,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use self::openapi::{BearerAuth, PathParameters, ProblemContentType};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::vault::Vault;
@@ -75,22 +76,10 @@ pub struct AppState {
         agents::component, agents::verify_account, agents::get_task,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &PathParameters, &ProblemContentType),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())

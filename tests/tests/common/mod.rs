@@ -6,6 +6,7 @@ pub mod agent;
 pub mod components;
 pub mod registry;
 pub mod resets;
+pub mod soak;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
 
 use super::Api;
-use super::sshd::SshTarget;
+use super::sshd::{SshTarget, TargetUser};
 
 /// Polls a reset job until it has finished (at most `limit`); returns it.
 pub async fn wait_finished(api: &Api, token: &str, id: &str, limit: Duration) -> Value {
@@ -55,4 +55,56 @@ pub async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
     )
     .await
     .expect("target reachable")
+}
+
+/// `n` accounts `u01…` on a target, all with the same starting password.
+pub fn users(n: usize) -> Vec<TargetUser> {
+    (1..=n)
+        .map(|i| TargetUser::new(&format!("u{i:02}"), "Start-Pw-1"))
+        .collect()
+}
+
+/// A Linux resource for `t` with root as admin and every target user as an account; returns
+/// the account ids (admin excluded) with their login names.
+pub async fn register(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    name: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let r = api
+        .post(
+            "/v1/resources",
+            token,
+            json!({"name": name, "resource_type": "Linux", "ip_address": t.ip, "ssh_port": t.port}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let add = |login: String, pw: &'static str| {
+        let path = format!("/v1/resources/{rid}/accounts");
+        async move {
+            let r = api
+                .post(&path, token, json!({"login_name": login, "password": pw}))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let admin = add("root".into(), "Root-Pw-1").await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(token),
+            Some(json!({"admin_account_id": admin})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut out = Vec::new();
+    for u in users(n) {
+        out.push((add(u.name.clone(), "Start-Pw-1").await, u.name));
+    }
+    out
 }
