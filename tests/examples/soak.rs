@@ -9,7 +9,6 @@
 //! non-zero if any password was lost or any answer was a 5xx; prints the seed to repeat a run.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::soak::{SoakPlan, run};
