@@ -29,6 +29,9 @@ fi
 # extracts them into ~/.cache/lockstep-testbed without installing anything on the host.
 ./scripts/testbed-deps.sh >/dev/null
 
+# The API fuzzer (schemathesis, from PyPI) in its own virtualenv; tests/tests/api_fuzz.rs.
+./scripts/fuzz-deps.sh >/dev/null
+
 cargo build --workspace --all-targets --locked
 # Every listener as a WebAssembly component: Rust (cargo), Python (componentize-py from PyPI),
 # JavaScript (componentize-js from npm). The tests load them from the target dir (and run this

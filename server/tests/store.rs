@@ -479,3 +479,50 @@ async fn audit_chain(db: &TestDb) {
     conn.close().await.unwrap();
 }
 on_both_databases!(audit_chain_is_verified, audit_chain);
+
+/// A write transaction that reads first and writes later must not fail because another
+/// connection (a lease renewal, or another `lockstep` process on the same file) wrote in
+/// between. SQLite gives a deferred transaction "database is locked" at once in that case;
+/// write transactions take the lock at BEGIN, so the other writer waits instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_transaction_survives_a_writer_outside_it() {
+    let db = TestDb::sqlite().await;
+    sqlx::query("CREATE TABLE outside_writer (x BIGINT)")
+        .execute(db.store.pool())
+        .await
+        .unwrap();
+    let mut tx = db.store.begin_write().await.unwrap();
+    sqlx::query("SELECT COUNT(*) FROM users")
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    // Another process on the same file, writing without the server's in-process lock.
+    let url = db.url.clone();
+    let outside = tokio::spawn(async move {
+        let mut other = AnyConnection::connect(&url).await.unwrap();
+        other.execute("PRAGMA busy_timeout = 10000").await.unwrap();
+        other
+            .execute("INSERT INTO outside_writer (x) VALUES (1)")
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor: &actor(),
+            action: "test.write",
+            target: "t",
+            outcome: Outcome::Success,
+            detail: serde_json::json!({}),
+        },
+    )
+    .await
+    .expect("the transaction writes after the other writer");
+    tx.commit().await.unwrap();
+    outside
+        .await
+        .unwrap()
+        .expect("the other writer waited, then wrote");
+    db.cleanup().await;
+}

@@ -15,8 +15,9 @@ use common::agent::{
 };
 use common::registry::{manifest_path, publish_approved};
 use common::resets::{logs_in, stored_password, wait_finished};
+use common::sim_agent::SimAgent;
 use common::sshd::{SshTarget, TargetUser};
-use common::{Api, Server};
+use common::{Api, Server, audit_events};
 use serde_json::{Value, json};
 
 /// `lockstep ARGS --server … --ca-cert …` as the root user (token in the environment).
@@ -657,4 +658,39 @@ async fn resets_waiting_for_an_offline_agent_do_not_hold_up_resets_over_ssh() {
     let u7 = account_id(&accounts_of(&api, &root, &rid).await, "u7");
     let pw = stored_password(&api, &root, &u7).await;
     assert!(logs_in(&behind_agent, "u7", &pw).await);
+}
+
+/// A signed request captured on the wire and sent again inside its time window is refused and
+/// audited; the same call signed afresh is served.
+#[tokio::test]
+async fn a_replayed_agent_request_is_refused_and_audited() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let token = enrollment_token(&api, &root, json!({})).await;
+    let agent = SimAgent::enroll(&api.http, &server.base, &token, "replayed").await;
+    let path = format!(
+        "{}?session=s1&wait=0",
+        lockstep_agent_protocol::NEXT_TASK_PATH
+    );
+    let captured = agent.authorization("GET", &path, b"");
+    let send = |auth: String| {
+        api.http
+            .get(format!("{}{path}", server.base))
+            .header("authorization", auth)
+            .send()
+    };
+    assert_eq!(send(captured.clone()).await.unwrap().status(), 204);
+    let replay = send(captured).await.unwrap();
+    assert_eq!(replay.status(), 401);
+    assert!(replay.text().await.unwrap().contains("already received"));
+    let fresh = agent.authorization("GET", &path, b"");
+    assert_eq!(send(fresh).await.unwrap().status(), 204);
+    let refused: Vec<Value> = audit_events(&api, &root, "agent.authenticate")
+        .await
+        .into_iter()
+        .filter(|e| e["outcome"] == "denied")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]["detail"].to_string().contains("replayed"));
 }

@@ -634,8 +634,10 @@ async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_servin
         match &case.denial {
             Some((capability, requested)) => {
                 assert!(
+                    // `capability: requested (reason)`
                     d.iter().any(|e| e.contains(&format!("{capability}: "))
-                        && e.contains(requested.as_str())),
+                        && e.contains(requested.as_str())
+                        && e.contains(" (")),
                     "{}: no {capability} denial of {requested} in {d:?}",
                     case.name
                 );

@@ -1,8 +1,9 @@
 //! The check every agent call goes through: a signature by the agent's enrolled key over this
-//! very request, a clock within the window, an active agent, an allowed source address.
+//! very request, a clock within the window, an active agent, an allowed source address, and a
+//! nonce not seen before (so a captured request cannot be replayed inside the window).
 //! Refusals are audited with the reason; none echoes the header.
 
-use lockstep_agent_protocol::auth::{SignedRequest, decode_public_key};
+use lockstep_agent_protocol::auth::{MAX_CLOCK_SKEW_SECS, SignedRequest, decode_public_key};
 
 use super::networks;
 use crate::audit::{self, Actor, NewEvent, Outcome};
@@ -104,6 +105,23 @@ pub async fn authenticate(
                 agent.allowed_networks,
                 source_ip.unwrap_or("an unknown address")
             )),
+        )
+        .await;
+    }
+    // Last, so only requests that would otherwise be served spend a nonce.
+    let now = chrono::Utc::now().timestamp();
+    let keep_until = signed.unix.max(now) + MAX_CLOCK_SKEW_SECS;
+    let mut tx = store.begin_write().await?;
+    let fresh =
+        store::agents::remember_nonce(tx.conn(), &agent.id, &signed.nonce, keep_until, now).await?;
+    tx.commit().await?;
+    if !fresh {
+        return refuse(
+            &agent.id,
+            "replayed request (nonce already used)".into(),
+            Error::Unauthenticated(
+                "this signed request was already received; an agent signs each request afresh",
+            ),
         )
         .await;
     }

@@ -556,3 +556,28 @@ pub async fn end_tasks_of_revoked(
     .await?;
     Ok(())
 }
+
+/// Records the nonce of a signed request; false when this agent already used it (a replay).
+/// Forgets nonces whose window has passed.
+pub async fn remember_nonce(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    nonce: &str,
+    keep_until: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM agent_nonces WHERE keep_until < $1")
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO agent_nonces (agent_id, nonce, keep_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (agent_id, nonce) DO NOTHING",
+    )
+    .bind(agent_id)
+    .bind(nonce)
+    .bind(keep_until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}

@@ -228,7 +228,13 @@ impl Store {
 
     pub async fn begin_write(&self) -> Result<WriteTx> {
         let guard = self.write_lock.clone().lock_owned().await;
-        let tx = self.pool.begin().await?;
+        // SQLite: take the write lock at BEGIN. A deferred transaction that reads first and
+        // then writes fails at once (SQLITE_BUSY_SNAPSHOT, no busy timeout) if a write outside
+        // this lock (a lease renewal, another process) committed in between.
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx {
             tx,
             backend: self.backend,

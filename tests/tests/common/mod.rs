@@ -6,6 +6,7 @@ pub mod agent;
 pub mod components;
 pub mod registry;
 pub mod resets;
+pub mod sim_agent;
 pub mod soak;
 pub mod sshd;
 
