@@ -19,6 +19,7 @@ use common::sim_agent::SimAgent;
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server, audit_events};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 /// `lockstep ARGS --server … --ca-cert …` as the root user (token in the environment).
 fn lockstep_cli(server: &Server, args: &[&str]) -> (std::process::ExitStatus, String, String) {
@@ -693,4 +694,41 @@ async fn a_replayed_agent_request_is_refused_and_audited() {
         .collect();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0]["detail"].to_string().contains("replayed"));
+}
+
+/// An agent downloads a component only when one of its own listener tasks names it: an approved
+/// component is 404 to an agent that was never asked to run it (the agent-mode listener test
+/// above covers the download its task allows).
+#[tokio::test]
+async fn an_agent_gets_only_the_components_its_tasks_name() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = support::wasm_dir().join("exec_hook.wasm");
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "exec-hook",
+            wasm.clone(),
+            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
+                   "order": 10, "parameters": ["/usr/bin/wc", "-c"]}),
+        )],
+    )
+    .await;
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&wasm).unwrap()));
+    let token = enrollment_token(&api, &root, json!({})).await;
+    let agent = SimAgent::enroll(&api.http, &server.base, &token, "curious").await;
+    let r = agent
+        .signed(
+            reqwest::Method::GET,
+            &format!("/v1/agent/components/{digest}"),
+            Vec::new(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
 }

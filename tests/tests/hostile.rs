@@ -94,9 +94,10 @@ fn wat(
     }
 }
 
-/// The corpus. `http` is a granted loopback HTTP server; `other` a port nothing may reach.
-fn corpus(http: u16, other: u16) -> Vec<Case> {
-    let ungranted_host = format!("http://127.0.0.2:{http}/");
+/// The corpus. `http` is a granted loopback HTTP server; `other` (on 127.0.0.1, the granted
+/// host) and `elsewhere` (on 127.0.0.2, another host) are ports nothing may reach.
+fn corpus(http: u16, other: u16, elsewhere: u16) -> Vec<Case> {
+    let ungranted_host = format!("http://127.0.0.2:{elsewhere}/");
     let other_port = format!("http://127.0.0.1:{other}/");
     let redirect = format!("http://127.0.0.1:{http}/redirect");
     let other_tcp = format!("127.0.0.1:{other}");
@@ -266,7 +267,7 @@ fn corpus(http: u16, other: u16) -> Vec<Case> {
             &["http-follow", &redirect],
             "veto",
             "following 302",
-            Some(("network", &format!(":{other}"))),
+            Some(("network", &format!("127.0.0.2:{elsewhere}"))),
         ),
         probe(
             "tcp-ungranted-address",
@@ -454,9 +455,9 @@ args = ["reload", "*.service"]
     }
 }
 
-/// A loopback HTTP server: `/redirect` answers 302 to `other`'s port, anything else 200.
-/// Returns its port and the number of requests it answered.
-async fn http_server(other: u16) -> (u16, Arc<AtomicUsize>) {
+/// A loopback HTTP server: `/redirect` answers 302 to `elsewhere` on 127.0.0.2, anything else
+/// 200. Returns its port and the number of requests it answered.
+async fn http_server(elsewhere: u16) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -470,7 +471,7 @@ async fn http_server(other: u16) -> (u16, Arc<AtomicUsize>) {
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let reply = if head.starts_with("GET /redirect ") {
                     format!(
-                        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{other}/\r\n\
+                        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.2:{elsewhere}/\r\n\
                          content-length: 0\r\nconnection: close\r\n\r\n"
                     )
                 } else {
@@ -483,9 +484,10 @@ async fn http_server(other: u16) -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
-/// A port that counts connections and answers none: nothing may reach it.
-async fn forbidden_port() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A port on loopback address `ip` that counts connections and answers none: nothing may
+/// reach it.
+async fn forbidden_port(ip: &str) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
@@ -510,9 +512,10 @@ fn association(case: &Case) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_serving() {
-    let (other, other_hits) = forbidden_port().await;
-    let (http, http_hits) = http_server(other).await;
-    let cases = corpus(http, other);
+    let (other, other_hits) = forbidden_port("127.0.0.1").await;
+    let (elsewhere, elsewhere_hits) = forbidden_port("127.0.0.2").await;
+    let (http, http_hits) = http_server(elsewhere).await;
+    let cases = corpus(http, other, elsewhere);
     assert!(cases.len() >= 25, "the corpus has {} cases", cases.len());
 
     let server = Server::start();
@@ -663,9 +666,10 @@ async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_servin
         .filter(|e| e["target"] == "denial-flood")
         .count();
     assert_eq!(flood, 65, "64 records and one summary");
-    // Only the redirect's first hop reached the granted server; nothing reached the other.
+    // Only the redirect's first hop reached the granted server; nothing reached the others.
     assert_eq!(http_hits.load(Ordering::SeqCst), 1);
     assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0);
 
     // A component importing an interface its manifest does not grant is refused when
     // published, before anyone can approve it.

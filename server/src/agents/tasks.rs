@@ -457,7 +457,30 @@ pub async fn list_of_agent(store: &Store, agent_id: &str, limit: i64) -> Result<
 }
 
 /// A listener component by SHA-256, for an agent-mode task (the agent checks the digest).
-pub async fn component(store: &Store, sha256: &str) -> Result<Vec<u8>> {
+/// A listener component, for an agent that was given a listener task naming it: an agent
+/// learns nothing about listeners that never ran on its machine.
+pub async fn component(store: &Store, agent_id: &str, sha256: &str) -> Result<Vec<u8>> {
+    let not_found = || Error::NotFound {
+        what: "listener component",
+        id: sha256.to_string(),
+    };
+    // A digest is 64 lowercase hex digits; anything else cannot name a component (and never
+    // reaches the LIKE pattern below).
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(not_found());
+    }
+    let entitled = store::agents::listener_payloads_mentioning(store.pool(), agent_id, sha256)
+        .await?
+        .iter()
+        .filter_map(|p| serde_json::from_str::<ListenerWork>(p).ok())
+        .any(|w| w.component_sha256 == sha256);
+    if !entitled {
+        return Err(not_found());
+    }
     store::listeners::component_by_digest(store.pool(), sha256)
         .await?
         .ok_or_else(|| Error::NotFound {

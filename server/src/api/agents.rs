@@ -250,16 +250,17 @@ pub async fn report(
     ))
 }
 
-/// A listener component an agent-mode task names, by SHA-256 (the agent checks it).
+/// A listener component one of this agent's listener tasks names, by SHA-256 (the agent
+/// checks it); 404 for any other.
 #[utoipa::path(get, path = "/v1/agent/components/{sha256}", tag = "agent protocol", security(()),
     responses((status = 200, description = "the component", content_type = "application/wasm"),
         (status = 404, body = super::problem::Problem)))]
 pub async fn component(
     State(s): State<AppState>,
     ApiPath(sha256): ApiPath<String>,
-    _call: AgentCall,
+    call: AgentCall,
 ) -> Result<Response> {
-    let bytes = tasks::component(&s.store, &sha256).await?;
+    let bytes = tasks::component(&s.store, &call.agent.id, &sha256).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/wasm")],
         bytes,

@@ -581,3 +581,21 @@ pub async fn remember_nonce(
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// The payloads of this agent's listener tasks whose text mentions `needle` (a pre-filter; the
+/// caller parses them).
+pub async fn listener_payloads_mentioning(
+    pool: &AnyPool,
+    agent_id: &str,
+    needle: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(Option<String>,)> = sqlx::query_as(
+        "SELECT payload FROM agent_tasks WHERE agent_id = $1 AND kind = 'listener' \
+         AND payload LIKE $2",
+    )
+    .bind(agent_id)
+    .bind(format!("%{needle}%"))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().filter_map(|(p,)| p).collect())
+}
