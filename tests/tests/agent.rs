@@ -732,3 +732,29 @@ async fn an_agent_gets_only_the_components_its_tasks_name() {
         .unwrap();
     assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
 }
+
+/// A flood of bad agent requests from one address is audited up to a budget (20 a minute), then
+/// only counted; every one of them is still refused.
+#[tokio::test]
+async fn a_flood_of_bad_agent_requests_does_not_flood_the_audit_trail() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let path = format!(
+        "{}{}?session=s1&wait=0",
+        server.base,
+        lockstep_agent_protocol::NEXT_TASK_PATH
+    );
+    for _ in 0..50 {
+        let r = api
+            .http
+            .get(&path)
+            .header("authorization", "Lockstep-Agent not-a-signature")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let audited = audit_events(&api, &root, "agent.authenticate").await;
+    assert_eq!(audited.len(), 20, "{audited:?}");
+}

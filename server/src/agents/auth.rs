@@ -1,11 +1,13 @@
 //! The check every agent call goes through: a signature by the agent's enrolled key over this
 //! very request, a clock within the window, an active agent, an allowed source address, and a
 //! nonce not seen before (so a captured request cannot be replayed inside the window).
-//! Refusals are audited with the reason; none echoes the header.
+//! Refusals are audited with the reason (up to a budget per source address: `refusals`);
+//! none echoes the header.
 
 use lockstep_agent_protocol::auth::{MAX_CLOCK_SKEW_SECS, SignedRequest, decode_public_key};
 
 use super::networks;
+use super::refusals::{Admission, RefusalBudget};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::agents::AgentRow;
@@ -14,6 +16,7 @@ use crate::store::{self, Store};
 /// The agent that signed this request, or the reason it is refused.
 pub async fn authenticate(
     store: &Store,
+    budget: &RefusalBudget,
     header: Option<&str>,
     method: &str,
     path_and_query: &str,
@@ -25,7 +28,16 @@ pub async fn authenticate(
         let agent = agent.to_string();
         let ip = source_ip.map(str::to_string);
         let target = format!("{method} {path_and_query}");
+        // A flood from one address is audited up to a budget, then counted.
+        let admission = budget.admit(source_ip.unwrap_or("unknown"), std::time::Instant::now());
         async move {
+            let Admission::Record { suppressed_before } = admission else {
+                return Err::<AgentRow, Error>(err);
+            };
+            let mut detail = serde_json::json!({ "reason": why });
+            if suppressed_before > 0 {
+                detail["refusals_not_recorded_before"] = serde_json::json!(suppressed_before);
+            }
             audit::record(
                 &store,
                 NewEvent {
@@ -40,7 +52,7 @@ pub async fn authenticate(
                     action: "agent.authenticate",
                     target: &target,
                     outcome: Outcome::Denied,
-                    detail: serde_json::json!({ "reason": why }),
+                    detail,
                 },
             )
             .await?;

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod discovery;
 pub mod enrollment;
 pub mod networks;
+pub mod refusals;
 pub mod tasks;
 
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ use crate::store::{self, Store};
 pub struct AgentHub {
     agents: Mutex<HashMap<String, Arc<Notify>>>,
     tasks: Mutex<HashMap<String, Arc<Notify>>>,
+    /// How many refused agent requests per source address are audited one by one.
+    pub refusals: refusals::RefusalBudget,
 }
 
 fn bell(map: &Mutex<HashMap<String, Arc<Notify>>>, id: &str) -> Arc<Notify> {

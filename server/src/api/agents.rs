@@ -59,6 +59,7 @@ impl FromRequest<AppState> for AgentCall {
             .and_then(|v| v.to_str().ok());
         let agent = agents::auth::authenticate(
             &state.store,
+            &state.agents.refusals,
             header,
             parts.method.as_str(),
             &path,
