@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cargo build --workspace && cargo run -p lockstep-tests --example soak -- \
-//!     [--iterations 50] [--seed N] [--accounts-per-target 8]
+//!     [--iterations 50] [--seed N] [--accounts-per-target 8] [--postgres]
 //! ```
+//! `--postgres` runs the server on a fresh database of the machine's PostgreSQL
+//! (127.0.0.1:5432, user postgres), dropped afterwards.
 //! Needs root (the targets run in namespaces) and `scripts/testbed-deps.sh` run once. Exits
 //! non-zero if any password was lost or any answer was a 5xx; prints the seed to repeat a run.
 
@@ -21,9 +23,15 @@ fn main() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
         accounts_per_target: 8,
+        database_url: None,
     };
+    let mut postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--postgres" {
+            postgres = true;
+            continue;
+        }
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
         match (flag.as_str(), value) {
             ("--iterations", Some(v)) => plan.iterations = v as usize,
@@ -32,15 +40,28 @@ fn main() {
             _ => {
                 eprintln!(
                     "usage: soak [--iterations N] [--seed N] [--accounts-per-target N] \
-                     (each with a number)"
+                     [--postgres]"
                 );
                 std::process::exit(2);
             }
         }
     }
-    eprintln!("soak: {plan:?}");
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let report = runtime.block_on(run(plan));
+    let database = if postgres {
+        let Some((url, name)) = runtime.block_on(common::postgres_database()) else {
+            eprintln!("--postgres: no PostgreSQL on 127.0.0.1:5432");
+            std::process::exit(2);
+        };
+        plan.database_url = Some(url);
+        Some(name)
+    } else {
+        None
+    };
+    eprintln!("soak: {plan:?}");
+    let report = runtime.block_on(run(&plan));
+    if let Some(name) = database {
+        runtime.block_on(common::drop_postgres_database(&name));
+    }
     println!("soak (seed {}): {report}", plan.seed);
     for lost in &report.lost {
         println!("lost: {lost}");

@@ -1,26 +1,41 @@
-//! A short crash-kill soak for CI (the harness runs 50 iterations by default:
-//! `cargo run -p lockstep-tests --example soak`). See `common/soak.rs`.
+//! A short crash-kill soak for CI, on SQLite and on PostgreSQL (the harness runs 50 iterations
+//! by default: `cargo run -p lockstep-tests --example soak [-- --postgres]`). See
+//! `common/soak.rs`.
 
 mod common;
 
 use common::soak::{SoakPlan, run};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_crash_kill_soak_loses_no_password() {
+async fn short_soak(iterations: usize, database_url: Option<String>) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let plan = SoakPlan {
-        iterations: 3,
+        iterations,
         seed,
         accounts_per_target: 6,
+        database_url,
     };
-    let report = run(plan).await;
+    let report = run(&plan).await;
     eprintln!("soak (seed {seed}): {report}");
-    assert_eq!(report.iterations, 3);
-    assert!(report.kills >= 3);
+    assert_eq!(report.iterations, iterations);
+    assert!(report.kills >= iterations);
     assert!(report.lost.is_empty(), "seed {seed}: {:?}", report.lost);
     assert_eq!(report.server_errors, 0, "seed {seed}");
     assert!(report.resets_committed > 0, "seed {seed}: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_crash_kill_soak_loses_no_password() {
+    short_soak(3, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_crash_kill_soak_on_postgresql_loses_no_password() {
+    let Some((url, name)) = common::postgres_database().await else {
+        return;
+    };
+    short_soak(2, Some(url)).await;
+    common::drop_postgres_database(&name).await;
 }

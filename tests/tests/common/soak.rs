@@ -13,13 +13,15 @@ use super::sshd::SshTarget;
 use super::{Api, Server};
 
 /// How a soak is run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SoakPlan {
     pub iterations: usize,
     /// Seeds the kill points; a failing run is repeated with the same seed.
     pub seed: u64,
     /// Accounts on each of the two targets.
     pub accounts_per_target: usize,
+    /// Run the server on this PostgreSQL database instead of its embedded SQLite.
+    pub database_url: Option<String>,
 }
 
 /// What a soak saw.
@@ -73,7 +75,7 @@ impl Rng {
     }
 }
 
-pub async fn run(plan: SoakPlan) -> SoakReport {
+pub async fn run(plan: &SoakPlan) -> SoakReport {
     let started = Instant::now();
     let mut rng = Rng(plan.seed | 1);
     let n = plan.accounts_per_target;
@@ -81,7 +83,10 @@ pub async fn run(plan: SoakPlan) -> SoakReport {
         SshTarget::start("Root-Pw-1", &users(n)),
         SshTarget::start("Root-Pw-1", &users(n)),
     ];
-    let mut server = Server::start();
+    let mut server = Server::start_with(super::ServerOptions {
+        database_url: plan.database_url.clone(),
+        ..Default::default()
+    });
     let mut api = Api::new(&server);
     let root = server.root_token.clone();
     let mut accounts = Vec::new();
