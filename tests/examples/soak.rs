@@ -18,10 +18,7 @@ use common::soak::{SoakPlan, run};
 fn main() {
     let mut plan = SoakPlan {
         iterations: 50,
-        seed: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
+        seed: SoakPlan::time_seed(),
         accounts_per_target: 8,
         database_url: None,
     };

@@ -7,10 +7,7 @@ mod common;
 use common::soak::{SoakPlan, run};
 
 async fn short_soak(iterations: usize, database_url: Option<String>) {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
+    let seed = SoakPlan::time_seed();
     let plan = SoakPlan {
         iterations,
         seed,

@@ -1150,43 +1150,34 @@ impl Engine {
         agent: Option<&str>,
         record: &mut Vec<serde_json::Value>,
     ) -> Result<Option<String>> {
-        for d in &r.denials {
-            let mut detail = serde_json::json!({ "item": item.id, "denial": d });
+        // Where it ran goes with every event, so an agent's denials are told apart.
+        let system = Actor::system();
+        let event = |action: &'static str, outcome: Outcome, mut detail: serde_json::Value| {
             if let Some(a) = agent {
                 detail["agent"] = serde_json::json!(a);
             }
             audit::record(
                 &self.store,
                 NewEvent {
-                    actor: &Actor::system(),
-                    action: "listener.denial",
+                    actor: &system,
+                    action,
                     target: name,
-                    outcome: Outcome::Denied,
+                    outcome,
                     detail,
                 },
             )
-            .await?;
+        };
+        for d in &r.denials {
+            let detail = serde_json::json!({ "item": item.id, "denial": d });
+            event("listener.denial", Outcome::Denied, detail).await?;
         }
         // A listener stopped by a limit or a trap is audited too: a hostile component
         // leaves a trace even when it never asked for anything.
         if r.outcome == "stopped" {
-            let mut detail = serde_json::json!({
+            let detail = serde_json::json!({
                 "item": item.id, "phase": phase.as_str(), "reason": r.message,
             });
-            if let Some(a) = agent {
-                detail["agent"] = serde_json::json!(a);
-            }
-            audit::record(
-                &self.store,
-                NewEvent {
-                    actor: &Actor::system(),
-                    action: "listener.stopped",
-                    target: name,
-                    outcome: Outcome::Failure,
-                    detail,
-                },
-            )
-            .await?;
+            event("listener.stopped", Outcome::Failure, detail).await?;
         }
         let verdict = match (r.outcome.as_str(), phase) {
             ("veto", _) => Some(format!("vetoed by {name}: {}", r.message)),

@@ -24,6 +24,16 @@ pub struct SoakPlan {
     pub database_url: Option<String>,
 }
 
+impl SoakPlan {
+    /// A seed from the clock, for runs that do not ask for one.
+    pub fn time_seed() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    }
+}
+
 /// What a soak saw.
 #[derive(Debug, Default)]
 pub struct SoakReport {
