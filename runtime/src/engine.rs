@@ -46,7 +46,13 @@ pub fn build_engine() -> Result<Engine, Error> {
         .table_elements(crate::limits::MAX_TABLE_ELEMENTS)
         .max_unused_warm_slots(8)
         // Reset reused slots by zeroing instead of returning pages to the kernel: cheaper for
-        // the small memories and stacks listeners use.
+        // the small memories and stacks listeners use. With PAGEMAP_SCAN (Linux 6.7+; `Auto`
+        // falls back to the plain reset elsewhere) only the pages a run actually wrote are
+        // reset, up to the keep-resident size, and nothing is unmapped: a slot's reuse takes
+        // one ioctl instead of page faults and `madvise` with its TLB shootdowns. Measured: half
+        // the per-run cost, 3x the throughput (docs/performance.md). Every run still starts
+        // from the pristine image (`runtime/tests/listeners.rs::every_run_starts_from_clean_memory`).
+        .pagemap_scan(wasmtime::Enabled::Auto)
         .linear_memory_keep_resident(64 << 10)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);

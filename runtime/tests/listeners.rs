@@ -196,6 +196,26 @@ fn failure(inv: &Invocation) -> &str {
     }
 }
 
+/// Pool slots are reused, and reset by copying back only the pages a run wrote (PAGEMAP_SCAN)
+/// or by returning them to the kernel: either way no run may see what an earlier one left in
+/// static memory, initialised data or grown pages.
+#[tokio::test]
+async fn every_run_starts_from_clean_memory() {
+    let first = success(&post(&["fresh-memory"]).await).to_string();
+    assert!(
+        first.starts_with("dirty=0 runs=7 grown=0 pages="),
+        "first run: {first}"
+    );
+    for run in 1..50 {
+        let again = post(&["fresh-memory"]).await;
+        assert_eq!(
+            success(&again),
+            first,
+            "run {run} saw an earlier run's memory"
+        );
+    }
+}
+
 #[tokio::test]
 async fn granted_capabilities_work() {
     let inv = post(&["ok"]).await;

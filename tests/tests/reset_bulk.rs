@@ -385,3 +385,133 @@ async fn five_hundred_concurrent_requests_reset_each_account_exactly_once() {
         }
     }
 }
+
+/// One server-sent event: its name and its JSON data.
+#[derive(Debug)]
+struct SseEvent {
+    name: String,
+    data: Value,
+}
+
+/// Reads `GET path` as a server-sent event stream to its end (at most `limit`), keeping the
+/// named events (keep-alive comments have no name).
+async fn read_events(api: &Api, token: &str, path: &str, limit: Duration) -> Vec<SseEvent> {
+    let mut response = api
+        .http
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("open the event stream");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let deadline = Instant::now() + limit;
+    let mut text = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("the stream broke: {e}"),
+            Err(_) => panic!("the stream did not end within {limit:?}; so far:\n{text}"),
+        }
+    }
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            Some(SseEvent {
+                name: name?,
+                data: serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}")),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_jobs_progress_streams_as_server_sent_events() {
+    let t = SshTarget::start("Root-Pw-1", &users(6));
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let accounts = register(&api, &root, &t, "sse", 6).await;
+
+    let r = api.get("/v1/reset-jobs/no-such-job/events", &root).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.content_type, "application/problem+json");
+    let r = api
+        .call("GET", "/v1/reset-jobs/no-such-job/events", None, None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+
+    let ids: Vec<&str> = accounts.iter().map(|(id, _)| id.as_str()).collect();
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"accounts": ids, "reason": "rotation followed live"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job_id = r.json()["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/reset-jobs/{job_id}/events");
+    let events = read_events(&api, &root, &path, Duration::from_secs(120)).await;
+
+    // First the whole current state: one item per account, then the counts, while running.
+    let first_progress = events.iter().position(|e| e.name == "progress").unwrap();
+    assert_eq!(first_progress, 6, "{events:#?}");
+    assert_eq!(events[first_progress].data["status"], "running");
+    assert_eq!(events[first_progress].data["job_id"], job_id.as_str());
+    // Then changes, and last the whole job, finished.
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "finished", "{events:#?}");
+    assert_eq!(last.data["progress"]["succeeded"], 6, "{}", last.data);
+    assert_eq!(last.data, job(&api, &root, &job_id).await);
+    assert_eq!(events.iter().filter(|e| e.name == "finished").count(), 1);
+    // Every account's states arrive in pipeline order and end in `done`.
+    let order = [
+        "planned",
+        "pre-listeners",
+        "pending-written",
+        "applied",
+        "verified",
+        "committed",
+        "post-listeners",
+        "done",
+    ];
+    for (id, login) in &accounts {
+        let states: Vec<&str> = events
+            .iter()
+            .filter(|e| e.name == "item" && e.data["account_id"] == id.as_str())
+            .map(|e| e.data["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states.last(), Some(&"done"), "{login}: {states:?}");
+        let ranks: Vec<usize> = states
+            .iter()
+            .map(|s| order.iter().position(|o| o == s).unwrap())
+            .collect();
+        assert!(ranks.is_sorted(), "{login}: {states:?}");
+    }
+    // Accounts were seen moving while the job ran, not only at its start and end (a grouped
+    // `chpasswd` of six yescrypt hashes alone outlasts one 200 ms poll).
+    assert!(
+        events.iter().filter(|e| e.name == "item").count() > 12,
+        "{events:#?}"
+    );
+
+    // A client that connects after the end gets the state and the end at once.
+    let late = read_events(&api, &root, &path, Duration::from_secs(10)).await;
+    let names: Vec<&str> = late.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(&names[6..], ["progress", "finished"]);
+}

@@ -25,6 +25,7 @@ fn run(event: &Event) -> Result<String, String> {
                 login.unwrap_or_default()
             ))
         }
+        "fresh-memory" => Ok(fresh_memory()),
         "resource-prop" => props::resource(&arg(1))
             .map(|v| v.unwrap_or_else(|| "<none>".into()))
             .map_err(|e| describe(&e)),
@@ -176,3 +177,48 @@ impl Listener for Probe {
 }
 
 export_listener!(Probe);
+
+/// Bytes of static memory `fresh-memory` checks and then dirties (more than the host keeps
+/// resident between runs, so both of its reset paths are crossed).
+const SCRATCH_BYTES: usize = 256 * 1024;
+static SCRATCH: [std::sync::atomic::AtomicU8; SCRATCH_BYTES] =
+    [const { std::sync::atomic::AtomicU8::new(0) }; SCRATCH_BYTES];
+/// Initialised data (not zero): a run that sees anything but 7 saw an earlier run's write.
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
+
+/// Reports what this instance found left over from earlier runs, then leaves its own mark
+/// everywhere it can: static zeroed memory, initialised data, and freshly grown pages.
+/// A host that gives every run a pristine instance answers `dirty=0 runs=7 grown=0 pages=N`
+/// with the same N every time.
+fn fresh_memory() -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dirty = SCRATCH.iter().filter(|b| b.load(Relaxed) != 0).count();
+    let runs = RUNS.fetch_add(1, Relaxed);
+    for b in &SCRATCH {
+        b.store(0xa5, Relaxed);
+    }
+    #[cfg(target_arch = "wasm32")]
+    let (pages, grown) = {
+        use core::arch::wasm32::{memory_grow, memory_size};
+        let pages = memory_size(0);
+        let old = memory_grow(0, 4);
+        let mut grown = 0;
+        if old != usize::MAX {
+            let start = (old * 65536) as *mut u8;
+            for i in 0..4 * 65536 {
+                // SAFETY: the pages [old, old + 4) were just added to linear memory by
+                // memory.grow and nothing else uses them; wasm defines their contents.
+                unsafe {
+                    if start.add(i).read_volatile() != 0 {
+                        grown += 1;
+                    }
+                    start.add(i).write_volatile(0x5a);
+                }
+            }
+        }
+        (pages, grown)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let (pages, grown) = (0, 0);
+    format!("dirty={dirty} runs={runs} grown={grown} pages={pages}")
+}

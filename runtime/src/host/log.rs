@@ -6,7 +6,7 @@ use crate::limits::MAX_LOG_LINES;
 use crate::report::{LogLevel, LogLine, MAX_MESSAGE_BYTES, sanitize, truncate};
 
 impl Host for HostState {
-    async fn write(&mut self, level: Level, message: String) {
+    fn write(&mut self, level: Level, message: String) {
         let len = message.len();
         if self.logs.len() >= MAX_LOG_LINES
             || self.log_bytes + len.min(MAX_MESSAGE_BYTES) > self.output_cap()

@@ -50,7 +50,12 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "listener",
-        imports: { default: async },
+        // Only the host calls that wait on something are async; props, secrets and log
+        // answer from the store, and a plain call skips a boxed future per call.
+        imports: {
+            "lockstep:listener/exec.run": async,
+            "lockstep:listener/target-exec.run": async,
+        },
         exports: { default: async },
     });
 }

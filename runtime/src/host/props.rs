@@ -32,11 +32,11 @@ impl HostState {
 }
 
 impl Host for HostState {
-    async fn resource_property(&mut self, key: String) -> Result<Option<String>, HostError> {
+    fn resource_property(&mut self, key: String) -> Result<Option<String>, HostError> {
         self.property("resource", key)
     }
 
-    async fn account_property(&mut self, key: String) -> Result<Option<String>, HostError> {
+    fn account_property(&mut self, key: String) -> Result<Option<String>, HostError> {
         self.property("account", key)
     }
 }

@@ -27,11 +27,11 @@ impl HostState {
 }
 
 impl Host for HostState {
-    async fn old_password(&mut self) -> Result<String, HostError> {
+    fn old_password(&mut self) -> Result<String, HostError> {
         self.secret(Secret::OldPassword)
     }
 
-    async fn new_password(&mut self) -> Result<String, HostError> {
+    fn new_password(&mut self) -> Result<String, HostError> {
         self.secret(Secret::NewPassword)
     }
 }

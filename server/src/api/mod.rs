@@ -68,14 +68,15 @@ pub struct AppState {
         registry::history, registry::resources, registry::plan, registry::list_changes,
         registry::get_change, registry::approve, registry::reject, registry::withdraw,
         notifications::list, notifications::mark_read,
-        reset::reset_account, reset::bulk_reset, reset::get_job, reset::get_settings, reset::put_settings,
+        reset::reset_account, reset::bulk_reset, reset::get_job, reset::job_events, reset::get_settings, reset::put_settings,
         reset::list_policies, reset::create_policy, reset::list_schedules,
         reset::create_schedule, reset::delete_schedule,
         agents::issue_token, agents::list, agents::get, agents::revoke, agents::tasks_of_agent,
         agents::my_tasks, agents::enroll, agents::discovery, agents::next_task, agents::report,
         agents::component, agents::verify_account, agents::get_task,
     ),
-    components(schemas(problem::Problem, crate::error::FieldProblem)),
+    components(schemas(problem::Problem, crate::error::FieldProblem,
+        crate::reset::watch::ItemChange, crate::reset::watch::ProgressChange)),
     modifiers(&BearerAuth, &PathParameters, &ProblemContentType),
     security(("bearer" = [])),
 )]
@@ -182,6 +183,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/accounts/{id}/reset", post(reset::reset_account))
         .route("/reset-jobs", post(reset::bulk_reset))
         .route("/reset-jobs/{id}", get(reset::get_job))
+        .route("/reset-jobs/{id}/events", get(reset::job_events))
         .route(
             "/resources/{id}/reset-settings",
             get(reset::get_settings).put(reset::put_settings),

@@ -122,6 +122,84 @@ pub async fn get_job(
     }
 }
 
+/// How often a job's event stream re-reads the job.
+const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long one event stream stays open; a client reconnects to go on (the first events of a
+/// new stream are the job's whole current state).
+const EVENTS_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[utoipa::path(get, path = "/v1/reset-jobs/{id}/events", tag = "reset",
+    description = "Live progress as server-sent events (`text/event-stream`). The first events \
+        are the job's current state: one `item` event per account, then `progress`. After that, \
+        an `item` event (`ItemChange`) each time an account's state moves, a `progress` event \
+        (`ProgressChange`) each time the counts move, and at the end one `finished` event with \
+        the whole job (`Job`), after which the stream closes. A stream closes after an hour; \
+        reconnect to go on.",
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "`item`, `progress` and `finished` events, JSON in `data`"),
+        (status = 404, body = super::problem::Problem)))]
+pub async fn job_events(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response> {
+    use crate::reset::watch::{JobChange, Seen};
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+
+    // An unknown job is a 404 now, not an event later.
+    let first = jobs::get_job(&s.store, &id).await?;
+    let deadline = tokio::time::Instant::now() + EVENTS_MAX;
+    let store = s.store.clone();
+    // Each step yields the changes of one snapshot; the stream ends after `finished`, after
+    // an error (reported as an `error` event) or at the deadline.
+    let snapshots = stream::unfold(
+        (Seen::default(), Some(first), false),
+        move |(mut seen, next, stop)| {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                if stop || seen.finished() || tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                let job = match next {
+                    Some(job) => Ok(job),
+                    None => {
+                        tokio::time::sleep(EVENTS_POLL).await;
+                        jobs::get_job(&store, &id).await
+                    }
+                };
+                let events: Vec<Event> = match job {
+                    Ok(job) => seen
+                        .changes(job)
+                        .into_iter()
+                        .map(|change| {
+                            let event = Event::default().event(change.name());
+                            match &change {
+                                JobChange::Item(i) => event.json_data(i),
+                                JobChange::Progress(p) => event.json_data(p),
+                                JobChange::Finished(j) => event.json_data(j),
+                            }
+                            .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+                        })
+                        .collect(),
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.to_string());
+                        return Some((vec![event], (seen, None, true)));
+                    }
+                };
+                Some((events, (seen, None, false)))
+            }
+        },
+    );
+    let events = snapshots
+        .flat_map(stream::iter)
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 #[utoipa::path(get, path = "/v1/resources/{id}/reset-settings", tag = "reset",
     responses((status = 200, body = ResetSettings)))]
 pub async fn get_settings(

@@ -4,6 +4,7 @@
 //! - `policy`: password policies and the generator.
 //! - `settings`: per-resource reset settings (admin account, host key pin, policy).
 //! - `jobs`: starting a reset and reading a job's progress.
+//! - `watch`: a job's successive snapshots turned into changes, for the live event stream.
 //! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
 //! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
 
@@ -17,6 +18,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod ssh;
 pub mod target;
+pub mod watch;
 
 /// The fingerprint purpose of an account's password history (see `Vault::fingerprint`).
 pub fn history_purpose(account_id: &str) -> String {
