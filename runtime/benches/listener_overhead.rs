@@ -36,6 +36,56 @@ args = ["reload", "*.service"]
 
 const SCRIPT: &str = r#"name="$1"; login="$2"; echo "$name $login""#;
 
+/// The floor: a hand-written component (no language runtime, no WASI imports) that reads the
+/// same two properties through the same host calls and answers `success("")`. What it costs
+/// is the host's own share of a run; the rest of a Rust listener's cost is its guest.
+fn floor_component() -> Vec<u8> {
+    let wat = r#"(module
+  (import "lockstep:listener/props@0.1.0" "resource-property" (func $rp (param i32 i32 i32)))
+  (import "lockstep:listener/props@0.1.0" "account-property" (func $ap (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "RESOURCENAMELOGINNAME")
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (global.set $heap (i32.add (local.get $p) (local.get 3)))
+    (if (i32.gt_u (global.get $heap) (i32.const 131072)) (then unreachable))
+    (local.get $p))
+  (func $hook (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (call $rp (i32.const 1024) (i32.const 12) (i32.const 64))
+    (call $ap (i32.const 1036) (i32.const 9) (i32.const 96))
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 20) (i32.const 0))
+    (i32.store (i32.const 24) (i32.const 0))
+    (i32.const 16))
+  (export "pre-reset" (func $hook))
+  (export "post-reset" (func $hook)))"#;
+    let mut module = wat::parse_str(wat).expect("the floor's WAT parses");
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../wit"
+        )))
+        .expect("wit/ parses");
+    let world = resolve
+        .select_world(&[package], Some("listener"))
+        .expect("the listener world");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("component metadata");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("a listener-world module")
+        .validate(true)
+        .encode()
+        .expect("the floor component encodes")
+}
+
 fn event() -> ResetEvent {
     ResetEvent {
         job_id: "bench".into(),
@@ -67,6 +117,15 @@ async fn one_freeze_run(l: &LoadedListener, e: &ResetEvent) {
     c.resource.insert("LOCATION".into(), "DC1".into());
     let inv = l.run(Phase::PreReset, e, c).await;
     assert_eq!(inv.outcome, Ok(HookOutcome::Proceed), "{inv:?}");
+}
+
+async fn one_floor_run(l: &LoadedListener, e: &ResetEvent) {
+    let inv = l.run(Phase::PostReset, e, ctx()).await;
+    assert_eq!(
+        inv.outcome,
+        Ok(HookOutcome::Success(String::new())),
+        "{inv:?}"
+    );
 }
 
 async fn one_script_run() {
@@ -141,8 +200,13 @@ fn main() {
         ..event()
     };
 
+    let floor_wasm = floor_component();
+    let floor = runtime
+        .load(&floor_wasm, Manifest::parse(MANIFEST).expect("manifest"))
+        .expect("load the floor component");
+
     let e = event();
-    let (wasm_stats, freeze_stats, sh_stats) = rt.block_on(async {
+    let (wasm_stats, freeze_stats, floor_stats, sh_stats) = rt.block_on(async {
         for _ in 0..300 {
             one_listener_run(&listener, &e).await;
         }
@@ -161,6 +225,12 @@ fn main() {
             one_freeze_run(&freeze, &freeze_event).await;
             f.push(t.elapsed());
         }
+        let mut fl = Vec::with_capacity(5000);
+        for _ in 0..5000 {
+            let t = Instant::now();
+            one_floor_run(&floor, &e).await;
+            fl.push(t.elapsed());
+        }
         // Spawns last: process start-up and teardown disturb the runs that follow them on two
         // cores (measured: listener medians 15 -> 22-26 µs when spawns were interleaved).
         let mut s = Vec::with_capacity(500);
@@ -169,7 +239,7 @@ fn main() {
             one_script_run().await;
             s.push(t.elapsed());
         }
-        (stats(w), stats(f), stats(s))
+        (stats(w), stats(f), stats(fl), stats(s))
     });
 
     // Throughput with both cores busy: a bounded number of runs, 8 in flight at a time.
@@ -225,6 +295,10 @@ fn main() {
             "listener: change-freeze, 46 KB, 2 property reads + 1 log",
             &freeze_stats,
         ),
+        (
+            "floor: hand-written component, 2 property reads (host cost alone)",
+            &floor_stats,
+        ),
         ("/bin/sh script (baseline)", &sh_stats),
     ] {
         println!(
@@ -238,6 +312,7 @@ fn main() {
     for (name, l) in [
         ("test-probe", &wasm_stats),
         ("change-freeze", &freeze_stats),
+        ("floor", &floor_stats),
     ] {
         println!(
             "| ratio, baseline / {name} | | {:.0}x | {:.0}x | {:.0}x |",
