@@ -5,6 +5,7 @@
 #[path = "../../tests/tests/common/sshd.rs"]
 mod sshd;
 
+use lockstep_server::reset::command::ResetCommand;
 use lockstep_server::reset::remote::{self, AdminKind, ApplyFailure};
 use lockstep_server::reset::ssh::{self, Endpoint, SshFailure, Timeouts};
 use lockstep_server::vault::Secret;
@@ -39,9 +40,17 @@ async fn change_and_verify(kind: AdminKind, admin: &str, admin_pw: &str, users: 
         .expect("admin login");
     assert!(conn.host_key.starts_with("SHA256:"), "{}", conn.host_key);
     let new = secret("N3w-Pass:word with spaces!");
-    remote::apply(&conn, kind, &secret(admin_pw), "app", &new, &e.label())
-        .await
-        .expect("apply");
+    remote::apply(
+        &conn,
+        kind,
+        &secret(admin_pw),
+        &ResetCommand::chpasswd(),
+        "app",
+        &new,
+        &e.label(),
+    )
+    .await
+    .expect("apply");
     conn.close().await;
     assert_ne!(t.shadow_hash("app"), before, "the target stores a new hash");
     let pinned = endpoint(
@@ -120,6 +129,7 @@ async fn wrong_admin_passwords_change_nothing() {
         &conn,
         AdminKind::Sudo,
         &secret("not-the-admin-pw"),
+        &ResetCommand::chpasswd(),
         "app",
         &secret("Whatever-1"),
         &e.label(),
@@ -141,6 +151,7 @@ async fn wrong_admin_passwords_change_nothing() {
         &app,
         AdminKind::Root,
         &secret("App-Pw-1"),
+        &ResetCommand::chpasswd(),
         "app",
         &secret("Whatever-2"),
         &e.label(),
@@ -223,21 +234,22 @@ async fn one_chpasswd_run_changes_several_accounts_and_names_the_one_it_could_no
     let lines = vec![
         (
             "a1".to_string(),
-            remote::chpasswd_line("a1", &new1).unwrap(),
+            remote::command_input(&ResetCommand::chpasswd(), "a1", &new1).unwrap(),
         ),
         (
             "ghost".to_string(),
-            remote::chpasswd_line("ghost", &new1).unwrap(),
+            remote::command_input(&ResetCommand::chpasswd(), "ghost", &new1).unwrap(),
         ),
         (
             "a2".to_string(),
-            remote::chpasswd_line("a2", &new2).unwrap(),
+            remote::command_input(&ResetCommand::chpasswd(), "a2", &new2).unwrap(),
         ),
     ];
     let results = remote::apply_many(
         &conn,
         AdminKind::Root,
         &secret("Root-Pw-1"),
+        &ResetCommand::chpasswd(),
         lines,
         &e.label(),
     )

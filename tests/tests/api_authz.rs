@@ -35,6 +35,14 @@ fn endpoints() -> Vec<(
             Some(json!({"name": "T{n}", "reset_method": "local"})),
             "manage-resources",
         ),
+        (
+            "PUT",
+            "/v1/resource-types/Linux/reset-command",
+            Some(
+                json!({"program": "/usr/sbin/chpasswd", "args": [], "stdin": "{login}:{password}\n"}),
+            ),
+            "manage-resources",
+        ),
         ("GET", "/v1/resources", None, "view-resources"),
         (
             "POST",

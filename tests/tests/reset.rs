@@ -823,3 +823,149 @@ async fn a_target_that_refuses_every_new_password_gets_the_account_parked() {
         .await;
     assert!(audit.text.contains("parked"), "{}", audit.text);
 }
+
+#[tokio::test]
+async fn a_resource_types_command_template_sets_passwords_its_own_way() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web1",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let put = |body: Value| {
+        let api = &api;
+        let root = &root;
+        async move {
+            api.call(
+                "PUT",
+                "/v1/resource-types/Linux/reset-command",
+                Some(root),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let linux = api.get("/v1/resource-types/Linux", &root).await.json();
+    assert_eq!(
+        linux["reset_command"],
+        json!({"program": "/usr/sbin/chpasswd", "args": [], "stdin": "{login}:{password}\n"}),
+        "the default"
+    );
+
+    // Many accounts per run: chpasswd hashing with SHA-512 instead of the system's default.
+    let sha512 = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
+        "stdin": "{login}:{password}\n"});
+    let r = put(sha512.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["reset_command"], sha512);
+    let job = reset(&api, &root, &app, json!({"reason": "template test"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let pw1 = stored_password(&api, &root, &app).await;
+    assert!(
+        t.shadow_hash("app").starts_with("$6$"),
+        "{}",
+        t.shadow_hash("app")
+    );
+    assert!(logs_in(&t, "app", &pw1).await);
+
+    // One run per account, the login as an argument (quoted for the shell) and the password
+    // on stdin: the shape of FreeBSD's `pw usermod LOGIN -h 0`.
+    let per_account = json!({"program": "/bin/sh", "args": ["-c",
+        "IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd -c SHA256",
+        "sh", "{login}"], "stdin": "{password}\n"});
+    let r = put(per_account).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let job = reset(&api, &root, &app, json!({"reason": "template test"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let pw2 = stored_password(&api, &root, &app).await;
+    assert_ne!(pw1, pw2);
+    assert!(
+        t.shadow_hash("app").starts_with("$5$"),
+        "{}",
+        t.shadow_hash("app")
+    );
+    assert!(logs_in(&t, "app", &pw2).await);
+
+    // A template that fails says which program and why, and changes nothing.
+    let r = put(
+        json!({"program": "/usr/sbin/no-such-program", "args": ["{login}"],
+        "stdin": "{password}\n"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // (A given password: a generated one would be retried with fresh ones, then parked.)
+    let body = json!({"reason": "template test", "password": "Given-Pass-123!"});
+    let job = reset(&api, &root, &app, body).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    let detail = item(&job)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("no-such-program exited with status 127"),
+        "{detail}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, pw2);
+    assert!(logs_in(&t, "app", &pw2).await);
+
+    // Refused: a password on the command line, a type that runs no command.
+    let r = put(
+        json!({"program": "/usr/sbin/pw", "args": ["usermod", "{login}", "-w", "{password}"],
+        "stdin": "{password}\n"}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("reset_command.args[3]"), "{}", r.text);
+    let r = api
+        .call(
+            "PUT",
+            "/v1/resource-types/Kubernetes/reset-command",
+            Some(&root),
+            Some(sha512),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+
+    // Back to the default: chpasswd with the system's own hash (yescrypt on Debian).
+    let r = api
+        .call(
+            "DELETE",
+            "/v1/resource-types/Linux/reset-command",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let job = reset(&api, &root, &app, json!({"reason": "template test"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let pw3 = stored_password(&api, &root, &app).await;
+    assert!(
+        t.shadow_hash("app").starts_with("$y$"),
+        "{}",
+        t.shadow_hash("app")
+    );
+    assert!(logs_in(&t, "app", &pw3).await);
+
+    // Every change of a template is audited, with the template (placeholders, no secret).
+    let audit = api
+        .get(
+            "/v1/audit?action=resource-type.reset-command&limit=50",
+            &root,
+        )
+        .await;
+    assert_eq!(
+        audit.json()["items"].as_array().map(Vec::len),
+        Some(4),
+        "{}",
+        audit.text
+    );
+    for pw in [&pw1, &pw2, &pw3] {
+        assert!(!audit.text.contains(pw.as_str()));
+        assert!(!server.log_text().contains(pw.as_str()));
+    }
+}

@@ -44,6 +44,37 @@ pub async fn create_type(
     ))
 }
 
+#[utoipa::path(put, path = "/v1/resource-types/{name}/reset-command", tag = "inventory",
+    request_body = crate::reset::command::ResetCommand,
+    description = "Sets how an `ssh` type's passwords are changed: an absolute program, its \
+        arguments (`{login}` allowed) and its standard input (`{password}` required, `{login}` \
+        allowed). Audited.",
+    responses((status = 200, body = ResourceType), (status = 422, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem)))]
+pub async fn put_reset_command(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(command): ApiJson<crate::reset::command::ResetCommand>,
+) -> Result<Json<ResourceType>> {
+    Ok(Json(
+        resource_types::set_reset_command(&s.store, &a.actor, &name, Some(command)).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/resource-types/{name}/reset-command", tag = "inventory",
+    description = "Goes back to the default command, `chpasswd`. Audited.",
+    responses((status = 200, body = ResourceType), (status = 409, body = super::problem::Problem)))]
+pub async fn delete_reset_command(
+    State(s): State<AppState>,
+    a: Authorized<need::ManageResources>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ResourceType>> {
+    Ok(Json(
+        resource_types::set_reset_command(&s.store, &a.actor, &name, None).await?,
+    ))
+}
+
 #[utoipa::path(delete, path = "/v1/resource-types/{name}", tag = "inventory", responses((status = 204)))]
 pub async fn delete_type(
     State(s): State<AppState>,

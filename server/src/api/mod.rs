@@ -57,6 +57,7 @@ pub struct AppState {
         identity::issue_my_token, identity::revoke_token, identity::list_roles,
         identity::create_role, identity::delete_role,
         inventory::list_types, inventory::get_type, inventory::create_type, inventory::delete_type,
+        inventory::put_reset_command, inventory::delete_reset_command,
         inventory::list_resources, inventory::create_resource, inventory::get_resource,
         inventory::update_resource, inventory::delete_resource, inventory::list_accounts,
         inventory::create_account, inventory::get_account, inventory::update_account,
@@ -124,6 +125,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/resource-types/{name}",
             get(inventory::get_type).delete(inventory::delete_type),
+        )
+        .route(
+            "/resource-types/{name}/reset-command",
+            axum::routing::put(inventory::put_reset_command)
+                .delete(inventory::delete_reset_command),
         )
         .route(
             "/resources",

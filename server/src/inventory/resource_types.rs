@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
+use crate::reset::command::ResetCommand;
 use crate::store::resource_types::ResourceTypeRow;
 use crate::store::{self, Store};
 
@@ -152,13 +153,24 @@ pub struct ResourceType {
     pub description: String,
     /// Listener execution modes allowed for resources of this type.
     pub listener_modes: Vec<ExecutionMode>,
+    /// How passwords are set over SSH (`ssh` types only): the type's own template, or the
+    /// default, `chpasswd`.
+    pub reset_command: Option<ResetCommand>,
 }
 
 impl From<ResourceTypeRow> for ResourceType {
     fn from(r: ResourceTypeRow) -> ResourceType {
+        let reset_method = ResetMethod::parse(&r.reset_method);
+        // Only this server writes the column, from a validated template.
+        let stored = r
+            .reset_command
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok());
         ResourceType {
+            reset_command: (reset_method == ResetMethod::Ssh)
+                .then(|| stored.unwrap_or_else(ResetCommand::chpasswd)),
             listener_modes: allowed_modes(&r.name),
-            reset_method: ResetMethod::parse(&r.reset_method),
+            reset_method,
             builtin: r.builtin != 0,
             name: r.name,
             description: r.description,
@@ -174,6 +186,9 @@ pub struct NewResourceType {
     pub reset_method: ResetMethod,
     #[serde(default)]
     pub description: String,
+    /// For `ssh` types: how passwords are set; absent: `chpasswd`.
+    #[serde(default)]
+    pub reset_command: Option<ResetCommand>,
 }
 
 pub async fn seed_builtin(store: &Store) -> Result<()> {
@@ -185,6 +200,7 @@ pub async fn seed_builtin(store: &Store) -> Result<()> {
             reset_method: method.as_str().to_string(),
             description: description.to_string(),
             created_at: crate::time::now(),
+            reset_command: None,
         };
         store::resource_types::insert_builtin_if_absent(tx.conn(), &row).await?;
     }
@@ -223,6 +239,16 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
         ));
     }
     super::fields::check_text("description", Some(&input.description), 500, &mut problems);
+    if let Some(c) = &input.reset_command {
+        if input.reset_method == ResetMethod::Ssh {
+            problems.extend(c.problems("reset_command"));
+        } else {
+            problems.push(FieldProblem::new(
+                "reset_command",
+                "only a type with reset_method 'ssh' runs a command",
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(Error::Validation(problems));
     }
@@ -232,6 +258,11 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
         reset_method: input.reset_method.as_str().to_string(),
         description: input.description,
         created_at: crate::time::now(),
+        reset_command: input
+            .reset_command
+            .as_ref()
+            .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
+            .transpose()?,
     };
     let mut tx = store.begin_write().await?;
     store::resource_types::insert(tx.conn(), &row)
@@ -253,12 +284,68 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
             action: "resource-type.create",
             target: &row.name,
             outcome: Outcome::Success,
-            detail: serde_json::json!({ "reset_method": row.reset_method }),
+            detail: serde_json::json!({
+                "reset_method": row.reset_method,
+                "reset_command": input_command_json(&row.reset_command),
+            }),
         },
     )
     .await?;
     tx.commit().await?;
     Ok(row.into())
+}
+
+/// The stored template as JSON for an audit record (templates hold placeholders, no secrets).
+fn input_command_json(stored: &Option<String>) -> serde_json::Value {
+    stored
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Sets an `ssh` type's command template (`None`: back to `chpasswd`). Built-in types too: a
+/// site with AIX or FreeBSD hosts gives their command here. Audited with the template.
+pub async fn set_reset_command(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    command: Option<ResetCommand>,
+) -> Result<ResourceType> {
+    let t = get(store, name).await?;
+    if t.reset_method != ResetMethod::Ssh {
+        return Err(Error::Rejected {
+            status: 409,
+            detail: format!(
+                "resource type '{name}' is reset with method '{}', which runs no command",
+                t.reset_method.as_str()
+            ),
+        });
+    }
+    if let Some(c) = &command {
+        let problems = c.problems("reset_command");
+        if !problems.is_empty() {
+            return Err(Error::Validation(problems));
+        }
+    }
+    let json = command
+        .as_ref()
+        .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
+        .transpose()?;
+    let mut tx = store.begin_write().await?;
+    store::resource_types::set_reset_command(tx.conn(), name, json.as_deref()).await?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "resource-type.reset-command",
+            target: name,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({ "reset_command": input_command_json(&json) }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    get(store, name).await
 }
 
 pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {

@@ -1,5 +1,6 @@
-//! Group commit for `chpasswd`: accounts of one target waiting to be applied at the same time
-//! go to the target in one `chpasswd` run (one process and PAM setup instead of one each).
+//! Group commit for many-account commands (`chpasswd`): accounts of one target waiting to be
+//! applied at the same time go to the target in one run (one process and PAM setup instead of
+//! one each). A command whose arguments name the login runs once per account, unbatched.
 //!
 //! No timer adds latency: the first caller runs at once with whatever is queued; callers that
 //! arrive while a run is under way queue up and the next of them runs them all together.
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use super::remote::{self, AdminKind, ApplyFailure, chpasswd_line};
+use super::command::ResetCommand;
+use super::remote::{self, AdminKind, ApplyFailure, command_input};
 use super::ssh::Connection;
 use crate::vault::Secret;
 
@@ -27,20 +29,20 @@ struct Queue {
     running: tokio::sync::Mutex<()>,
 }
 
-/// One queue per (target, admin, admin kind).
+/// One queue per (target, admin, admin kind, command).
 #[derive(Default)]
-pub struct ChpasswdBatcher {
+pub struct CommandBatcher {
     queues: std::sync::Mutex<HashMap<String, Arc<Queue>>>,
 }
 
-impl ChpasswdBatcher {
+impl CommandBatcher {
     fn queue(&self, key: &str) -> Arc<Queue> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues.entry(key.to_string()).or_default().clone()
     }
 
-    /// Sets `login`'s password, together with whatever else is waiting for the same target and
-    /// admin. `key` names the target and admin; `conn` is an admin connection to it.
+    /// Sets `login`'s password, together with whatever else is waiting for the same target,
+    /// admin and command. `key` names the target and admin; `conn` is an admin connection to it.
     #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
@@ -48,12 +50,28 @@ impl ChpasswdBatcher {
         conn: &Connection,
         kind: AdminKind,
         admin_password: &Secret,
+        command: &ResetCommand,
         login: &str,
         new_password: &Secret,
         target: &str,
     ) -> Result<(), ApplyFailure> {
-        let line = chpasswd_line(login, new_password)?;
-        let queue = self.queue(&format!("{key}\n{kind:?}"));
+        if !command.batchable() {
+            return remote::apply(
+                conn,
+                kind,
+                admin_password,
+                command,
+                login,
+                new_password,
+                target,
+            )
+            .await;
+        }
+        let line = command_input(command, login, new_password)?;
+        let queue = self.queue(&format!(
+            "{key}\n{kind:?}\n{}\n{:?}\n{}",
+            command.program, command.args, command.stdin
+        ));
         let (reply, answer) = oneshot::channel();
         queue
             .pending
@@ -73,7 +91,8 @@ impl ChpasswdBatcher {
                     .into_iter()
                     .map(|e| (e.reply, (e.login, e.line)))
                     .unzip();
-                let results = remote::apply_many(conn, kind, admin_password, lines, target).await;
+                let results =
+                    remote::apply_many(conn, kind, admin_password, command, lines, target).await;
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }

@@ -7,8 +7,10 @@
 //! - `watch`: a job's successive snapshots turned into changes, for the live event stream.
 //! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
 //! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
+//! - `command`: command templates, how a resource type's passwords are set over SSH.
 
 pub mod batch;
+pub mod command;
 pub mod jobs;
 pub mod pipeline;
 pub mod policy;

@@ -18,7 +18,7 @@ use lockstep_runtime::{ResetEvent, RunContext, Trigger};
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
 
-use super::batch::ChpasswdBatcher;
+use super::batch::CommandBatcher;
 use super::pool::AdminPool;
 use super::remote::{self, AdminKind, ApplyFailure};
 use super::settings::{ResetSettings, from_row, get_settings};
@@ -87,7 +87,7 @@ pub struct Engine {
     /// Admin connections, reused across the accounts of a target (and by `target-exec`).
     admins: Arc<AdminPool>,
     /// Concurrent changes of one target share one `chpasswd` run.
-    batcher: ChpasswdBatcher,
+    batcher: CommandBatcher,
     /// Agent tasks: rings agents' long-polls, wakes resets waiting for results.
     hub: Arc<AgentHub>,
     /// Bounds the resets through agents running beside the workers.
@@ -102,6 +102,8 @@ struct Subject {
     account: Account,
     resource: Resource,
     method: ResetMethod,
+    /// How the resource type's passwords are set over SSH.
+    command: super::command::ResetCommand,
     settings: ResetSettings,
     policy: PasswordPolicy,
     job: JobRow,
@@ -179,7 +181,7 @@ impl Engine {
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
             targets: Default::default(),
             admins: Arc::new(AdminPool::new(timeouts)),
-            batcher: ChpasswdBatcher::default(),
+            batcher: CommandBatcher::default(),
             hub,
             agent_slots: Arc::new(Semaphore::new(AGENT_RESETS)),
             offline: workers == 0,
@@ -383,6 +385,9 @@ impl Engine {
             account,
             resource,
             method: rtype.reset_method,
+            command: rtype
+                .reset_command
+                .unwrap_or_else(super::command::ResetCommand::chpasswd),
             settings,
             policy,
             job,
@@ -728,14 +733,14 @@ impl Engine {
         let label = endpoint.label();
         let r = self
             .batcher
-            .apply(&key, &conn, kind, admin_pw, login, new, &label)
+            .apply(&key, &conn, kind, admin_pw, &s.command, login, new, &label)
             .await;
         match r {
             // A kept connection may have died in between; one fresh try.
             Err(ApplyFailure::Ssh(_)) if reused => {
                 self.admins.forget(&endpoint, user).await;
                 let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
-                remote::apply(&conn, kind, admin_pw, login, new, &label).await
+                remote::apply(&conn, kind, admin_pw, &s.command, login, new, &label).await
             }
             Err(e @ ApplyFailure::Ssh(_)) => {
                 self.admins.forget(&endpoint, user).await;

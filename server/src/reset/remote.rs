@@ -1,8 +1,10 @@
-//! Changing a password on a Unix target over SSH: the command per admin kind, the secrets on
-//! stdin, the verification by a fresh login.
+//! Changing a password on a target over SSH: the resource type's command template
+//! ([`ResetCommand`]) run as root or through `sudo -S`, the secrets on stdin, the verification
+//! by a fresh login.
 
 use zeroize::Zeroizing;
 
+use super::command::ResetCommand;
 use super::ssh::{self, Connection, Endpoint, SshFailure, Timeouts};
 use crate::vault::Secret;
 
@@ -15,11 +17,8 @@ pub enum AdminKind {
     Sudo,
 }
 
-/// The command that sets a password on the target. Absolute path: sudo's `secure_path` and a
-/// non-interactive login's `PATH` need not include `/usr/sbin`.
-const CHPASSWD: &str = "/usr/sbin/chpasswd";
-/// `-p ''`: no prompt text in the output; `-S`: the password comes on stdin.
-const SUDO_CHPASSWD: &str = "sudo -S -p '' /usr/sbin/chpasswd";
+/// `sudo -S` reads the admin's own password on stdin; `-p ''`: no prompt text in the output.
+const SUDO: &str = "sudo -S -p ''";
 
 /// Why a change was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,34 +30,39 @@ pub enum ApplyFailure {
     #[error("{target}: {command} exited with status {status}: {detail}")]
     Refused {
         target: String,
-        command: &'static str,
+        command: String,
         status: u32,
         detail: String,
     },
-    /// The login or password cannot be written in chpasswd's `login:password` line.
+    /// The login or password cannot be written in the command's input.
     #[error("{0}")]
     Unrepresentable(String),
 }
 
-/// `login:password\n` for chpasswd, refusing what would split or break the line.
-pub fn chpasswd_line(login: &str, password: &Secret) -> Result<Zeroizing<Vec<u8>>, ApplyFailure> {
-    if login.is_empty() || login.contains([':', '\n', '\r']) {
+/// One account's input for `command`, refusing what would split or break it: line breaks and
+/// NUL anywhere, control characters in the login, and for chpasswd a `:` in the login.
+pub fn command_input(
+    command: &ResetCommand,
+    login: &str,
+    password: &Secret,
+) -> Result<Zeroizing<Vec<u8>>, ApplyFailure> {
+    if login.is_empty()
+        || login.chars().any(char::is_control)
+        || (command.is_chpasswd() && login.contains(':'))
+    {
         return Err(ApplyFailure::Unrepresentable(format!(
-            "login name '{}' cannot be changed with chpasswd",
-            login.escape_debug()
+            "login name '{}' cannot be changed with {}",
+            login.escape_debug(),
+            command.name()
         )));
     }
     if password.expose().contains(['\n', '\r', '\0']) {
-        return Err(ApplyFailure::Unrepresentable(
-            "the new password contains a line break or NUL, which chpasswd cannot take".into(),
-        ));
+        return Err(ApplyFailure::Unrepresentable(format!(
+            "the new password contains a line break or NUL, which {} cannot take",
+            command.name()
+        )));
     }
-    let mut line = Zeroizing::new(Vec::with_capacity(login.len() + password.len() + 2));
-    line.extend_from_slice(login.as_bytes());
-    line.push(b':');
-    line.extend_from_slice(password.expose().as_bytes());
-    line.push(b'\n');
-    Ok(line)
+    Ok(command.input(login, password))
 }
 
 /// Sets `login`'s password to `new_password` over an admin connection.
@@ -66,15 +70,17 @@ pub async fn apply(
     admin: &Connection,
     kind: AdminKind,
     admin_password: &Secret,
+    command: &ResetCommand,
     login: &str,
     new_password: &Secret,
     target: &str,
 ) -> Result<(), ApplyFailure> {
-    let line = chpasswd_line(login, new_password)?;
+    let line = command_input(command, login, new_password)?;
     let mut results = apply_many(
         admin,
         kind,
         admin_password,
+        command,
         vec![(login.to_string(), line)],
         target,
     )
@@ -84,15 +90,17 @@ pub async fn apply(
         .unwrap_or_else(|| Err(ApplyFailure::Unrepresentable("no result".into())))
 }
 
-/// Sets several accounts' passwords with one `chpasswd` (one process and PAM setup for all).
-/// `lines` are `chpasswd_line`s; the answer has one result per line, in order. chpasswd goes
-/// on after a line it cannot apply and names it (`(line N, user NAME) password not changed`);
-/// when a failure cannot be attributed to lines (sudo refused, chpasswd missing), every line
-/// gets it.
+/// Sets several accounts' passwords with one run of `command` (one process and PAM setup for
+/// all; a command whose arguments name the login gets exactly one). `lines` are
+/// [`command_input`]s; the answer has one result per line, in order. chpasswd goes on after a
+/// line it cannot apply and names it (`(line N, user NAME) password not changed`); when a
+/// failure cannot be attributed to lines (sudo refused, program missing, any other program),
+/// every line gets it.
 pub async fn apply_many(
     admin: &Connection,
     kind: AdminKind,
     admin_password: &Secret,
+    command: &ResetCommand,
     lines: Vec<(String, Zeroizing<Vec<u8>>)>,
     target: &str,
 ) -> Vec<Result<(), ApplyFailure>> {
@@ -105,11 +113,13 @@ pub async fn apply_many(
     for (_, line) in &lines {
         stdin.extend_from_slice(line);
     }
-    let command = match kind {
-        AdminKind::Root => CHPASSWD,
-        AdminKind::Sudo => SUDO_CHPASSWD,
+    debug_assert!(n == 1 || command.batchable());
+    let login = lines.first().map(|(l, _)| l.as_str()).unwrap_or("");
+    let line = match kind {
+        AdminKind::Root => command.command_line(login),
+        AdminKind::Sudo => format!("{SUDO} {}", command.command_line(login)),
     };
-    let out = match admin.run(command, stdin).await {
+    let out = match admin.run(&line, stdin).await {
         Ok(out) => out,
         Err(e) => return (0..n).map(|_| Err(ApplyFailure::Ssh(e.clone()))).collect(),
     };
@@ -119,16 +129,20 @@ pub async fn apply_many(
     let stderr = String::from_utf8_lossy(&out.stderr);
     let refused = |detail: String| ApplyFailure::Refused {
         target: target.to_string(),
-        command: if kind == AdminKind::Root {
-            "chpasswd"
-        } else {
-            "sudo chpasswd"
+        command: match kind {
+            AdminKind::Root => command.name().to_string(),
+            AdminKind::Sudo => format!("sudo {}", command.name()),
         },
         status: out.status,
         detail,
     };
     // Lines chpasswd names as not changed (1-based, in input order).
-    let failed_lines: Vec<usize> = stderr
+    let named_lines = if command.is_chpasswd() {
+        stderr.as_ref()
+    } else {
+        ""
+    };
+    let failed_lines: Vec<usize> = named_lines
         .lines()
         .filter(|l| l.contains("password not changed"))
         .filter_map(|l| {
@@ -196,13 +210,15 @@ mod tests {
 
     #[test]
     fn chpasswd_lines_refuse_what_would_break_them() {
+        let chpasswd = ResetCommand::chpasswd();
         let pw = Secret::new("s3cret:with:colons".into());
-        let line = chpasswd_line("app", &pw).unwrap();
+        let line = command_input(&chpasswd, "app", &pw).unwrap();
         assert_eq!(&line[..], b"app:s3cret:with:colons\n");
-        assert!(chpasswd_line("a:b", &pw).is_err());
-        assert!(chpasswd_line("", &pw).is_err());
+        assert!(command_input(&chpasswd, "a:b", &pw).is_err());
+        assert!(command_input(&chpasswd, "", &pw).is_err());
+        assert!(command_input(&chpasswd, "a\tb", &pw).is_err());
         let broken = Secret::new("two\nlines".into());
-        let e = chpasswd_line("app", &broken).unwrap_err();
+        let e = command_input(&chpasswd, "app", &broken).unwrap_err();
         assert!(
             !e.to_string().contains("two"),
             "never echo the password: {e}"

@@ -11,12 +11,14 @@ pub struct ResourceTypeRow {
     pub reset_method: String,
     pub description: String,
     pub created_at: String,
+    /// The command template as JSON; `None`: the default (chpasswd).
+    pub reset_command: Option<String>,
 }
 
 /// The column list, as a literal so queries stay `&'static str` (sqlx's `SqlSafeStr`).
 macro_rules! columns {
     () => {
-        "name, builtin, reset_method, description, created_at"
+        "name, builtin, reset_method, description, created_at, reset_command"
     };
 }
 
@@ -27,13 +29,14 @@ pub async fn insert_builtin_if_absent(
     sqlx::query(concat!(
         "INSERT INTO resource_types (",
         columns!(),
-        ") VALUES ($1, 1, $2, $3, $4) \
+        ") VALUES ($1, 1, $2, $3, $4, $5) \
          ON CONFLICT (name) DO NOTHING"
     ))
     .bind(&row.name)
     .bind(&row.reset_method)
     .bind(&row.description)
     .bind(&row.created_at)
+    .bind(&row.reset_command)
     .execute(conn)
     .await?;
     Ok(())
@@ -43,13 +46,14 @@ pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(
     sqlx::query(concat!(
         "INSERT INTO resource_types (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5)"
+        ") VALUES ($1, $2, $3, $4, $5, $6)"
     ))
     .bind(&row.name)
     .bind(row.builtin)
     .bind(&row.reset_method)
     .bind(&row.description)
     .bind(&row.created_at)
+    .bind(&row.reset_command)
     .execute(conn)
     .await?;
     Ok(())
@@ -74,6 +78,20 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<ResourceTypeRow>> {
     ))
     .fetch_all(pool)
     .await?)
+}
+
+/// Sets (or, with `None`, clears) a type's command template; false when there is no such type.
+pub async fn set_reset_command(
+    conn: &mut AnyConnection,
+    name: &str,
+    command: Option<&str>,
+) -> Result<bool> {
+    let done = sqlx::query("UPDATE resource_types SET reset_command = $1 WHERE name = $2")
+        .bind(command)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Deletes a custom type. Fails with a foreign-key violation while resources use it.
