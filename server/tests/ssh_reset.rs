@@ -232,18 +232,9 @@ async fn one_chpasswd_run_changes_several_accounts_and_names_the_one_it_could_no
     let new1 = secret("Batch-New-1!");
     let new2 = secret("Batch-New-2!");
     let lines = vec![
-        (
-            "a1".to_string(),
-            remote::command_input(&ResetCommand::chpasswd(), "a1", &new1).unwrap(),
-        ),
-        (
-            "ghost".to_string(),
-            remote::command_input(&ResetCommand::chpasswd(), "ghost", &new1).unwrap(),
-        ),
-        (
-            "a2".to_string(),
-            remote::command_input(&ResetCommand::chpasswd(), "a2", &new2).unwrap(),
-        ),
+        remote::command_input(&ResetCommand::chpasswd(), "a1", &new1).unwrap(),
+        remote::command_input(&ResetCommand::chpasswd(), "ghost", &new1).unwrap(),
+        remote::command_input(&ResetCommand::chpasswd(), "a2", &new2).unwrap(),
     ];
     let results = remote::apply_many(
         &conn,

@@ -913,6 +913,24 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
     assert_eq!(stored_password(&api, &root, &app).await, pw2);
     assert!(logs_in(&t, "app", &pw2).await);
 
+    // A program that prints what it read: its error output is kept, the password is not.
+    let r = put(
+        json!({"program": "/bin/sh", "args": ["-c", "cat >&2; exit 3", "sh", "{login}"],
+        "stdin": "{password}\n"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let echoed = "Echoed-Pass-123!";
+    let body = json!({"reason": "template test", "password": echoed});
+    let job = reset(&api, &root, &app, body).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    let detail = item(&job)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("sh exited with status 3: [redacted]"),
+        "{detail}"
+    );
+    assert!(!job.to_string().contains(echoed), "{job}");
+
     // Refused: a password on the command line, a type that runs no command.
     let r = put(
         json!({"program": "/usr/sbin/pw", "args": ["usermod", "{login}", "-w", "{password}"],
@@ -960,10 +978,15 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
         .await;
     assert_eq!(
         audit.json()["items"].as_array().map(Vec::len),
-        Some(4),
+        Some(5),
         "{}",
         audit.text
     );
+    let all_audit = api.get("/v1/audit?limit=500", &root).await;
+    assert_eq!(all_audit.status, 200, "{}", all_audit.text);
+    assert!(all_audit.text.contains("account.password.reset"));
+    assert!(!all_audit.text.contains(echoed));
+    assert!(!server.log_text().contains(echoed));
     for pw in [&pw1, &pw2, &pw3] {
         assert!(!audit.text.contains(pw.as_str()));
         assert!(!server.log_text().contains(pw.as_str()));

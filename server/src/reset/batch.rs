@@ -9,16 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use zeroize::Zeroizing;
 
 use super::command::ResetCommand;
-use super::remote::{self, AdminKind, ApplyFailure, command_input};
+use super::remote::{self, AccountInput, AdminKind, ApplyFailure, command_input};
 use super::ssh::Connection;
 use crate::vault::Secret;
 
 struct Entry {
-    login: String,
-    line: Zeroizing<Vec<u8>>,
+    input: AccountInput,
     reply: oneshot::Sender<Result<(), ApplyFailure>>,
 }
 
@@ -67,7 +65,7 @@ impl CommandBatcher {
             )
             .await;
         }
-        let line = command_input(command, login, new_password)?;
+        let input = command_input(command, login, new_password)?;
         let queue = self.queue(&format!(
             "{key}\n{kind:?}\n{}\n{:?}\n{}",
             command.program, command.args, command.stdin
@@ -77,20 +75,14 @@ impl CommandBatcher {
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Entry {
-                login: login.to_string(),
-                line,
-                reply,
-            });
+            .push(Entry { input, reply });
         {
             let _running = queue.running.lock().await;
             let batch =
                 std::mem::take(&mut *queue.pending.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
-                let (replies, lines): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .map(|e| (e.reply, (e.login, e.line)))
-                    .unzip();
+                let (replies, lines): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|e| (e.reply, e.input)).unzip();
                 let results =
                     remote::apply_many(conn, kind, admin_password, command, lines, target).await;
                 for (reply, result) in replies.into_iter().zip(results) {

@@ -154,10 +154,20 @@ impl ResetCommand {
     }
 }
 
-/// A `{...}` other than the two placeholders.
+/// A `{name}` (lowercase letters, `_`, `-`) other than the two placeholders: most likely a
+/// misspelt one, which would otherwise reach the target as it is. Other braces (`${1}`,
+/// `awk '{print $1}'`) are the program's own.
 fn has_unknown_placeholder(text: &str) -> bool {
-    let rest = text.replace(LOGIN, "").replace(PASSWORD, "");
-    rest.contains('{') && rest.contains('}')
+    text.split('{').skip(1).any(|after| {
+        after.split_once('}').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-')
+                && name != "login"
+                && name != "password"
+        })
+    })
 }
 
 /// `text` as one word for a POSIX shell: single-quoted, with `'` written as `'\''`.
@@ -223,6 +233,22 @@ mod tests {
             fields(&cmd("/bin/x", &["{user}"], "{password}\n")),
             ["reset_command.args[0]"]
         );
+        assert_eq!(
+            fields(&cmd("/bin/x", &[], "{login}:{pasword}{password}\n")),
+            ["reset_command.stdin"]
+        );
+        // A program's own braces are not placeholders.
+        let shell = cmd(
+            "/bin/sh",
+            &[
+                "-c",
+                "read -r p; echo \"${1}:$p\" | awk '{print $0}'",
+                "sh",
+                "{login}",
+            ],
+            "{password}\n",
+        );
+        assert!(fields(&shell).is_empty(), "{:?}", fields(&shell));
         assert_eq!(
             fields(&cmd("/bin/x", &[], "{login}:{password}")),
             ["reset_command.stdin"],

@@ -39,13 +39,37 @@ pub enum ApplyFailure {
     Unrepresentable(String),
 }
 
+/// One account's part of a command run: its login, the bytes it adds to the program's stdin,
+/// and its password, kept to take it back out of whatever the program prints.
+pub struct AccountInput {
+    pub login: String,
+    bytes: Zeroizing<Vec<u8>>,
+    password: Secret,
+}
+
+/// Shows the login only: the input and the password are secret.
+impl std::fmt::Debug for AccountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountInput")
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccountInput {
+    /// What this account adds to the program's standard input.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// One account's input for `command`, refusing what would split or break it: line breaks and
 /// NUL anywhere, control characters in the login, and for chpasswd a `:` in the login.
 pub fn command_input(
     command: &ResetCommand,
     login: &str,
     password: &Secret,
-) -> Result<Zeroizing<Vec<u8>>, ApplyFailure> {
+) -> Result<AccountInput, ApplyFailure> {
     if login.is_empty()
         || login.chars().any(char::is_control)
         || (command.is_chpasswd() && login.contains(':'))
@@ -62,7 +86,11 @@ pub fn command_input(
             command.name()
         )));
     }
-    Ok(command.input(login, password))
+    Ok(AccountInput {
+        login: login.to_string(),
+        bytes: command.input(login, password),
+        password: password.clone(),
+    })
 }
 
 /// Sets `login`'s password to `new_password` over an admin connection.
@@ -76,15 +104,7 @@ pub async fn apply(
     target: &str,
 ) -> Result<(), ApplyFailure> {
     let line = command_input(command, login, new_password)?;
-    let mut results = apply_many(
-        admin,
-        kind,
-        admin_password,
-        command,
-        vec![(login.to_string(), line)],
-        target,
-    )
-    .await;
+    let mut results = apply_many(admin, kind, admin_password, command, vec![line], target).await;
     results
         .pop()
         .unwrap_or_else(|| Err(ApplyFailure::Unrepresentable("no result".into())))
@@ -101,7 +121,7 @@ pub async fn apply_many(
     kind: AdminKind,
     admin_password: &Secret,
     command: &ResetCommand,
-    lines: Vec<(String, Zeroizing<Vec<u8>>)>,
+    lines: Vec<AccountInput>,
     target: &str,
 ) -> Vec<Result<(), ApplyFailure>> {
     let n = lines.len();
@@ -110,11 +130,11 @@ pub async fn apply_many(
         stdin.extend_from_slice(admin_password.expose().as_bytes());
         stdin.push(b'\n');
     }
-    for (_, line) in &lines {
-        stdin.extend_from_slice(line);
+    for line in &lines {
+        stdin.extend_from_slice(line.bytes());
     }
     debug_assert!(n == 1 || command.batchable());
-    let login = lines.first().map(|(l, _)| l.as_str()).unwrap_or("");
+    let login = lines.first().map(|l| l.login.as_str()).unwrap_or("");
     let line = match kind {
         AdminKind::Root => command.command_line(login),
         AdminKind::Sudo => format!("{SUDO} {}", command.command_line(login)),
@@ -126,7 +146,15 @@ pub async fn apply_many(
     if out.status == 0 {
         return (0..n).map(|_| Ok(())).collect();
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A program may echo what it read (chpasswd does not; a site's own template might): no
+    // password of this run reaches a job, the audit trail or a log through its error output.
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let admin_secret = (kind == AdminKind::Sudo).then_some(admin_password);
+    for secret in lines.iter().map(|l| &l.password).chain(admin_secret) {
+        if !secret.expose().is_empty() {
+            stderr = stderr.replace(secret.expose(), "[redacted]");
+        }
+    }
     let refused = |detail: String| ApplyFailure::Refused {
         target: target.to_string(),
         command: match kind {
@@ -166,7 +194,7 @@ pub async fn apply_many(
     lines
         .iter()
         .enumerate()
-        .map(|(i, (login, _))| {
+        .map(|(i, AccountInput { login, .. })| {
             if failed_lines.contains(&(i + 1)) {
                 let why: Vec<&str> = stderr
                     .lines()
@@ -213,7 +241,7 @@ mod tests {
         let chpasswd = ResetCommand::chpasswd();
         let pw = Secret::new("s3cret:with:colons".into());
         let line = command_input(&chpasswd, "app", &pw).unwrap();
-        assert_eq!(&line[..], b"app:s3cret:with:colons\n");
+        assert_eq!(line.bytes(), b"app:s3cret:with:colons\n");
         assert!(command_input(&chpasswd, "a:b", &pw).is_err());
         assert!(command_input(&chpasswd, "", &pw).is_err());
         assert!(command_input(&chpasswd, "a\tb", &pw).is_err());
