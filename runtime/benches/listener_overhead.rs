@@ -6,6 +6,10 @@
 //!
 //! Run: `cargo bench -p lockstep-runtime --bench listener_overhead` (see docs/performance.md).
 
+/// The tests' hand-written listener components (WAT wrapped for the listener world).
+#[path = "../../tests/tests/common/components.rs"]
+#[allow(dead_code)]
+mod components;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -40,50 +44,18 @@ const SCRIPT: &str = r#"name="$1"; login="$2"; echo "$name $login""#;
 /// same two properties through the same host calls and answers `success("")`. What it costs
 /// is the host's own share of a run; the rest of a Rust listener's cost is its guest.
 fn floor_component() -> Vec<u8> {
-    let wat = r#"(module
-  (import "lockstep:listener/props@0.1.0" "resource-property" (func $rp (param i32 i32 i32)))
+    components::CoreModule {
+        fields: r#"(import "lockstep:listener/props@0.1.0" "resource-property" (func $rp (param i32 i32 i32)))
   (import "lockstep:listener/props@0.1.0" "account-property" (func $ap (param i32 i32 i32)))
-  (memory (export "memory") 2)
-  (data (i32.const 1024) "RESOURCENAMELOGINNAME")
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-    (global.set $heap (i32.add (local.get $p) (local.get 3)))
-    (if (i32.gt_u (global.get $heap) (i32.const 131072)) (then unreachable))
-    (local.get $p))
-  (func $hook (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-    (call $rp (i32.const 1024) (i32.const 12) (i32.const 64))
-    (call $ap (i32.const 1036) (i32.const 9) (i32.const 96))
-    (i32.store8 (i32.const 16) (i32.const 0))
-    (i32.store (i32.const 20) (i32.const 0))
-    (i32.store (i32.const 24) (i32.const 0))
-    (i32.const 16))
-  (export "pre-reset" (func $hook))
-  (export "post-reset" (func $hook)))"#;
-    let mut module = wat::parse_str(wat).expect("the floor's WAT parses");
-    let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve
-        .push_dir(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../wit"
-        )))
-        .expect("wit/ parses");
-    let world = resolve
-        .select_world(&[package], Some("listener"))
-        .expect("the listener world");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("component metadata");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("a listener-world module")
-        .validate(true)
-        .encode()
-        .expect("the floor component encodes")
+  (data (i32.const 1024) "RESOURCENAMELOGINNAME")"#,
+        realloc: components::HONEST_REALLOC,
+        hook: &format!(
+            "(call $rp (i32.const 1024) (i32.const 12) (i32.const 64)) \
+             (call $ap (i32.const 1036) (i32.const 9) (i32.const 96)) {}",
+            components::ANSWER_OK
+        ),
+    }
+    .component()
 }
 
 fn event() -> ResetEvent {

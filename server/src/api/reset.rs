@@ -110,20 +110,19 @@ pub async fn get_job(
     if wait.is_zero() || first.status == "finished" {
         return Ok(Json(first));
     }
-    let seen = serde_json::to_value(&first.progress).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(JOB_POLL).await;
         let now = jobs::get_job(&s.store, &id).await?;
-        let changed = serde_json::to_value(&now.progress).unwrap_or_default() != seen;
+        let changed = now.progress != first.progress;
         if changed || now.status == "finished" || tokio::time::Instant::now() >= deadline {
             return Ok(Json(now));
         }
     }
 }
 
-/// How often a job's event stream re-reads the job.
-const EVENTS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often a long-poll or an event stream re-reads its job.
+const JOB_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// How long one event stream stays open; a client reconnects to go on (the first events of a
 /// new stream are the job's whole current state).
 const EVENTS_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -165,7 +164,7 @@ pub async fn job_events(
                 let job = match next {
                     Some(job) => Ok(job),
                     None => {
-                        tokio::time::sleep(EVENTS_POLL).await;
+                        tokio::time::sleep(JOB_POLL).await;
                         jobs::get_job(&store, &id).await
                     }
                 };

@@ -258,11 +258,7 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
         reset_method: input.reset_method.as_str().to_string(),
         description: input.description,
         created_at: crate::time::now(),
-        reset_command: input
-            .reset_command
-            .as_ref()
-            .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
-            .transpose()?,
+        reset_command: stored_command(input.reset_command.as_ref())?,
     };
     let mut tx = store.begin_write().await?;
     store::resource_types::insert(tx.conn(), &row)
@@ -286,7 +282,7 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
             outcome: Outcome::Success,
             detail: serde_json::json!({
                 "reset_method": row.reset_method,
-                "reset_command": input_command_json(&row.reset_command),
+                "reset_command": input.reset_command,
             }),
         },
     )
@@ -295,12 +291,11 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
     Ok(row.into())
 }
 
-/// The stored template as JSON for an audit record (templates hold placeholders, no secrets).
-fn input_command_json(stored: &Option<String>) -> serde_json::Value {
-    stored
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(serde_json::Value::Null)
+/// A template as the `reset_command` column stores it (JSON; `None`: the default).
+fn stored_command(command: Option<&ResetCommand>) -> Result<Option<String>> {
+    command
+        .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
+        .transpose()
 }
 
 /// Sets an `ssh` type's command template (`None`: back to `chpasswd`). Built-in types too: a
@@ -327,10 +322,7 @@ pub async fn set_reset_command(
             return Err(Error::Validation(problems));
         }
     }
-    let json = command
-        .as_ref()
-        .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
-        .transpose()?;
+    let json = stored_command(command.as_ref())?;
     let mut tx = store.begin_write().await?;
     store::resource_types::set_reset_command(tx.conn(), name, json.as_deref()).await?;
     audit::append(
@@ -340,7 +332,8 @@ pub async fn set_reset_command(
             action: "resource-type.reset-command",
             target: name,
             outcome: Outcome::Success,
-            detail: serde_json::json!({ "reset_command": input_command_json(&json) }),
+            // Templates hold placeholders, never a secret.
+            detail: serde_json::json!({ "reset_command": command }),
         },
     )
     .await?;

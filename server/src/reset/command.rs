@@ -55,7 +55,7 @@ impl ResetCommand {
 
     /// True for chpasswd, whose error output names the lines it did not apply.
     pub fn is_chpasswd(&self) -> bool {
-        self.program.rsplit('/').next() == Some("chpasswd")
+        self.name() == "chpasswd"
     }
 
     /// The program's name, for messages.

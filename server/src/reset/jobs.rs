@@ -50,7 +50,7 @@ pub struct Job {
 }
 
 /// Counts of items by outcome.
-#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub total: usize,
     pub in_progress: usize,

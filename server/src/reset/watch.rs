@@ -55,8 +55,8 @@ impl JobChange {
 pub struct Seen {
     /// Item id → (state, attempts) last reported.
     items: HashMap<String, (String, i64)>,
-    /// The counts last reported, as JSON (compared as a whole).
-    progress: Option<serde_json::Value>,
+    /// The status and counts last reported.
+    progress: Option<(String, Progress)>,
     finished: bool,
 }
 
@@ -86,7 +86,7 @@ impl Seen {
                 }));
             }
         }
-        let progress = serde_json::json!({ "status": job.status, "progress": job.progress });
+        let progress = (job.status.clone(), job.progress.clone());
         if self.progress.as_ref() != Some(&progress) {
             self.progress = Some(progress);
             out.push(JobChange::Progress(ProgressChange {
