@@ -182,7 +182,8 @@ pub struct StoreArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
-    /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs.
+    /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs,
+    /// ssh_command_timeout_secs.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -215,6 +216,11 @@ pub struct ServeArgs {
     /// [default: 300]; 0 turns scheduled rotation off.
     #[arg(long, env = "LOCKSTEP_ROTATION_CHECK_SECS")]
     pub rotation_check_secs: Option<u64>,
+    /// How long one command on an SSH target (a reset, a listener's target-exec) may run
+    /// before it counts as interrupted, in seconds [default: 30; 1 to 3600]. An interrupted
+    /// reset is settled by asking the target which password it holds.
+    #[arg(long, env = "LOCKSTEP_SSH_COMMAND_TIMEOUT_SECS")]
+    pub ssh_command_timeout_secs: Option<u64>,
     /// The sender address of notification mail [default: lockstep@HOSTNAME].
     #[arg(long, env = "LOCKSTEP_SMTP_FROM")]
     pub smtp_from: Option<String>,

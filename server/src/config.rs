@@ -28,6 +28,7 @@ struct ConfigFile {
     smtp_url: Option<String>,
     smtp_from: Option<String>,
     rotation_check_secs: Option<u64>,
+    ssh_command_timeout_secs: Option<u64>,
 }
 
 /// Where a master key comes from.
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     pub dev: bool,
     pub syslog: Option<SyslogTarget>,
     pub max_body_bytes: usize,
+    /// How long one command on an SSH target may run.
+    pub ssh_command_timeout: std::time::Duration,
     pub max_listener_bytes: usize,
     /// The SMTP relay for notification mail and the sender address, if configured.
     pub smtp: Option<SmtpConfig>,
@@ -154,7 +157,20 @@ impl ServeConfig {
             Some(s) => Some(std::time::Duration::from_secs(s)),
             None => Some(std::time::Duration::from_secs(300)),
         };
+        let ssh_command_timeout = match args
+            .ssh_command_timeout_secs
+            .or(file.ssh_command_timeout_secs)
+        {
+            None => crate::reset::ssh::Timeouts::default().command,
+            Some(s @ 1..=3600) => std::time::Duration::from_secs(s),
+            Some(_) => {
+                return Err(Error::Config(
+                    "--ssh-command-timeout-secs must be between 1 and 3600".into(),
+                ));
+            }
+        };
         Ok(ServeConfig {
+            ssh_command_timeout,
             data_dir,
             listen,
             database_url,

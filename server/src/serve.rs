@@ -116,7 +116,10 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         registry.clone(),
         agents.clone(),
         RESET_WORKERS,
-        crate::reset::ssh::Timeouts::default(),
+        crate::reset::ssh::Timeouts {
+            command: cfg.ssh_command_timeout,
+            ..Default::default()
+        },
         cfg.rotation_check,
     );
     let state = AppState {

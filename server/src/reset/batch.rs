@@ -90,10 +90,6 @@ impl CommandBatcher {
                 }
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(ApplyFailure::Unrepresentable(
-                "the batch carrying this change was abandoned".into(),
-            ))
-        })
+        answer.await.unwrap_or(Err(ApplyFailure::Abandoned))
     }
 }

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use super::batch::CommandBatcher;
 use super::pool::AdminPool;
-use super::remote::{self, AdminKind, ApplyFailure};
+use super::remote::{self, AdminKind, ApplyFailure, Held};
 use super::settings::{ResetSettings, from_row, get_settings};
 use super::ssh::{Endpoint, Timeouts};
 use super::target::SshTargetExec;
@@ -425,7 +425,9 @@ impl Engine {
         Ok((admin.login_name, password, kind))
     }
 
-    /// Writes an item's new state (and audits a final one).
+    /// Writes an item's new state (and audits a final one). A final state other than
+    /// out-of-sync discards the pending password: call it only once the target has shown it
+    /// does not hold it (or was never touched).
     async fn step(
         &self,
         item: &ItemRow,
@@ -433,6 +435,27 @@ impl Engine {
         detail: Option<&str>,
         listeners: &[serde_json::Value],
         attempts: i64,
+    ) -> Result<()> {
+        self.step_keeping(
+            item,
+            to,
+            detail,
+            listeners,
+            attempts,
+            to == state::OUT_OF_SYNC,
+        )
+        .await
+    }
+
+    /// [`Self::step`], keeping the pending password sealed in the item when `keep_pending`.
+    async fn step_keeping(
+        &self,
+        item: &ItemRow,
+        to: &str,
+        detail: Option<&str>,
+        listeners: &[serde_json::Value],
+        attempts: i64,
+        keep_pending: bool,
     ) -> Result<()> {
         let now = crate::time::now();
         let mut tx = self.store.begin_write().await?;
@@ -454,9 +477,10 @@ impl Engine {
             state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
         ) {
             // Out-of-sync keeps the pending password: a person needs both to sort it out.
-            if to != state::OUT_OF_SYNC {
+            if !keep_pending {
                 store::resets::set_pending(tx.conn(), &item.id, None).await?;
-            } else {
+            }
+            if to == state::OUT_OF_SYNC {
                 store::accounts::set_sync_status(tx.conn(), &item.account_id, "out-of-sync", &now)
                     .await?;
             }
@@ -515,7 +539,7 @@ impl Engine {
 
     /// A reset from the start: choose the password, ask the pre-reset listeners, journal the
     /// pending password, apply, verify, commit.
-    async fn fresh(self: Arc<Self>, item: ItemRow, s: Subject) -> Result<()> {
+    async fn fresh(self: Arc<Self>, item: ItemRow, mut s: Subject) -> Result<()> {
         let mut listeners: Vec<serde_json::Value> = Vec::new();
         self.step(&item, state::PRE_LISTENERS, None, &listeners, item.attempts)
             .await?;
@@ -615,23 +639,99 @@ impl Engine {
                     .commit(item, s, new, Some(old), listeners, attempts)
                     .await;
             };
-            match self.apply(&s, user, admin_pw, *kind, &new).await {
+            let failure = match self.apply(&s, user, admin_pw, *kind, &new).await {
                 Ok(()) => break,
-                Err(ApplyFailure::Refused { .. })
-                    if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
-                {
+                // Nothing reached the target: the reset fails cleanly.
+                Err(e) if !e.may_have_changed() => {
+                    return self
+                        .step(
+                            &item,
+                            state::FAILED,
+                            Some(&e.to_string()),
+                            &listeners,
+                            attempts,
+                        )
+                        .await;
+                }
+                Err(e) => e,
+            };
+            // The command may have set the password whatever it said: before anything is
+            // retried, regenerated or discarded, the target shows which password it holds.
+            // If it cannot be asked, the item stays in flight with its pending password and
+            // is reconciled when its lease runs out.
+            if s.settings.ssh_host_key.is_none() {
+                s = self.refresh_pin(s).await?;
+            }
+            let held = remote::held(
+                &s.endpoint(),
+                &s.account.login_name,
+                &new,
+                &old,
+                self.timeouts,
+            )
+            .await
+            .map_err(|e| {
+                Error::Conflict(format!(
+                    "{}: the change may have been applied ({failure}) and the target cannot be                      asked which password it holds ({e}); both are kept and it is asked again",
+                    item.id
+                ))
+            })?;
+            match held {
+                Held::New => {
+                    tracing::info!(item = %item.id, error = %failure, "the change was applied although its command failed");
+                    self.step(&item, state::APPLIED, None, &listeners, attempts)
+                        .await?;
+                    self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                        .await?;
+                    return self
+                        .commit(item, s, new, Some(old), listeners, attempts)
+                        .await;
+                }
+                Held::Neither => {
+                    let why = format!(
+                        "the target accepts neither the stored nor the new password after: \
+                         {failure}; both are kept for a person to check"
+                    );
+                    return self
+                        .out_of_sync(&item, &s, &why, &listeners, attempts)
+                        .await;
+                }
+                Held::Old => {}
+            }
+            // Proven: the target still holds the old password, so this one can go.
+            let generated = given.is_none();
+            match failure {
+                ApplyFailure::Refused { .. } if generated && attempts < MAX_GENERATED_ATTEMPTS => {
                     // The target's own rules refused a generated password: try a fresh one.
                     new = self.fresh_password(&s).await?;
                 }
-                Err(e) => {
-                    let parked = matches!(e, ApplyFailure::Refused { .. }) && given.is_none();
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+                    if attempts < MAX_GENERATED_ATTEMPTS => {}
+                // A command cut off before it applied may still be running on the target
+                // and apply its input later: the same password was retried, and it stays
+                // sealed in the item instead of being discarded.
+                e @ (ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned) => {
+                    let why = format!(
+                        "{e}; the target still accepts the stored password after {attempts} \
+                         tries; the new one is kept with this item in case the interrupted \
+                         command applies it later"
+                    );
+                    return self
+                        .step_keeping(&item, state::FAILED, Some(&why), &listeners, attempts, true)
+                        .await;
+                }
+                e => {
+                    let parked = matches!(e, ApplyFailure::Refused { .. }) && generated;
                     let to = if parked { state::PARKED } else { state::FAILED };
                     let why = if parked {
                         format!(
-                            "the target refused {attempts} generated passwords; a person must look: {e}"
+                            "the target refused {attempts} generated passwords and still accepts \
+                             the stored one; a person must look: {e}"
                         )
                     } else {
-                        e.to_string()
+                        format!(
+                            "{e}; the target still accepts the stored password, nothing changed"
+                        )
                     };
                     return self.step(&item, to, Some(&why), &listeners, attempts).await;
                 }
@@ -815,7 +915,8 @@ impl Engine {
 
     /// After a change whose verification failed, or after a crash: which password does the
     /// target accept? New: commit. Old: nothing changed; after a crash (`retry`) the reset starts
-    /// over, otherwise it fails. Neither: out-of-sync, keep both.
+    /// over, otherwise it fails. Neither: out-of-sync, keep both. Cannot ask: an error, and the
+    /// item stays in flight with both passwords until it can.
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         self: Arc<Self>,
@@ -829,21 +930,19 @@ impl Engine {
     ) -> Result<()> {
         let endpoint = s.endpoint();
         let login = s.account.login_name.clone();
-        match remote::accepts(&endpoint, &login, &new, self.timeouts).await {
-            Ok(true) => {
-                return self
-                    .commit(item, s, new, Some(old), listeners, attempts)
-                    .await;
+        let held = remote::held(&endpoint, &login, &new, &old, self.timeouts)
+            .await
+            .map_err(|e| Error::Conflict(format!("cannot settle {}: {e}", item.id)))?;
+        match held {
+            Held::New => {
+                self.commit(item, s, new, Some(old), listeners, attempts)
+                    .await
             }
-            Ok(false) => {}
-            Err(e) => return Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
-        }
-        match remote::accepts(&endpoint, &login, &old, self.timeouts).await {
-            Ok(true) if retry && attempts < MAX_GENERATED_ATTEMPTS => {
+            Held::Old if retry && attempts < MAX_GENERATED_ATTEMPTS => {
                 tracing::info!(item = %item.id, "interrupted before the target changed; starting over");
                 self.restart(&item, attempts).await
             }
-            Ok(true) => {
+            Held::Old => {
                 self.step(
                     &item,
                     state::FAILED,
@@ -853,19 +952,33 @@ impl Engine {
                 )
                 .await
             }
-            Ok(false) => {
-                tracing::error!(account = %s.account.id, "ALERT: the target accepts neither the old nor the new password");
-                self.step(
+            Held::Neither => {
+                self.out_of_sync(
                     &item,
-                    state::OUT_OF_SYNC,
-                    Some("the target accepts neither the stored nor the new password; both are kept for a person to check"),
+                    &s,
+                    "the target accepts neither the stored nor the new password; both are kept \
+                     for a person to check",
                     &listeners,
                     attempts,
                 )
                 .await
             }
-            Err(e) => Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
         }
+    }
+
+    /// Ends an item out-of-sync: the pending password stays sealed in the item beside the
+    /// stored one, the account is marked, and an alert is logged and audited.
+    async fn out_of_sync(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        why: &str,
+        listeners: &[serde_json::Value],
+        attempts: i64,
+    ) -> Result<()> {
+        tracing::error!(account = %s.account.id, item = %item.id, "ALERT: the target accepts neither the old nor the new password");
+        self.step(item, state::OUT_OF_SYNC, Some(why), listeners, attempts)
+            .await
     }
 
     /// Puts an interrupted item back to `planned` (nothing changed on the target) so a worker

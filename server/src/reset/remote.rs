@@ -1,11 +1,17 @@
 //! Changing a password on a target over SSH: the resource type's command template
-//! ([`ResetCommand`]) run as root or through `sudo -S`, the secrets on stdin, the verification
+//! ([`ResetCommand`]) run as root or through sudo, the secrets on stdin, the verification
 //! by a fresh login.
+//!
+//! **What a failure means.** Only [`ApplyFailure::may_have_changed`] false says the target is
+//! untouched. A command that exited non-zero, timed out or lost its connection may have set
+//! the password anyway (`chpasswd` applies every line it can and exits 1 for the others; a
+//! template may fail on a later step), so the engine asks the target which password it
+//! accepts before it discards anything (`docs/resets.md`, "No password is ever lost").
 
 use zeroize::Zeroizing;
 
 use super::command::ResetCommand;
-use super::ssh::{self, Connection, Endpoint, SshFailure, Timeouts};
+use super::ssh::{self, Connection, Endpoint, RunFailure, SshFailure, Timeouts};
 use crate::vault::Secret;
 
 /// How the administrative account changes other accounts' passwords.
@@ -13,20 +19,31 @@ use crate::vault::Secret;
 pub enum AdminKind {
     /// The admin is root: `chpasswd` directly.
     Root,
-    /// The admin may `sudo`: `sudo -S` reads the admin's own password first, on stdin.
+    /// The admin may `sudo`: with a password (`sudo -S`, the admin's own password first on
+    /// stdin) or without one (`NOPASSWD`; asked with `sudo -n true` before each run).
     Sudo,
 }
 
 /// `sudo -S` reads the admin's own password on stdin; `-p ''`: no prompt text in the output.
-const SUDO: &str = "sudo -S -p ''";
+const SUDO_WITH_PASSWORD: &str = "sudo -S -p ''";
+/// `sudo -n` never reads a password: it runs the command, or fails without running it.
+const SUDO_WITHOUT_PASSWORD: &str = "sudo -n";
+/// Succeeds, without reading anything, exactly when sudo needs no password now.
+const SUDO_PROBE: &str = "sudo -n true";
 
-/// Why a change was not applied.
+/// Why a change was not applied, or not known to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyFailure {
+    /// No command reached the target: connecting, authenticating the admin or opening a
+    /// session failed. Nothing changed.
     #[error(transparent)]
     Ssh(#[from] SshFailure),
-    /// The command ran and failed; `detail` is its error output (never holds a secret: secrets
-    /// only ever went to its stdin).
+    /// The command was sent and how it ended is unknown (connection broken, killed, timed
+    /// out): it may have changed the password.
+    #[error("{0}; the password may have been changed")]
+    Interrupted(SshFailure),
+    /// The command ran and exited non-zero; `detail` is its error output, passwords redacted.
+    /// It may still have changed the password (chpasswd applies the lines it can).
     #[error("{target}: {command} exited with status {status}: {detail}")]
     Refused {
         target: String,
@@ -34,9 +51,34 @@ pub enum ApplyFailure {
         status: u32,
         detail: String,
     },
-    /// The login or password cannot be written in the command's input.
+    /// The login or password cannot be written in the command's input; nothing was sent.
     #[error("{0}")]
     Unrepresentable(String),
+    /// The batch carrying this change was dropped while it ran: it may have been applied.
+    #[error("the batch carrying this change was abandoned while it ran")]
+    Abandoned,
+}
+
+impl ApplyFailure {
+    /// False only when the target is known to be untouched; true when the command may have
+    /// set the password (the target must then be asked which password it accepts).
+    pub fn may_have_changed(&self) -> bool {
+        match self {
+            ApplyFailure::Ssh(_) | ApplyFailure::Unrepresentable(_) => false,
+            ApplyFailure::Interrupted(_)
+            | ApplyFailure::Refused { .. }
+            | ApplyFailure::Abandoned => true,
+        }
+    }
+}
+
+impl From<RunFailure> for ApplyFailure {
+    fn from(f: RunFailure) -> ApplyFailure {
+        match f {
+            RunFailure::NotStarted(e) => ApplyFailure::Ssh(e),
+            RunFailure::Interrupted(e) => ApplyFailure::Interrupted(e),
+        }
+    }
 }
 
 /// One account's part of a command run: its login, the bytes it adds to the program's stdin,
@@ -105,17 +147,27 @@ pub async fn apply(
 ) -> Result<(), ApplyFailure> {
     let line = command_input(command, login, new_password)?;
     let mut results = apply_many(admin, kind, admin_password, command, vec![line], target).await;
-    results
-        .pop()
-        .unwrap_or_else(|| Err(ApplyFailure::Unrepresentable("no result".into())))
+    results.pop().unwrap_or(Err(ApplyFailure::Abandoned))
+}
+
+/// Whether the sudo admin on `admin` needs a password now: `sudo -n true` succeeds without
+/// reading stdin exactly when it does not. Asked before every run, so the admin's password is
+/// never written to a sudo that would not read it (and would pass it on to the command).
+async fn sudo_needs_password(admin: &Connection) -> Result<bool, ApplyFailure> {
+    let out = admin
+        .run(SUDO_PROBE, Zeroizing::new(Vec::new()))
+        .await
+        .map_err(|f| ApplyFailure::Ssh(f.failure().clone()))?;
+    Ok(out.status != 0)
 }
 
 /// Sets several accounts' passwords with one run of `command` (one process and PAM setup for
 /// all; a command whose arguments name the login gets exactly one). `lines` are
-/// [`command_input`]s; the answer has one result per line, in order. chpasswd goes on after a
-/// line it cannot apply and names it (`(line N, user NAME) password not changed`); when a
-/// failure cannot be attributed to lines (sudo refused, program missing, any other program),
-/// every line gets it.
+/// [`command_input`]s; the answer has one result per line, in order. When the run exits
+/// non-zero every line gets an error, because exit status and error output cannot prove which
+/// lines were applied (chpasswd goes on after a line it cannot apply, in the target's own
+/// language): a line chpasswd names (`(line N, user NAME) password not changed`) gets its own
+/// reason, the others the run's first lines of error output. The caller asks the target.
 pub async fn apply_many(
     admin: &Connection,
     kind: AdminKind,
@@ -125,8 +177,16 @@ pub async fn apply_many(
     target: &str,
 ) -> Vec<Result<(), ApplyFailure>> {
     let n = lines.len();
+    let all = |e: ApplyFailure| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let sudo_password = match kind {
+        AdminKind::Root => false,
+        AdminKind::Sudo => match sudo_needs_password(admin).await {
+            Ok(needs) => needs,
+            Err(e) => return all(e),
+        },
+    };
     let mut stdin = Zeroizing::new(Vec::new());
-    if kind == AdminKind::Sudo {
+    if sudo_password {
         stdin.extend_from_slice(admin_password.expose().as_bytes());
         stdin.push(b'\n');
     }
@@ -135,13 +195,16 @@ pub async fn apply_many(
     }
     debug_assert!(n == 1 || command.batchable());
     let login = lines.first().map(|l| l.login.as_str()).unwrap_or("");
-    let line = match kind {
-        AdminKind::Root => command.command_line(login),
-        AdminKind::Sudo => format!("{SUDO} {}", command.command_line(login)),
+    let line = match (kind, sudo_password) {
+        (AdminKind::Root, _) => command.command_line(login),
+        (AdminKind::Sudo, true) => format!("{SUDO_WITH_PASSWORD} {}", command.command_line(login)),
+        (AdminKind::Sudo, false) => {
+            format!("{SUDO_WITHOUT_PASSWORD} {}", command.command_line(login))
+        }
     };
     let out = match admin.run(&line, stdin).await {
         Ok(out) => out,
-        Err(e) => return (0..n).map(|_| Err(ApplyFailure::Ssh(e.clone()))).collect(),
+        Err(e) => return all(e.into()),
     };
     if out.status == 0 {
         return (0..n).map(|_| Ok(())).collect();
@@ -178,41 +241,68 @@ pub async fn apply_many(
             rest.split(',').next()?.trim().parse::<usize>().ok()
         })
         .collect();
-    if failed_lines.is_empty() {
-        let detail: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .take(3)
-            .collect();
-        let detail = if detail.is_empty() {
-            "no error output".to_string()
-        } else {
-            detail.join(" / ")
-        };
-        return (0..n).map(|_| Err(refused(detail.clone()))).collect();
-    }
+    let detail: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
+    // A line the output does not name gets the run's own words only when no line is named:
+    // never another account's reason.
+    let detail = if !failed_lines.is_empty() {
+        "the run was shared with accounts whose lines were refused; this line was not named"
+            .to_string()
+    } else if detail.is_empty() {
+        "no error output".to_string()
+    } else {
+        detail.join(" / ")
+    };
     lines
         .iter()
         .enumerate()
         .map(|(i, AccountInput { login, .. })| {
-            if failed_lines.contains(&(i + 1)) {
-                let why: Vec<&str> = stderr
-                    .lines()
-                    .filter(|l| {
-                        l.contains(&format!("(user {login})"))
-                            || l.contains(&format!("user {login})"))
-                    })
-                    .collect();
-                Err(refused(if why.is_empty() {
-                    "password not changed".into()
-                } else {
-                    why.join(" / ")
-                }))
-            } else {
-                Ok(())
+            if !failed_lines.contains(&(i + 1)) {
+                return Err(refused(detail.clone()));
             }
+            let why: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains(&format!("user {login})")))
+                .collect();
+            Err(refused(if why.is_empty() {
+                "password not changed".into()
+            } else {
+                why.join(" / ")
+            }))
         })
         .collect()
+}
+
+/// Which password a target holds for an account, as shown by logging in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The new (pending) password logs in.
+    New,
+    /// The new one is refused and the old one logs in: the change did not happen.
+    Old,
+    /// Both are refused: the target holds something else, or refuses the account.
+    Neither,
+}
+
+/// Asks the target which of `new` and `old` it accepts for `login`, new first (a fresh login
+/// each). An error means the target could not be asked: nothing is proven.
+pub async fn held(
+    endpoint: &Endpoint,
+    login: &str,
+    new: &Secret,
+    old: &Secret,
+    timeouts: Timeouts,
+) -> Result<Held, SshFailure> {
+    if accepts(endpoint, login, new, timeouts).await? {
+        return Ok(Held::New);
+    }
+    if !old.is_empty() && accepts(endpoint, login, old, timeouts).await? {
+        return Ok(Held::Old);
+    }
+    Ok(Held::Neither)
 }
 
 /// Logs in as `login` with `password`: `Ok(true)` when accepted, `Ok(false)` when refused.

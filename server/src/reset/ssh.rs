@@ -112,7 +112,32 @@ pub struct Connection {
     timeouts: Timeouts,
 }
 
-/// What a command printed and how it ended.
+/// Bytes kept of what one command prints on each of stdout and stderr; the rest is read and
+/// dropped, so a target cannot grow the server's memory by printing.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+
+/// Why a command gave no exit status. Which half matters: a command that never started changed
+/// nothing; one that was interrupted may have changed anything it was going to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunFailure {
+    /// The session could not be opened: the command never reached the target.
+    #[error(transparent)]
+    NotStarted(SshFailure),
+    /// The command was sent, and the connection broke, the command was killed, or it timed
+    /// out before it said how it ended.
+    #[error(transparent)]
+    Interrupted(SshFailure),
+}
+
+impl RunFailure {
+    pub fn failure(&self) -> &SshFailure {
+        match self {
+            RunFailure::NotStarted(f) | RunFailure::Interrupted(f) => f,
+        }
+    }
+}
+
+/// What a command printed (each stream at most [`OUTPUT_CAP`] bytes) and how it ended.
 #[derive(Debug)]
 pub struct Output {
     pub status: u32,
@@ -205,6 +230,12 @@ pub async fn connect(
     })
 }
 
+/// Appends what fits under [`OUTPUT_CAP`].
+fn keep(buf: &mut Vec<u8>, data: &[u8]) {
+    let room = OUTPUT_CAP.saturating_sub(buf.len());
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
 /// A russh error in words, without internals that could help nobody.
 fn describe(e: &russh::Error) -> String {
     match e {
@@ -220,14 +251,21 @@ impl Connection {
         &self,
         command: &str,
         stdin: Zeroizing<Vec<u8>>,
-    ) -> Result<Output, SshFailure> {
+    ) -> Result<Output, RunFailure> {
         let protocol = |e: russh::Error| SshFailure::Protocol {
             target: self.target.clone(),
             reason: describe(&e),
         };
+        let started = std::sync::atomic::AtomicBool::new(false);
         let exchange = async {
-            let channel = self.handle.channel_open_session().await.map_err(protocol)?;
-            channel.exec(true, command).await.map_err(protocol)?;
+            let channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| RunFailure::NotStarted(protocol(e)))?;
+            started.store(true, std::sync::atomic::Ordering::Relaxed);
+            let interrupted = |e| RunFailure::Interrupted(protocol(e));
+            channel.exec(true, command).await.map_err(interrupted)?;
             let (mut rx, tx) = channel.split();
             let input = stdin;
             let write = async {
@@ -245,32 +283,34 @@ impl Connection {
                 tokio::select! {
                     r = &mut write, if writing => {
                         writing = false;
-                        r.map_err(protocol)?;
+                        r.map_err(interrupted)?;
                     }
                     msg = rx.wait() => match msg {
-                        Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
-                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
+                        Some(ChannelMsg::Data { data }) => keep(&mut stdout, &data),
+                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => keep(&mut stderr, &data),
                         Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                         Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                            return Err(SshFailure::Protocol {
+                            return Err(RunFailure::Interrupted(SshFailure::Protocol {
                                 target: self.target.clone(),
                                 reason: format!("the command was killed by signal {signal_name:?}"),
-                            });
+                            }));
                         }
                         Some(ChannelMsg::Failure) => {
-                            return Err(SshFailure::Protocol {
+                            return Err(RunFailure::Interrupted(SshFailure::Protocol {
                                 target: self.target.clone(),
                                 reason: "the server refused to run the command".into(),
-                            });
+                            }));
                         }
                         Some(ChannelMsg::Close) | None => break,
                         Some(_) => {}
                     },
                 }
             }
-            let status = status.ok_or_else(|| SshFailure::Protocol {
-                target: self.target.clone(),
-                reason: "the command ended without an exit status".into(),
+            let status = status.ok_or_else(|| {
+                RunFailure::Interrupted(SshFailure::Protocol {
+                    target: self.target.clone(),
+                    reason: "the command ended without an exit status".into(),
+                })
             })?;
             Ok(Output {
                 status,
@@ -280,10 +320,17 @@ impl Connection {
         };
         tokio::time::timeout(self.timeouts.command, exchange)
             .await
-            .map_err(|_| SshFailure::Timeout {
-                target: self.target.clone(),
-                step: "running a command",
-                seconds: self.timeouts.command.as_secs(),
+            .map_err(|_| {
+                let timeout = SshFailure::Timeout {
+                    target: self.target.clone(),
+                    step: "running a command",
+                    seconds: self.timeouts.command.as_secs(),
+                };
+                if started.load(std::sync::atomic::Ordering::Relaxed) {
+                    RunFailure::Interrupted(timeout)
+                } else {
+                    RunFailure::NotStarted(timeout)
+                }
             })?
     }
 

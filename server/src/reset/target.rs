@@ -65,7 +65,7 @@ impl TargetExec for SshTargetExec {
                     timed_out: true,
                 });
             };
-            let out = out.map_err(|e| e.to_string())?;
+            let out = out.map_err(|e| e.failure().to_string())?;
             let cap = |mut v: Vec<u8>| {
                 v.truncate(output_cap);
                 v

@@ -21,6 +21,8 @@ pub struct TargetUser {
     pub password: String,
     /// Member of the `sudo` group (may run `sudo -S`).
     pub sudo: bool,
+    /// May sudo without a password (`NOPASSWD: ALL`, a common sudoers line).
+    pub nopasswd: bool,
 }
 
 impl TargetUser {
@@ -29,6 +31,15 @@ impl TargetUser {
             name: name.into(),
             password: password.into(),
             sudo: false,
+            nopasswd: false,
+        }
+    }
+
+    /// A sudoer whose sudo never asks for a password.
+    pub fn nopasswd_sudoer(name: &str, password: &str) -> TargetUser {
+        TargetUser {
+            nopasswd: true,
+            ..TargetUser::sudoer(name, password)
         }
     }
 
@@ -214,13 +225,15 @@ impl SshTarget {
              @include common-session-noninteractive\n",
             0o644,
         );
-        write(
-            &upper.join("sudoers"),
+        let mut sudoers = String::from(
             "Defaults !lecture\n\
              Defaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
              root ALL=(ALL:ALL) ALL\n%sudo ALL=(ALL:ALL) ALL\n",
-            0o440,
         );
+        for u in users.iter().filter(|u| u.nopasswd) {
+            sudoers.push_str(&format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name));
+        }
+        write(&upper.join("sudoers"), &sudoers, 0o440);
         let mut target = SshTarget {
             child: None,
             state,
@@ -367,6 +380,80 @@ impl SshTarget {
             "password requisite pam_deny.so\n",
             0o644,
         );
+    }
+
+    /// Makes the target refuse password changes for `user` only (its PAM password stack
+    /// denies that user), as a target whose rules reject one account's new password would.
+    pub fn refuse_password_changes_for(&self, user: &str) {
+        write(
+            &self.state.path().join("upper/pam.d/common-password"),
+            &format!(
+                "password requisite pam_succeed_if.so quiet user != {user}\n\
+                 password [success=1 default=ignore] pam_unix.so obscure yescrypt\n\
+                 password requisite pam_deny.so\npassword required pam_permit.so\n"
+            ),
+            0o644,
+        );
+    }
+
+    /// Makes every session on the target speak German (`LANG=de_DE.UTF-8` from
+    /// `/etc/environment` through pam_env, the locale compiled inside the target's private
+    /// `/usr`), so `chpasswd` and sudo answer in German.
+    pub fn speak_german(&self) {
+        let pid = self.namespace_pid().to_string();
+        let status = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-m",
+                "--",
+                "localedef",
+                "-i",
+                "de_DE",
+                "-f",
+                "UTF-8",
+            ])
+            .arg("/usr/lib/locale/de_DE.UTF-8")
+            .stdout(Stdio::null())
+            .status()
+            .expect("nsenter localedef");
+        // localedef exits 1 for warnings about the locale source; the result is usable.
+        assert!(status.code().is_some_and(|c| c <= 1), "localedef failed");
+        write(
+            &self.state.path().join("upper/environment"),
+            "LANG=de_DE.UTF-8\n",
+            0o644,
+        );
+        write(
+            &self.state.path().join("upper/pam.d/sshd"),
+            "@include common-auth\naccount required pam_nologin.so\n@include common-account\n\
+             session required pam_env.so readenv=1\n\
+             @include common-session\n@include common-password\n",
+            0o644,
+        );
+    }
+
+    /// Kills `user`'s SSH sessions on the target (sshd's per-session processes and what runs
+    /// in them), as a network cut or a restarted sshd would end them. Only processes inside
+    /// the target's own PID namespace are seen and signalled.
+    pub fn cut_sessions_of(&self, user: &str) {
+        let pid = self.namespace_pid().to_string();
+        let status = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-p", "--", "pkill", "-KILL", "-f"])
+            .arg(format!("^sshd: {user}"))
+            .status()
+            .expect("nsenter pkill");
+        assert!(status.success(), "no session of {user} to cut");
+    }
+
+    /// Runs a shell command inside the target (its namespaces), for a test's own checks.
+    pub fn shell(&self, script: &str) -> String {
+        let pid = self.namespace_pid().to_string();
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-u", "-p", "--", "/bin/sh", "-c", script])
+            .output()
+            .expect("nsenter sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The user's current shadow hash, as the target stores it.

@@ -1,0 +1,331 @@
+//! No password is ever lost: an apply that did not clearly succeed (non-zero exit after
+//! applying, a connection cut mid-command, a timeout, a batch with one refused line, error
+//! output in another language, a sudo that reads no password) is settled by asking the target
+//! which password it accepts before anything is retried, regenerated, parked or failed. Every
+//! test ends by logging in with each account's stored password on the real target.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::resets::{logs_in, stored_password, wait_finished};
+use common::sshd::{SshTarget, TargetUser};
+use common::{Api, Server, ServerOptions};
+use serde_json::{Value, json};
+
+/// A Linux resource for `t` whose admin is `admin` (`root` or `sudo` kind) with one account per
+/// login in `logins` (all starting with the password `start`); returns (resource id, account
+/// ids in the order of `logins`).
+async fn resource(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    name: &str,
+    admin: (&str, &str, &str),
+    logins: &[&str],
+    start: &str,
+) -> (String, Vec<String>) {
+    let body = json!({"name": name, "resource_type": "Linux", "ip_address": t.ip,
+        "ssh_port": t.port});
+    let r = api.post("/v1/resources", token, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let add = |login: &str, pw: &str| {
+        let (path, body) = (
+            format!("/v1/resources/{rid}/accounts"),
+            json!({"login_name": login, "password": pw}),
+        );
+        async move {
+            let r = api.post(&path, token, body).await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let admin_id = add(admin.0, admin.1).await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resources/{rid}/reset-settings"),
+            Some(token),
+            Some(json!({"admin_account_id": admin_id, "admin_kind": admin.2})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut ids = Vec::new();
+    for l in logins {
+        ids.push(add(l, start).await);
+    }
+    (rid, ids)
+}
+
+/// Starts a job (one account, or every account of `resource`) and waits for it to finish.
+async fn run_job(api: &Api, token: &str, path: &str, body: Value) -> Value {
+    let r = api.post(path, token, body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_finished(api, token, &id, Duration::from_secs(120)).await
+}
+
+/// The item of `account` in `job`.
+fn item_of<'a>(job: &'a Value, account: &str) -> &'a Value {
+    job["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["account_id"] == account)
+        .unwrap_or_else(|| panic!("no item for {account}: {job}"))
+}
+
+/// The invariant every test ends with: each account's stored password logs in on the target.
+async fn every_stored_password_logs_in(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    accounts: &[(&str, &str)],
+) {
+    for (id, login) in accounts {
+        let pw = stored_password(api, token, id).await;
+        assert!(
+            logs_in(t, login, &pw).await,
+            "{login}: the stored password does not log in; the account is locked out"
+        );
+    }
+}
+
+/// Sets the Linux type's reset command (manage-resources).
+async fn set_template(api: &Api, token: &str, template: Value) {
+    let r = api
+        .call(
+            "PUT",
+            "/v1/resource-types/Linux/reset-command",
+            Some(token),
+            Some(template),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_sudo_admin_that_needs_no_password_resets_one_account_and_many() {
+    let logins = ["app", "u1", "u2", "u3", "u4"];
+    let mut users = vec![TargetUser::nopasswd_sudoer("ops", "Ops-Pw-1")];
+    users.extend(logins.iter().map(|l| TargetUser::new(l, "Start-Pw-1")));
+    let t = SshTarget::start("Root-Pw-1", &users);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("ops", "Ops-Pw-1", "sudo");
+    let (rid, ids) = resource(&api, &root, &t, "nopasswd", admin, &logins, "Start-Pw-1").await;
+
+    // One account, generated password: sudo reads no password, so the admin's must not be
+    // written ahead of chpasswd's input (it used to become a malformed first line, with the
+    // account's line applied and the reset parked with no password that worked).
+    let job = run_job(
+        &api,
+        &root,
+        &format!("/v1/accounts/{}/reset", ids[0]),
+        json!({"reason": "nopasswd single"}),
+    )
+    .await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "done", "{job}");
+    assert_eq!(it["attempts"], 1, "{job}");
+    assert!(!logs_in(&t, "app", "Start-Pw-1").await);
+
+    // Many accounts in one job (changes reaching the target together share a chpasswd run).
+    let job = run_job(
+        &api,
+        &root,
+        "/v1/reset-jobs",
+        json!({"resource_ids": [rid], "reason": "nopasswd bulk"}),
+    )
+    .await;
+    assert_eq!(job["progress"]["succeeded"], 5, "{job}");
+    let accounts: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(logins).collect();
+    every_stored_password_logs_in(&api, &root, &t, &accounts).await;
+    // The admin's password never reached a command on the target.
+    assert!(!t.log().contains("Ops-Pw-1"));
+}
+
+#[tokio::test]
+async fn a_german_target_that_refuses_one_line_of_a_batch_loses_no_password() {
+    let logins = ["u1", "u2", "u3", "u4", "u5", "u6"];
+    let users: Vec<TargetUser> = logins
+        .iter()
+        .map(|l| TargetUser::new(l, "Start-Pw-1"))
+        .collect();
+    let t = SshTarget::start("Root-Pw-1", &users);
+    t.speak_german();
+    t.refuse_password_changes_for("u3");
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (rid, ids) = resource(&api, &root, &t, "german", admin, &logins, "Start-Pw-1").await;
+
+    // Generated passwords: the refused account is parked after 3 tries with the stored
+    // password still working; every other account is reset whatever chpasswd said about
+    // the run it shared with u3, in whatever language.
+    let job = run_job(
+        &api,
+        &root,
+        "/v1/reset-jobs",
+        json!({"resource_ids": [rid], "reason": "german bulk"}),
+    )
+    .await;
+    let refused = item_of(&job, &ids[2]);
+    assert_eq!(refused["state"], "parked", "{job}");
+    assert_eq!(refused["attempts"], 3, "{job}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("still accepts the stored one"), "{detail}");
+    assert!(
+        detail.contains("Passwort") || detail.contains("Benutzer"),
+        "the target answered in German: {detail}"
+    );
+    assert_eq!(job["progress"]["succeeded"], 5, "{job}");
+    assert_eq!(stored_password(&api, &root, &ids[2]).await, "Start-Pw-1");
+
+    // One given password for all: the refused account fails cleanly, the others take it.
+    let given = "Given-Pass-4242!";
+    let job = run_job(
+        &api,
+        &root,
+        "/v1/reset-jobs",
+        json!({"resource_ids": [rid], "reason": "german given", "password": given}),
+    )
+    .await;
+    assert_eq!(item_of(&job, &ids[2])["state"], "failed", "{job}");
+    assert_eq!(job["progress"]["succeeded"], 5, "{job}");
+    assert!(logs_in(&t, "u1", given).await);
+    let accounts: Vec<(&str, &str)> = ids.iter().map(String::as_str).zip(logins).collect();
+    every_stored_password_logs_in(&api, &root, &t, &accounts).await;
+}
+
+#[tokio::test]
+async fn a_template_that_changes_the_password_and_then_exits_1_commits_it() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "late-fail", admin, &["app"], "App-Pw-1").await;
+    // Sets the password, then fails a later step (a service restart, say).
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd; \
+             echo 'restarting app.service failed' >&2; exit 1", "sh", "{login}"],
+            "stdin": "{password}\n"}),
+    )
+    .await;
+    for body in [
+        json!({"reason": "generated, late failure"}),
+        json!({"reason": "given, late failure", "password": "Given-Pass-4242!"}),
+    ] {
+        let job = run_job(&api, &root, &format!("/v1/accounts/{}/reset", ids[0]), body).await;
+        let it = item_of(&job, &ids[0]);
+        assert_eq!(it["state"], "done", "{job}");
+        assert_eq!(
+            it["attempts"], 1,
+            "one password, never a second over it: {job}"
+        );
+        every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+    }
+    assert_eq!(
+        stored_password(&api, &root, &ids[0]).await,
+        "Given-Pass-4242!"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_connection_cut_after_the_command_started_loses_nothing() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "cut", admin, &["app"], "App-Pw-1").await;
+    // Sets the password, then hangs on a later step until the connection is cut.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd && sleep 600",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let before = t.shadow_hash("app");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{}/reset", ids[0]),
+            &root,
+            json!({"reason": "cut mid-command"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job_id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.shadow_hash("app") == before {
+        assert!(Instant::now() < deadline, "the target never changed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.cut_sessions_of("root");
+    let job = wait_finished(&api, &root, &job_id, Duration::from_secs(60)).await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "done", "{job}");
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+}
+
+#[tokio::test]
+async fn a_command_that_times_out_after_applying_is_committed_and_one_before_is_retried() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start_with(ServerOptions {
+        extra: vec!["--ssh-command-timeout-secs".into(), "2".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "slow", admin, &["app"], "App-Pw-1").await;
+    let path = format!("/v1/accounts/{}/reset", ids[0]);
+
+    // Applies, then outlives the command timeout: committed on the target's word.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd && sleep 600",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(&api, &root, &path, json!({"reason": "slow after"})).await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "done", "{job}");
+    assert_eq!(it["attempts"], 1, "{job}");
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+    let stored = stored_password(&api, &root, &ids[0]).await;
+
+    // Times out before it applies, every time: the target still holds the stored password,
+    // so the same password is tried again, then the reset fails with nothing changed.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "sleep 600; IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(&api, &root, &path, json!({"reason": "slow before"})).await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert_eq!(it["attempts"], 3, "{job}");
+    let detail = it["detail"].as_str().unwrap();
+    assert!(detail.contains("timed out"), "{detail}");
+    assert!(
+        detail.contains("still accepts the stored password"),
+        "{detail}"
+    );
+    assert_eq!(stored_password(&api, &root, &ids[0]).await, stored);
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+}
