@@ -329,3 +329,86 @@ async fn a_command_that_times_out_after_applying_is_committed_and_one_before_is_
     assert_eq!(stored_password(&api, &root, &ids[0]).await, stored);
     every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
 }
+
+#[tokio::test]
+async fn a_password_an_interrupted_command_applies_later_is_kept_and_found_again() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start_with(ServerOptions {
+        extra: vec!["--ssh-command-timeout-secs".into(), "1".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "straggler", admin, &["app"], "App-Pw-1").await;
+    let path = format!("/v1/accounts/{}/reset", ids[0]);
+
+    // Every try outlives the timeout before it applies, and applies after it: the reset
+    // fails with the stored password still working then, but keeps the new one.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "sleep 8; IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let late = "Late-Applied-Pass-1!";
+    let job = run_job(
+        &api,
+        &root,
+        &path,
+        json!({"reason": "straggler", "password": late}),
+    )
+    .await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert!(
+        it["detail"]
+            .as_str()
+            .unwrap()
+            .contains("kept with this item"),
+        "{job}"
+    );
+    // The stragglers apply it behind Lockstep's back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs_in(&t, "app", late).await {
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted command never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!logs_in(&t, "app", "App-Pw-1").await);
+
+    // The next reset's command fails without applying: the target takes neither the stored
+    // nor the new password, and the kept one is tried, found, and becomes the stored one.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c", "exit 1", "sh", "{login}"],
+            "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(
+        &api,
+        &root,
+        &path,
+        json!({"reason": "after the straggler", "password": "Another-Pass-77!"}),
+    )
+    .await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert_eq!(stored_password(&api, &root, &ids[0]).await, late);
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+    let audit = api
+        .get("/v1/audit?action=account.password.recovered", &root)
+        .await;
+    assert_eq!(
+        audit.json()["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        audit.text
+    );
+    assert!(!audit.text.contains(late), "{}", audit.text);
+}

@@ -551,7 +551,7 @@ impl Engine {
             Some(pw) => Secret::new(pw.expose().to_string()),
             None => self.fresh_password(&s).await?,
         };
-        let old = self.old_password(&s.account.id).await?;
+        let mut old = self.old_password(&s.account.id).await?;
         if let Some(why) = s.unreachable() {
             return self
                 .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
@@ -662,15 +662,7 @@ impl Engine {
             if s.settings.ssh_host_key.is_none() {
                 s = self.refresh_pin(s).await?;
             }
-            let held = remote::held(
-                &s.endpoint(),
-                &s.account.login_name,
-                &new,
-                &old,
-                self.timeouts,
-            )
-            .await
-            .map_err(|e| {
+            let held = self.ask_target(&item, &s, &new, &mut old).await?.map_err(|e| {
                 Error::Conflict(format!(
                     "{}: the change may have been applied ({failure}) and the target cannot be                      asked which password it holds ({e}); both are kept and it is asked again",
                     item.id
@@ -928,10 +920,10 @@ impl Engine {
         attempts: i64,
         retry: bool,
     ) -> Result<()> {
-        let endpoint = s.endpoint();
-        let login = s.account.login_name.clone();
-        let held = remote::held(&endpoint, &login, &new, &old, self.timeouts)
-            .await
+        let mut old = old;
+        let held = self
+            .ask_target(&item, &s, &new, &mut old)
+            .await?
             .map_err(|e| Error::Conflict(format!("cannot settle {}: {e}", item.id)))?;
         match held {
             Held::New => {
@@ -964,6 +956,63 @@ impl Engine {
                 .await
             }
         }
+    }
+
+    /// Asks the target which password it holds for the item's account: the new one, the
+    /// stored one (`old`) or, when it takes neither, a password that an earlier item of the
+    /// account kept because the target might hold it (out-of-sync, or an interrupted command).
+    /// A kept password that logs in becomes the stored one (audited as
+    /// `account.password.recovered`), its item lets go of it, `old` becomes it, and the answer
+    /// is [`Held::Old`]. The inner error: the target could not be asked; nothing is proven.
+    async fn ask_target(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        new: &Secret,
+        old: &mut Secret,
+    ) -> Result<std::result::Result<Held, super::ssh::SshFailure>> {
+        let endpoint = s.endpoint();
+        let login = &s.account.login_name;
+        match remote::held(&endpoint, login, new, old, self.timeouts).await {
+            Ok(Held::Neither) => {}
+            other => return Ok(other),
+        }
+        let kept =
+            store::resets::kept_pendings(self.store.pool(), &s.account.id, &item.id, 5).await?;
+        for (kept_by, sealed) in kept {
+            let candidate = self.vault.open_secret(&sealed, &pending_aad(&kept_by))?;
+            match remote::accepts(&endpoint, login, &candidate, self.timeouts).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Ok(Err(e)),
+            }
+            let stored = self
+                .vault
+                .seal_secret(&candidate, &account_password_aad(&s.account.id))?;
+            let now = crate::time::now();
+            let mut tx = self.store.begin_write().await?;
+            store::accounts::set_password(tx.conn(), &s.account.id, &stored, &now).await?;
+            store::resets::set_pending(tx.conn(), &kept_by, None).await?;
+            audit::append(
+                &mut tx,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "account.password.recovered",
+                    target: &s.account.id,
+                    outcome: Outcome::Success,
+                    detail: serde_json::json!({
+                        "kept_by_item": kept_by, "found_by_item": item.id,
+                        "job": item.job_id,
+                    }),
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(account = %s.account.id, kept_by = %kept_by, "the target holds a password an earlier reset kept; the vault takes it");
+            *old = candidate;
+            return Ok(Ok(Held::Old));
+        }
+        Ok(Ok(Held::Neither))
     }
 
     /// Ends an item out-of-sync: the pending password stays sealed in the item beside the

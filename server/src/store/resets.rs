@@ -346,6 +346,39 @@ pub async fn pending(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
     Ok(row.and_then(SealedColumns::sealed))
 }
 
+/// Pending passwords that ended items of `account_id` (other than `except`) still keep because
+/// the target may hold them (out-of-sync, or failed after an interrupted command), newest
+/// first, at most `limit`: candidates when the target accepts neither the stored nor the new
+/// password.
+pub async fn kept_pendings(
+    pool: &AnyPool,
+    account_id: &str,
+    except: &str,
+    limit: i64,
+) -> Result<Vec<(String, Sealed)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        #[sqlx(flatten)]
+        sealed: SealedColumns,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, pending_key_id AS key_id, pending_nonce AS nonce, \
+         pending_ciphertext AS ciphertext FROM reset_items \
+         WHERE account_id = $1 AND id <> $2 AND state IN ('out-of-sync', 'failed') \
+         AND pending_ciphertext IS NOT NULL ORDER BY updated_at DESC, id DESC LIMIT $3",
+    )
+    .bind(account_id)
+    .bind(except)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.id, r.sealed.sealed()?)))
+        .collect())
+}
+
 pub async fn given(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
     let row: Option<SealedColumns> = sqlx::query_as(
         "SELECT given_key_id AS key_id, given_nonce AS nonce, \
