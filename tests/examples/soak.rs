@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --workspace && cargo run -p lockstep-tests --example soak -- \
-//!     [--iterations 50] [--seed N] [--accounts-per-target 8] [--postgres]
+//!     [--iterations 50] [--seed N] [--accounts-per-target 8] [--mode NAME] [--postgres]
 //! ```
 //! `--postgres` runs the server on a fresh database of the machine's PostgreSQL
 //! (127.0.0.1:5432, user postgres), dropped afterwards.
@@ -21,12 +21,25 @@ fn main() {
         seed: SoakPlan::time_seed(),
         accounts_per_target: 8,
         database_url: None,
+        only: None,
     };
     let mut postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--postgres" {
             postgres = true;
+            continue;
+        }
+        if flag == "--mode" {
+            let name = args.next().unwrap_or_default();
+            let Some(mode) = common::soak::FailureMode::named(&name) else {
+                eprintln!(
+                    "--mode: one of kill-only, applies-then-exits-1, sessions-cut, \
+                     one-line-refused"
+                );
+                std::process::exit(2);
+            };
+            plan.only = Some(mode);
             continue;
         }
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
@@ -37,7 +50,7 @@ fn main() {
             _ => {
                 eprintln!(
                     "usage: soak [--iterations N] [--seed N] [--accounts-per-target N] \
-                     [--postgres]"
+                     [--mode NAME] [--postgres]"
                 );
                 std::process::exit(2);
             }

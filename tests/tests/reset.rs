@@ -992,3 +992,174 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
         assert!(!server.log_text().contains(pw.as_str()));
     }
 }
+
+#[tokio::test]
+async fn updating_reset_settings_without_the_host_key_keeps_the_pin() {
+    let mut t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (rid, admin, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web-pin",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let job = reset(&api, &root, &app, json!({"reason": "pins the key"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let path = format!("/v1/resources/{rid}/reset-settings");
+    let pinned = api.get(&path, &root).await.json()["ssh_host_key"].clone();
+    assert!(pinned.as_str().unwrap().starts_with("SHA256:"), "{pinned}");
+
+    // An update that leaves the key out (changing the policy, say) keeps the pin ...
+    let body = json!({"admin_account_id": admin, "admin_kind": "root"});
+    let r = api.call("PUT", &path, Some(&root), Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["ssh_host_key"], pinned, "{}", r.text);
+    // ... so a machine answering with another key still gets no admin password.
+    let current = stored_password(&api, &root, &app).await;
+    t.new_host_key();
+    t.restart();
+    let job = reset(&api, &root, &app, json!({"reason": "impostor"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    assert!(
+        item(&job)["detail"].as_str().unwrap().contains("host key"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, current);
+
+    // Forgetting the pin takes an explicit null.
+    let body = json!({"admin_account_id": admin, "ssh_host_key": null});
+    let r = api.call("PUT", &path, Some(&root), Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["ssh_host_key"].is_null(), "{}", r.text);
+    let job = reset(&api, &root, &app, json!({"reason": "re-pins"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+}
+
+#[tokio::test]
+async fn a_kept_admin_session_is_never_lent_to_a_resource_with_another_password() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    // Two resources for the same host, port and admin login; only the first knows root's
+    // password.
+    let (_, _, app_a) = resource_for(
+        &api,
+        &root,
+        &t,
+        "same-host-a",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let (_, _, app_b) = resource_for(
+        &api,
+        &root,
+        &t,
+        "same-host-b",
+        ("root", "Not-Roots-Password", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let job = reset(
+        &api,
+        &root,
+        &app_a,
+        json!({"reason": "opens a kept session"}),
+    )
+    .await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let current = stored_password(&api, &root, &app_a).await;
+    // Within the minute A's root session stays open, B's reset must log in itself, and fail.
+    let job = reset(&api, &root, &app_b, json!({"reason": "must not borrow it"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    assert!(
+        item(&job)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused the password of 'root'"),
+        "{job}"
+    );
+    assert!(logs_in(&t, "app", &current).await, "B changed nothing");
+}
+
+#[tokio::test]
+async fn a_pre_reset_guard_that_cannot_run_stops_the_reset() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = support::wasm_dir();
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "change-freeze",
+            wasm.join("change_freeze.wasm"),
+            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"],
+                "order": 10, "parameters": ["DC1"]}),
+        )],
+    )
+    .await;
+    let (_, _, frozen) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web-guarded",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        Some("DC1"),
+    )
+    .await;
+    // A database writer flips one byte of the approved guard's stored component.
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let mut component: Vec<u8> = sqlx::query_scalar(
+        "SELECT component FROM listener_versions WHERE id = \
+         (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    *component.last_mut().unwrap() ^= 1;
+    let done = sqlx::query(
+        "UPDATE listener_versions SET component = $1 WHERE id = \
+         (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')",
+    )
+    .bind(component)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    let before = t.shadow_hash("app");
+    let job = reset(&api, &root, &frozen, json!({"reason": "during a freeze"})).await;
+    let it = item(&job);
+    assert_eq!(
+        it["state"], "vetoed",
+        "the reset never runs without its guard: {job}"
+    );
+    let detail = it["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("change-freeze cannot run") && detail.contains("stops"),
+        "{detail}"
+    );
+    assert_eq!(t.shadow_hash("app"), before);
+    assert_eq!(stored_password(&api, &root, &frozen).await, "App-Pw-1");
+    let audit = api.get("/v1/audit?action=listener.integrity", &root).await;
+    assert!(audit.text.contains("change-freeze"), "{}", audit.text);
+}

@@ -13,6 +13,7 @@ async fn short_soak(iterations: usize, database_url: Option<String>) {
         seed,
         accounts_per_target: 6,
         database_url,
+        only: None,
     };
     let report = run(&plan).await;
     eprintln!("soak (seed {seed}): {report}");

@@ -45,6 +45,13 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Generated passwords the target may refuse before the account is parked for a person.
 const MAX_GENERATED_ATTEMPTS: i64 = 3;
+/// Pauses before asking a target again when the command that changed it was cut off and may
+/// still be running (a batch's later lines take a password hash each).
+const SETTLE_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 /// Post-reset listener runs at once, across all jobs.
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
@@ -662,7 +669,16 @@ impl Engine {
             if s.settings.ssh_host_key.is_none() {
                 s = self.refresh_pin(s).await?;
             }
-            let held = self.ask_target(&item, &s, &new, &mut old).await?.map_err(|e| {
+            // A command that was cut off may still be running on the target (a chpasswd
+            // working through a batch): its answer is asked until it stops changing.
+            let running = matches!(
+                failure,
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+            );
+            let held = self
+                .ask_target(&item, &s, &new, &mut old, running)
+                .await?
+                .map_err(|e| {
                 Error::Conflict(format!(
                     "{}: the change may have been applied ({failure}) and the target cannot be                      asked which password it holds ({e}); both are kept and it is asked again",
                     item.id
@@ -830,12 +846,12 @@ impl Engine {
         match r {
             // A kept connection may have died in between; one fresh try.
             Err(ApplyFailure::Ssh(_)) if reused => {
-                self.admins.forget(&endpoint, user).await;
+                self.admins.forget(&endpoint, user, admin_pw).await;
                 let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
                 remote::apply(&conn, kind, admin_pw, &s.command, login, new, &label).await
             }
             Err(e @ ApplyFailure::Ssh(_)) => {
-                self.admins.forget(&endpoint, user).await;
+                self.admins.forget(&endpoint, user, admin_pw).await;
                 Err(e)
             }
             other => other,
@@ -922,7 +938,7 @@ impl Engine {
     ) -> Result<()> {
         let mut old = old;
         let held = self
-            .ask_target(&item, &s, &new, &mut old)
+            .ask_target(&item, &s, &new, &mut old, false)
             .await?
             .map_err(|e| Error::Conflict(format!("cannot settle {}: {e}", item.id)))?;
         match held {
@@ -964,16 +980,36 @@ impl Engine {
     /// A kept password that logs in becomes the stored one (audited as
     /// `account.password.recovered`), its item lets go of it, `old` becomes it, and the answer
     /// is [`Held::Old`]. The inner error: the target could not be asked; nothing is proven.
+    ///
+    /// `still_running`: the command that tried the change was cut off and may still be
+    /// applying it, so an answer other than the new password is asked again after
+    /// [`SETTLE_DELAYS`] until two answers in a row agree.
     async fn ask_target(
         &self,
         item: &ItemRow,
         s: &Subject,
         new: &Secret,
         old: &mut Secret,
+        still_running: bool,
     ) -> Result<std::result::Result<Held, super::ssh::SshFailure>> {
         let endpoint = s.endpoint();
         let login = &s.account.login_name;
-        match remote::held(&endpoint, login, new, old, self.timeouts).await {
+        let ask = || remote::held(&endpoint, login, new, old, self.timeouts);
+        let mut answer = ask().await;
+        if still_running {
+            for delay in SETTLE_DELAYS {
+                let Ok(before) = answer else { break };
+                if before == Held::New {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                answer = ask().await;
+                if answer == Ok(before) {
+                    break;
+                }
+            }
+        }
+        match answer {
             Ok(Held::Neither) => {}
             other => return Ok(other),
         }
@@ -1248,13 +1284,18 @@ impl Engine {
             .registry
             .runnable(&s.resource.resource_type, phase.as_str(), "agentless")
             .await?;
+        let mut stop = None;
         for r in refused {
             record.push(serde_json::json!({
                 "listener": r.name, "phase": phase.as_str(), "outcome": "refused",
                 "message": r.reason,
             }));
+            stop.get_or_insert_with(|| guard_refused(phase, &r.name, &r.reason));
         }
-        let mut stop = None;
+        // A pre-reset guard that cannot run stops the reset: it never goes ahead without it.
+        if phase == Phase::PreReset && stop.is_some() {
+            return Ok(stop);
+        }
         for l in runnable {
             let event = ResetEvent {
                 job_id: item.job_id.clone(),
@@ -1388,13 +1429,17 @@ impl Engine {
             .registry
             .runnable(&s.resource.resource_type, phase.as_str(), "agent")
             .await?;
+        let mut stop = None;
         for r in refused {
             record.push(serde_json::json!({
                 "listener": r.name, "phase": phase.as_str(), "outcome": "refused",
                 "message": r.reason, "ran_on": format!("agent:{}", agent.id),
             }));
+            stop.get_or_insert_with(|| guard_refused(phase, &r.name, &r.reason));
         }
-        let mut stop = None;
+        if phase == Phase::PreReset && stop.is_some() {
+            return Ok(stop);
+        }
         for l in runnable {
             let m = l.listener.manifest();
             let pass = |grant: Grant, p: &Secret| {
@@ -1488,6 +1533,18 @@ impl Engine {
             }
         }
         Ok(stop)
+    }
+}
+
+/// What a listener that cannot run (integrity refusal, load failure) means for the reset: a
+/// pre-reset guard stops it (fail closed); a post-reset listener's failure is recorded.
+fn guard_refused(phase: Phase, name: &str, reason: &str) -> String {
+    match phase {
+        Phase::PreReset => format!(
+            "pre-reset listener {name} cannot run ({reason}); the reset stops rather than go \
+             ahead without it"
+        ),
+        Phase::PostReset => format!("{name} could not run: {reason}"),
     }
 }
 

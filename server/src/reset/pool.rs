@@ -15,25 +15,42 @@ const IDLE: Duration = Duration::from_secs(60);
 
 type Slot = Arc<Mutex<Option<(Arc<Connection>, Instant)>>>;
 
-/// One open admin connection per (target, admin, pinned host key).
+/// One open admin connection per (target, admin, pinned host key, admin password): a
+/// connection is reused only by a caller that could have opened it itself. Two resources with
+/// the same host, port and login but different stored passwords never share a session.
 pub struct AdminPool {
     slots: std::sync::Mutex<HashMap<String, Slot>>,
     timeouts: Timeouts,
+    /// Keys the password's part of a slot's name (HMAC-SHA-256 under a key made at start that
+    /// never leaves this process): the map holds no password, nor a hash that could be guessed.
+    key: [u8; 32],
 }
 
-fn key(endpoint: &Endpoint, user: &str) -> String {
-    format!(
-        "{}\n{user}\n{}",
-        endpoint.label(),
-        endpoint.pinned_host_key.as_deref().unwrap_or("")
-    )
+impl AdminPool {
+    fn key(&self, endpoint: &Endpoint, user: &str, password: &Secret) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(password.expose().as_bytes());
+        let credential = mac.finalize().into_bytes();
+        format!(
+            "{}\n{user}\n{}\n{}",
+            endpoint.label(),
+            endpoint.pinned_host_key.as_deref().unwrap_or(""),
+            hex::encode(credential)
+        )
+    }
 }
 
 impl AdminPool {
     pub fn new(timeouts: Timeouts) -> AdminPool {
+        let mut key = [0u8; 32];
+        // Without randomness the key is zeros: slots are still told apart by the password.
+        let _ = getrandom::fill(&mut key);
         AdminPool {
             slots: Default::default(),
             timeouts,
+            key,
         }
     }
 
@@ -50,7 +67,7 @@ impl AdminPool {
         user: &str,
         password: &Secret,
     ) -> Result<(Arc<Connection>, bool), SshFailure> {
-        let slot = self.slot(&key(endpoint, user));
+        let slot = self.slot(&self.key(endpoint, user, password));
         let mut held = slot.lock().await;
         if let Some((conn, last)) = held.as_mut()
             && !conn.is_closed()
@@ -64,9 +81,9 @@ impl AdminPool {
         Ok((conn, false))
     }
 
-    /// Drops the connection for `endpoint` and `user` (after it failed).
-    pub async fn forget(&self, endpoint: &Endpoint, user: &str) {
-        let slot = self.slot(&key(endpoint, user));
+    /// Drops the connection for `endpoint`, `user` and `password` (after it failed).
+    pub async fn forget(&self, endpoint: &Endpoint, user: &str, password: &Secret) {
+        let slot = self.slot(&self.key(endpoint, user, password));
         slot.lock().await.take();
     }
 

@@ -44,11 +44,20 @@ pub struct ResetSettingsInput {
     /// `root` (default) or `sudo`.
     #[serde(default = "root")]
     pub admin_kind: String,
-    /// Send `null` (or leave out) to forget the pinned key so the next reset pins the key it
-    /// sees; send the current value to keep it.
-    pub ssh_host_key: Option<String>,
+    /// Leave out to keep the pinned key; send `null` to forget it (the next reset pins the
+    /// key it sees); send a `SHA256:…` fingerprint to pin that one.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub ssh_host_key: Option<Option<String>>,
     #[serde(default = "default_name")]
     pub password_policy: String,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 fn root() -> String {
@@ -101,7 +110,7 @@ pub async fn put_settings(
     if !matches!(input.admin_kind.as_str(), "root" | "sudo") {
         problems.push(FieldProblem::new("admin_kind", "root or sudo"));
     }
-    if let Some(k) = &input.ssh_host_key
+    if let Some(Some(k)) = &input.ssh_host_key
         && !k.starts_with("SHA256:")
     {
         problems.push(FieldProblem::new(
@@ -124,15 +133,21 @@ pub async fn put_settings(
     if !problems.is_empty() {
         return Err(Error::Validation(problems));
     }
+    let mut tx = store.begin_write().await?;
+    // Left out: the pin stays. Forgetting it (the next reset trusts whatever key answers and
+    // sends the admin's password to it) must be asked for with an explicit null.
+    let ssh_host_key = match input.ssh_host_key {
+        Some(k) => k,
+        None => store::reset_settings::pinned_host_key(tx.conn(), resource_id).await?,
+    };
     let row = ResetSettingsRow {
         resource_id: resource_id.to_string(),
         admin_account_id: input.admin_account_id,
         admin_kind: input.admin_kind,
-        ssh_host_key: input.ssh_host_key,
+        ssh_host_key,
         password_policy: input.password_policy,
         updated_at: crate::time::now(),
     };
-    let mut tx = store.begin_write().await?;
     store::reset_settings::upsert(tx.conn(), &row).await?;
     audit::append(
         &mut tx,

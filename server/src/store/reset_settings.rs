@@ -58,6 +58,21 @@ pub async fn pin_host_key(
     Ok(())
 }
 
+/// The pinned host key, read inside a write transaction (so a pin made at first use in
+/// between is not lost by an update that leaves the key out).
+pub async fn pinned_host_key(
+    conn: &mut AnyConnection,
+    resource_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let key: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT ssh_host_key FROM resource_reset_settings WHERE resource_id = $1",
+    )
+    .bind(resource_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(key.flatten())
+}
+
 pub async fn get(pool: &AnyPool, resource_id: &str) -> Result<Option<ResetSettingsRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",

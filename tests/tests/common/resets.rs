@@ -73,6 +73,18 @@ pub async fn register(
     name: &str,
     n: usize,
 ) -> Vec<(String, String)> {
+    register_with_admin(api, token, t, name, n, ("root", "Root-Pw-1", "root")).await
+}
+
+/// [`register`] with another admin: (login, password, `root` or `sudo`).
+pub async fn register_with_admin(
+    api: &Api,
+    token: &str,
+    t: &SshTarget,
+    name: &str,
+    n: usize,
+    admin: (&str, &'static str, &str),
+) -> Vec<(String, String)> {
     let r = api
         .post(
             "/v1/resources",
@@ -92,13 +104,13 @@ pub async fn register(
             r.json()["id"].as_str().unwrap().to_string()
         }
     };
-    let admin = add("root".into(), "Root-Pw-1").await;
+    let admin_id = add(admin.0.into(), admin.1).await;
     let r = api
         .call(
             "PUT",
             &format!("/v1/resources/{rid}/reset-settings"),
             Some(token),
-            Some(json!({"admin_account_id": admin})),
+            Some(json!({"admin_account_id": admin_id, "admin_kind": admin.2})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -375,24 +375,53 @@ impl SshTarget {
     /// Makes the target refuse every password change from now on (its PAM password stack
     /// denies), as a target with strict password rules would refuse the passwords it is given.
     pub fn deny_password_changes(&self) {
-        write(
-            &self.state.path().join("upper/pam.d/common-password"),
+        self.write_inside(
+            "/etc/pam.d/common-password",
             "password requisite pam_deny.so\n",
-            0o644,
+        );
+    }
+
+    /// Writes `text` to `path` inside the running target, through its overlay (writing the
+    /// overlay's upper dir directly is not seen by a target that already read the file).
+    pub fn write_inside(&self, path: &str, text: &str) {
+        let pid = self.namespace_pid().to_string();
+        let mut child = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-m",
+                "--",
+                "/bin/sh",
+                "-c",
+                "cat > \"$1\"",
+                "sh",
+                path,
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nsenter sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "writing {path} in the target"
         );
     }
 
     /// Makes the target refuse password changes for `user` only (its PAM password stack
     /// denies that user), as a target whose rules reject one account's new password would.
     pub fn refuse_password_changes_for(&self, user: &str) {
-        write(
-            &self.state.path().join("upper/pam.d/common-password"),
+        self.write_inside(
+            "/etc/pam.d/common-password",
             &format!(
                 "password requisite pam_succeed_if.so quiet user != {user}\n\
                  password [success=1 default=ignore] pam_unix.so obscure yescrypt\n\
                  password requisite pam_deny.so\npassword required pam_permit.so\n"
             ),
-            0o644,
         );
     }
 
@@ -419,41 +448,37 @@ impl SshTarget {
             .expect("nsenter localedef");
         // localedef exits 1 for warnings about the locale source; the result is usable.
         assert!(status.code().is_some_and(|c| c <= 1), "localedef failed");
-        write(
-            &self.state.path().join("upper/environment"),
-            "LANG=de_DE.UTF-8\n",
-            0o644,
-        );
-        write(
-            &self.state.path().join("upper/pam.d/sshd"),
+        self.write_inside("/etc/environment", "LANG=de_DE.UTF-8\n");
+        self.write_inside(
+            "/etc/pam.d/sshd",
             "@include common-auth\naccount required pam_nologin.so\n@include common-account\n\
              session required pam_env.so readenv=1\n\
              @include common-session\n@include common-password\n",
-            0o644,
         );
     }
 
     /// Kills `user`'s SSH sessions on the target (sshd's per-session processes and what runs
     /// in them), as a network cut or a restarted sshd would end them. Only processes inside
     /// the target's own PID namespace are seen and signalled.
-    pub fn cut_sessions_of(&self, user: &str) {
+    /// Returns whether there was a session to cut.
+    pub fn cut_sessions_of(&self, user: &str) -> bool {
         let pid = self.namespace_pid().to_string();
         let status = Command::new("nsenter")
             .args(["-t", &pid, "-m", "-p", "--", "pkill", "-KILL", "-f"])
             .arg(format!("^sshd: {user}"))
             .status()
             .expect("nsenter pkill");
-        assert!(status.success(), "no session of {user} to cut");
+        status.success()
     }
 
-    /// Runs a shell command inside the target (its namespaces), for a test's own checks.
-    pub fn shell(&self, script: &str) -> String {
-        let pid = self.namespace_pid().to_string();
-        let out = Command::new("nsenter")
-            .args(["-t", &pid, "-m", "-u", "-p", "--", "/bin/sh", "-c", script])
-            .output()
-            .expect("nsenter sh");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    /// Undoes [`Self::refuse_password_changes_for`] and [`Self::deny_password_changes`]: the
+    /// stock password stack again.
+    pub fn allow_password_changes(&self) {
+        self.write_inside(
+            "/etc/pam.d/common-password",
+            "password [success=1 default=ignore] pam_unix.so obscure yescrypt\n\
+             password requisite pam_deny.so\npassword required pam_permit.so\n",
+        );
     }
 
     /// The user's current shadow hash, as the target stores it.
