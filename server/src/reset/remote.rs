@@ -241,10 +241,13 @@ pub async fn apply_many(
             rest.split(',').next()?.trim().parse::<usize>().ok()
         })
         .collect();
-    let detail: Vec<&str> = stderr
+    // Passwords are out of `stderr` (above) before any of it is cut: a password straddling
+    // a cut could not be matched any more.
+    let detail: Vec<String> = stderr
         .lines()
         .filter(|l| !l.trim().is_empty())
         .take(3)
+        .map(clip)
         .collect();
     // A line the output does not name gets the run's own words only when no line is named:
     // never another account's reason.
@@ -263,9 +266,11 @@ pub async fn apply_many(
             if !failed_lines.contains(&(i + 1)) {
                 return Err(refused(detail.clone()));
             }
-            let why: Vec<&str> = stderr
+            let why: Vec<String> = stderr
                 .lines()
                 .filter(|l| l.contains(&format!("user {login})")))
+                .take(3)
+                .map(clip)
                 .collect();
             Err(refused(if why.is_empty() {
                 "password not changed".into()
@@ -273,6 +278,22 @@ pub async fn apply_many(
                 why.join(" / ")
             }))
         })
+        .collect()
+}
+
+/// Bytes of one line of a target's error output kept in a reason (job detail, audit).
+const REASON_LINE: usize = 240;
+
+/// At most [`REASON_LINE`] bytes of `line` (cut at a character boundary), control
+/// characters (terminal escapes a target might print) replaced by `?`.
+fn clip(line: &str) -> String {
+    let mut end = line.len().min(REASON_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end]
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }
 
@@ -325,6 +346,14 @@ pub async fn accepts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_from_a_target_are_clipped_and_lose_control_characters() {
+        let long = "é".repeat(500);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= REASON_LINE && clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("bad\x1b[2Jline\r"), "bad?[2Jline?");
+    }
 
     #[test]
     fn chpasswd_lines_refuse_what_would_break_them() {
