@@ -74,8 +74,12 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
             let db = serve::open_store(&store_url(&store)).await?;
             let actor = audit::Actor::cli();
+            // The host's operator: the new user is its own only custodian (independent of
+            // every other account), so it may approve another administrator's change.
             let user =
-                identity::create_user(&db, &actor, identity::NewUser { name, role, email }).await?;
+                identity::create_user(&db, None, &actor, identity::NewUser { name, role, email })
+                    .await?
+                    .user;
             let issued = identity::issue_token(
                 &db,
                 &actor,

@@ -128,6 +128,7 @@ async fn users_tokens_and_roles(db: &TestDb) {
     let a = actor();
     let user = identity::create_user(
         s,
+        None,
         &a,
         identity::NewUser {
             name: "alice".into(),
@@ -136,9 +137,11 @@ async fn users_tokens_and_roles(db: &TestDb) {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .user;
     let dup = identity::create_user(
         s,
+        None,
         &a,
         identity::NewUser {
             name: "alice".into(),
@@ -150,6 +153,7 @@ async fn users_tokens_and_roles(db: &TestDb) {
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
     let bad = identity::create_user(
         s,
+        None,
         &a,
         identity::NewUser {
             name: "bad name".into(),
@@ -209,8 +213,10 @@ async fn users_tokens_and_roles(db: &TestDb) {
         .to_string();
     assert!(err.contains("expired"), "{err}");
 
+    // alice (an auditor) may make a role of what she holds, nothing more.
     let role = identity::create_role(
         s,
+        &principal,
         &a,
         identity::NewRole {
             name: "readers".into(),
@@ -220,6 +226,18 @@ async fn users_tokens_and_roles(db: &TestDb) {
     )
     .await
     .unwrap();
+    let wider = identity::create_role(
+        s,
+        &principal,
+        &a,
+        identity::NewRole {
+            name: "retrievers".into(),
+            description: String::new(),
+            privileges: vec![identity::Privilege::RetrievePasswords],
+        },
+    )
+    .await;
+    assert!(matches!(wider, Err(Error::NotAllowed(_))), "{wider:?}");
     assert!(!role.builtin);
     assert_eq!(identity::list_roles(s).await.unwrap().len(), 6);
     assert!(matches!(

@@ -1030,28 +1030,20 @@ async fn approvers_are_mailed_when_the_server_has_an_smtp_relay() {
     let root = server.root_token.clone();
     let bad = json!({"name": "eve", "role": "admin", "email": "eve@example.com\r\nBcc: x@y.z"});
     assert_refused(&api.post("/v1/users", &root, bad).await, 422, "email", "");
+    let mut codes = Vec::new();
     for (name, email) in [("alice", "alice@example.com"), ("bob", "bob@example.com")] {
         let body = json!({"name": name, "role": "admin", "email": email});
         let r = api.post("/v1/users", &root, body).await;
         assert_eq!(r.status, 201, "{}", r.text);
         assert_eq!(r.json()["email"], email);
+        codes.push(
+            r.json()["activation"]["activation_code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    let alice = {
-        let users = api.get("/v1/users", &root).await.json();
-        let id = users["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["name"] == "alice")
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let t = api
-            .post(&format!("/v1/users/{id}/tokens"), &root, json!({}))
-            .await;
-        t.json()["token"].as_str().unwrap().to_string()
-    };
+    let alice = common::activate(&api, "alice", &codes[0]).await;
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "ci.key");
     let body = json!({"name": "ci", "public_key": key.public, "approver": "bob"});

@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use super::AppState;
 use super::extract::{
-    ApiJson, ApiPath, ApiQuery, Authenticated, Authorized, List, ListQuery, need,
+    ApiJson, ApiPath, ApiQuery, Authenticated, Authorized, ClientIp, List, ListQuery, need,
 };
 use crate::error::Result;
+use crate::identity::activation::{self, ActivateInput, Activation};
 use crate::identity::{
-    self, IssuedToken, NewRole, NewToken, NewUser, Privilege, Role, TokenInfo, User,
+    self, CreatedUser, IssuedToken, NewRole, NewToken, NewUser, Privilege, Role, TokenInfo, User,
 };
 
 /// The caller, as the server sees them.
@@ -49,16 +50,17 @@ pub async fn list_users(
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "identity", request_body = NewUser,
-    responses((status = 201, body = User), (status = 409, body = super::problem::Problem),
+    responses((status = 201, body = CreatedUser, description = "The activation code is shown only in this response"),
+               (status = 403, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
                (status = 422, body = super::problem::Problem)))]
 pub async fn create_user(
     State(s): State<AppState>,
     auth: Authorized<need::ManageUsers>,
     ApiJson(input): ApiJson<NewUser>,
-) -> Result<(StatusCode, Json<User>)> {
+) -> Result<(StatusCode, Json<CreatedUser>)> {
     Ok((
         StatusCode::CREATED,
-        Json(identity::create_user(&s.store, &auth.actor, input).await?),
+        Json(identity::create_user(&s.store, Some(&auth.principal), &auth.actor, input).await?),
     ))
 }
 
@@ -71,17 +73,32 @@ pub async fn get_user(
     Ok(Json(identity::get_user(&s.store, &id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/users/{id}/tokens", tag = "identity", request_body = NewToken,
-    responses((status = 201, body = IssuedToken, description = "The token text is shown only in this response")))]
-pub async fn issue_user_token(
+#[utoipa::path(post, path = "/v1/users/{id}/activation", tag = "identity",
+    responses((status = 201, body = Activation, description = "Every token of the user is revoked; the new code is shown only here"),
+              (status = 403, body = super::problem::Problem)))]
+pub async fn reissue_activation(
     State(s): State<AppState>,
     auth: Authorized<need::ManageUsers>,
     ApiPath(id): ApiPath<String>,
-    ApiJson(input): ApiJson<NewToken>,
-) -> Result<(StatusCode, Json<IssuedToken>)> {
+) -> Result<(StatusCode, Json<Activation>)> {
     Ok((
         StatusCode::CREATED,
-        Json(identity::issue_token(&s.store, &auth.actor, &id, input).await?),
+        Json(activation::reissue(&s.store, &auth.principal, &auth.actor, &id).await?),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/activate", tag = "identity", request_body = ActivateInput, security(()),
+    responses((status = 201, body = IssuedToken, description = "The user's first token, shown only here"),
+              (status = 401, body = super::problem::Problem)))]
+pub async fn activate(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(input): ApiJson<ActivateInput>,
+) -> Result<(StatusCode, Json<IssuedToken>)> {
+    let actor = crate::audit::Actor::anonymous(ip);
+    Ok((
+        StatusCode::CREATED,
+        Json(activation::activate(&s.store, &actor, input).await?),
     ))
 }
 
@@ -148,7 +165,7 @@ pub async fn create_role(
 ) -> Result<(StatusCode, Json<Role>)> {
     Ok((
         StatusCode::CREATED,
-        Json(identity::create_role(&s.store, &auth.actor, input).await?),
+        Json(identity::create_role(&s.store, &auth.principal, &auth.actor, input).await?),
     ))
 }
 

@@ -53,7 +53,7 @@ pub struct AppState {
     paths(
         ops::healthz, ops::metrics,
         identity::me, identity::list_users, identity::create_user, identity::get_user,
-        identity::issue_user_token, identity::list_user_tokens, identity::list_my_tokens,
+        identity::reissue_activation, identity::activate, identity::list_user_tokens, identity::list_my_tokens,
         identity::issue_my_token, identity::revoke_token, identity::list_roles,
         identity::create_role, identity::delete_role,
         inventory::list_types, inventory::get_type, inventory::create_type, inventory::delete_type,
@@ -98,10 +98,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(identity::list_users).post(identity::create_user),
         )
         .route("/users/{id}", get(identity::get_user))
-        .route(
-            "/users/{id}/tokens",
-            get(identity::list_user_tokens).post(identity::issue_user_token),
-        )
+        .route("/users/{id}/tokens", get(identity::list_user_tokens))
+        .route("/users/{id}/activation", post(identity::reissue_activation))
+        .route("/activate", post(identity::activate))
         .route(
             "/tokens",
             get(identity::list_my_tokens).post(identity::issue_my_token),

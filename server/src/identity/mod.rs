@@ -3,6 +3,8 @@
 //! **Invariant:** [`Principal::require`] is the only place that decides whether a caller may do
 //! something. The HTTP layer calls it through one extractor; nothing else checks roles.
 
+pub mod activation;
+pub mod custody;
 pub mod privilege;
 pub mod token;
 
@@ -163,7 +165,45 @@ fn validate_name(field: &str, name: &str) -> Option<FieldProblem> {
     }
 }
 
-pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result<User> {
+/// A user just created, with the activation code its first credential comes from (none when
+/// the host CLI created it and issues a token itself).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    pub user: User,
+    /// Shown only now: hand it to the user, who spends it on `POST /v1/activate`.
+    pub activation: Option<activation::Activation>,
+}
+
+/// Refuses unless `caller` holds every privilege of `role`: nobody hands out (or takes over
+/// an account with) privileges they do not hold themselves.
+pub async fn require_all_of_role(store: &Store, caller: &Principal, role: &str) -> Result<()> {
+    let Some(row) = store::roles::get(store.pool(), role).await? else {
+        return Ok(());
+    };
+    let missing: Vec<Privilege> = privilege::decode(&row.privileges)
+        .into_iter()
+        .filter(|p| !caller.privileges.contains(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotAllowed(format!(
+        "role '{role}' holds privileges your role does not ({}); only someone who holds all \
+         of them may give it or act on an account that has it",
+        activation::names(&missing)
+    )))
+}
+
+/// Creates a user. `creator` is the API caller (None: the host's `lockstep admin create`); an
+/// API caller may give only a role whose privileges they all hold, becomes a custodian of the
+/// new account, and gets its activation code.
+pub async fn create_user(
+    store: &Store,
+    creator: Option<&Principal>,
+    actor: &Actor,
+    input: NewUser,
+) -> Result<CreatedUser> {
     let mut problems: Vec<FieldProblem> = validate_name("name", &input.name).into_iter().collect();
     if let Some(email) = &input.email {
         problems.extend(validate_email("email", email));
@@ -180,6 +220,9 @@ pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result
     if !problems.is_empty() {
         return Err(Error::Validation(problems));
     }
+    if let Some(caller) = creator {
+        require_all_of_role(store, caller, &input.role).await?;
+    }
     let row = UserRow {
         id: crate::time::new_id("usr"),
         name: input.name,
@@ -195,6 +238,12 @@ pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result
             e.into()
         }
     })?;
+    let issuer = creator.map(|c| c.user_name.as_str());
+    custody::record(&mut tx, &row.name, issuer, &row.created_at).await?;
+    let activation = match creator {
+        Some(_) => Some(activation::write_code(&mut tx, &row.id, &row.name, issuer).await?),
+        None => None,
+    };
     audit::append(
         &mut tx,
         NewEvent {
@@ -207,7 +256,10 @@ pub async fn create_user(store: &Store, actor: &Actor, input: NewUser) -> Result
     )
     .await?;
     tx.commit().await?;
-    Ok(row.into())
+    Ok(CreatedUser {
+        user: row.into(),
+        activation,
+    })
 }
 
 pub async fn get_user(store: &Store, id: &str) -> Result<User> {
@@ -431,7 +483,25 @@ pub async fn list_roles(store: &Store) -> Result<Vec<Role>> {
         .collect())
 }
 
-pub async fn create_role(store: &Store, actor: &Actor, input: NewRole) -> Result<Role> {
+/// Creates a custom role; `caller` must hold every privilege it lists.
+pub async fn create_role(
+    store: &Store,
+    caller: &Principal,
+    actor: &Actor,
+    input: NewRole,
+) -> Result<Role> {
+    let missing: Vec<Privilege> = input
+        .privileges
+        .iter()
+        .copied()
+        .filter(|p| !caller.privileges.contains(p))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::NotAllowed(format!(
+            "a role can list only privileges your own role holds; yours lacks {}",
+            activation::names(&missing)
+        )));
+    }
     let mut problems: Vec<FieldProblem> = validate_name("name", &input.name).into_iter().collect();
     if input.privileges.is_empty() {
         problems.push(FieldProblem::new(

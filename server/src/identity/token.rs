@@ -8,13 +8,20 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 
 pub const PREFIX: &str = "lst_";
+/// One-time activation codes (a user's first credential): `lsa_` + 32 random bytes.
+pub const ACTIVATION_PREFIX: &str = "lsa_";
 
 /// A new token's text. Shown to its owner once, then only its hash exists.
 pub fn generate() -> Result<Zeroizing<String>> {
+    generate_with(PREFIX)
+}
+
+/// `prefix` + 32 random bytes, base64url.
+pub fn generate_with(prefix: &str) -> Result<Zeroizing<String>> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| Error::Crypto(format!("no randomness: {e}")))?;
     Ok(Zeroizing::new(format!(
-        "{PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )))
 }

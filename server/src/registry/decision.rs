@@ -105,6 +105,19 @@ impl Registry {
             )),
             _ => None,
         };
+        // Two accounts are not two people when one person could act as both.
+        let refusal = match refusal {
+            None if verdict == Verdict::Approve => {
+                crate::identity::custody::refuses_approval(
+                    &self.store,
+                    user,
+                    &cr.requested_by,
+                    &cr.created_at,
+                )
+                .await?
+            }
+            other => other,
+        };
         if let Some(why) = refusal {
             audit::record(
                 &self.store,

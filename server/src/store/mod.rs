@@ -28,6 +28,7 @@ pub mod resources;
 pub mod roles;
 pub mod rotation_schedules;
 pub mod tokens;
+pub mod user_custody;
 pub mod users;
 
 use std::sync::Arc;

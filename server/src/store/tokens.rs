@@ -83,3 +83,15 @@ pub async fn revoke(conn: &mut AnyConnection, id: &str, at: &str) -> Result<bool
             .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Revokes every live token of a user; returns how many.
+pub async fn revoke_all_of(conn: &mut AnyConnection, user_id: &str, at: &str) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -69,6 +69,8 @@ pub struct Server {
     pub base: String,
     pub log: PathBuf,
     pub root_token: String,
+    /// `--data-dir` (and `--database-url`) of its store.
+    pub store_args: Vec<String>,
     /// The `lockstep serve` arguments, to start it again.
     args: Vec<String>,
     dev: bool,
@@ -124,6 +126,7 @@ impl Server {
             base,
             log,
             root_token,
+            store_args,
             args,
             dev: opts.dev,
         }
@@ -241,6 +244,8 @@ pub fn spawn_serve(
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
+    /// `--data-dir`/`--database-url` of the server, for CLI commands on its store.
+    pub store_args: Vec<String>,
     /// The server's certificate when it serves HTTPS (for the CLI's `--ca-cert`).
     pub ca_cert: Option<PathBuf>,
 }
@@ -289,6 +294,7 @@ impl Api {
         Api {
             http: http.build().expect("client"),
             base: server.base.clone(),
+            store_args: server.store_args.clone(),
             ca_cert,
         }
     }
@@ -343,26 +349,43 @@ impl Api {
     }
 }
 
-/// Creates a user with `role` through the API and returns a token for it.
-pub async fn user_with_role(api: &Api, root: &str, name: &str, role: &str) -> String {
+/// Creates an independent user with `role`, as an operator bootstraps administrators (the
+/// host's `lockstep admin create`, so nobody else holds custody of it), and returns its token.
+pub async fn user_with_role(api: &Api, _root: &str, name: &str, role: &str) -> String {
+    let store: Vec<&str> = api.store_args.iter().map(String::as_str).collect();
+    admin_create(&store, name, role)
+}
+
+/// Creates a user through the API as `creator` (who becomes its custodian), spends its
+/// activation code as the new user would, and returns the new user's token.
+pub async fn api_user(api: &Api, creator: &str, name: &str, role: &str) -> String {
     let r = api
         .post(
             "/v1/users",
-            root,
+            creator,
             serde_json::json!({ "name": name, "role": role }),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let id = r.json()["id"].as_str().expect("id").to_string();
-    let t = api
-        .post(
-            &format!("/v1/users/{id}/tokens"),
-            root,
-            serde_json::json!({}),
+    let code = r.json()["activation"]["activation_code"]
+        .as_str()
+        .expect("activation code")
+        .to_string();
+    activate(api, name, &code).await
+}
+
+/// Spends an activation code (no bearer token); returns the first token.
+pub async fn activate(api: &Api, name: &str, code: &str) -> String {
+    let r = api
+        .call(
+            "POST",
+            "/v1/activate",
+            None,
+            Some(serde_json::json!({ "name": name, "activation_code": code })),
         )
         .await;
-    assert_eq!(t.status, 201, "{}", t.text);
-    t.json()["token"].as_str().expect("token").to_string()
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["token"].as_str().expect("token").to_string()
 }
 
 /// Every audit event with `action` (every event if empty), across all pages.

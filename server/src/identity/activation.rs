@@ -1,0 +1,172 @@
+//! A user's first credential, and a new one after it was lost: a one-time activation code that
+//! the new user spends on `POST /v1/activate` for a token of their own. Whoever issues a code
+//! could spend it, so issuing one makes the issuer a custodian of the account
+//! ([`super::custody`]): nobody can quietly obtain a credential for another user, and an
+//! account one person could have used never counts as a second person's approval.
+
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{IssuedToken, NewToken, Principal, custody, issue_token, privilege, token};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::store::{self, Store, WriteTx};
+
+/// How long an activation code can be spent.
+pub const ACTIVATION_HOURS: i64 = 24;
+
+/// A fresh activation code: shown once, to the caller who must hand it to the user.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Activation {
+    pub user_id: String,
+    pub user_name: String,
+    /// One-time code (`lsa_…`) the user spends on `POST /v1/activate`; Lockstep keeps only its
+    /// hash.
+    pub activation_code: String,
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("user_name", &self.user_name)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/activate`: no bearer token, the code is the credential.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateInput {
+    /// The user's login name.
+    pub name: String,
+    /// The activation code the user was given.
+    pub activation_code: String,
+    /// The first token's label and lifetime (as `POST /v1/tokens`).
+    #[serde(default)]
+    pub token: Option<NewToken>,
+}
+
+impl std::fmt::Debug for ActivateInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivateInput")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes a new activation code for `user_id` inside `tx`; `issuer` is the API user issuing it
+/// (None: the host CLI).
+pub(super) async fn write_code(
+    tx: &mut WriteTx,
+    user_id: &str,
+    user_name: &str,
+    issuer: Option<&str>,
+) -> Result<Activation> {
+    let code: Zeroizing<String> = token::generate_with(token::ACTIVATION_PREFIX)?;
+    let expires_at = crate::time::format(Utc::now() + Duration::hours(ACTIVATION_HOURS));
+    store::user_custody::set_activation(
+        tx.conn(),
+        user_id,
+        &token::hash(&code),
+        issuer.unwrap_or("cli"),
+        &expires_at,
+    )
+    .await?;
+    Ok(Activation {
+        user_id: user_id.to_string(),
+        user_name: user_name.to_string(),
+        activation_code: code.to_string(),
+        expires_at,
+    })
+}
+
+/// Resets a user's credential: every token of theirs is revoked and a new activation code is
+/// issued. The caller must hold every privilege of the user's role, and becomes a custodian.
+pub async fn reissue(
+    store: &Store,
+    caller: &Principal,
+    actor: &Actor,
+    user_id: &str,
+) -> Result<Activation> {
+    let user = store::users::get(store.pool(), user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "user",
+            id: user_id.to_string(),
+        })?;
+    super::require_all_of_role(store, caller, &user.role).await?;
+    let now = crate::time::now();
+    let mut tx = store.begin_write().await?;
+    let revoked = store::tokens::revoke_all_of(tx.conn(), &user.id, &now).await?;
+    let activation = write_code(&mut tx, &user.id, &user.name, Some(&caller.user_name)).await?;
+    custody::record(&mut tx, &user.name, Some(&caller.user_name), &now).await?;
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "user.activation.issue",
+            target: &user.id,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({
+                "name": user.name, "tokens_revoked": revoked,
+                "expires_at": activation.expires_at,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(activation)
+}
+
+/// Spends an activation code for the user's first token. Every failure is the same 401, so the
+/// endpoint tells nothing about which names exist.
+pub async fn activate(store: &Store, actor: &Actor, input: ActivateInput) -> Result<IssuedToken> {
+    const REFUSED: Error = Error::Unauthenticated(
+        "the activation code is unknown, spent or expired; ask an administrator for a new one",
+    );
+    if !input.activation_code.starts_with(token::ACTIVATION_PREFIX)
+        || input.activation_code.len() > 128
+    {
+        return Err(REFUSED);
+    }
+    let now = crate::time::now();
+    let user = store::users::get_by_name(store.pool(), &input.name)
+        .await?
+        .ok_or(REFUSED)?;
+    let mut tx = store.begin_write().await?;
+    let Some(user_id) =
+        store::user_custody::take_activation(tx.conn(), &token::hash(&input.activation_code), &now)
+            .await?
+    else {
+        return Err(REFUSED);
+    };
+    if user_id != user.id {
+        return Err(REFUSED);
+    }
+    audit::append(
+        &mut tx,
+        NewEvent {
+            actor,
+            action: "user.activate",
+            target: &user.id,
+            outcome: Outcome::Success,
+            detail: serde_json::json!({ "name": user.name }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let own = Actor::user(&user.name, actor.source_ip.clone());
+    issue_token(store, &own, &user.id, input.token.unwrap_or_default()).await
+}
+
+/// The privilege names of `role` (for messages).
+pub(super) fn names(privileges: &[privilege::Privilege]) -> String {
+    privileges
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,111 @@
+//! Who controls which user account (`identity::custody`), and one-time activation codes.
+
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::error::Result;
+
+/// The custodians of the user called `name` (the user itself included).
+pub async fn custodians(pool: &AnyPool, name: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT custodian FROM user_custody WHERE user_name = $1 ORDER BY custodian",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The same, inside a write transaction.
+pub async fn custodians_in(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT custodian FROM user_custody WHERE user_name = $1 ORDER BY custodian")
+        .bind(name)
+        .fetch_all(conn)
+        .await
+}
+
+/// Adds `custodians` to the user called `name` and stamps the user's custody change time.
+pub async fn add(
+    conn: &mut AnyConnection,
+    name: &str,
+    custodians: &[String],
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    for c in custodians {
+        sqlx::query(
+            "INSERT INTO user_custody (user_name, custodian) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(c)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE users SET custody_changed_at = $2 WHERE name = $1")
+        .bind(name)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// When the user's custody last changed.
+pub async fn changed_at(pool: &AnyPool, name: &str) -> Result<Option<String>> {
+    let at: Option<Option<String>> =
+        sqlx::query_scalar("SELECT custody_changed_at FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    Ok(at.flatten())
+}
+
+/// Replaces the user's activation code.
+pub async fn set_activation(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    code_sha256: &str,
+    issued_by: &str,
+    expires_at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_activations WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO user_activations (user_id, code_sha256, issued_by, expires_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(user_id)
+    .bind(code_sha256)
+    .bind(issued_by)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Spends the activation code with this hash if it is unexpired at `now`: deletes it and
+/// returns its user's id. One caller wins a race; the other gets `None`.
+pub async fn take_activation(
+    conn: &mut AnyConnection,
+    code_sha256: &str,
+    now: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let user: Option<String> = sqlx::query_scalar(
+        "SELECT user_id FROM user_activations WHERE code_sha256 = $1 AND expires_at > $2",
+    )
+    .bind(code_sha256)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let gone = sqlx::query("DELETE FROM user_activations WHERE user_id = $1 AND code_sha256 = $2")
+        .bind(&user)
+        .bind(code_sha256)
+        .execute(conn)
+        .await?;
+    Ok((gone.rows_affected() == 1).then_some(user))
+}
