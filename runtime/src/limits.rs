@@ -16,6 +16,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most log lines kept per run; later ones are counted as dropped.
 pub const MAX_LOG_LINES: usize = 1000;
 
+/// Most of a refused property key (one longer than
+/// [`crate::manifest::MAX_PROP_KEY_BYTES`]) that its denial record shows; the rest is cut,
+/// after the run's secrets are redacted from the whole key.
+pub const MAX_SHOWN_KEY_BYTES: usize = 32;
+
 /// Most core instances, memories and tables one component may create. A Rust listener needs a
 /// handful; the caps stop a component that tries to exhaust the pooling allocator.
 pub const MAX_INSTANCES: usize = 32;

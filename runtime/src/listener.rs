@@ -18,8 +18,7 @@ use crate::host::{HostState, RunContext};
 use crate::limits::{SummedLimiter, epoch_ticks};
 use crate::manifest::{Endpoint, Manifest, Phase, Scheme};
 use crate::report::{
-    DenialRecord, HookOutcome, Invocation, MAX_DENIALS, MAX_MESSAGE_BYTES, RunFailure, sanitize,
-    truncate,
+    DenialRecord, HookOutcome, Invocation, MAX_DENIALS, MAX_MESSAGE_BYTES, RunFailure,
 };
 
 /// Bytes one host call may move from guest to host (arguments, log lines, program input).
@@ -270,8 +269,14 @@ impl LoadedListener {
 
     /// Runs one hook in a fresh store, within the manifest's limits. Never panics and never
     /// returns early on a guest's misbehaviour: every failure is in [`Invocation::outcome`].
+    ///
+    /// The run keeps only the passwords its manifest grants ([`RunContext::granted`]); every
+    /// text it produces leaves through [`crate::report::Redactor::clean`] (those passwords
+    /// redacted from the whole text, then escaped, then cut).
     pub async fn run(&self, phase: Phase, event: &ResetEvent, ctx: RunContext) -> Invocation {
         let started = Instant::now();
+        let ctx = ctx.granted(&self.manifest);
+        let redactor = ctx.redactor();
         let limits = self.manifest.limits();
         let timeout = Duration::from_millis(limits.timeout_ms);
         let output_cap = (limits.output_kib as usize) * 1024;
@@ -290,6 +295,7 @@ impl LoadedListener {
                 endpoints.clone(),
                 network_denials.clone(),
                 budget.clone(),
+                redactor.clone(),
             ))
             .build();
         let state = HostState {
@@ -298,6 +304,7 @@ impl LoadedListener {
             limiter: SummedLimiter::new((limits.memory_mib as usize) << 20),
             manifest: self.manifest.clone(),
             ctx,
+            redactor: redactor.clone(),
             deadline: started + timeout,
             denials: Vec::new(),
             denials_dropped: 0,
@@ -311,6 +318,7 @@ impl LoadedListener {
                 endpoints,
                 denials: network_denials.clone(),
                 budget,
+                redactor: redactor.clone(),
             },
             network_denials,
         };
@@ -354,20 +362,14 @@ impl LoadedListener {
                             .await
                             .map(|o| match o {
                                 wit::PreOutcome::Proceed => HookOutcome::Proceed,
-                                wit::PreOutcome::Veto(r) => {
-                                    HookOutcome::Veto(truncate(r, MAX_MESSAGE_BYTES))
-                                }
+                                wit::PreOutcome::Veto(r) => HookOutcome::Veto(r),
                             }),
                         Phase::PostReset => listener
                             .call_post_reset(&mut store, &wit_event)
                             .await
                             .map(|o| match o {
-                                wit::PostOutcome::Success(m) => {
-                                    HookOutcome::Success(truncate(m, MAX_MESSAGE_BYTES))
-                                }
-                                wit::PostOutcome::Failure(m) => {
-                                    HookOutcome::Failure(truncate(m, MAX_MESSAGE_BYTES))
-                                }
+                                wit::PostOutcome::Success(m) => HookOutcome::Success(m),
+                                wit::PostOutcome::Failure(m) => HookOutcome::Failure(m),
                             }),
                     }
                 };
@@ -394,19 +396,16 @@ impl LoadedListener {
         }
         let logs = std::mem::take(&mut state.logs);
         let logs_dropped_bytes = state.logs_dropped_bytes;
-        // Whatever the guest wrote or answered: no password, no control characters.
-        let clean = |text: String, keep_lines: bool| sanitize(&state.redact(text), keep_lines);
-        let text = |p: &MemoryOutputPipe| {
-            truncate(
-                clean(String::from_utf8_lossy(&p.contents()).into_owned(), true),
-                output_cap,
-            )
-        };
+        // Whatever the guest wrote or answered: no granted password (redacted from the whole
+        // text before it is cut), no control characters, bounded.
+        let text =
+            |p: &MemoryOutputPipe| redactor.clean_stream(&p.contents(), output_cap, output_cap);
         let (stdout, stderr) = (text(&state.stdout), text(&state.stderr));
+        let answer = |m: String| redactor.clean(m, false, MAX_MESSAGE_BYTES);
         let outcome = outcome.map(|o| match o {
-            HookOutcome::Veto(m) => HookOutcome::Veto(clean(m, false)),
-            HookOutcome::Success(m) => HookOutcome::Success(clean(m, false)),
-            HookOutcome::Failure(m) => HookOutcome::Failure(clean(m, false)),
+            HookOutcome::Veto(m) => HookOutcome::Veto(answer(m)),
+            HookOutcome::Success(m) => HookOutcome::Success(answer(m)),
+            HookOutcome::Failure(m) => HookOutcome::Failure(answer(m)),
             HookOutcome::Proceed => HookOutcome::Proceed,
         });
         // Dropping the store returns its pool slot. Measured: dropping it on another thread
@@ -460,8 +459,9 @@ fn classify(
     }
     // The cause only: the wasm backtrace around it is long, and it quotes function names
     // from the component's own name section, which a hostile author writes.
-    RunFailure::Trap(truncate(
-        sanitize(&e.root_cause().to_string(), false),
-        MAX_MESSAGE_BYTES,
-    ))
+    RunFailure::Trap(
+        state
+            .redactor
+            .clean(e.root_cause().to_string(), false, MAX_MESSAGE_BYTES),
+    )
 }

@@ -569,9 +569,11 @@ fn rules_allow(
             .any(|a| a.as_ref().len() > MAX_ARG_BYTES || a.as_ref().chars().any(char::is_control))
         || program.len() > MAX_ARG_BYTES;
     if unusable {
+        // The program whole: whoever shows the denial redacts it before cutting it (the
+        // host's denial records, `Redactor::clean`).
         return Err(Denial::Arguments {
             grant,
-            program: crate::report::truncate(program.to_string(), 256),
+            program: program.to_string(),
             args: vec![format!(
                 "{} argument(s) refused: too many, too long, or with control characters",
                 args.len()

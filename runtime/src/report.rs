@@ -1,7 +1,10 @@
 //! What one listener run produced: its answer, every denial, its log lines and output, and
 //! how long it took. The caller (the reset engine, the test runner) records and audits it.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 /// The most of a veto reason or outcome message that is kept; a listener cannot flood the
 /// audit trail or a job record through its answer.
@@ -78,6 +81,18 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// The level's name as the WIT spells it: `debug`, `info`, `warn`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 /// One line the listener logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -138,19 +153,100 @@ pub fn sanitize(s: &str, keep_lines: bool) -> String {
     out
 }
 
-/// Replaces every occurrence of each non-empty secret in `s` with `[redacted]`.
-pub fn redact(s: String, secrets: &[&str]) -> String {
-    let mut s = s;
-    for secret in secrets.iter().filter(|x| !x.is_empty()) {
-        if s.contains(secret) {
-            s = s.replace(secret, "[redacted]");
-        }
-    }
-    s
+/// What replaces a secret in text that leaves a run.
+pub const REDACTED: &str = "[redacted]";
+
+/// The secrets one run was granted, and the one way text leaves a run ([`Redactor::clean`]):
+/// every secret is replaced by [`REDACTED`] in the whole text first, then control characters
+/// are escaped, then the text is cut to its limit. Redaction before the cut matters: a secret
+/// straddling the cut would no longer match once cut, and its first part would be kept.
+///
+/// It holds only the secrets the run's manifest grants (`RunContext` drops the others when a
+/// run starts). The listener knows those values, so what is redacted tells it nothing;
+/// redacting a value it may not read would itself answer "was that the password?", to the
+/// listener through a denial's text, or to whoever reads the record.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Non-empty, longest first, so a secret that contains another is redacted whole.
+    secrets: Arc<[Zeroizing<String>]>,
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
-pub fn truncate(mut s: String, max: usize) -> String {
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secret(s))", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    /// A redactor for `secrets` (empty ones are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = Zeroizing<String>>) -> Redactor {
+        let mut secrets: Vec<Zeroizing<String>> =
+            secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor {
+            secrets: secrets.into(),
+        }
+    }
+
+    /// True when `text` contains one of the secrets.
+    pub fn holds_secret(&self, text: &str) -> bool {
+        self.secrets.iter().any(|s| text.contains(s.as_str()))
+    }
+
+    /// `text` with every occurrence of each secret replaced by [`REDACTED`]. Only for text
+    /// that is cut afterwards, if at all: the exits use [`Redactor::clean`].
+    pub fn redact(&self, text: String) -> String {
+        let mut text = text;
+        for secret in self.secrets.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    /// The one way text leaves a run (answers, log lines, denial records, failure reasons):
+    /// secrets redacted from the whole text, control characters escaped (`\n` and `\t` kept
+    /// where `keep_lines`), then cut to at most `max` bytes plus a note of the cut.
+    pub fn clean(&self, text: String, keep_lines: bool, max: usize) -> String {
+        truncate(sanitize(&self.redact(text), keep_lines), max)
+    }
+
+    /// [`Redactor::clean`] for what a stream kept of a guest's output (stdout, stderr), which
+    /// stops at `capacity` bytes. When the stream is full it may have cut a secret, so a tail
+    /// that begins a secret is redacted too, before anything else. Lines are kept.
+    pub fn clean_stream(&self, bytes: &[u8], capacity: usize, max: usize) -> String {
+        let partial = if bytes.len() >= capacity {
+            self.partial_tail(bytes)
+        } else {
+            0
+        };
+        let mut text = String::from_utf8_lossy(&bytes[..bytes.len() - partial]).into_owned();
+        if partial > 0 {
+            text.push_str(REDACTED);
+        }
+        self.clean(text, true, max)
+    }
+
+    /// Length of the longest tail of `bytes` that is the beginning (not the whole) of a
+    /// secret. Compared as bytes: a cut can fall inside a character.
+    fn partial_tail(&self, bytes: &[u8]) -> usize {
+        self.secrets
+            .iter()
+            .filter_map(|s| {
+                let s = s.as_bytes();
+                (1..s.len().min(bytes.len() + 1))
+                    .rev()
+                    .find(|&n| bytes.ends_with(&s[..n]))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut. Private: text
+/// that leaves a run is cut only by [`Redactor::clean`], after redaction.
+fn truncate(mut s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }
@@ -179,9 +275,55 @@ mod tests {
     fn sanitize_escapes_controls_and_redact_hides_secrets() {
         assert_eq!(super::sanitize("a\nb\x1b[31m", false), "a\\nb\\u{1b}[31m");
         assert_eq!(super::sanitize("a\nb", true), "a\nb");
+        let r = redactor(&["hunter2", ""]);
+        assert_eq!(r.redact("pw=hunter2!".into()), "pw=[redacted]!");
+        assert!(r.holds_secret("xhunter2x") && !r.holds_secret("hunter"));
+        // A secret that contains another is redacted whole, whatever the grant order.
+        let r = redactor(&["abc", "abcdef"]);
+        assert_eq!(r.redact("abcdef abc".into()), "[redacted] [redacted]");
+    }
+
+    fn redactor(secrets: &[&str]) -> super::Redactor {
+        super::Redactor::new(secrets.iter().map(|s| s.to_string().into()))
+    }
+
+    /// Text cut at `max` bytes with a secret straddling the cut keeps no part of the secret,
+    /// wherever the cut falls inside it.
+    #[test]
+    fn clean_redacts_before_it_cuts() {
+        let secret = "Straddle-Pw-9";
+        let r = redactor(&[secret]);
+        for max in [16, 17, 20, 27, 28] {
+            for before in (max - secret.len() + 1)..max {
+                let text = format!("{}{secret}{}", "a".repeat(before), "z".repeat(40));
+                let out = r.clean(text, false, max);
+                let kept = out.split('…').next().unwrap().trim_start_matches('a');
+                assert!(
+                    kept.starts_with(super::REDACTED) || super::REDACTED.starts_with(kept),
+                    "max {max}, before {before}: {out}"
+                );
+            }
+        }
+    }
+
+    /// A stream full to its capacity may have cut a secret; its tail is redacted, even when
+    /// the cut falls inside a character.
+    #[test]
+    fn a_full_stream_keeps_no_beginning_of_a_secret() {
+        let secret = "Pässwort-1";
+        let r = redactor(&[secret]);
+        for kept in 1..secret.len() {
+            let mut bytes = b"out: ".to_vec();
+            bytes.extend_from_slice(&secret.as_bytes()[..kept]);
+            let cap = bytes.len();
+            let out = r.clean_stream(&bytes, cap, cap + 32);
+            assert_eq!(out, "out: [redacted]", "{kept} bytes of the secret kept");
+        }
+        // Not full: nothing was cut, a tail like the secret's start is the guest's own text.
+        assert_eq!(r.clean_stream(b"out: P", 64, 64), "out: P");
         assert_eq!(
-            super::redact("pw=hunter2!".into(), &["hunter2", ""]),
-            "pw=[redacted]!"
+            r.clean_stream("Pässwort-1 and P".as_bytes(), 16, 64),
+            "[redacted] and [redacted]"
         );
     }
 }

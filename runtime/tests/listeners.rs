@@ -11,6 +11,10 @@ use lockstep_runtime::{
 
 mod support;
 use support::wasm;
+/// The hostile suite's hand-written components (WAT wrapped for the listener world).
+#[path = "../../tests/tests/common/components.rs"]
+#[allow(dead_code)]
+mod components;
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -868,4 +872,238 @@ async fn a_value_pattern_never_admits_an_option() {
         matches!(&inv.outcome, Ok(HookOutcome::Veto(r)) if r.contains("denied")),
         "{inv:?}"
     );
+}
+
+/// A hand-written component that imports only `INTERFACE.run` (`exec` or `target-exec`), so
+/// its manifest grants no secret: it runs its first parameter as the program, the others as
+/// the arguments, and answers the program's stdout (`success`) or the host's error text
+/// (`failure`).
+fn guesser(interface: &str) -> Vec<u8> {
+    let fields = format!(
+        r#"(import "lockstep:listener/{interface}@0.1.0" "run" (func $run (param i32 i32 i32 i32 i32 i32 i32)))"#
+    );
+    // The event's parameters are a list of (pointer, length) pairs at local 6, length at
+    // local 7: the first is the program, the rest are already a `list<string>` of arguments.
+    // The result (at 64): a tag, then `output.stdout` or the `host-error`'s text at 72.
+    let hook = "(call $run \
+         (i32.load (local.get 6)) (i32.load offset=4 (local.get 6)) \
+         (i32.add (local.get 6) (i32.const 8)) (i32.sub (local.get 7) (i32.const 1)) \
+         (i32.const 0) (i32.const 0) (i32.const 64)) \
+         (i32.store8 (i32.const 16) (i32.load8_u (i32.const 64))) \
+         (i32.store (i32.const 20) (i32.load (i32.const 72))) \
+         (i32.store (i32.const 24) (i32.load (i32.const 76))) \
+         (i32.const 16)";
+    components::CoreModule {
+        fields: &fields,
+        realloc: components::HONEST_REALLOC,
+        hook,
+    }
+    .component()
+}
+
+/// What a listener and whoever reads its records can observe of a run: its answer and its
+/// denial records (what is audited), with `guess` written as `GUESS`.
+async fn observed(l: &LoadedListener, shape: &[&str], guess: &str) -> String {
+    let params: Vec<String> = shape.iter().map(|p| p.replace("GUESS", guess)).collect();
+    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+    let mut c = ctx();
+    c.target = Some(Arc::new(FakeTarget));
+    let inv = l.run(Phase::PostReset, &event(&params), c).await;
+    format!("{:?} {:?}", inv.outcome, inv.denials).replace(guess, "GUESS")
+}
+
+/// Issue 16: the host compared exec and target-exec arguments with both passwords before the
+/// rule and refused a match with its own text, so a listener with no secrets grant could
+/// find a password by bisection. A run now holds only the passwords its manifest grants: a
+/// guess equal to any other password is an argument like any other, refused by the rule with
+/// the same answer and record, or run when the rule admits it.
+#[tokio::test]
+async fn exec_refusals_tell_nothing_about_passwords_the_listener_may_not_read() {
+    let head = "name = \"guesser\"\nversion = \"0.1.0\"\nphases = [\"post-reset\"]\n\
+                modes = [\"agentless\"]\nresource_types = [\"Linux\"]\n";
+    let exec = runtime()
+        .load(
+            &guesser("exec"),
+            Manifest::parse(&format!(
+                "{head}[[capabilities.exec]]\nprogram = \"/usr/bin/echo\"\nargs = [\"ok-*\"]\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    assert!(exec.manifest().capabilities().secrets.is_empty());
+    let target = runtime()
+        .load(
+            &guesser("target-exec"),
+            Manifest::parse(&format!(
+                "{head}[[capabilities.target_exec]]\nprogram = \"systemctl\"\nargs = [\"reload\", \"*.service\"]\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    // The probe is granted the new password only: the old one is as unknown to it.
+    let probe = probe();
+    let cases: [(&LoadedListener, &[&str], &str); 6] = [
+        (
+            &exec,
+            &["/usr/bin/echo", "ok-GUESS"],
+            "Ok(Success(\"ok-GUESS\\\\n\")) []",
+        ),
+        (
+            &exec,
+            &["/usr/bin/echo", "GUESS"],
+            "Failure(\"exec: capabilities.exec: '/usr/bin/echo' is not granted",
+        ),
+        (
+            &target,
+            &["systemctl", "reload", "GUESS.service"],
+            "Ok(Success(\"systemctl reload GUESS.service\")) []",
+        ),
+        (
+            &target,
+            &["systemctl", "reload", "GUESS"],
+            "Failure(\"target-exec: capabilities.target_exec: 'systemctl' is not granted",
+        ),
+        (&probe, &["exec", "/usr/bin/wc", "GUESS"], "denied: exec"),
+        (
+            &probe,
+            &["target-exec", "systemctl", "reload", "GUESS.service"],
+            "0|systemctl reload GUESS.service|",
+        ),
+    ];
+    for (l, shape, expected) in cases {
+        let control = observed(l, shape, "Wrong-Guess-3").await;
+        assert!(control.contains(expected), "{shape:?}: {control}");
+        let passwords: &[&str] = if l.manifest().capabilities().secrets.is_empty() {
+            &["Old-Secret-1", "New-Secret-2"]
+        } else {
+            &["Old-Secret-1"]
+        };
+        for password in passwords {
+            assert_eq!(
+                observed(l, shape, password).await,
+                control,
+                "{shape:?}: guessing {password} must look like any other guess"
+            );
+        }
+    }
+    // A granted password is still never put on a command line (the listener knows it).
+    let inv = post(&["exec", "/usr/bin/wc", "New-Secret-2"]).await;
+    assert!(failure(&inv).contains("standard input"), "{inv:?}");
+}
+
+/// Issue 16: a granted password used as an HTTP method, or in the query of a request past
+/// the connection budget, reached the denial record (and so the audit trail) verbatim.
+/// A network denial records a standard method, the scheme, host, port and path, never the
+/// query; and the run's granted passwords are redacted from it.
+#[tokio::test]
+async fn a_password_never_reaches_a_network_denial_record() {
+    let s = servers();
+    let other = format!("http://127.0.0.1:{}", s.http_other);
+    let inv = post(&["http", "{new}", &format!("{other}/x")]).await;
+    assert!(failure(&inv).contains("denied"), "{inv:?}");
+    assert_eq!(
+        inv.denials[0].requested,
+        format!("non-standard method {other}/x")
+    );
+    // In the path, plain or percent-encoded: redacted.
+    for path in ["{new}", "{new%}"] {
+        let inv = post(&["http", "GET", &format!("{other}/u/{path}?q=1")]).await;
+        assert_eq!(
+            inv.denials[0].requested,
+            format!("GET {other}/u/[redacted]")
+        );
+    }
+    // In the query of the 33rd request: past the budget, recorded without its query.
+    let granted = format!("http://127.0.0.1:{}", s.http);
+    let inv = post(&["http-repeat", "33", &format!("{granted}/q?pw={{new}}")]).await;
+    assert_eq!(inv.denials.len(), 1, "{inv:?}");
+    assert_eq!(inv.denials[0].requested, format!("GET {granted}/q"));
+    assert_eq!(inv.denials[0].reason, "more than 32 connections in one run");
+    assert!(!format!("{inv:?}").contains("New-Secret-2"), "{inv:?}");
+}
+
+/// True when `text` holds four or more consecutive bytes of `secret`.
+fn holds_part_of(text: &str, secret: &str) -> bool {
+    secret
+        .as_bytes()
+        .windows(4)
+        .any(|w| text.contains(std::str::from_utf8(w).unwrap()))
+}
+
+/// `s` repeated so that `{new}` (the 12-byte `New-Secret-2`) placed after it straddles byte
+/// `cut` by half, then some text after it.
+fn straddling(cut: usize) -> String {
+    format!("{}{{new}}{}", "s".repeat(cut - 6), "t".repeat(64))
+}
+
+/// Issue 16: text was cut to its limit before the run's passwords were redacted, so a
+/// password straddling the cut no longer matched and its first half was kept. Every exit
+/// now redacts the whole text first: answers (4 KiB), log lines (4 KiB), stdout and stderr
+/// (the output cap), a refused property key (32 bytes shown) and network denials (256 bytes).
+#[tokio::test]
+async fn a_password_straddling_a_cut_is_redacted_before_the_cut() {
+    let secret = "New-Secret-2";
+    let inv = post(&["emit", "answer", &straddling(4096)]).await;
+    let answer = success(&inv);
+    assert!(
+        answer.contains("[redac") && !holds_part_of(answer, secret),
+        "{answer}"
+    );
+
+    let inv = probe()
+        .run(
+            Phase::PreReset,
+            &event(&["emit", "failure", &straddling(4096)]),
+            ctx(),
+        )
+        .await;
+    match &inv.outcome {
+        Ok(HookOutcome::Veto(reason)) => {
+            assert!(!holds_part_of(reason, secret), "veto: {reason}")
+        }
+        other => panic!("expected a veto, got {other:?}"),
+    }
+
+    let inv = post(&["emit", "log", &straddling(4096)]).await;
+    let line = &inv.logs[0].message;
+    assert!(
+        line.contains("bytes cut") && !holds_part_of(line, secret),
+        "{line}"
+    );
+
+    // The probe's output cap is 16 KiB: the stream keeps that much and drops the rest.
+    for stream in ["stdout", "stderr"] {
+        let inv = post(&["emit", stream, &straddling(16 * 1024)]).await;
+        assert_eq!(success(&inv), "written");
+        let text = if stream == "stdout" {
+            &inv.stdout
+        } else {
+            &inv.stderr
+        };
+        assert!(text.starts_with("sss"), "{stream} was kept");
+        assert!(
+            !holds_part_of(text, secret),
+            "{stream}: …{}",
+            &text[text.len() - 40..]
+        );
+    }
+
+    let inv = post(&["emit", "prop", &straddling(32)]).await;
+    assert!(failure(&inv).contains("denied: props"), "{inv:?}");
+    let shown = &inv.denials[0].requested;
+    assert!(
+        shown.starts_with("resource sss") && !holds_part_of(shown, secret),
+        "{shown}"
+    );
+
+    // The record is `GET http://127.0.0.1:PORT/PATH`, cut at 256 bytes.
+    let granted = format!("http://127.0.0.1:{}/", servers().http);
+    let path = straddling(256 - "GET ".len() - granted.len());
+    let inv = post(&["http-repeat", "33", &format!("{granted}{path}")]).await;
+    let recorded = &inv.denials[0].requested;
+    assert!(
+        recorded.contains("bytes cut") && !holds_part_of(recorded, secret),
+        "{recorded}"
+    );
+    assert!(!format!("{inv:?}").contains(secret));
 }

@@ -125,10 +125,11 @@ fn report(listener: String, phase: Phase, inv: Invocation) -> (Report, bool) {
         outcome: outcome.to_string(),
         message,
         denials: inv.denials.iter().map(ToString::to_string).collect(),
+        // The level is normalised, the text is shown as the listener logged it.
         logs: inv
             .logs
             .iter()
-            .map(|l| format!("{:?}: {}", l.level, l.message).to_lowercase())
+            .map(|l| format!("{}: {}", l.level.as_str(), l.message))
             .collect(),
         stdout: inv.stdout,
         stderr: inv.stderr,
@@ -160,4 +161,41 @@ pub fn render(r: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lockstep_runtime::{HookOutcome, Invocation, LogLevel, LogLine, Phase};
+
+    #[test]
+    fn log_lines_are_shown_as_logged() {
+        let line = |level, message: &str| LogLine {
+            level,
+            message: message.into(),
+        };
+        let inv = Invocation {
+            outcome: Ok(HookOutcome::Proceed),
+            denials: Vec::new(),
+            logs: vec![
+                line(LogLevel::Warn, "Unit App-1.service NOT restarted"),
+                line(LogLevel::Info, "LOGINNAME=Root"),
+            ],
+            logs_dropped_bytes: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            elapsed: Duration::from_millis(1),
+        };
+        let (report, ok) = super::report("probe 0.1.0".into(), Phase::PreReset, inv);
+        assert!(ok);
+        assert_eq!(
+            report.logs,
+            [
+                "warn: Unit App-1.service NOT restarted",
+                "info: LOGINNAME=Root"
+            ]
+        );
+        assert!(super::render(&report).contains("  warn: Unit App-1.service NOT restarted\n"));
+    }
 }

@@ -105,8 +105,8 @@ fn run(event: &Event) -> Result<String, String> {
             .join(",")),
         "read-file" => std::fs::read_to_string(arg(1)).map_err(|e| e.to_string()),
         "http" => lockstep_sdk::http::request(
-            &arg(1),
-            &arg(2),
+            &fill(&arg(1))?,
+            &fill(&arg(2))?,
             &[("x-probe", "1")],
             arg(3).as_bytes(),
             4096,
@@ -123,6 +123,49 @@ fn run(event: &Event) -> Result<String, String> {
             lockstep_sdk::http::request("GET", &next, &[], &[], 4096)
                 .map(|r| format!("followed to {next}: {}", r.status))
                 .map_err(|e| format!("following {} to {next}: {e}", first.status))
+        }
+        // The same GET, N times in one run: past the connection budget.
+        "http-repeat" => {
+            let n: usize = arg(1)
+                .parse()
+                .map_err(|_| "http-repeat COUNT URL".to_string())?;
+            let url = fill(&arg(2))?;
+            let mut last = String::new();
+            for _ in 0..n {
+                last = match lockstep_sdk::http::request("GET", &url, &[], &[], 4096) {
+                    Ok(r) => r.status.to_string(),
+                    Err(e) => e.to_string(),
+                };
+            }
+            Ok(last)
+        }
+        // Sends TEXT (with `{new}` filled in) out of the run through one exit: the answer,
+        // a failure (a veto before a reset), a log line, stdout, stderr, a property key.
+        "emit" => {
+            let text = fill(&arg(2))?;
+            match arg(1).as_str() {
+                "answer" => Ok(text),
+                "failure" => Err(text),
+                "log" => {
+                    log::info(&text);
+                    Ok("logged".into())
+                }
+                "stdout" | "stderr" => {
+                    use std::io::Write;
+                    // The stream stops at the output cap; what does not fit is dropped.
+                    let _ = if arg(1) == "stdout" {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+                    } else {
+                        std::io::stderr().lock().write_all(text.as_bytes())
+                    };
+                    Ok("written".into())
+                }
+                "prop" => props::resource(&text)
+                    .map(|v| v.unwrap_or_default())
+                    .map_err(|e| describe(&e)),
+                other => Err(format!("emit: unknown exit '{other}'")),
+            }
         }
         // A veto whose reason is far beyond any sane size (the host cuts it).
         "veto-huge" => Err("v".repeat(1 << 20)),
@@ -143,6 +186,17 @@ fn run(event: &Event) -> Result<String, String> {
         )),
         other => Err(format!("unknown probe behaviour '{other}'")),
     }
+}
+
+/// `text` with `{new}` replaced by the new password and `{new%}` by the same percent-encoded:
+/// how a test puts a granted password where the host must not let it out.
+fn fill(text: &str) -> Result<String, String> {
+    if !text.contains("{new") {
+        return Ok(text.to_string());
+    }
+    let password = secrets::new_password().map_err(|e| describe(&e))?;
+    let encoded: String = password.bytes().map(|b| format!("%{b:02X}")).collect();
+    Ok(text.replace("{new}", &password).replace("{new%}", &encoded))
 }
 
 /// Unbounded on purpose: the host must stop it (stack exhaustion traps).

@@ -3,7 +3,7 @@
 use super::HostState;
 use super::bindings::lockstep::listener::log::{Host, Level};
 use crate::limits::MAX_LOG_LINES;
-use crate::report::{LogLevel, LogLine, MAX_MESSAGE_BYTES, sanitize, truncate};
+use crate::report::{LogLevel, LogLine, MAX_MESSAGE_BYTES};
 
 impl Host for HostState {
     fn write(&mut self, level: Level, message: String) {
@@ -14,7 +14,7 @@ impl Host for HostState {
             self.logs_dropped_bytes += len as u64;
             return;
         }
-        let message = truncate(sanitize(&self.redact(message), false), MAX_MESSAGE_BYTES);
+        let message = self.redactor.clean(message, false, MAX_MESSAGE_BYTES);
         self.log_bytes += message.len();
         let level = match level {
             Level::Debug => LogLevel::Debug,

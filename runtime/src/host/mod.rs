@@ -40,10 +40,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use zeroize::Zeroizing;
 
 use crate::limits::SummedLimiter;
-use crate::manifest::Manifest;
-use crate::report::{
-    DenialRecord, LogLine, MAX_DENIAL_TEXT, MAX_DENIALS, redact, sanitize, truncate,
-};
+use crate::manifest::{Manifest, Secret};
+use crate::report::{DenialRecord, LogLine, MAX_DENIAL_TEXT, MAX_DENIALS, Redactor};
 
 /// Bindings generated from `wit/listener.wit`.
 pub mod bindings {
@@ -63,7 +61,8 @@ pub mod bindings {
 use bindings::lockstep::listener::types::HostError;
 
 /// What a run may be told about the reset it serves. Passwords are zeroized when the run
-/// ends; the listener sees each only if its manifest grants it.
+/// ends. A run keeps only the passwords its manifest grants ([`RunContext::granted`], applied
+/// when the run starts): no host call can compare, redact or return one it does not grant.
 #[derive(Default)]
 pub struct RunContext {
     /// Resource properties by key (`RESOURCENAME`, `IPADDRESS`, custom columns, ...).
@@ -76,6 +75,33 @@ pub struct RunContext {
     pub target: Option<Arc<dyn TargetExec>>,
 }
 
+impl RunContext {
+    /// The context with every password `manifest` does not grant dropped (and zeroized).
+    /// A host that held an ungranted password would be tempted to compare the listener's
+    /// text with it (a command line, a text to redact), and every such comparison answers
+    /// "was that the password?" to a listener that may not read it.
+    pub fn granted(mut self, manifest: &Manifest) -> RunContext {
+        if !manifest.allows_secret(Secret::OldPassword) {
+            self.old_password = None;
+        }
+        if !manifest.allows_secret(Secret::NewPassword) {
+            self.new_password = None;
+        }
+        self
+    }
+
+    /// The redactor for this context's passwords (after [`RunContext::granted`]: only the
+    /// granted ones).
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            [&self.old_password, &self.new_password]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        )
+    }
+}
+
 /// Everything one store carries.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
@@ -83,6 +109,8 @@ pub struct HostState {
     pub(crate) limiter: SummedLimiter,
     pub(crate) manifest: Arc<Manifest>,
     pub(crate) ctx: RunContext,
+    /// The granted passwords, for [`Redactor::clean`] on every text that leaves the run.
+    pub(crate) redactor: Redactor,
     pub(crate) deadline: Instant,
     pub(crate) denials: Vec<DenialRecord>,
     pub(crate) denials_dropped: u64,
@@ -98,10 +126,10 @@ pub struct HostState {
 
 impl HostState {
     /// Records a refusal (bounded in count and size, control characters escaped, never a
-    /// secret) and returns the error the guest sees.
+    /// granted secret) and returns the error the guest sees.
     fn deny(&mut self, capability: &'static str, requested: String, reason: String) -> HostError {
-        let requested = truncate(sanitize(&self.redact(requested), false), MAX_DENIAL_TEXT);
-        let reason = truncate(sanitize(&self.redact(reason), false), MAX_DENIAL_TEXT);
+        let requested = self.redactor.clean(requested, false, MAX_DENIAL_TEXT);
+        let reason = self.redactor.clean(reason, false, MAX_DENIAL_TEXT);
         let message = format!("{capability}: {reason}");
         if self.denials.len() < MAX_DENIALS {
             self.denials.push(DenialRecord {
@@ -115,41 +143,22 @@ impl HostState {
         HostError::Denied(message)
     }
 
-    /// `s` with this run's passwords replaced by `[redacted]`.
-    pub(crate) fn redact(&self, s: String) -> String {
-        let old = self
-            .ctx
-            .old_password
-            .as_ref()
-            .map(|p| p.as_str())
-            .unwrap_or("");
-        let new = self
-            .ctx
-            .new_password
-            .as_ref()
-            .map(|p| p.as_str())
-            .unwrap_or("");
-        redact(s, &[old, new])
-    }
-
-    /// True when `text` contains one of this run's passwords.
-    fn holds_secret(&self, text: &str) -> bool {
-        [&self.ctx.old_password, &self.ctx.new_password]
-            .into_iter()
-            .flatten()
-            .any(|p| !p.is_empty() && text.contains(p.as_str()))
-    }
-
-    /// The one check before `exec` and `target-exec` run anything: no password on the command
-    /// line (argv is readable by every user of the machine, `/proc/PID/cmdline`, `ps`; secrets
-    /// go on stdin), then the manifest's rule for this capability.
+    /// The one check before `exec` and `target-exec` run anything: no granted password on the
+    /// command line (argv is readable by every user of the machine, `/proc/PID/cmdline`,
+    /// `ps`; secrets go on stdin), then the manifest's rule for this capability.
+    ///
+    /// Only granted passwords are compared: the listener knows them, so this refusal tells it
+    /// nothing. A value equal to a password it may not read is an argument like any other,
+    /// refused or run as the rule says, with the same answer and the same record as any other
+    /// argument (the run does not hold that password, see [`RunContext::granted`]).
     fn authorize_program(
         &mut self,
         capability: &'static str,
         program: &str,
         args: &[String],
     ) -> Result<(), HostError> {
-        if self.holds_secret(program) || args.iter().any(|a| self.holds_secret(a)) {
+        if self.redactor.holds_secret(program) || args.iter().any(|a| self.redactor.holds_secret(a))
+        {
             return Err(self.deny(
                 capability,
                 "[arguments containing a password]".into(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::manifest::{Endpoint, Scheme};
-use crate::report::DenialRecord;
+use crate::report::{DenialRecord, MAX_DENIAL_TEXT, MAX_DENIALS, Redactor};
 
 /// Denials found by the network checks, which run outside `HostState`'s borrow.
 pub type SharedDenials = Arc<Mutex<Vec<DenialRecord>>>;
@@ -22,20 +22,75 @@ pub type SharedDenials = Arc<Mutex<Vec<DenialRecord>>>;
 /// of the server while it lasts.
 pub const MAX_CONNECTIONS_PER_RUN: usize = 32;
 
-fn record(denials: &SharedDenials, requested: String, reason: &str) {
+/// Records a refusal: `requested` has the run's granted secrets redacted from the whole text
+/// before it is escaped and cut (see [`Redactor::clean`]).
+fn record(denials: &SharedDenials, redactor: &Redactor, requested: String, reason: &str) {
     if let Ok(mut d) = denials.lock()
-        && d.len() <= crate::report::MAX_DENIALS
+        && d.len() <= MAX_DENIALS
     {
-        let requested = crate::report::truncate(
-            crate::report::sanitize(&requested, false),
-            crate::report::MAX_DENIAL_TEXT,
-        );
         d.push(DenialRecord {
             capability: "network",
-            requested,
-            reason: reason.to_string(),
+            requested: redactor.clean(requested, false, MAX_DENIAL_TEXT),
+            reason: redactor.clean(reason.to_string(), false, MAX_DENIAL_TEXT),
         });
     }
+}
+
+/// What a denial records of a request: its method if it is a standard one (any other is the
+/// guest's own text, recorded as `non-standard method`), its scheme (`http`, `https`, else
+/// `non-standard scheme`), host, port and path (percent-decoded, so a password in it is
+/// redacted however it was encoded). Never the query, a header or the body, which is where a
+/// listener puts what it sends.
+fn describe_request(method: &http::Method, uri: &http::Uri, host: Option<&str>) -> String {
+    let method = match method.as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE"
+        | "PATCH") => m,
+        _ => "non-standard method",
+    };
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        Some(_) => "non-standard scheme",
+        None => "?",
+    };
+    let port = uri
+        .port_u16()
+        .map(|p| p.to_string())
+        .or_else(|| match scheme {
+            "http" => Some("80".into()),
+            "https" => Some("443".into()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "{method} {scheme}://{}:{port}{}",
+        host.unwrap_or("?"),
+        percent_decode(uri.path())
+    )
+}
+
+/// `%XX` sequences decoded (as UTF-8, invalid sequences replaced); anything else kept.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Counts a run's connections; refuses once the run has used its share.
@@ -53,6 +108,8 @@ pub struct HttpPolicy {
     pub endpoints: Arc<[Endpoint]>,
     pub denials: SharedDenials,
     pub budget: ConnectionBudget,
+    /// The run's granted secrets, redacted from every denial record.
+    pub redactor: Redactor,
 }
 
 type IoFuture = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
@@ -91,16 +148,10 @@ impl WasiHttpHooks for HttpPolicy {
             _ => false,
         };
         if !allowed {
-            let requested = format!(
-                "{} {}://{}:{}",
-                request.method(),
-                uri.scheme_str().unwrap_or("?"),
-                host.as_deref().unwrap_or("?"),
-                port.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
-            );
             record(
                 &self.denials,
-                requested,
+                &self.redactor,
+                describe_request(request.method(), uri, host.as_deref()),
                 "the destination is not in capabilities.network",
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -108,8 +159,9 @@ impl WasiHttpHooks for HttpPolicy {
         if !self.budget.take() {
             record(
                 &self.denials,
-                format!("{} {uri}", request.method()),
-                "more than 32 connections in one run",
+                &self.redactor,
+                describe_request(request.method(), uri, host.as_deref()),
+                &format!("more than {MAX_CONNECTIONS_PER_RUN} connections in one run"),
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
@@ -122,6 +174,7 @@ pub fn socket_check(
     endpoints: Arc<[Endpoint]>,
     denials: SharedDenials,
     budget: ConnectionBudget,
+    redactor: Redactor,
 ) -> impl Fn(
     SocketAddr,
     wasmtime_wasi::sockets::SocketAddrUse,
@@ -152,6 +205,7 @@ pub fn socket_check(
         if !allowed {
             record(
                 &denials,
+                &redactor,
                 format!("{usage:?} {addr}"),
                 "the address is not a tcp:// grant in capabilities.network",
             );

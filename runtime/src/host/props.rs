@@ -3,12 +3,14 @@
 use super::HostState;
 use super::bindings::lockstep::listener::props::Host;
 use super::bindings::lockstep::listener::types::HostError;
-use crate::report::truncate;
+use crate::limits::MAX_SHOWN_KEY_BYTES;
 
 impl HostState {
     fn property(&mut self, scope: &str, key: String) -> Result<Option<String>, HostError> {
         if key.len() > crate::manifest::MAX_PROP_KEY_BYTES {
-            let shown = truncate(key, 32);
+            // Redacted whole before it is cut: a password straddling the cut would no longer
+            // match once cut.
+            let shown = self.redactor.clean(key, false, MAX_SHOWN_KEY_BYTES);
             return Err(self.deny(
                 "props",
                 format!("{scope} {shown}"),
