@@ -36,10 +36,12 @@ fn endpoints() -> Vec<(
             "manage-resources",
         ),
         (
+            // {k}: one ssh type per caller, so each proposal is the only pending one.
             "PUT",
-            "/v1/resource-types/Linux/reset-command",
+            "/v1/resource-types/S{k}/reset-command",
             Some(
-                json!({"program": "/usr/sbin/chpasswd", "args": [], "stdin": "{login}:{password}\n"}),
+                json!({"reset_command": {"program": "/usr/sbin/chpasswd", "args": [],
+                "stdin": "{login}:{password}\n"}, "approver": "root"}),
             ),
             "manage-resources",
         ),
@@ -158,6 +160,11 @@ async fn every_role_gets_exactly_its_privileges_on_every_endpoint() {
         "password-user",
         "audit-only",
     ];
+    for k in 0..roles.len() {
+        let body = json!({"name": format!("S{k}"), "reset_method": "ssh"});
+        let r = api.post("/v1/resource-types", &root, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
     let mut tokens = Vec::new();
     for role in roles {
         tokens.push((
@@ -176,7 +183,8 @@ async fn every_role_gets_exactly_its_privileges_on_every_endpoint() {
             })
         };
 
-        let anon = api.call(method, &path, None, fill(n)).await;
+        let anon_path = path.replace("{k}", "0");
+        let anon = api.call(method, &anon_path, None, fill(n)).await;
         assert_eq!(
             anon.status, 401,
             "{method} {path} without a token: {}",
@@ -184,12 +192,13 @@ async fn every_role_gets_exactly_its_privileges_on_every_endpoint() {
         );
         assert!(anon.content_type.starts_with("application/problem+json"));
         let bad = api
-            .call(method, &path, Some("lst_not-a-real-token"), fill(n))
+            .call(method, &anon_path, Some("lst_not-a-real-token"), fill(n))
             .await;
         assert_eq!(bad.status, 401, "{method} {path} with an unknown token");
 
-        for (role, token) in &tokens {
+        for (k, (role, token)) in tokens.iter().enumerate() {
             n += 1;
+            let path = path.replace("{k}", &k.to_string());
             let reply = api.call(method, &path, Some(token), fill(n)).await;
             if role_privileges(role).contains(&privilege) {
                 assert!(

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::registry::publish_approved;
-use common::resets::{logs_in, stored_password, wait_finished};
+use common::resets::{logs_in, set_reset_command, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server};
 use serde_json::{Value, json};
@@ -840,17 +840,22 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
         None,
     )
     .await;
+    // Proposed by root, approved by a second administrator; returns the type as it is then.
     let put = |body: Value| {
         let api = &api;
         let root = &root;
         async move {
-            api.call(
-                "PUT",
-                "/v1/resource-types/Linux/reset-command",
-                Some(root),
-                Some(body),
-            )
-            .await
+            set_reset_command(api, root, "Linux", Some(body)).await;
+            api.get("/v1/resource-types/Linux", root).await
+        }
+    };
+    // A proposal that is refused before any approval.
+    let propose = |body: Value, path: &'static str| {
+        let api = &api;
+        let root = &root;
+        async move {
+            let body = json!({"reset_command": body, "approver": "root"});
+            api.call("PUT", path, Some(root), Some(body)).await
         }
     };
     let linux = api.get("/v1/resource-types/Linux", &root).await.json();
@@ -865,7 +870,7 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
         "stdin": "{login}:{password}\n"});
     let r = put(sha512.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["reset_command"], sha512);
+    assert_eq!(r.json()["reset_command"], sha512, "in effect once approved");
     let job = reset(&api, &root, &app, json!({"reason": "template test"})).await;
     assert_eq!(item(&job)["state"], "done", "{job}");
     let pw1 = stored_password(&api, &root, &app).await;
@@ -932,33 +937,19 @@ async fn a_resource_types_command_template_sets_passwords_its_own_way() {
     assert!(!job.to_string().contains(echoed), "{job}");
 
     // Refused: a password on the command line, a type that runs no command.
-    let r = put(
+    let r = propose(
         json!({"program": "/usr/sbin/pw", "args": ["usermod", "{login}", "-w", "{password}"],
         "stdin": "{password}\n"}),
+        "/v1/resource-types/Linux/reset-command",
     )
     .await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("reset_command.args[3]"), "{}", r.text);
-    let r = api
-        .call(
-            "PUT",
-            "/v1/resource-types/Kubernetes/reset-command",
-            Some(&root),
-            Some(sha512),
-        )
-        .await;
+    let r = propose(sha512, "/v1/resource-types/Kubernetes/reset-command").await;
     assert_eq!(r.status, 409, "{}", r.text);
 
     // Back to the default: chpasswd with the system's own hash (yescrypt on Debian).
-    let r = api
-        .call(
-            "DELETE",
-            "/v1/resource-types/Linux/reset-command",
-            Some(&root),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    set_reset_command(&api, &root, "Linux", None).await;
     let job = reset(&api, &root, &app, json!({"reason": "template test"})).await;
     assert_eq!(item(&job)["state"], "done", "{job}");
     let pw3 = stored_password(&api, &root, &app).await;
@@ -1162,4 +1153,119 @@ async fn a_pre_reset_guard_that_cannot_run_stops_the_reset() {
     assert_eq!(stored_password(&api, &root, &frozen).await, "App-Pw-1");
     let audit = api.get("/v1/audit?action=listener.integrity", &root).await;
     assert!(audit.text.contains("change-freeze"), "{}", audit.text);
+}
+
+#[tokio::test]
+async fn a_command_template_needs_a_second_administrator_and_an_edited_one_never_runs() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web-template",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    // One administrator alone: a template that would copy every new password off the target.
+    let thief = json!({"program": "/bin/sh", "args": ["-c",
+        "tee /tmp/stolen | /usr/sbin/chpasswd -c SHA256", "sh", "{login}"],
+        "stdin": "{login}:{password}\n"});
+    let own = api
+        .call(
+            "PUT",
+            "/v1/resource-types/Linux/reset-command",
+            Some(&root),
+            Some(json!({"reset_command": thief, "approver": "root"})),
+        )
+        .await;
+    assert_eq!(
+        own.status, 422,
+        "no one approves their own template: {}",
+        own.text
+    );
+    let helper = common::user_with_role(&api, &root, "helper", "admin").await;
+    let r = api
+        .call(
+            "PUT",
+            "/v1/resource-types/Linux/reset-command",
+            Some(&root),
+            Some(json!({"reset_command": thief, "approver": "helper"})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "a proposal, not a change: {}", r.text);
+    assert_eq!(r.json()["kind"], "reset-command", "{}", r.text);
+    assert_eq!(
+        r.json()["reset_command"],
+        thief,
+        "the approver sees the template"
+    );
+    let change = r.json()["id"].as_str().unwrap().to_string();
+    // Until it is approved, resets use the approved command (chpasswd).
+    let job = reset(&api, &root, &app, json!({"reason": "before approval"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let hash = t.shadow_hash("app");
+    assert!(
+        hash.starts_with("$y$"),
+        "chpasswd's own hash, not the thief's $5$: {hash}"
+    );
+    let r = api
+        .post(
+            &format!("/v1/change-requests/{change}/reject"),
+            &helper,
+            json!({"comment": "copies passwords"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // An approved template, then a database writer swaps it for the thief.
+    common::resets::set_reset_command(
+        &api,
+        &root,
+        "Linux",
+        Some(
+            json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
+            "stdin": "{login}:{password}\n"}),
+        ),
+    )
+    .await;
+    let job = reset(&api, &root, &app, json!({"reason": "approved template"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    let current = stored_password(&api, &root, &app).await;
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE resource_types SET reset_command = $1 WHERE name = 'Linux'")
+        .bind(thief.to_string())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let job = reset(&api, &root, &app, json!({"reason": "after the edit"})).await;
+    let it = item(&job);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert!(
+        it["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not match its approval"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, current);
+    assert!(logs_in(&t, "app", &current).await);
+    assert!(
+        t.shadow_hash("app").starts_with("$6$"),
+        "the edited template never ran"
+    );
+    let audit = api
+        .get("/v1/audit?action=resource-type.integrity", &root)
+        .await;
+    assert!(audit.text.contains("Linux"), "{}", audit.text);
 }

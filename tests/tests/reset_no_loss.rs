@@ -92,17 +92,9 @@ async fn every_stored_password_logs_in(
     }
 }
 
-/// Sets the Linux type's reset command (manage-resources).
+/// Sets the Linux type's reset command, proposed and approved by two administrators.
 async fn set_template(api: &Api, token: &str, template: Value) {
-    let r = api
-        .call(
-            "PUT",
-            "/v1/resource-types/Linux/reset-command",
-            Some(token),
-            Some(template),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    common::resets::set_reset_command(api, token, "Linux", Some(template)).await;
 }
 
 #[tokio::test]

@@ -45,34 +45,51 @@ pub async fn create_type(
 }
 
 #[utoipa::path(put, path = "/v1/resource-types/{name}/reset-command", tag = "inventory",
-    request_body = crate::reset::command::ResetCommand,
-    description = "Sets how an `ssh` type's passwords are changed: an absolute program, its \
+    request_body = crate::registry::ResetCommandChange,
+    description = "Proposes how an `ssh` type's passwords are changed: an absolute program, its \
         arguments (`{login}` allowed) and its standard input (`{password}` required, `{login}` \
-        allowed). Audited.",
-    responses((status = 200, body = ResourceType), (status = 422, body = super::problem::Problem),
+        allowed); `null` goes back to `chpasswd`. The template runs as root on every target of \
+        the type, so it takes effect only when the named approver approves the change request.",
+    responses((status = 202, body = crate::registry::ChangeRequest),
+        (status = 422, body = super::problem::Problem),
         (status = 409, body = super::problem::Problem)))]
 pub async fn put_reset_command(
     State(s): State<AppState>,
     a: Authorized<need::ManageResources>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(command): ApiJson<crate::reset::command::ResetCommand>,
-) -> Result<Json<ResourceType>> {
-    Ok(Json(
-        resource_types::set_reset_command(&s.store, &a.actor, &name, Some(command)).await?,
-    ))
+    ApiJson(input): ApiJson<crate::registry::ResetCommandChange>,
+) -> Result<(StatusCode, Json<crate::registry::ChangeRequest>)> {
+    let user = &a.principal.user_name;
+    let cr = s
+        .registry
+        .propose_reset_command(&a.actor, user, &name, input)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(cr)))
 }
 
 #[utoipa::path(delete, path = "/v1/resource-types/{name}/reset-command", tag = "inventory",
-    description = "Goes back to the default command, `chpasswd`. Audited.",
-    responses((status = 200, body = ResourceType), (status = 409, body = super::problem::Problem)))]
+    params(super::registry::ApproverQuery),
+    description = "Proposes going back to the default command, `chpasswd` (approved like a new \
+        template).",
+    responses((status = 202, body = crate::registry::ChangeRequest),
+        (status = 409, body = super::problem::Problem)))]
 pub async fn delete_reset_command(
     State(s): State<AppState>,
     a: Authorized<need::ManageResources>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<ResourceType>> {
-    Ok(Json(
-        resource_types::set_reset_command(&s.store, &a.actor, &name, None).await?,
-    ))
+    ApiQuery(q): ApiQuery<super::registry::ApproverQuery>,
+) -> Result<(StatusCode, Json<crate::registry::ChangeRequest>)> {
+    let user = &a.principal.user_name;
+    let input = crate::registry::ResetCommandChange {
+        reset_command: None,
+        approver: q.approver,
+        comment: None,
+    };
+    let cr = s
+        .registry
+        .propose_reset_command(&a.actor, user, &name, input)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(cr)))
 }
 
 #[utoipa::path(delete, path = "/v1/resource-types/{name}", tag = "inventory", responses((status = 204)))]

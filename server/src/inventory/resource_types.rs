@@ -186,9 +186,11 @@ pub struct NewResourceType {
     pub reset_method: ResetMethod,
     #[serde(default)]
     pub description: String,
-    /// For `ssh` types: how passwords are set; absent: `chpasswd`.
+    /// Refused: a type starts with `chpasswd`; its own template is proposed with
+    /// `PUT /v1/resource-types/{name}/reset-command` and needs a second administrator.
     #[serde(default)]
-    pub reset_command: Option<ResetCommand>,
+    #[schema(value_type = Option<Object>)]
+    pub reset_command: Option<serde_json::Value>,
 }
 
 pub async fn seed_builtin(store: &Store) -> Result<()> {
@@ -201,6 +203,7 @@ pub async fn seed_builtin(store: &Store) -> Result<()> {
             description: description.to_string(),
             created_at: crate::time::now(),
             reset_command: None,
+            reset_command_seal: None,
         };
         store::resource_types::insert_builtin_if_absent(tx.conn(), &row).await?;
     }
@@ -239,15 +242,13 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
         ));
     }
     super::fields::check_text("description", Some(&input.description), 500, &mut problems);
-    if let Some(c) = &input.reset_command {
-        if input.reset_method == ResetMethod::Ssh {
-            problems.extend(c.problems("reset_command"));
-        } else {
-            problems.push(FieldProblem::new(
-                "reset_command",
-                "only a type with reset_method 'ssh' runs a command",
-            ));
-        }
+    if input.reset_command.is_some() {
+        problems.push(FieldProblem::new(
+            "reset_command",
+            "a command template runs as root on every target of the type, so it needs a second \
+             administrator: create the type, then propose it with PUT \
+             /v1/resource-types/{name}/reset-command",
+        ));
     }
     if !problems.is_empty() {
         return Err(Error::Validation(problems));
@@ -258,7 +259,8 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
         reset_method: input.reset_method.as_str().to_string(),
         description: input.description,
         created_at: crate::time::now(),
-        reset_command: stored_command(input.reset_command.as_ref())?,
+        reset_command: None,
+        reset_command_seal: None,
     };
     let mut tx = store.begin_write().await?;
     store::resource_types::insert(tx.conn(), &row)
@@ -280,10 +282,7 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
             action: "resource-type.create",
             target: &row.name,
             outcome: Outcome::Success,
-            detail: serde_json::json!({
-                "reset_method": row.reset_method,
-                "reset_command": input.reset_command,
-            }),
+            detail: serde_json::json!({ "reset_method": row.reset_method }),
         },
     )
     .await?;
@@ -292,20 +291,25 @@ pub async fn create(store: &Store, actor: &Actor, input: NewResourceType) -> Res
 }
 
 /// A template as the `reset_command` column stores it (JSON; `None`: the default).
-fn stored_command(command: Option<&ResetCommand>) -> Result<Option<String>> {
+pub fn stored_command(command: Option<&ResetCommand>) -> Result<Option<String>> {
     command
         .map(|c| serde_json::to_string(c).map_err(|e| Error::Internal(e.to_string())))
         .transpose()
 }
 
-/// Sets an `ssh` type's command template (`None`: back to `chpasswd`). Built-in types too: a
-/// site with AIX or FreeBSD hosts gives their command here. Audited with the template.
-pub async fn set_reset_command(
+/// What the master key's seal over a type's approved template binds: the type and the exact
+/// stored JSON.
+pub fn command_binding(name: &str, stored: &str) -> String {
+    format!("reset-command\n{name}\n{stored}")
+}
+
+/// Checks that `command` may become `name`'s template (`None`: back to `chpasswd`): the type
+/// exists, runs commands (`ssh`), and the template is valid.
+pub async fn check_reset_command(
     store: &Store,
-    actor: &Actor,
     name: &str,
-    command: Option<ResetCommand>,
-) -> Result<ResourceType> {
+    command: Option<&ResetCommand>,
+) -> Result<()> {
     let t = get(store, name).await?;
     if t.reset_method != ResetMethod::Ssh {
         return Err(Error::Rejected {
@@ -316,29 +320,45 @@ pub async fn set_reset_command(
             ),
         });
     }
-    if let Some(c) = &command {
+    if let Some(c) = command {
         let problems = c.problems("reset_command");
         if !problems.is_empty() {
             return Err(Error::Validation(problems));
         }
     }
-    let json = stored_command(command.as_ref())?;
-    let mut tx = store.begin_write().await?;
-    store::resource_types::set_reset_command(tx.conn(), name, json.as_deref()).await?;
-    audit::append(
-        &mut tx,
-        NewEvent {
-            actor,
-            action: "resource-type.reset-command",
-            target: name,
-            outcome: Outcome::Success,
-            // Templates hold placeholders, never a secret.
-            detail: serde_json::json!({ "reset_command": command }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    get(store, name).await
+    Ok(())
+}
+
+/// The command that sets `name`'s passwords, if its stored template matches its approval:
+/// `chpasswd` when the type has none, the template when the master key's seal over it holds,
+/// and otherwise the reason it must not run (an edited or unapproved row).
+pub async fn approved_command(
+    store: &Store,
+    vault: &crate::vault::Vault,
+    name: &str,
+) -> Result<std::result::Result<ResetCommand, String>> {
+    let row = store::resource_types::get(store.pool(), name)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "resource type",
+            id: name.to_string(),
+        })?;
+    let Some(json) = row.reset_command else {
+        return Ok(Ok(ResetCommand::chpasswd()));
+    };
+    let sealed = row
+        .reset_command_seal
+        .as_deref()
+        .is_some_and(|seal| vault.check_attestation(&command_binding(name, &json), seal));
+    if !sealed {
+        return Ok(Err(format!(
+            "the reset command of resource type '{name}' does not match its approval (edited \
+             in the database, or saved before approvals); it will not run until a second \
+             administrator approves it again (PUT /v1/resource-types/{name}/reset-command)"
+        )));
+    }
+    Ok(serde_json::from_str(&json)
+        .map_err(|_| format!("the approved reset command of '{name}' cannot be read")))
 }
 
 pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {

@@ -284,6 +284,11 @@ impl Registry {
                 store::listeners::update_approved(tx.conn(), &l, &association.resource_types)
                     .await?;
             }
+            ChangeKind::ResetCommand => {
+                if let Err(why) = self.apply_reset_command(tx, cr, approver).await? {
+                    return Ok(Err(why));
+                }
+            }
             ChangeKind::ListenerDelete => {
                 let listener_id = cr.listener_id.clone().unwrap_or_default();
                 let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
@@ -350,7 +355,10 @@ impl Registry {
                 }
             }
             // Nothing was changed in advance.
-            ChangeKind::KeyRemove | ChangeKind::ListenerEdit | ChangeKind::ListenerDelete => {}
+            ChangeKind::KeyRemove
+            | ChangeKind::ListenerEdit
+            | ChangeKind::ListenerDelete
+            | ChangeKind::ResetCommand => {}
         }
         Ok(())
     }

@@ -17,12 +17,14 @@ mod decision;
 mod integrity;
 mod keys;
 mod reports;
+mod reset_commands;
 mod upload;
 
 pub use association::Association;
 pub use integrity::{PlanView, PlannedListener, Refusal, RunnableListener};
 pub use keys::{NewPublisherKey, PublisherKey};
 pub use reports::Listener;
+pub use reset_commands::ResetCommandChange;
 pub use upload::{AssociationChange, Upload};
 
 use std::sync::Arc;
@@ -59,6 +61,8 @@ pub enum ChangeKind {
     ListenerDelete,
     KeyAdd,
     KeyRemove,
+    /// A resource type's command template (how passwords are set over SSH, as root).
+    ResetCommand,
 }
 
 impl ChangeKind {
@@ -69,6 +73,7 @@ impl ChangeKind {
             ChangeKind::ListenerDelete => "listener-delete",
             ChangeKind::KeyAdd => "key-add",
             ChangeKind::KeyRemove => "key-remove",
+            ChangeKind::ResetCommand => "reset-command",
         }
     }
 
@@ -79,6 +84,7 @@ impl ChangeKind {
             ChangeKind::ListenerDelete,
             ChangeKind::KeyAdd,
             ChangeKind::KeyRemove,
+            ChangeKind::ResetCommand,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -92,6 +98,7 @@ impl ChangeKind {
             ChangeKind::ListenerDelete => "listener.delete.request",
             ChangeKind::KeyAdd => "publisher-key.add.request",
             ChangeKind::KeyRemove => "publisher-key.remove.request",
+            ChangeKind::ResetCommand => "resource-type.reset-command.request",
         }
     }
 }
@@ -100,8 +107,14 @@ impl ChangeKind {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChangeRequest {
     pub id: String,
-    /// `listener-add`, `listener-edit`, `listener-delete`, `key-add` or `key-remove`.
+    /// `listener-add`, `listener-edit`, `listener-delete`, `key-add`, `key-remove` or
+    /// `reset-command`.
     pub kind: String,
+    /// For `reset-command`: the resource type whose template changes.
+    pub resource_type: Option<String>,
+    /// For `reset-command`: the proposed template (`null`: back to `chpasswd`).
+    #[schema(value_type = Option<Object>)]
+    pub reset_command: Option<serde_json::Value>,
     /// `pending`, `approved`, `rejected` or `withdrawn`.
     pub status: String,
     /// The listener's name, for listener changes.
@@ -126,8 +139,17 @@ pub struct ChangeRequest {
 impl From<ChangeRequestRow> for ChangeRequest {
     fn from(c: ChangeRequestRow) -> ChangeRequest {
         let is_listener = c.kind.starts_with("listener-");
+        let is_command = c.kind == ChangeKind::ResetCommand.as_str();
         ChangeRequest {
             listener: is_listener.then(|| c.subject.clone()),
+            resource_type: is_command
+                .then(|| c.subject.strip_prefix(reset_commands::SUBJECT_PREFIX))
+                .flatten()
+                .map(str::to_string),
+            reset_command: c
+                .reset_command
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
             association: c
                 .association
                 .as_deref()
@@ -192,7 +214,14 @@ impl Registry {
                 Some(p) if !p.contains(&Privilege::ApproveListeners) => Some(format!(
                     "user '{approver}' does not have the approve-listeners privilege"
                 )),
-                Some(_) => None,
+                Some(_) => crate::identity::custody::refuses_approval(
+                    &self.store,
+                    approver,
+                    requester,
+                    &crate::time::now(),
+                )
+                .await?
+                .map(|why| format!("'{approver}' cannot approve your changes: {why}")),
             },
         )
     }
@@ -291,5 +320,6 @@ fn new_request(
         decision_comment: None,
         decided_at: None,
         created_at: crate::time::now(),
+        reset_command: None,
     }
 }

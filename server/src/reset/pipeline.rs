@@ -564,7 +564,37 @@ impl Engine {
                 .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
                 .await;
         }
-        let admin = if s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none() {
+        let over_ssh = s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none();
+        if over_ssh {
+            // The template runs as root on the target: only the approved one, sealed.
+            match crate::inventory::resource_types::approved_command(
+                &self.store,
+                &self.vault,
+                &s.resource.resource_type,
+            )
+            .await?
+            {
+                Ok(command) => s.command = command,
+                Err(why) => {
+                    tracing::error!(resource_type = %s.resource.resource_type, "ALERT: {why}");
+                    audit::record(
+                        &self.store,
+                        NewEvent {
+                            actor: &Actor::system(),
+                            action: "resource-type.integrity",
+                            target: &s.resource.resource_type,
+                            outcome: Outcome::Failure,
+                            detail: serde_json::json!({ "item": item.id, "reason": why }),
+                        },
+                    )
+                    .await?;
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
+            }
+        }
+        let admin = if over_ssh {
             match self.admin(&s).await {
                 Ok(a) => Some(a),
                 Err(why) => {

@@ -27,13 +27,15 @@ pub struct ChangeRequestRow {
     pub decision_comment: Option<String>,
     pub decided_at: Option<String>,
     pub created_at: String,
+    /// For `reset-command` changes: the proposed template as JSON (`null`: the default).
+    pub reset_command: Option<String>,
 }
 
 macro_rules! columns {
     () => {
         "id, kind, status, subject, listener_id, version_id, version, key_id, component_sha256, \
          manifest_sha256, association, requested_by, approver, request_comment, decided_by, \
-         decision_comment, decided_at, created_at"
+         decision_comment, decided_at, created_at, reset_command"
     };
 }
 
@@ -41,7 +43,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     sqlx::query(concat!(
         "INSERT INTO change_requests (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(&c.id)
     .bind(&c.kind)
@@ -61,6 +63,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     .bind(&c.decision_comment)
     .bind(&c.decided_at)
     .bind(&c.created_at)
+    .bind(&c.reset_command)
     .execute(conn)
     .await?;
     Ok(())

@@ -13,12 +13,14 @@ pub struct ResourceTypeRow {
     pub created_at: String,
     /// The command template as JSON; `None`: the default (chpasswd).
     pub reset_command: Option<String>,
+    /// The master key's seal over the approved template (`Vault::attest`).
+    pub reset_command_seal: Option<String>,
 }
 
 /// The column list, as a literal so queries stay `&'static str` (sqlx's `SqlSafeStr`).
 macro_rules! columns {
     () => {
-        "name, builtin, reset_method, description, created_at, reset_command"
+        "name, builtin, reset_method, description, created_at, reset_command, reset_command_seal"
     };
 }
 
@@ -29,7 +31,7 @@ pub async fn insert_builtin_if_absent(
     sqlx::query(concat!(
         "INSERT INTO resource_types (",
         columns!(),
-        ") VALUES ($1, 1, $2, $3, $4, $5) \
+        ") VALUES ($1, 1, $2, $3, $4, $5, $6) \
          ON CONFLICT (name) DO NOTHING"
     ))
     .bind(&row.name)
@@ -37,6 +39,7 @@ pub async fn insert_builtin_if_absent(
     .bind(&row.description)
     .bind(&row.created_at)
     .bind(&row.reset_command)
+    .bind(&row.reset_command_seal)
     .execute(conn)
     .await?;
     Ok(())
@@ -46,7 +49,7 @@ pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(
     sqlx::query(concat!(
         "INSERT INTO resource_types (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
     ))
     .bind(&row.name)
     .bind(row.builtin)
@@ -54,6 +57,7 @@ pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(
     .bind(&row.description)
     .bind(&row.created_at)
     .bind(&row.reset_command)
+    .bind(&row.reset_command_seal)
     .execute(conn)
     .await?;
     Ok(())
@@ -80,17 +84,22 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<ResourceTypeRow>> {
     .await?)
 }
 
-/// Sets (or, with `None`, clears) a type's command template; false when there is no such type.
+/// Sets (or, with `None`, clears) a type's command template and its seal; false when there is
+/// no such type.
 pub async fn set_reset_command(
     conn: &mut AnyConnection,
     name: &str,
     command: Option<&str>,
+    seal: Option<&str>,
 ) -> Result<bool> {
-    let done = sqlx::query("UPDATE resource_types SET reset_command = $1 WHERE name = $2")
-        .bind(command)
-        .bind(name)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE resource_types SET reset_command = $1, reset_command_seal = $3 WHERE name = $2",
+    )
+    .bind(command)
+    .bind(name)
+    .bind(seal)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 

@@ -120,3 +120,35 @@ pub async fn register_with_admin(
     }
     out
 }
+
+/// Gives resource type `resource_type` the command `template` (`None`: back to `chpasswd`) the
+/// way production does: proposed by `requester` (manage-resources), approved by a second,
+/// independent administrator made for the purpose. Returns the approved change request.
+pub async fn set_reset_command(
+    api: &Api,
+    requester: &str,
+    resource_type: &str,
+    template: Option<Value>,
+) -> Value {
+    let approver = format!("rc-approver-{}", super::random_hex(4));
+    let approver_token = super::user_with_role(api, requester, &approver, "admin").await;
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/resource-types/{resource_type}/reset-command"),
+            Some(requester),
+            Some(json!({"reset_command": template, "approver": approver})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = api
+        .post(
+            &format!("/v1/change-requests/{id}/approve"),
+            &approver_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}

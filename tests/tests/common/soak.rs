@@ -278,12 +278,8 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
     report
 }
 
-/// Gives the Linux type `template` as its reset command, or its default back (`None`).
+/// Gives the Linux type `template` as its reset command, or its default back (`None`), each
+/// approved by a second administrator.
 async fn set_reset_command(api: &Api, token: &str, template: Option<serde_json::Value>) {
-    let path = "/v1/resource-types/Linux/reset-command";
-    let r = match template {
-        Some(t) => api.call("PUT", path, Some(token), Some(t)).await,
-        None => api.call("DELETE", path, Some(token), None).await,
-    };
-    assert_eq!(r.status, 200, "{}", r.text);
+    super::resets::set_reset_command(api, token, "Linux", template).await;
 }
