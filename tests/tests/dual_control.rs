@@ -8,8 +8,8 @@ mod common;
 use common::{Api, Server, activate, lockstep, user_with_role};
 use serde_json::{Value, json};
 
-/// A publisher key change requested by `requester` with `approver` named; returns its id.
-async fn request_key_change(api: &Api, requester: &str, approver: &str) -> String {
+/// Asks for a publisher key change by `requester` naming `approver`.
+async fn ask_key_change(api: &Api, requester: &str, approver: &str) -> common::Reply {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.key");
     let (status, _, stderr) = lockstep(&["keygen", "--out", path.to_str().unwrap()]);
@@ -17,9 +17,21 @@ async fn request_key_change(api: &Api, requester: &str, approver: &str) -> Strin
     let public = std::fs::read_to_string(format!("{}.pub", path.display())).unwrap();
     let body = json!({"name": format!("k-{approver}"), "public_key": public.trim(),
         "approver": approver});
-    let r = api.post("/v1/publisher-keys", requester, body).await;
+    api.post("/v1/publisher-keys", requester, body).await
+}
+
+/// A publisher key change requested by `requester` with `approver` named; returns its id.
+async fn request_key_change(api: &Api, requester: &str, approver: &str) -> String {
+    let r = ask_key_change(api, requester, approver).await;
     assert_eq!(r.status, 202, "{}", r.text);
     r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// Naming an approver the requester controls is refused when the change is asked for.
+async fn cannot_name(api: &Api, requester: &str, approver: &str) {
+    let r = ask_key_change(api, requester, approver).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("not be independent"), "{}", r.text);
 }
 
 async fn approve(api: &Api, token: &str, change: &str) -> common::Reply {
@@ -76,11 +88,19 @@ async fn an_admin_cannot_approve_as_a_user_they_created_or_credentialed() {
         minted.text
     );
 
-    // 2. alice saw bob's activation code, so she can be bob; bob's approval of her change
-    //    does not count.
+    // 2. alice saw bob's activation code, so she can be bob: she cannot name bob as her
+    //    approver, and bob cannot decide a change of hers assigned to him before he existed.
     let bob = activate(&api, "bob", &bob_code).await;
-    let change = request_key_change(&api, &alice, "bob").await;
-    refused_as_not_independent(&approve(&api, &bob, &change).await);
+    cannot_name(&api, &alice, "bob").await;
+    let ann = user_with_role(&api, &root, "ann", "admin").await;
+    let change = request_key_change(&api, &alice, "ann").await;
+    let r = approve(&api, &bob, &change).await;
+    assert_eq!(
+        r.status, 403,
+        "only the designated approver decides: {}",
+        r.text
+    );
+    let _ = ann;
 
     // 3. Re-credentialing an independent admin (dave) makes alice dave's custodian too.
     let dave = user_with_role(&api, &root, "dave", "admin").await;
@@ -142,11 +162,43 @@ async fn a_second_account_of_the_same_person_does_not_launder_an_approval() {
     let alice = user_with_role(&api, &root, "alice", "admin").await;
     // alice makes two accounts; as one she requests, as the other she approves.
     let (_, carol_code) = create(&api, &alice, "carol", "admin").await;
-    let (_, erin_code) = create(&api, &alice, "erin", "admin").await;
     let carol = activate(&api, "carol", &carol_code).await;
-    let erin = activate(&api, "erin", &erin_code).await;
-    let change = request_key_change(&api, &carol, "erin").await;
-    refused_as_not_independent(&approve(&api, &erin, &change).await);
+    cannot_name(&api, &carol, "alice").await;
+    // erin is made after carol asked for a change naming her: the name was free then, but
+    // erin's account is younger than the request and alice controls both.
+    let change = {
+        let (_, code) = create(&api, &alice, "erin", "admin").await;
+        cannot_name(&api, &carol, "erin").await;
+        code
+    };
+    let erin = activate(&api, "erin", &change).await;
+    // Decided at approval time too: a request named erin while she was independent of carol
+    // (created by root), then alice re-credentials erin.
+    let (_, gwen_code) = create(&api, &root, "gwen", "admin").await;
+    let gwen_by_root = activate(&api, "gwen", &gwen_code).await;
+    let _ = gwen_by_root;
+    let change = request_key_change(&api, &carol, "gwen").await;
+    let gwen_id = api.get("/v1/users?limit=100", &root).await.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "gwen")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api
+        .post(
+            &format!("/v1/users/{gwen_id}/activation"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let code = r.json()["activation_code"].as_str().unwrap().to_string();
+    let gwen_by_alice = activate(&api, "gwen", &code).await;
+    refused_as_not_independent(&approve(&api, &gwen_by_alice, &change).await);
+    let _ = erin;
 
     // An independent approver decides it.
     let frank = user_with_role(&api, &root, "frank", "admin").await;

@@ -1030,20 +1030,20 @@ async fn approvers_are_mailed_when_the_server_has_an_smtp_relay() {
     let root = server.root_token.clone();
     let bad = json!({"name": "eve", "role": "admin", "email": "eve@example.com\r\nBcc: x@y.z"});
     assert_refused(&api.post("/v1/users", &root, bad).await, 422, "email", "");
-    let mut codes = Vec::new();
-    for (name, email) in [("alice", "alice@example.com"), ("bob", "bob@example.com")] {
-        let body = json!({"name": name, "role": "admin", "email": email});
-        let r = api.post("/v1/users", &root, body).await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        assert_eq!(r.json()["email"], email);
-        codes.push(
-            r.json()["activation"]["activation_code"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    let alice = common::activate(&api, "alice", &codes[0]).await;
+    // alice through the API (root becomes her custodian), bob by the host's operator (so he
+    // is independent of her and may be named as her approver).
+    let body = json!({"name": "alice", "role": "admin", "email": "alice@example.com"});
+    let r = api.post("/v1/users", &root, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["email"], "alice@example.com");
+    let code = r.json()["activation"]["activation_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = common::activate(&api, "alice", &code).await;
+    let mut store: Vec<&str> = api.store_args.iter().map(String::as_str).collect();
+    store.extend(["--email", "bob@example.com"]);
+    common::admin_create(&store, "bob", "admin");
     let dir = tempfile::tempdir().unwrap();
     let key = keygen(dir.path(), "ci.key");
     let body = json!({"name": "ci", "public_key": key.public, "approver": "bob"});

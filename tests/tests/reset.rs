@@ -1269,3 +1269,113 @@ async fn a_command_template_needs_a_second_administrator_and_an_edited_one_never
         .await;
     assert!(audit.text.contains("Linux"), "{}", audit.text);
 }
+
+#[tokio::test]
+async fn where_a_listener_runs_is_read_from_its_sealed_approval_only() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = support::wasm_dir();
+    // change-freeze, approved for Linux only, vetoes DC1.
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "change-freeze",
+            wasm.join("change_freeze.wasm"),
+            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"],
+                "order": 10, "parameters": ["DC1"]}),
+        )],
+    )
+    .await;
+    // A vault-only account of type Generic in DC1: listeners run for it, the vault changes.
+    let (rid, acc) =
+        common::resource_with_account(&api, &root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/v1/resources/{rid}"),
+            Some(&root),
+            Some(json!({"location": "DC1"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+
+    // 1. An index row inserted by a database writer does not widen the listener to Generic.
+    sqlx::query(
+        "INSERT INTO listener_resource_types (listener_id, resource_type) \
+         SELECT id, 'Generic' FROM listeners WHERE name = 'change-freeze'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(
+        &api,
+        &root,
+        &acc,
+        json!({"reason": "not approved for Generic"}),
+    )
+    .await;
+    assert_eq!(
+        item(&job)["state"],
+        "done",
+        "it ran outside its approval: {job}"
+    );
+    let current = stored_password(&api, &root, &acc).await;
+
+    // 2. Approved for Generic, then the index row deleted: the guard still runs.
+    let approver = common::user_with_role(&api, &root, "approver2", "admin").await;
+    let r = api
+        .call(
+            "PUT",
+            "/v1/listeners/change-freeze/association",
+            Some(&root),
+            Some(
+                json!({"association": {"phases": ["pre-reset"], "modes": ["agentless"],
+                "resource_types": ["Generic"], "order": 10, "parameters": ["DC1"]},
+                "approver": "approver2"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let change = r.json()["id"].as_str().unwrap().to_string();
+    common::registry::approve(&api, &approver, &change).await;
+    let done = sqlx::query(
+        "DELETE FROM listener_resource_types WHERE listener_id = \
+         (SELECT id FROM listeners WHERE name = 'change-freeze')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert!(done.rows_affected() >= 1);
+    let job = reset(&api, &root, &acc, json!({"reason": "index row deleted"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "the guard was lifted: {job}");
+
+    // 3. An edited association (the pre-reset phase removed) fails its seal: the reset stops.
+    sqlx::query(
+        "UPDATE listeners SET association = replace(association, 'pre-reset', 'post-reset') \
+         WHERE name = 'change-freeze'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(&api, &root, &acc, json!({"reason": "association edited"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    assert!(
+        item(&job)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &acc).await, current);
+}

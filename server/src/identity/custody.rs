@@ -62,23 +62,26 @@ pub async fn refuses_approval(
         .collect();
     if let Some(first) = shared.first() {
         let how = if *first == requester {
-            format!("{requester} created or credentialed your account")
+            format!("{requester} created, credentialed or gave a role to {approver}'s account")
         } else if *first == approver {
-            format!("you created or credentialed {requester}'s account")
+            format!("{approver} created, credentialed or gave a role to {requester}'s account")
         } else {
-            format!("{first} controls both accounts (created, credentialed or gave them a role)")
+            format!(
+                "{first} controls both {approver}'s and {requester}'s accounts (created, \
+                 credentialed or gave them a role)"
+            )
         };
         return Ok(Some(format!(
-            "your approval would not be independent of {requester}: {how}; a change needs \
-             an approver whose account nobody involved in the request controls (dual control)"
+            "{approver}'s approval would not be independent of {requester}: {how}; dual \
+             control needs an approver whose account nobody involved in the request controls"
         )));
     }
     if let Some(changed) = store::user_custody::changed_at(store.pool(), approver).await?
         && changed.as_str() > requested_at
     {
         return Ok(Some(format!(
-            "your account was created, credentialed or given its role at {changed}, after this \
-             change was requested ({requested_at}); another approver must decide it"
+            "{approver}'s account was created, credentialed or given its role at {changed}, \
+             after this change was requested ({requested_at}); another approver must decide it"
         )));
     }
     Ok(None)

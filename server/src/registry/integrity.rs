@@ -173,15 +173,16 @@ impl Registry {
         Ok(Ok(manifest))
     }
 
-    /// Re-checks an active listener against its approval. `Ok(Err(why))` when it must not run.
-    async fn verify(&self, l: &ListenerRow) -> Result<std::result::Result<Verified, String>> {
+    /// The approved version row and association of an active listener, once the approval seal
+    /// over them holds (no component is read or hashed). `Ok(Err(why))` when it does not: then
+    /// nobody can tell where the listener applies.
+    async fn approved_association(
+        &self,
+        l: &ListenerRow,
+    ) -> Result<std::result::Result<(VersionRow, Association), String>> {
         let version_id = l.current_version_id.clone().unwrap_or_default();
         let Some(v) = store::listeners::get_version(self.store.pool(), &version_id).await? else {
             return Ok(Err("its approved version is missing".into()));
-        };
-        let Some(component) = store::listeners::component(self.store.pool(), &version_id).await?
-        else {
-            return Ok(Err("its approved component is missing".into()));
         };
         let Some(association) = l.association.as_deref().and_then(Association::parse_stored) else {
             return Ok(Err("its association is missing or unreadable".into()));
@@ -205,6 +206,19 @@ impl Registry {
                     .into(),
             ));
         }
+        Ok(Ok((v, association)))
+    }
+
+    /// Re-checks an active listener against its approval: the seal over version and
+    /// association, then the stored bytes. `Ok(Err(why))` when it must not run.
+    async fn verify(&self, l: &ListenerRow) -> Result<std::result::Result<Verified, String>> {
+        let (v, association) = match self.approved_association(l).await? {
+            Ok(found) => found,
+            Err(why) => return Ok(Err(why)),
+        };
+        let Some(component) = store::listeners::component(self.store.pool(), &v.id).await? else {
+            return Ok(Err("its approved component is missing".into()));
+        };
         let manifest = match self
             .check_stored(&v, &component, &v.component_sha256, &v.manifest_sha256)
             .await?
@@ -234,10 +248,16 @@ impl Registry {
     ) -> Result<(Vec<RunnableListener>, Vec<Refusal>)> {
         let mut ok = Vec::new();
         let mut refused = Vec::new();
-        for l in store::listeners::active_for_type(self.store.pool(), resource_type).await? {
-            let association = l.association.as_deref().and_then(Association::parse_stored);
-            if association.as_ref().is_some_and(|a| !a.has(phase, mode)) {
-                continue;
+        // Where a listener applies (types, phases, modes, order, parameters) is read only from
+        // its sealed approval, never from unsealed columns or the type index: an inserted index
+        // row cannot widen a listener, a deleted one cannot lift it, an edited position cannot
+        // reorder it. A listener whose seal fails might guard anything: it is refused here,
+        // whatever the type, and a pre-reset refusal stops the reset.
+        for l in store::listeners::active(self.store.pool()).await? {
+            match self.approved_association(&l).await? {
+                Ok((_, a)) if !a.resource_types.iter().any(|t| t == resource_type) => continue,
+                Ok((_, a)) if !a.has(phase, mode) => continue,
+                Ok(_) | Err(_) => {}
             }
             let verified = match self.verify(&l).await? {
                 Ok(v) => v,
@@ -302,6 +322,9 @@ impl Registry {
                 }
             }
         }
+        ok.sort_by(|a: &RunnableListener, b: &RunnableListener| {
+            (a.order, &a.name).cmp(&(b.order, &b.name))
+        });
         Ok((ok, refused))
     }
 

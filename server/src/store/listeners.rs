@@ -192,16 +192,13 @@ pub async fn list(pool: &AnyPool, page: &PageRequest) -> Result<Page<ListenerRow
     }))
 }
 
-/// Active listeners whose approved association includes `resource_type`, in run order.
-pub async fn active_for_type(pool: &AnyPool, resource_type: &str) -> Result<Vec<ListenerRow>> {
+/// Every active listener, by name. Where each applies is read from its sealed association.
+pub async fn active(pool: &AnyPool) -> Result<Vec<ListenerRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM listeners WHERE status = 'active' AND id IN \
-         (SELECT listener_id FROM listener_resource_types WHERE resource_type = $1) \
-         ORDER BY position, name"
+        " FROM listeners WHERE status = 'active' ORDER BY name"
     ))
-    .bind(resource_type)
     .fetch_all(pool)
     .await?)
 }
