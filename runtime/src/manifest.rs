@@ -8,7 +8,8 @@
 //! Exec rules name a program and one pattern per argument. The program is started directly,
 //! never through a shell, so shell syntax in a pattern is just text. A pattern is either an
 //! exact literal, or a glob where each `*` matches any run of characters (possibly empty)
-//! except `/` and whitespace. There is no escape: a pattern without `*` is a literal.
+//! except `/` and whitespace, and never a whole path segment `.`, `..` or (in a path) an empty
+//! one. There is no escape: a pattern without `*` is a literal.
 
 use std::fmt;
 
@@ -639,10 +640,29 @@ fn rules_allow(
 /// whitespace and control characters, and every other character matches itself. A text that
 /// starts with `-` matches only a pattern that starts with a literal `-`, so a `*` meant for a
 /// value can never smuggle in an option (`passwd -S *` does not allow `passwd -S -a`).
+///
+/// A `*` never completes a path segment that is `.` or `..` (`/srv/data/*` does not admit
+/// `/srv/data/..`), nor an empty segment of a path (`/srv/data/*/x` does not admit
+/// `/srv/data//x`, which is `/srv/data/x`). A literal `.` or `..` is the grant's own.
 fn glob_match(pattern: &str, text: &str) -> bool {
     if text.starts_with('-') && !pattern.starts_with('-') {
         return false;
     }
+    // `*` never matches '/', so pattern and text have the same segments, pairwise.
+    let (patterns, texts): (Vec<&str>, Vec<&str>) =
+        (pattern.split('/').collect(), text.split('/').collect());
+    if patterns.len() != texts.len() {
+        return false;
+    }
+    let path = texts.len() > 1;
+    patterns.iter().zip(&texts).all(|(p, t)| {
+        let dots = *t == "." || *t == ".." || (path && t.is_empty());
+        !(p.contains('*') && dots) && segment_match(p, t)
+    })
+}
+
+/// Matches one path segment (no '/') against a pattern segment, `*` as in [`glob_match`].
+fn segment_match(pattern: &str, text: &str) -> bool {
     let text: Vec<char> = text.chars().collect();
     // reach[j]: the pattern read so far matches the first j characters of the text.
     let mut reach = vec![false; text.len() + 1];
@@ -1458,5 +1478,41 @@ mod wrapper_tests {
         assert!(rule("/usr/bin/echo", &["*"]).is_ok());
         assert!(rule("/usr/bin/wc", &["-c", "*"]).is_ok());
         assert!(rule("/usr/bin/systemctl", &["restart", "app-*.service"]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod dot_segment_tests {
+    use super::*;
+
+    #[test]
+    fn star_never_matches_a_dot_dot_or_empty_path_segment() {
+        for (pattern, text) in [
+            ("/srv/app/data/*", "/srv/app/data/.."),
+            ("/srv/app/data/*", "/srv/app/data/."),
+            ("/srv/app/data/*/x", "/srv/app/data/../x"),
+            ("/srv/app/data/.*", "/srv/app/data/.."),
+            ("/srv/app/data/*.", "/srv/app/data/.."),
+            ("*", ".."),
+            ("*", "."),
+            ("../*", "../.."),
+            ("/srv/app/data/*/x", "/srv/app/data//x"),
+            ("/srv/app/data/*", "/srv/app/data/"),
+        ] {
+            assert!(
+                !glob_match(pattern, text),
+                "{pattern} should not match {text}"
+            );
+        }
+        for (pattern, text) in [
+            ("/srv/app/data/*", "/srv/app/data/.hidden"),
+            ("/srv/app/data/*", "/srv/app/data/a..b"),
+            ("/srv/app/data/*", "/srv/app/data/..."),
+            ("../*", "../x"), // a literal '..' is the grant's own business
+            ("/srv/app/data/*.log", "/srv/app/data/.log"),
+            ("*", ""),
+        ] {
+            assert!(glob_match(pattern, text), "{pattern} should match {text}");
+        }
     }
 }
