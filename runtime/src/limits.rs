@@ -13,6 +13,12 @@ use std::time::Duration;
 /// spinning guest within about one tick of its timeout.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most bytes one `get-random-bytes` or `get-insecure-random-bytes` call may ask for; a larger
+/// request traps. Those calls are synchronous, so the epoch deadline only stops the guest
+/// between them: this cap keeps one call (about 20 ms in a debug build, where 1 MiB took
+/// 300 ms) well inside the documented overshoot of the timeout.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
 /// Most log lines kept per run; later ones are counted as dropped.
 pub const MAX_LOG_LINES: usize = 1000;
 

@@ -291,6 +291,8 @@ impl LoadedListener {
             .allow_tcp(endpoints.iter().any(|e| e.scheme == Scheme::Tcp))
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // A synchronous host call is not interrupted by the deadline: bound its work.
+            .max_random_size(crate::limits::MAX_RANDOM_BYTES)
             .socket_addr_check(socket_check(
                 endpoints.clone(),
                 network_denials.clone(),

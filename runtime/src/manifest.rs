@@ -8,7 +8,8 @@
 //! Exec rules name a program and one pattern per argument. The program is started directly,
 //! never through a shell, so shell syntax in a pattern is just text. A pattern is either an
 //! exact literal, or a glob where each `*` matches any run of characters (possibly empty)
-//! except `/` and whitespace. There is no escape: a pattern without `*` is a literal.
+//! except `/` and whitespace, and never a whole path segment `.`, `..` or (in a path) an empty
+//! one. There is no escape: a pattern without `*` is a literal.
 
 use std::fmt;
 
@@ -25,12 +26,43 @@ pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Largest `limits.output_kib`.
 pub const MAX_OUTPUT_KIB: u64 = 1024;
 
-/// Programs that run arbitrary commands, by file name (compared case-insensitively).
-const SHELLS: &str = "sh bash dash ash zsh ksh ksh93 mksh csh tcsh fish busybox toybox env \
-                      rbash pwsh powershell powershell.exe pwsh.exe cmd cmd.exe \
-                      python perl ruby node nodejs php lua awk gawk mawk nawk tclsh wish \
-                      find xargs sudo su doas pkexec runuser nice nohup timeout setsid stdbuf \
-                      chroot nsenter unshare systemd-run ssh script expect";
+/// Command runners: programs that run another program, a script or a command line named in
+/// their arguments or read from their input (shells, interpreters, wrappers, debuggers, the
+/// dynamic loader), by file name, compared case-insensitively and without a version suffix.
+/// Never exec programs, and never arguments of a program outside [`NON_WRAPPING`].
+const SHELLS: &str = "sh bash dash ash zsh ksh ksh93 mksh csh tcsh fish yash rbash elvish nu \
+                      xonsh busybox toybox env pwsh powershell powershell.exe pwsh.exe cmd \
+                      cmd.exe python pypy pypy3 ipython perl ruby irb node nodejs deno bun php \
+                      php-cgi lua luajit awk gawk mawk nawk tclsh wish expect guile racket \
+                      ocaml ghci runghc java jshell groovy scala kotlin julia r rscript erl \
+                      escript dotnet mono osascript sed vi vim nvim ex ed emacs less more man \
+                      git tar zip rsync scp sftp sqlite3 mysql psql make find xargs parallel \
+                      sudo sudoedit su sux doas pkexec runuser please gosu su-exec setpriv sg \
+                      newgrp capsh runcon chpst setuidgid softlimit envdir envuidgid nice \
+                      ionice renice taskset chrt numactl cgexec prlimit cpulimit trickle \
+                      nohup timeout setsid stdbuf unbuffer faketime eatmydata nocache flock \
+                      watch entr chronic ifne vipe logsave time perf strace ltrace gdb lldb \
+                      valgrind catchsegv setarch linux32 linux64 i386 x86_64 uname26 chroot \
+                      nsenter unshare systemd-run systemd-nspawn systemd-cat machinectl \
+                      firejail bwrap bubblewrap proot fakeroot fakechroot docker podman \
+                      kubectl lxc-attach ssh ssh-agent gpg-agent dbus-launch dbus-run-session \
+                      xvfb-run script screen tmux dtach abduco at batch crontab run-parts \
+                      start-stop-daemon daemonize daemon tini dumb-init catatonit torsocks \
+                      proxychains proxychains4 tsocks sshpass flatpak-spawn";
+
+/// Programs known never to run a program named by an operand. Only these may take argument
+/// patterns that could name a program (`*`, `app-*.service`); they must be bare command names
+/// on the target or live in one of [`SYSTEM_BIN_DIRS`].
+const NON_WRAPPING: &str = "systemctl passwd chage getent id groups whoami hostname uname \
+                            date uptime true false echo printf cat head tail wc ls stat du df \
+                            md5sum sha1sum sha256sum sha512sum grep cut sort uniq tr touch \
+                            mkdir journalctl";
+
+/// Where the programs of [`NON_WRAPPING`] are trusted to be themselves.
+const SYSTEM_BIN_DIRS: [&str; 4] = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"];
+
+/// Directory names that hold programs: a path pattern through one could name a program.
+const PROGRAM_DIR_NAMES: [&str; 6] = ["bin", "sbin", "libexec", "lib", "lib64", "lib32"];
 
 /// Longest argument a host call may pass (before any matching or formatting).
 pub const MAX_ARG_BYTES: usize = 4096;
@@ -501,10 +533,15 @@ impl Manifest {
                 let field = format!("capabilities.{grant}[{i}]");
                 let program = check_program(&rule.program, grant == "target_exec");
                 checks.push((format!("{field}.program"), program));
-                let args = rule
-                    .args
-                    .iter()
-                    .map(|a| fail(has_control(a), CONTROL_ARG.into()));
+                let wraps = !is_non_wrapping(&rule.program);
+                let args = rule.args.iter().map(|a| {
+                    fail(has_control(a), CONTROL_ARG.into())?;
+                    if wraps {
+                        check_operand(&rule.program, a)
+                    } else {
+                        Ok(())
+                    }
+                });
                 checks.extend(indexed(&format!("{field}.args"), args));
             }
         }
@@ -603,10 +640,29 @@ fn rules_allow(
 /// whitespace and control characters, and every other character matches itself. A text that
 /// starts with `-` matches only a pattern that starts with a literal `-`, so a `*` meant for a
 /// value can never smuggle in an option (`passwd -S *` does not allow `passwd -S -a`).
+///
+/// A `*` never completes a path segment that is `.` or `..` (`/srv/data/*` does not admit
+/// `/srv/data/..`), nor an empty segment of a path (`/srv/data/*/x` does not admit
+/// `/srv/data//x`, which is `/srv/data/x`). A literal `.` or `..` is the grant's own.
 fn glob_match(pattern: &str, text: &str) -> bool {
     if text.starts_with('-') && !pattern.starts_with('-') {
         return false;
     }
+    // `*` never matches '/', so pattern and text have the same segments, pairwise.
+    let (patterns, texts): (Vec<&str>, Vec<&str>) =
+        (pattern.split('/').collect(), text.split('/').collect());
+    if patterns.len() != texts.len() {
+        return false;
+    }
+    let path = texts.len() > 1;
+    patterns.iter().zip(&texts).all(|(p, t)| {
+        let dots = *t == "." || *t == ".." || (path && t.is_empty());
+        !(p.contains('*') && dots) && segment_match(p, t)
+    })
+}
+
+/// Matches one path segment (no '/') against a pattern segment, `*` as in [`glob_match`].
+fn segment_match(pattern: &str, text: &str) -> bool {
     let text: Vec<char> = text.chars().collect();
     // reach[j]: the pattern read so far matches the first j characters of the text.
     let mut reach = vec![false; text.len() + 1];
@@ -628,24 +684,66 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     reach[text.len()]
 }
 
-/// Checks an exec program: absolute (or, on the target, a bare command name) and not a shell.
+/// A program's file name, lowercased, and that name without a version suffix (`python3.11`
+/// gives `python`).
+fn program_names(program: &str) -> (String, String) {
+    let file = program
+        .rsplit('/')
+        .next()
+        .unwrap_or(program)
+        .to_ascii_lowercase();
+    let base = file
+        .trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
+        .to_string();
+    (file, base)
+}
+
+/// Whether `program` is a command runner (see [`SHELLS`]); the dynamic loader counts too.
+fn is_command_runner(program: &str) -> bool {
+    let (file, base) = program_names(program);
+    file.starts_with("ld-")
+        || file.starts_with("ld.so")
+        || SHELLS.split_whitespace().any(|s| s == file || s == base)
+}
+
+/// Whether `program` is one of [`NON_WRAPPING`], where it is trusted to be itself.
+fn is_non_wrapping(program: &str) -> bool {
+    let (dir, file) = program.rsplit_once('/').unwrap_or(("", program));
+    let trusted_dir = !program.contains('/') || SYSTEM_BIN_DIRS.contains(&dir);
+    trusted_dir && NON_WRAPPING.split_whitespace().any(|n| n == file)
+}
+
+/// Checks an argument pattern of a program that is not known to leave its operands alone:
+/// a literal must not name a command runner, and a `*` only fills in a file name under an
+/// absolute directory that does not hold programs.
+fn check_operand(program: &str, pattern: &str) -> Result<(), String> {
+    let hint = "grant the program it would run directly, with its own argument patterns";
+    let Some(star) = pattern.find('*') else {
+        let problem = format!("'{pattern}' names a command runner; '{program}' must not start one");
+        return fail(is_command_runner(pattern), format!("{problem}; {hint}"));
+    };
+    let dir = &pattern[..pattern[..star].rfind('/').unwrap_or(0)];
+    let program_dir = dir.split('/').any(|s| PROGRAM_DIR_NAMES.contains(&s));
+    let is_file = pattern.starts_with('/') && !dir.is_empty() && !program_dir;
+    let problem = format!(
+        "'{pattern}' could name a program, and '{program}' is not known to leave its operands \
+         alone; use literal arguments, or a '*' only in a file name under a data directory \
+         (e.g. '/var/log/app-*.log')"
+    );
+    fail(!is_file, problem)
+}
+
+/// Checks an exec program: absolute (or, on the target, a bare command name) and not a
+/// command runner.
 fn check_program(program: &str, on_target: bool) -> Result<(), String> {
     let command_char = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
     let is_command_name = only(program, command_char) && !program.starts_with(['-', '.']);
     if !(on_target && is_command_name) {
         check_path(program, "/usr/bin/systemctl")?;
     }
-    let file = program
-        .rsplit('/')
-        .next()
-        .unwrap_or(program)
-        .to_ascii_lowercase();
-    // Versioned names count too: python3, python3.11, bash5.2, perl5.36.
-    let base = file.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    let shell = SHELLS.split_whitespace().any(|s| s == file || s == base);
     let hint = "grant each program it would run directly, with its own argument patterns";
     let problem = format!("'{program}' can run any command, like a shell; {hint}");
-    fail(shell, problem)
+    fail(is_command_runner(program), problem)
 }
 
 /// Checks an absolute path without `..` or control characters.
@@ -1325,5 +1423,96 @@ target_exec = []
         assert!(glob_match("-*", "-a"));
         assert!(!glob_match("*", "a\u{0}b"));
         assert!(!glob_match("*.service", "x\u{1b}.service"));
+    }
+}
+
+#[cfg(test)]
+mod wrapper_tests {
+    use super::*;
+
+    fn rule(program: &str, args: &[&str]) -> Result<Manifest, Error> {
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        let text = format!(
+            "name = \"x\"\nversion = \"1.0.0\"\nphases = [\"post-reset\"]\nmodes = [\"agentless\"]\nresource_types = [\"Linux\"]\n[[capabilities.exec]]\nprogram = \"{program}\"\nargs = [{}]\n",
+            args.join(", ")
+        );
+        Manifest::parse(&text)
+    }
+
+    #[test]
+    fn no_grant_lets_a_listener_start_a_command_runner() {
+        // Wrappers run the program named by an operand: `ionice -c3 *` admitted `sh`.
+        for program in [
+            "/usr/bin/ionice",
+            "/usr/bin/taskset",
+            "/usr/bin/chrt",
+            "/usr/bin/setarch",
+            "/usr/bin/prlimit",
+            "/usr/bin/flock",
+            "/usr/bin/setpriv",
+            "/usr/bin/sg",
+            "/usr/bin/watch",
+            "/usr/bin/strace",
+            "/usr/bin/ssh-agent",
+            "/lib64/ld-linux-x86-64.so.2",
+            "/usr/bin/sed",
+        ] {
+            let err = rule(program, &["-c3", "*"]).unwrap_err().to_string();
+            assert!(err.contains("can run any command"), "{program}: {err}");
+        }
+        // Structural: a program nobody listed still cannot be handed a program name.
+        let unknown = "/opt/tools/run-with-lock";
+        for args in [&["*"][..], &["lock", "s*"], &["/usr/bin/*"], &["--cmd=*"]] {
+            let err = rule(unknown, args).unwrap_err().to_string();
+            assert!(err.contains("could name a program"), "{args:?}: {err}");
+        }
+        for runner in ["sh", "/bin/sh", "/usr/bin/python3"] {
+            let err = rule(unknown, &["-x", runner]).unwrap_err().to_string();
+            assert!(err.contains("names a command runner"), "{runner}: {err}");
+        }
+        // A look-alike of an allowlisted program outside the system directories is unknown.
+        let err = rule("/opt/evil/wc", &["*"]).unwrap_err().to_string();
+        assert!(err.contains("could name a program"), "{err}");
+        // What stays possible: literal arguments, file patterns, allowlisted programs.
+        assert!(rule(unknown, &["--quiet", "/var/log/app-*.log"]).is_ok());
+        assert!(rule("/usr/bin/echo", &["*"]).is_ok());
+        assert!(rule("/usr/bin/wc", &["-c", "*"]).is_ok());
+        assert!(rule("/usr/bin/systemctl", &["restart", "app-*.service"]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod dot_segment_tests {
+    use super::*;
+
+    #[test]
+    fn star_never_matches_a_dot_dot_or_empty_path_segment() {
+        for (pattern, text) in [
+            ("/srv/app/data/*", "/srv/app/data/.."),
+            ("/srv/app/data/*", "/srv/app/data/."),
+            ("/srv/app/data/*/x", "/srv/app/data/../x"),
+            ("/srv/app/data/.*", "/srv/app/data/.."),
+            ("/srv/app/data/*.", "/srv/app/data/.."),
+            ("*", ".."),
+            ("*", "."),
+            ("../*", "../.."),
+            ("/srv/app/data/*/x", "/srv/app/data//x"),
+            ("/srv/app/data/*", "/srv/app/data/"),
+        ] {
+            assert!(
+                !glob_match(pattern, text),
+                "{pattern} should not match {text}"
+            );
+        }
+        for (pattern, text) in [
+            ("/srv/app/data/*", "/srv/app/data/.hidden"),
+            ("/srv/app/data/*", "/srv/app/data/a..b"),
+            ("/srv/app/data/*", "/srv/app/data/..."),
+            ("../*", "../x"), // a literal '..' is the grant's own business
+            ("/srv/app/data/*.log", "/srv/app/data/.log"),
+            ("*", ""),
+        ] {
+            assert!(glob_match(pattern, text), "{pattern} should match {text}");
+        }
     }
 }

@@ -1,7 +1,15 @@
 //! Running a granted program: absolute path, no shell, cleared environment, working directory
 //! `/`, standard input from the guest, capped output, killed at the deadline.
+//!
+//! Every program runs as PID 1 of its own PID namespace (`unshare --pid --fork --kill-child`):
+//! when it exits, or is killed at the deadline, the kernel kills everything left in the
+//! namespace, including what called `setsid()`, double-forked or daemonized, which a process
+//! group kill would miss. Where no PID namespace can be made, no program is started.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -64,6 +72,73 @@ async fn kill_group(group: Option<u32>) {
     }
 }
 
+/// Where `unshare(1)` (util-linux) lives.
+const UNSHARE: [&str; 2] = ["/usr/bin/unshare", "/bin/unshare"];
+
+/// The `unshare` invocation that gives a program a PID namespace of its own, found once:
+/// plain (as root), else inside a user namespace mapping the current user (unprivileged).
+/// `--kill-child` makes the program die with `unshare` (killed at the deadline), and a PID
+/// namespace dies with its PID 1.
+fn containment() -> Result<&'static [String], String> {
+    static FOUND: OnceLock<Result<Vec<String>, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let unshare = UNSHARE
+                .iter()
+                .find(|p| Path::new(p).is_file())
+                .ok_or("no unshare(1) on this host: programs cannot be contained")?;
+            let plain = ["--pid", "--fork", "--kill-child"];
+            let user = [
+                "--user",
+                "--map-current-user",
+                "--pid",
+                "--fork",
+                "--kill-child",
+            ];
+            for flags in [&plain[..], &user[..]] {
+                let works = std::process::Command::new(unshare)
+                    .args(flags)
+                    .args(["--", "/bin/true"])
+                    .env_clear()
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if works {
+                    let mut found = vec![unshare.to_string()];
+                    found.extend(flags.iter().map(|f| f.to_string()));
+                    found.push("--".into());
+                    return Ok(found);
+                }
+            }
+            Err(
+                "this host cannot give a program its own PID namespace: programs cannot be \
+                 contained, so none is started"
+                    .into(),
+            )
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// The executable file `program` names: a path as written, a bare name searched on `PATH`.
+fn resolve(program: &str) -> Result<PathBuf, String> {
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program)).filter(|p| executable(p))
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_absolute() && executable(p))
+    };
+    found.ok_or_else(|| format!("cannot start {program}: no such executable file"))
+}
+
 /// Runs `program` with `args`. The caller has checked the grant.
 pub async fn run_program(
     program: &str,
@@ -77,7 +152,13 @@ pub async fn run_program(
             "no time left before the listener's deadline to start {program}"
         ));
     }
-    let mut child = tokio::process::Command::new(program)
+    let path = resolve(program)?;
+    let (unshare, flags) = containment()?
+        .split_first()
+        .expect("containment names unshare");
+    let mut child = tokio::process::Command::new(unshare)
+        .args(flags)
+        .arg(&path)
         .args(args)
         .env_clear()
         .current_dir("/")
@@ -194,8 +275,13 @@ mod tests {
             .unwrap()
             .flatten()
             .filter(|e| {
+                // Arguments are NUL-separated in cmdline.
                 std::fs::read(e.path().join("cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(needle)
+                    })
                     .unwrap_or(false)
             })
             .count()
@@ -221,6 +307,45 @@ mod tests {
         for n in ["sleep 4242", "sleep 4343", "sleep 4444"] {
             assert_eq!(processes_with(n), 0, "{n} outlived its listener call");
         }
+    }
+
+    #[tokio::test]
+    async fn nothing_a_program_starts_survives_it_even_in_a_new_session() {
+        // setsid() leaves the process group the host kills; daemonizing too.
+        let script = "setsid sleep 4545 </dev/null >/dev/null 2>&1 & \
+                      setsid -f sleep 4646 </dev/null >/dev/null 2>&1; \
+                      (setsid sleep 4747 </dev/null >/dev/null 2>&1 &); echo started";
+        let args = vec!["-c".to_string(), script.to_string()];
+        let out = run_program("/bin/sh", &args, b"", Duration::from_secs(5), 1024)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"started\n");
+        assert_eq!(out.status, 0);
+        // And at the deadline.
+        let script = "setsid -f sleep 4848 </dev/null >/dev/null 2>&1; sleep 4949";
+        let args = vec!["-c".to_string(), script.to_string()];
+        let out = run_program("/bin/sh", &args, b"", Duration::from_millis(500), 1024)
+            .await
+            .unwrap();
+        assert!(out.timed_out);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for n in [
+            "sleep 4545",
+            "sleep 4646",
+            "sleep 4747",
+            "sleep 4848",
+            "sleep 4949",
+        ] {
+            assert_eq!(processes_with(n), 0, "{n} outlived its listener call");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bare_name_is_found_on_path() {
+        let out = run_program("true", &[], b"", Duration::from_secs(5), 10)
+            .await
+            .unwrap();
+        assert_eq!(out.status, 0);
     }
 
     #[tokio::test]
