@@ -244,9 +244,10 @@ impl Redactor {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut. Private: text
-/// that leaves a run is cut only by [`Redactor::clean`], after redaction.
-fn truncate(mut s: String, max: usize) -> String {
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut. Text that leaves
+/// a run is cut only by [`Redactor::clean`], after redaction; public for text that holds no
+/// secret of a run (an agent's report, already scrubbed by the agent's own runtime).
+pub fn truncate(mut s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }

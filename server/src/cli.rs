@@ -183,7 +183,7 @@ pub struct StoreArgs {
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
     /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs,
-    /// ssh_command_timeout_secs.
+    /// ssh_command_timeout_secs, audit_checkpoint_events, audit_checkpoint_secs.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -221,6 +221,14 @@ pub struct ServeArgs {
     /// reset is settled by asking the target which password it holds.
     #[arg(long, env = "LOCKSTEP_SSH_COMMAND_TIMEOUT_SECS")]
     pub ssh_command_timeout_secs: Option<u64>,
+    /// Write a signed checkpoint of the audit chain's head (its newest event's seq and hash)
+    /// to the log and to syslog after this many audit events [default: 100]. With
+    /// --audit-checkpoint-secs it bounds how many newest events can be deleted unseen.
+    #[arg(long, env = "LOCKSTEP_AUDIT_CHECKPOINT_EVENTS")]
+    pub audit_checkpoint_events: Option<u64>,
+    /// ... and at least this often, in seconds, while the chain grows [default: 300].
+    #[arg(long, env = "LOCKSTEP_AUDIT_CHECKPOINT_SECS")]
+    pub audit_checkpoint_secs: Option<u64>,
     /// The sender address of notification mail [default: lockstep@HOSTNAME].
     #[arg(long, env = "LOCKSTEP_SMTP_FROM")]
     pub smtp_from: Option<String>,
@@ -244,15 +252,30 @@ pub enum AdminCommand {
         expires_in_days: i64,
         #[command(flatten)]
         store: StoreArgs,
+        /// The server's master key file [default: DATA_DIR/master.key, created if the data
+        /// directory has none]; LOCKSTEP_MASTER_KEY may hold the key. The audit events this
+        /// writes are keyed with it.
+        #[arg(long, env = "LOCKSTEP_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain: exit 0 when intact, 1 naming the first bad event otherwise.
+    /// Walk the keyed hash chain: exit 0 when intact, 1 naming the first bad event (or a
+    /// forged checkpoint) otherwise, 2 when it cannot check. Needs the server's master key.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+        /// The server's master key file [default: DATA_DIR/master.key]; LOCKSTEP_MASTER_KEY
+        /// may hold the key. Without it the keyed chain cannot be checked.
+        #[arg(long, env = "LOCKSTEP_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
+        /// A server log or syslog file: its signed checkpoints (`lockstep-checkpoint v1 ...`
+        /// lines) are checked, and the chain must still hold every event they name (repeat for
+        /// several files). This is what shows the newest events were deleted.
+        #[arg(long = "checkpoints")]
+        checkpoints: Vec<PathBuf>,
     },
 }
 

@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_DATA_DIR: &str = "./lockstep-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+/// An audit checkpoint after this many events...
+pub const DEFAULT_CHECKPOINT_EVENTS: u64 = 100;
+/// ... or this many seconds, whichever comes first (while the chain grows).
+pub const DEFAULT_CHECKPOINT_SECS: u64 = 300;
 
 /// The config file: the same settings as the flags, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +33,8 @@ struct ConfigFile {
     smtp_from: Option<String>,
     rotation_check_secs: Option<u64>,
     ssh_command_timeout_secs: Option<u64>,
+    audit_checkpoint_events: Option<u64>,
+    audit_checkpoint_secs: Option<u64>,
 }
 
 /// Where a master key comes from.
@@ -66,6 +72,8 @@ pub struct ServeConfig {
     pub smtp: Option<SmtpConfig>,
     /// How often scheduled rotation looks for old passwords; `None`: never.
     pub rotation_check: Option<std::time::Duration>,
+    /// How often the audit chain's head is checkpointed to the log and syslog.
+    pub audit_checkpoints: crate::serve::CheckpointPlan,
 }
 
 /// Where notification mail goes out.
@@ -169,7 +177,27 @@ impl ServeConfig {
                 ));
             }
         };
+        let every_events = args
+            .audit_checkpoint_events
+            .or(file.audit_checkpoint_events)
+            .unwrap_or(DEFAULT_CHECKPOINT_EVENTS);
+        let every_secs = args
+            .audit_checkpoint_secs
+            .or(file.audit_checkpoint_secs)
+            .unwrap_or(DEFAULT_CHECKPOINT_SECS);
+        if every_events == 0 || every_secs == 0 {
+            return Err(Error::Config(
+                "--audit-checkpoint-events and --audit-checkpoint-secs must be at least 1; \
+                 checkpoints are what make a deleted tail of the audit chain visible"
+                    .into(),
+            ));
+        }
+        let audit_checkpoints = crate::serve::CheckpointPlan {
+            every_events,
+            every: std::time::Duration::from_secs(every_secs),
+        };
         Ok(ServeConfig {
+            audit_checkpoints,
             ssh_command_timeout,
             data_dir,
             listen,

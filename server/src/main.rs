@@ -3,12 +3,14 @@
 //! on, and `main` prints it in full.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use lockstep_server::api_client::ApiClient;
 use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command, ListenerCommand};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
+use lockstep_server::vault::Vault;
 use lockstep_server::{Error, audit, identity, listener_test, publisher, reset_cli, serve};
 
 fn main() -> ExitCode {
@@ -64,15 +66,26 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             email,
             expires_in_days,
             store,
+            master_key_file,
         }) => {
-            if store.database_url.is_none() {
+            let key_in_data_dir =
+                master_key_file.is_none() && std::env::var_os("LOCKSTEP_MASTER_KEY").is_none();
+            if store.database_url.is_none() || key_in_data_dir {
                 let dir = store
                     .data_dir
                     .clone()
                     .unwrap_or_else(|| lockstep_server::config::DEFAULT_DATA_DIR.into());
                 ensure_data_dir(&dir)?;
             }
-            let db = serve::open_store(&store_url(&store)).await?;
+            // The events written here are keyed: the first command on a new data directory
+            // creates its master key, as `serve` would.
+            let vault = Vault::new(serve::store_master_key(
+                &store,
+                master_key_file,
+                true,
+                "admin create",
+            )?);
+            let db = serve::open_store(&store_url(&store), Arc::new(vault)).await?;
             let actor = audit::Actor::cli();
             // The host's operator: the new user is its own only custodian (independent of
             // every other account), so it may approve another administrator's change.
@@ -179,14 +192,48 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             signature,
             &public_key,
         )?)),
-        Command::Audit(AuditCommand::Verify { store }) => {
+        Command::Audit(AuditCommand::Verify {
+            store,
+            master_key_file,
+            checkpoints,
+        }) => {
             let db = Store::open_existing(&store_url(&store)).await?;
-            let result = audit::verify(&db).await?;
+            let vault = Vault::new(serve::store_master_key(
+                &store,
+                master_key_file,
+                false,
+                "audit verify",
+            )?);
+            let mut problems = Vec::new();
+            let mut authentic = Vec::new();
+            for path in &checkpoints {
+                let text = std::fs::read_to_string(path).map_err(Error::io(format!(
+                    "audit verify: cannot read checkpoints from {}",
+                    path.display()
+                )))?;
+                let (good, bad) = audit::read_checkpoints(&vault, &text);
+                if good.is_empty() && bad.is_empty() {
+                    problems.push(format!(
+                        "{}: no checkpoint in it (lines with `lockstep-checkpoint v1`)",
+                        path.display()
+                    ));
+                }
+                authentic.extend(good);
+                problems.extend(bad.into_iter().map(|p| format!("{}: {p}", path.display())));
+            }
+            let result = audit::verify(&db, &vault, &authentic).await?;
             db.close().await;
+            for p in &problems {
+                eprintln!("checkpoint refused: {p}");
+            }
             match result {
-                Ok(n) => {
-                    println!("audit chain intact: {n} events");
+                Ok(report) if problems.is_empty() => {
+                    println!("{}", describe_intact(&report));
                     Ok(ExitCode::SUCCESS)
+                }
+                Ok(report) => {
+                    println!("{}", describe_intact(&report));
+                    Ok(ExitCode::from(1))
                 }
                 Err(b) => {
                     eprintln!("{b}");
@@ -195,4 +242,25 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             }
         }
     }
+}
+
+/// `audit chain intact: N events`, with what the unkeyed ones and checkpoints mean.
+fn describe_intact(r: &audit::ChainReport) -> String {
+    let mut line = format!("audit chain intact: {} events", r.events);
+    if r.unkeyed == r.events && r.events > 0 {
+        line.push_str(
+            " (all unkeyed: this database predates the keyed chain; a server seals them at its \
+             next start)",
+        );
+    } else if r.unkeyed > 0 {
+        line.push_str(&format!(
+            " ({} unkeyed from before the upgrade, sealed by event {})",
+            r.unkeyed,
+            r.unkeyed + 1
+        ));
+    }
+    if r.checkpoints > 0 {
+        line.push_str(&format!("; {} checkpoint(s) match", r.checkpoints));
+    }
+    line
 }

@@ -138,25 +138,19 @@ fn render(job: &Value) -> String {
 pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
     use std::sync::Arc;
 
-    use crate::config::{DEFAULT_DATA_DIR, MasterKeySource, store_url};
+    use crate::config::{DEFAULT_DATA_DIR, store_url};
     let data_dir = args
         .store
         .data_dir
         .clone()
         .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-    let source = MasterKeySource::resolve(args.master_key_file, &data_dir);
-    if let MasterKeySource::File(p) = &source
-        && !p.exists()
-    {
-        return Err(Error::Config(format!(
-            "no master key at {}; reconcile needs the server's key (--master-key-file)",
-            p.display()
-        )));
-    }
-    let vault = Arc::new(crate::vault::Vault::new(crate::serve::load_master_key(
-        &source,
+    let vault = Arc::new(crate::vault::Vault::new(crate::serve::store_master_key(
+        &args.store,
+        args.master_key_file,
+        false,
+        "reconcile",
     )?));
-    let store = crate::serve::open_store(&store_url(&args.store)).await?;
+    let store = crate::serve::open_store(&store_url(&args.store), vault.clone()).await?;
     let runtime = lockstep_runtime::Runtime::new(Some(&data_dir.join("listener-cache")))?;
     let registry = crate::registry::Registry::new(
         store.clone(),

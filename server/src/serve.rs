@@ -42,29 +42,128 @@ pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey> {
     }
 }
 
-/// Opens the store and writes the built-in roles and resource types.
-pub async fn open_store(url: &str) -> Result<Store> {
-    let store = Store::open(url).await?;
+/// The master key of a command that opens the store itself (`admin create`, `audit verify`,
+/// `reconcile`): `--master-key-file`, else `LOCKSTEP_MASTER_KEY`, else `DATA_DIR/master.key`.
+/// With `create`, a missing key file is created (the first command on a new data directory);
+/// otherwise it is an error naming `command`.
+pub fn store_master_key(
+    store: &crate::cli::StoreArgs,
+    file: Option<std::path::PathBuf>,
+    create: bool,
+    command: &str,
+) -> Result<MasterKey> {
+    let data_dir = store
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| crate::config::DEFAULT_DATA_DIR.into());
+    let source = MasterKeySource::resolve(file, &data_dir);
+    if let MasterKeySource::File(p) = &source
+        && !create
+        && !p.exists()
+    {
+        return Err(Error::Config(format!(
+            "{command}: no master key at {}; it needs the server's key (--master-key-file or \
+             LOCKSTEP_MASTER_KEY)",
+            p.display()
+        )));
+    }
+    load_master_key(&source)
+}
+
+/// Opens the store with the vault's master key as its audit-chain key, keys the chain (sealing
+/// events written before it was keyed; refusing a chain keyed with another master key), then
+/// writes the built-in roles and resource types.
+pub async fn open_store(url: &str, vault: Arc<Vault>) -> Result<Store> {
+    let mut store = Store::open(url).await?;
+    store.set_chain_key(vault);
+    crate::audit::key_chain(&store).await?;
     crate::identity::seed_builtin_roles(&store).await?;
     crate::inventory::resource_types::seed_builtin(&store).await?;
     crate::reset::settings::seed_default_policy(&store).await?;
     Ok(store)
 }
 
-/// Consumes committed audit rows: counts them and forwards them to syslog if configured.
+/// How often the audit chain's head is checkpointed (`audit::Checkpoint`).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPlan {
+    /// After this many audit events committed by this server.
+    pub every_events: u64,
+    /// At least this often while the chain grows (a server that appends nothing writes none).
+    pub every: Duration,
+}
+
+/// Writes checkpoints of the audit chain's head to the log and to syslog.
+struct Checkpointer {
+    store: Store,
+    vault: Arc<Vault>,
+    /// The newest one written, shared with `GET /v1/audit/verify`.
+    last: Arc<crate::audit::LastCheckpoint>,
+}
+
+impl Checkpointer {
+    /// Checkpoints the head, unless it is the one already checkpointed.
+    async fn write(&self, forwarder: &mut Option<SyslogForwarder>) {
+        let cp = match crate::audit::checkpoint(&self.store, &self.vault).await {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not make an audit checkpoint");
+                return;
+            }
+        };
+        if self
+            .last
+            .get()
+            .is_some_and(|l| l.seq == cp.seq && l.hash == cp.hash)
+        {
+            return;
+        }
+        tracing::info!("{cp}");
+        if let Some(f) = forwarder
+            && let Err(e) = f.send_checkpoint(&cp).await
+        {
+            tracing::warn!(seq = cp.seq, error = %e, "could not forward the audit checkpoint to syslog");
+        }
+        self.last.set(cp);
+    }
+}
+
+/// Consumes committed audit rows: counts them, forwards them to syslog if configured, and
+/// checkpoints the chain's head at start, every `plan.every_events` events and at least every
+/// `plan.every` while it grows.
 fn spawn_audit_publisher(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<AuditRow>,
     mut forwarder: Option<SyslogForwarder>,
     metrics: Arc<Metrics>,
+    checkpointer: Checkpointer,
+    plan: CheckpointPlan,
 ) {
     tokio::spawn(async move {
-        while let Some(row) = rx.recv().await {
-            metrics.count_audit_event();
-            if let Some(f) = &mut forwarder
-                && let Err(e) = f.send(&row).await
-            {
-                metrics.count_audit_forward_failure();
-                tracing::warn!(seq = row.seq, error = %e, "could not forward audit event to syslog");
+        let mut tick = tokio::time::interval(plan.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut since_checkpoint = 0u64;
+        loop {
+            tokio::select! {
+                row = rx.recv() => {
+                    let Some(row) = row else { break };
+                    metrics.count_audit_event();
+                    if let Some(f) = &mut forwarder
+                        && let Err(e) = f.send(&row).await
+                    {
+                        metrics.count_audit_forward_failure();
+                        tracing::warn!(seq = row.seq, error = %e, "could not forward audit event to syslog");
+                    }
+                    since_checkpoint += 1;
+                    if since_checkpoint >= plan.every_events {
+                        since_checkpoint = 0;
+                        checkpointer.write(&mut forwarder).await;
+                    }
+                }
+                // The first tick is at once: a checkpoint at start.
+                _ = tick.tick() => {
+                    since_checkpoint = 0;
+                    checkpointer.write(&mut forwarder).await;
+                }
             }
         }
     });
@@ -74,8 +173,8 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     // rustls needs one process-wide crypto provider; ring keeps the build free of aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
     crate::config::ensure_data_dir(&cfg.data_dir)?;
-    let vault = Vault::new(load_master_key(&cfg.master_key)?);
-    let mut store = open_store(&cfg.database_url).await?;
+    let vault = Arc::new(Vault::new(load_master_key(&cfg.master_key)?));
+    let mut store = open_store(&cfg.database_url, vault.clone()).await?;
     tracing::info!(
         database = %redact_url(&cfg.database_url),
         master_key_id = %vault.current_key_id(),
@@ -91,15 +190,21 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     }
 
     let metrics = Arc::new(Metrics::default());
+    let checkpoints = Arc::new(crate::audit::LastCheckpoint::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     store.set_audit_sink(tx);
     spawn_audit_publisher(
         rx,
         cfg.syslog.clone().map(SyslogForwarder::new),
         metrics.clone(),
+        Checkpointer {
+            store: store.clone(),
+            vault: vault.clone(),
+            last: checkpoints.clone(),
+        },
+        cfg.audit_checkpoints,
     );
 
-    let vault = Arc::new(vault);
     // Compiled listener components are cached next to the database, in a 0700 directory only
     // this user writes (it holds native code).
     let runtime = lockstep_runtime::Runtime::new(Some(&cfg.data_dir.join("listener-cache")))?;
@@ -122,6 +227,11 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         },
         cfg.rotation_check,
     );
+    let last_checkpointer = Checkpointer {
+        store: store.clone(),
+        vault: vault.clone(),
+        last: checkpoints.clone(),
+    };
     let state = AppState {
         store: store.clone(),
         vault,
@@ -129,6 +239,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         registry,
         resets,
         agents,
+        checkpoints: checkpoints.clone(),
     };
     let app = api::router(state, cfg.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -172,6 +283,8 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     };
     listening.abort();
     served.map_err(Error::io(format!("cannot serve on {}", cfg.listen)))?;
+    // A last checkpoint to the log: the events of the last minutes before a stop are covered.
+    last_checkpointer.write(&mut None).await;
     store.close().await;
     tracing::info!("lockstep stopped");
     Ok(())

@@ -24,7 +24,9 @@ impl TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         TestDb {
-            store: serve::open_store(&url).await.unwrap(),
+            store: serve::open_store(&url, std::sync::Arc::new(vault()))
+                .await
+                .unwrap(),
             url,
             _dir: Some(dir),
             pg_name: None,
@@ -52,7 +54,9 @@ impl TestDb {
             .await
             .unwrap();
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let store = serve::open_store(&url).await.unwrap();
+        let store = serve::open_store(&url, std::sync::Arc::new(vault()))
+            .await
+            .unwrap();
         Some(TestDb {
             store,
             url,
@@ -446,7 +450,13 @@ async fn audit_chain(db: &TestDb) {
         .unwrap();
     }
     // Seeding wrote no events; the five above are 1..=5.
-    assert_eq!(audit::verify(s).await.unwrap(), Ok(5));
+    assert_eq!(
+        audit::verify(s, &vault(), &[])
+            .await
+            .unwrap()
+            .map(|r| r.events),
+        Ok(5)
+    );
 
     let filtered = lockstep_server::store::audit::list(
         s.pool(),
@@ -485,18 +495,65 @@ async fn audit_chain(db: &TestDb) {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(audit::verify(s).await.unwrap(), Ok(25));
+    assert_eq!(
+        audit::verify(s, &vault(), &[])
+            .await
+            .unwrap()
+            .map(|r| r.events),
+        Ok(25)
+    );
 
     let mut conn = AnyConnection::connect(&db.url).await.unwrap();
     conn.execute("UPDATE audit_events SET outcome = 'denied' WHERE seq = 4")
         .await
         .unwrap();
-    let broken = audit::verify(s).await.unwrap().unwrap_err();
+    let broken = audit::verify(s, &vault(), &[]).await.unwrap().unwrap_err();
     assert_eq!(broken.seq, 4);
     assert!(broken.problem.contains("edited"), "{broken}");
     conn.close().await.unwrap();
 }
 on_both_databases!(audit_chain_is_verified, audit_chain);
+
+/// Events written before the chain was keyed (SHA-256 only) are sealed by one keyed event when
+/// the store is next opened with a master key, and keep verifying.
+async fn unkeyed_events_are_sealed(db: &TestDb) {
+    use lockstep_server::store::audit::{AuditRow, insert};
+    let mut prev = audit::GENESIS_HASH.to_string();
+    for seq in 1..=3 {
+        let mut row = AuditRow {
+            seq,
+            id: format!("evt_old{seq}"),
+            at: "2026-01-01T00:00:00.000000Z".into(),
+            actor: "user:old".into(),
+            action: "resource.create".into(),
+            target: format!("r{seq}"),
+            outcome: "success".into(),
+            source_ip: None,
+            detail: "{}".into(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+            chain_version: audit::UNKEYED,
+            key_id: None,
+        };
+        row.hash = audit::unkeyed_hash(&row).unwrap();
+        prev = row.hash.clone();
+        let mut tx = db.store.begin_write().await.unwrap();
+        insert(tx.conn(), &row).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let store = serve::open_store(&db.url, std::sync::Arc::new(vault()))
+        .await
+        .unwrap();
+    let report = audit::verify(&store, &vault(), &[]).await.unwrap().unwrap();
+    assert_eq!((report.events, report.unkeyed), (4, 3));
+    let seal = lockstep_server::store::audit::scan(store.pool(), 3, 1, true)
+        .await
+        .unwrap();
+    assert_eq!(seal[0].action, "audit.chain.keyed");
+    assert_eq!(seal[0].prev_hash, prev);
+    store.close().await;
+}
+on_both_databases!(unkeyed_events_are_sealed_at_open, unkeyed_events_are_sealed);
 
 /// A write transaction that reads first and writes later must not fail because another
 /// connection (a lease renewal, or another `lockstep` process on the same file) wrote in

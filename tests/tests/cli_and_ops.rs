@@ -142,7 +142,14 @@ async fn postgres_end_to_end_and_audit_verify() {
     assert_eq!(acc.status, 201, "{}", acc.text);
     assert_eq!(server.stop().code(), Some(0));
 
-    assert_verify(&["--database-url", &url], true, "");
+    // The server's key is in its data directory; `audit verify` needs it.
+    let key = server.data_dir().join("master.key");
+    let key = key.to_str().unwrap();
+    assert_verify(
+        &["--database-url", &url, "--master-key-file", key],
+        true,
+        "",
+    );
     let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
     let plain: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM accounts WHERE position(convert_to('pg-Sentinel-9', 'UTF8') in password_ciphertext) > 0",
@@ -160,7 +167,7 @@ async fn postgres_end_to_end_and_audit_verify() {
         .await
         .unwrap();
     assert_verify(
-        &["--database-url", &url],
+        &["--database-url", &url, "--master-key-file", key],
         false,
         &format!("seq 2 (id {id2})"),
     );
@@ -231,7 +238,7 @@ async fn https_by_default_with_a_stable_fingerprint() {
 }
 
 #[tokio::test]
-async fn master_key_is_created_0600_and_a_wrong_key_cannot_open_passwords() {
+async fn master_key_is_created_0600_and_another_key_is_refused_at_start() {
     let mut server = Server::start();
     let api = Api::new(&server);
     let root = server.root_token.clone();
@@ -242,41 +249,46 @@ async fn master_key_is_created_0600_and_a_wrong_key_cannot_open_passwords() {
     let (_, aid) = resource_with_account(&api, &root, "k", "Generic", "a", "Key-Test-1").await;
     server.stop();
 
-    // Same database, another master key (given through the environment): retrieval fails with
-    // a 500 that carries an error id, and no plaintext.
+    // Same database, another master key (given through the environment): the audit chain is
+    // keyed with the first key, so the server refuses to start rather than write events its
+    // verifiers cannot check. It names both keys by id, never by value.
     let other = "11".repeat(32);
     let data = server.data_dir();
-    let log = server.dir.path().join("other.log");
-    let args: Vec<String> = [
-        "serve",
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let (mut child, base) =
-        common::spawn_serve(&args, &[("LOCKSTEP_MASTER_KEY", &other)], &log, true);
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/accounts/{aid}/password/retrieve"))
-        .bearer_auth(&root)
-        .json(&json!({"reason": "wrong key test"}))
-        .send()
-        .await
+    let out = std::process::Command::new(common::lockstep_bin())
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env("LOCKSTEP_MASTER_KEY", &other)
+        .output()
         .unwrap();
-    assert_eq!(r.status(), 500);
-    let body: serde_json::Value = r.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_string();
-    assert!(!body.to_string().contains("Key-Test-1"));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains(&id), "the cause is logged under the error id");
-    assert!(!text.contains(&other), "the master key is never logged");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("keyed with master key"), "{text}");
+    assert!(!text.contains(&other), "the master key is never printed");
+    let right = std::fs::read_to_string(&key).unwrap();
+    assert!(!text.contains(right.trim()), "nor the right one");
+
+    // With its own key the server starts again and the password opens.
+    server.restart();
+    let api = Api::new(&server);
+    let r = api
+        .post(
+            &format!("/v1/accounts/{aid}/password/retrieve"),
+            &root,
+            json!({"reason": "right key test"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["password"], "Key-Test-1");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use lockstep_agent_protocol::auth::{MAX_CLOCK_SKEW_SECS, SignedRequest, decode_public_key};
 
 use super::networks;
-use super::refusals::{Admission, RefusalBudget};
+use super::refusals::{Admission, RefusalBudget, refusal_detail};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::agents::AgentRow;
@@ -34,10 +34,7 @@ pub async fn authenticate(
             let Admission::Record { suppressed_before } = admission else {
                 return Err::<AgentRow, Error>(err);
             };
-            let mut detail = serde_json::json!({ "reason": why });
-            if suppressed_before > 0 {
-                detail["refusals_not_recorded_before"] = serde_json::json!(suppressed_before);
-            }
+            let detail = refusal_detail(&why, suppressed_before);
             audit::record(
                 &store,
                 NewEvent {

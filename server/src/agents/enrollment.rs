@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::networks;
+use super::refusals::{Admission, RefusalBudget, refusal_detail};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::agents::{AgentRow, EnrollmentTokenRow};
@@ -134,17 +135,26 @@ pub async fn issue(
     })
 }
 
-/// Spends a token: registers the agent's public key. Every refusal is audited (without the
-/// token) and says what to do.
+/// Spends a token: registers the agent's public key. Every refusal says what to do and is
+/// audited (without the token) under the per-address refusal budget that refused agent
+/// requests use: an anonymous flood of enrollments is counted, not recorded one by one.
 pub async fn enroll(
     store: &Store,
+    budget: &RefusalBudget,
     req: EnrollRequest,
     source_ip: Option<String>,
 ) -> Result<EnrollResponse> {
     let refuse = |why: &'static str, err: Error| {
         let store = store.clone();
         let ip = source_ip.clone();
+        let admission = budget.admit(
+            source_ip.as_deref().unwrap_or("unknown"),
+            std::time::Instant::now(),
+        );
         async move {
+            let Admission::Record { suppressed_before } = admission else {
+                return Err::<EnrollResponse, Error>(err);
+            };
             audit::record(
                 &store,
                 NewEvent {
@@ -152,7 +162,7 @@ pub async fn enroll(
                     action: "agent.enroll",
                     target: "-",
                     outcome: Outcome::Denied,
-                    detail: serde_json::json!({ "reason": why }),
+                    detail: refusal_detail(why, suppressed_before),
                 },
             )
             .await?;

@@ -2,6 +2,7 @@
 //! so a flood of bad requests cannot grow the audit trail without bound. In each minute the
 //! first [`PER_MINUTE`] refusals from an address are audited as they come; the rest are
 //! counted, and the count goes into the next refusal from that address that is audited.
+//! Refused signed requests (`auth`) and refused enrollments (`enrollment`) share the budget.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -77,6 +78,16 @@ impl RefusalBudget {
             Admission::Count
         }
     }
+}
+
+/// The detail of an audited refusal: its reason, and the refusals from the same address that
+/// were counted but not audited before it (when there were any).
+pub fn refusal_detail(reason: &str, suppressed_before: u64) -> serde_json::Value {
+    let mut detail = serde_json::json!({ "reason": reason });
+    if suppressed_before > 0 {
+        detail["refusals_not_recorded_before"] = serde_json::json!(suppressed_before);
+    }
+    detail
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use lockstep_agent_protocol::messages::{
-    ListenerWork, Outcome as TaskOutcome, Password, ResultReceipt, Task, TaskResult, Work,
+    ListenerReport, ListenerWork, Outcome as TaskOutcome, Password, ResultReceipt, Task,
+    TaskResult, Work,
 };
 use serde::Serialize;
 
@@ -28,6 +29,18 @@ pub const TASK_LEASE: Duration = Duration::from_secs(120);
 const RECHECK: Duration = Duration::from_secs(5);
 /// How long the long-poll holds when the agent asks for nothing else.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(25);
+
+/// The largest task result an agent may send. An honest agent's is a few KiB (its runtime
+/// already cuts a listener's message to 4 KiB and its denials to 64 and a count); anything
+/// this large is refused whole.
+pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+/// Most of a task result's message kept, in bytes.
+const MAX_TASK_MESSAGE_BYTES: usize = 2000;
+/// Longest text of one denial an agent reports: a denial as the runtime writes it (capability,
+/// request and reason, each cut to `MAX_DENIAL_TEXT`).
+const MAX_DENIAL_BYTES: usize = 2 * lockstep_runtime::report::MAX_DENIAL_TEXT + 64;
+/// How a listener run may end, as an agent reports it.
+const LISTENER_OUTCOMES: [&str; 5] = ["proceed", "veto", "success", "failure", "stopped"];
 
 /// What a task asks the agent to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,17 +190,7 @@ pub async fn next(
     hold: Duration,
     source_ip: Option<&str>,
 ) -> Result<Option<Task>> {
-    if session.is_empty()
-        || session.len() > 64
-        || !session
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(Error::validation(
-            "session",
-            "must be 1–64 letters, digits, '-' or '_'",
-        ));
-    }
+    check_session(session)?;
     let hold = hold.min(Duration::from_secs(lockstep_agent_protocol::MAX_HOLD_SECS));
     let deadline = Instant::now() + hold;
     {
@@ -288,7 +291,76 @@ async fn claim(
     }))
 }
 
-/// Records a task's result: once. A repeated report changes nothing and says so.
+/// An agent process's session id: 1–64 letters, digits, `-` or `_`.
+fn check_session(session: &str) -> Result<()> {
+    if session.is_empty()
+        || session.len() > 64
+        || !session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::validation(
+            "session",
+            "must be 1–64 letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(())
+}
+
+/// Text from an agent made safe to store, show and audit: control characters (and bidi
+/// overrides) escaped, cut to `max` bytes.
+fn scrub(text: &str, max: usize) -> String {
+    use lockstep_runtime::report::{sanitize, truncate};
+    truncate(sanitize(text, false), max)
+}
+
+/// A listener report as an agent sent it, bounded the way the server's own runtime bounds a
+/// run it did itself: a known outcome; the message cut to 4 KiB; at most
+/// [`lockstep_runtime::report::MAX_DENIALS`] denials kept one by one (each cut), the rest
+/// counted in one more; control characters escaped everywhere. Each kept denial becomes one
+/// `listener.denial` audit event, so a report costs the audit trail at most 65 of them.
+pub fn bound_listener_report(r: ListenerReport) -> Result<ListenerReport> {
+    use lockstep_runtime::report::{MAX_DENIALS, MAX_MESSAGE_BYTES};
+    if !LISTENER_OUTCOMES.contains(&r.outcome.as_str()) {
+        return Err(Error::validation(
+            "listener.outcome",
+            format!("must be one of {}", LISTENER_OUTCOMES.join(", ")),
+        ));
+    }
+    let claimed = r.denials.len();
+    // An honest agent sends at most MAX_DENIALS and its own count of the rest.
+    let kept = if claimed > MAX_DENIALS + 1 {
+        MAX_DENIALS
+    } else {
+        claimed
+    };
+    let mut denials: Vec<String> = r
+        .denials
+        .iter()
+        .take(kept)
+        .map(|d| scrub(d, MAX_DENIAL_BYTES))
+        .collect();
+    if claimed > kept {
+        denials.push(format!(
+            "many: {} more denied call(s) reported by the agent (not recorded one by one)",
+            claimed - kept
+        ));
+    }
+    Ok(ListenerReport {
+        message: scrub(&r.message, MAX_MESSAGE_BYTES),
+        denials,
+        elapsed_ms: if r.elapsed_ms.is_finite() {
+            r.elapsed_ms.clamp(0.0, 1e9)
+        } else {
+            0.0
+        },
+        outcome: r.outcome,
+    })
+}
+
+/// Records a task's result: once. A repeated report changes nothing and says so. Everything
+/// the agent says is bounded and scrubbed first ([`bound_listener_report`]); the caller
+/// refuses a body over [`MAX_RESULT_BYTES`].
 pub async fn report(
     store: &Store,
     hub: &AgentHub,
@@ -306,13 +378,27 @@ pub async fn report(
             id: task_id.to_string(),
         });
     };
-    let message: String = result.message.chars().take(2000).collect();
-    let state = result.outcome.as_str();
-    let now = crate::time::now();
-    let listener = match &result.listener {
-        Some(l) => Some(serde_json::to_string(l).map_err(|e| Error::Internal(e.to_string()))?),
+    check_session(&result.session)?;
+    let listener = match result.listener {
+        Some(_) if task.kind != Kind::Listener.as_str() => {
+            return Err(Error::validation(
+                "listener",
+                format!(
+                    "only a listener task's result carries a listener report; task '{task_id}' \
+                     is a {} task",
+                    task.kind
+                ),
+            ));
+        }
+        Some(l) => Some(
+            serde_json::to_string(&bound_listener_report(l)?)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        ),
         None => None,
     };
+    let message = scrub(&result.message, MAX_TASK_MESSAGE_BYTES);
+    let state = result.outcome.as_str();
+    let now = crate::time::now();
     let mut tx = store.begin_write().await?;
     if !store::agents::finish_task(
         tx.conn(),
@@ -579,4 +665,58 @@ pub async fn visible_task(
         });
     }
     Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(denials: usize) -> ListenerReport {
+        ListenerReport {
+            outcome: "success".into(),
+            message: format!("\u{1b}[2J{}", "m".repeat(10_000)),
+            denials: (0..denials).map(|i| format!("net: {i}\u{7}")).collect(),
+            elapsed_ms: f64::INFINITY,
+        }
+    }
+
+    #[test]
+    fn a_hostile_listener_report_is_bounded_and_scrubbed() {
+        let r = bound_listener_report(report(10_000)).unwrap();
+        assert_eq!(r.denials.len(), 65);
+        assert!(r.denials[64].contains("9936 more"), "{}", r.denials[64]);
+        assert_eq!(r.denials[0], "net: 0\\u{7}");
+        assert!(r.message.starts_with("\\u{1b}[2J"), "{}", &r.message[..20]);
+        assert!(r.message.len() < 4200 && r.message.contains("bytes cut"));
+        assert_eq!(r.elapsed_ms, 0.0);
+        let long = ListenerReport {
+            denials: vec!["x".repeat(100_000)],
+            ..report(0)
+        };
+        assert!(bound_listener_report(long).unwrap().denials[0].len() <= MAX_DENIAL_BYTES + 32);
+    }
+
+    #[test]
+    fn an_honest_agents_report_passes_unchanged() {
+        // 64 denials and the runtime's own count of the rest: kept as sent.
+        let mut honest = report(64);
+        honest
+            .denials
+            .push("many: 3 more denied call(s) (not recorded one by one)".into());
+        honest.message = "restarted nginx".into();
+        honest.elapsed_ms = 12.5;
+        let bounded = bound_listener_report(honest.clone()).unwrap();
+        assert_eq!(bounded.denials.len(), 65);
+        assert_eq!(bounded.denials[64], honest.denials[64]);
+        assert_eq!(bounded.message, "restarted nginx");
+        assert_eq!(bounded.elapsed_ms, 12.5);
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_refused() {
+        let mut r = report(0);
+        r.outcome = "approve-everything".into();
+        let err = bound_listener_report(r).unwrap_err().to_string();
+        assert!(err.contains("listener.outcome"), "{err}");
+    }
 }

@@ -173,7 +173,7 @@ pub async fn enroll(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>)> {
-    let done = agents::enrollment::enroll(&s.store, req, ip).await?;
+    let done = agents::enrollment::enroll(&s.store, &s.agents.refusals, req, ip).await?;
     Ok((StatusCode::CREATED, Json(done)))
 }
 
@@ -237,6 +237,17 @@ pub async fn report(
     ApiPath(id): ApiPath<String>,
     call: AgentCall,
 ) -> Result<Json<ResultReceipt>> {
+    if call.body.len() > tasks::MAX_RESULT_BYTES {
+        return Err(Error::Rejected {
+            status: 413,
+            detail: format!(
+                "a task result may be at most {} bytes (this one is {}); a listener report \
+                 carries at most 64 denials and a 4 KiB message",
+                tasks::MAX_RESULT_BYTES,
+                call.body.len()
+            ),
+        });
+    }
     let result: TaskResult = call.json()?;
     Ok(Json(
         tasks::report(

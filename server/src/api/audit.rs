@@ -143,31 +143,41 @@ pub struct ChainStatus {
     pub intact: bool,
     /// Events checked (up to the break, if any).
     pub events: u64,
+    /// Of those, events written before the chain was keyed (SHA-256 only), sealed by the first
+    /// keyed event.
+    pub unkeyed_events: u64,
     /// The first bad event, if any.
     pub broken_at_seq: Option<i64>,
     pub broken_at_id: Option<String>,
     pub problem: Option<String>,
 }
 
+/// Walks the keyed chain, and compares it with the newest checkpoint this server wrote (so a
+/// tail deleted since is named too).
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = ChainStatus)))]
 pub async fn verify(
     State(s): State<AppState>,
     _a: Authorized<need::ReadAudit>,
 ) -> Result<Json<ChainStatus>> {
-    Ok(Json(match crate::audit::verify(&s.store).await? {
-        Ok(events) => ChainStatus {
-            intact: true,
-            events,
-            broken_at_seq: None,
-            broken_at_id: None,
-            problem: None,
+    let checkpoints: Vec<_> = s.checkpoints.get().into_iter().collect();
+    Ok(Json(
+        match crate::audit::verify(&s.store, &s.vault, &checkpoints).await? {
+            Ok(report) => ChainStatus {
+                intact: true,
+                events: report.events,
+                unkeyed_events: report.unkeyed,
+                broken_at_seq: None,
+                broken_at_id: None,
+                problem: None,
+            },
+            Err(b) => ChainStatus {
+                intact: false,
+                events: (b.seq - 1).max(0) as u64,
+                unkeyed_events: 0,
+                broken_at_seq: Some(b.seq),
+                broken_at_id: Some(b.id),
+                problem: Some(b.problem),
+            },
         },
-        Err(b) => ChainStatus {
-            intact: false,
-            events: (b.seq - 1).max(0) as u64,
-            broken_at_seq: Some(b.seq),
-            broken_at_id: Some(b.id),
-            problem: Some(b.problem),
-        },
-    }))
+    ))
 }

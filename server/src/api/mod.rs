@@ -45,6 +45,8 @@ pub struct AppState {
     pub registry: Registry,
     pub resets: Arc<crate::reset::pipeline::Engine>,
     pub agents: Arc<crate::agents::AgentHub>,
+    /// The newest audit checkpoint this server wrote (`GET /v1/audit/verify` compares with it).
+    pub checkpoints: Arc<crate::audit::LastCheckpoint>,
 }
 
 #[derive(OpenApi)]

@@ -1,6 +1,10 @@
 //! Operational endpoints: `/healthz`, `/metrics` (Prometheus text format), and the request
 //! counter middleware that feeds it. Neither endpoint reveals anything secret, so neither needs
 //! a token (as scrapers and load balancers expect).
+//!
+//! **Invariant:** every label value comes from a fixed set, never from the request as sent:
+//! methods are the nine standard ones or `other`, statuses are numbers the server itself chose
+//! (100–999), and no path is a label. Anonymous clients cannot grow the counters' memory.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,16 +21,35 @@ use super::AppState;
 /// Counters behind `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
-    /// Requests by (method, status).
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Requests by (method label, status): at most 10 × 900 series.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     audit_events: AtomicU64,
     audit_forward_failures: AtomicU64,
 }
 
+/// The method label of a request: a standard method by name, anything else `other` (a
+/// client may send any token as its method).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 impl Metrics {
-    pub fn count_request(&self, method: &str, status: u16) {
+    pub fn count_request(&self, method: &axum::http::Method, status: StatusCode) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((method.to_string(), status)).or_default() += 1;
+            *m.entry((method_label(method), status.as_u16()))
+                .or_default() += 1;
         }
     }
 
@@ -88,9 +111,9 @@ impl Metrics {
 
 /// Middleware: counts every response by method and status.
 pub async fn count_requests(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_string();
+    let method = req.method().clone();
     let response = next.run(req).await;
-    s.metrics.count_request(&method, response.status().as_u16());
+    s.metrics.count_request(&method, response.status());
     response
 }
 
@@ -112,4 +135,28 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            let method = Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            m.count_request(&method, StatusCode::METHOD_NOT_ALLOWED);
+        }
+        m.count_request(&Method::GET, StatusCode::OK);
+        let text = m.render();
+        assert!(
+            text.contains("method=\"other\",status=\"405\"} 1000"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"GET\",status=\"200\"} 1"), "{text}");
+        assert_eq!(m.requests.lock().unwrap().len(), 2);
+    }
 }

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
+use super::Checkpoint;
 use crate::error::{Error, Result};
 use crate::store::audit::AuditRow;
 
@@ -81,6 +82,27 @@ pub fn format_event(row: &AuditRow, hostname: &str) -> String {
     )
 }
 
+/// Formats a checkpoint of the chain's head as an RFC 5424 message (MSGID `CHECKPOINT`); its
+/// text is the checkpoint line `lockstep audit verify --checkpoints` reads.
+pub fn format_checkpoint(cp: &Checkpoint, hostname: &str) -> String {
+    let mut sd = format!("[{SD_ID}");
+    for (k, v) in [
+        ("seq", cp.seq.to_string()),
+        ("hash", cp.hash.clone()),
+        ("key", cp.key_id.clone()),
+        ("mac", cp.mac.clone()),
+    ] {
+        let _ = write!(sd, " {k}=\"{}\"", escape_param(&v));
+    }
+    sd.push(']');
+    format!(
+        "<{PRI}>1 {} {} lockstep {} CHECKPOINT {sd} {cp}",
+        cp.at,
+        hostname,
+        std::process::id(),
+    )
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -109,6 +131,16 @@ impl SyslogForwarder {
 
     pub async fn send(&mut self, row: &AuditRow) -> std::io::Result<()> {
         let msg = format_event(row, &self.hostname);
+        self.send_message(msg).await
+    }
+
+    /// Sends a checkpoint of the chain's head.
+    pub async fn send_checkpoint(&mut self, cp: &Checkpoint) -> std::io::Result<()> {
+        let msg = format_checkpoint(cp, &self.hostname);
+        self.send_message(msg).await
+    }
+
+    async fn send_message(&mut self, msg: String) -> std::io::Result<()> {
         match &self.target {
             SyslogTarget::Udp(addr) => {
                 if self.udp.is_none() {
@@ -179,6 +211,8 @@ mod tests {
             detail: "{}".into(),
             prev_hash: GENESIS.into(),
             hash: "ab".into(),
+            chain_version: super::super::KEYED,
+            key_id: Some("k1".into()),
         };
         let m = format_event(&row, "host1");
         assert!(
@@ -187,6 +221,26 @@ mod tests {
         );
         assert!(m.contains(r#"actor="user:a\"b\]""#), "{m}");
         assert!(m.ends_with("] {}"));
+    }
+
+    #[test]
+    fn a_checkpoint_message_carries_the_checkpoint_line() {
+        let cp = Checkpoint {
+            seq: 42,
+            hash: "ab".repeat(32),
+            at: "2026-01-01T00:00:00.000000Z".into(),
+            key_id: "k1".into(),
+            mac: "cd".repeat(32),
+        };
+        let m = format_checkpoint(&cp, "host1");
+        assert!(
+            m.starts_with("<85>1 2026-01-01T00:00:00.000000Z host1 lockstep "),
+            "{m}"
+        );
+        assert!(m.contains(" CHECKPOINT [lockstep@32473 seq=\"42\""), "{m}");
+        assert!(m.ends_with(&cp.to_string()), "{m}");
+        let found = Checkpoint::find_all(&m);
+        assert_eq!(found, vec![(1, Ok(cp))]);
     }
 
     const GENESIS: &str = super::super::GENESIS_HASH;

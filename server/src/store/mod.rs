@@ -6,7 +6,8 @@
 //! column-for-column identical.
 //!
 //! **Invariant:** store code knows nothing of HTTP, wasm or plaintext secrets; it moves sealed
-//! bytes (`vault::Sealed`) in and out.
+//! bytes (`vault::Sealed`) in and out. A `Store` carries the vault that keys the audit chain
+//! (`set_chain_key`) to `audit::append` without using it.
 //!
 //! Writes go through [`Store::begin_write`], which serializes writers inside this process. SQLite
 //! has a single writer anyway (this avoids `SQLITE_BUSY` on lock upgrades), and the audit chain
@@ -43,6 +44,7 @@ use self::audit::AuditRow;
 use self::notifications::NotificationRow;
 
 use crate::error::{Error, Result};
+use crate::vault::Vault;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -91,6 +93,8 @@ pub struct Store {
     write_lock: Arc<Mutex<()>>,
     audit_sink: Option<UnboundedSender<AuditRow>>,
     notification_sink: Option<UnboundedSender<NotificationRow>>,
+    /// The vault whose master key authenticates the audit chain (`audit::append`).
+    chain_key: Option<Arc<Vault>>,
 }
 
 /// A write transaction. Holds the process-wide write lock until commit or drop (rollback).
@@ -101,6 +105,7 @@ pub struct WriteTx {
     audit_sink: Option<UnboundedSender<AuditRow>>,
     notified: Vec<NotificationRow>,
     notification_sink: Option<UnboundedSender<NotificationRow>>,
+    chain_key: Option<Arc<Vault>>,
     _guard: OwnedMutexGuard<()>,
 }
 
@@ -111,6 +116,11 @@ impl WriteTx {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The vault that authenticates audit events appended in this transaction.
+    pub fn chain_key(&self) -> Option<Arc<Vault>> {
+        self.chain_key.clone()
     }
 
     /// Notes an audit row written in this transaction; it is published after commit.
@@ -197,6 +207,7 @@ impl Store {
             write_lock: Arc::new(Mutex::new(())),
             audit_sink: None,
             notification_sink: None,
+            chain_key: None,
         })
     }
 
@@ -215,6 +226,12 @@ impl Store {
     /// Sends every committed audit row to `sink` from now on.
     pub fn set_audit_sink(&mut self, sink: UnboundedSender<AuditRow>) {
         self.audit_sink = Some(sink);
+    }
+
+    /// Authenticates every audit event appended from now on with `vault`'s master key (see
+    /// `audit::chain`). A store without one cannot append audit events.
+    pub fn set_chain_key(&mut self, vault: Arc<Vault>) {
+        self.chain_key = Some(vault);
     }
 
     /// Sends every committed notification to `sink` from now on (the mailer).
@@ -243,6 +260,7 @@ impl Store {
             audit_sink: self.audit_sink.clone(),
             notified: Vec::new(),
             notification_sink: self.notification_sink.clone(),
+            chain_key: self.chain_key.clone(),
             _guard: guard,
         })
     }

@@ -155,6 +155,60 @@ impl Vault {
         Ok(hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// True when this vault holds the master key with id `key_id`.
+    pub fn knows_key(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
+    /// A message authentication code over `data` for `purpose`: HMAC-SHA-256 under a key
+    /// derived from the current master key for that purpose alone (HKDF-SHA-256-Expand with the
+    /// master key as the pseudorandom key and `lockstep:PURPOSE` as the info), hex. Returns the
+    /// id of the master key it used and the tag. Without the master key no one can compute a
+    /// tag that [`Vault::check_mac`] accepts, and a tag made for one purpose is no use for
+    /// another.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> Result<(String, String)> {
+        use hmac::Mac;
+        let tag = self.purpose_mac(&self.current, purpose)?.chain_update(data);
+        Ok((
+            self.current.clone(),
+            hex::encode(tag.finalize().into_bytes()),
+        ))
+    }
+
+    /// Checks a tag made by [`Vault::mac`] under master key `key_id`, in constant time. An
+    /// error when this vault does not have that key (the caller cannot tell either way).
+    pub fn check_mac(&self, key_id: &str, purpose: &str, data: &[u8], tag: &str) -> Result<bool> {
+        if !self.knows_key(key_id) {
+            return Err(Error::Crypto(format!(
+                "it was authenticated with master key '{key_id}', which this process does not have"
+            )));
+        }
+        use hmac::Mac;
+        let Ok(tag) = hex::decode(tag) else {
+            return Ok(false);
+        };
+        let mac = self.purpose_mac(key_id, purpose)?.chain_update(data);
+        Ok(mac.verify_slice(&tag).is_ok())
+    }
+
+    /// HMAC-SHA-256 keyed with the purpose's derived key (the derived key never leaves here).
+    fn purpose_mac(&self, key_id: &str, purpose: &str) -> Result<hmac::Hmac<sha2::Sha256>> {
+        use hmac::{KeyInit, Mac};
+        let master = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| Error::Crypto(format!("no master key '{key_id}' in this process")))?;
+        let wrong = |_| Error::Crypto("master key has the wrong length".into());
+        // HKDF-Expand, one block: T(1) = HMAC(PRK, info || 0x01).
+        let mut expand =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(master.bytes()).map_err(wrong)?;
+        expand.update(b"lockstep:");
+        expand.update(purpose.as_bytes());
+        expand.update(&[1]);
+        let derived = Zeroizing::new(expand.finalize().into_bytes());
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&derived[..]).map_err(wrong)
+    }
+
     pub fn seal_secret(&self, secret: &Secret, aad: &str) -> Result<Sealed> {
         self.seal(secret.expose().as_bytes(), aad)
     }
@@ -211,6 +265,39 @@ mod tests {
         assert!(!v.check_attestation("listener:l1:v1:abc", &flipped));
         let other = Vault::new(MasterKey::from_bytes([8u8; 32]));
         assert!(!other.check_attestation("listener:l1:v1:abc", &a));
+    }
+
+    #[test]
+    fn a_mac_holds_only_for_its_purpose_data_and_key() {
+        let v = vault();
+        let (key_id, tag) = v.mac("audit-chain", b"event 1").unwrap();
+        assert_eq!(key_id, v.current_key_id());
+        assert!(
+            v.check_mac(&key_id, "audit-chain", b"event 1", &tag)
+                .unwrap()
+        );
+        assert!(
+            !v.check_mac(&key_id, "audit-chain", b"event 2", &tag)
+                .unwrap()
+        );
+        assert!(
+            !v.check_mac(&key_id, "audit-checkpoint", b"event 1", &tag)
+                .unwrap()
+        );
+        assert!(
+            !v.check_mac(&key_id, "audit-chain", b"event 1", "zz")
+                .unwrap()
+        );
+        // Not the plain fingerprint under the master key: the key is derived per purpose.
+        assert_ne!(tag, v.fingerprint("audit-chain", b"event 1").unwrap());
+        let other = Vault::new(MasterKey::from_bytes([8u8; 32]));
+        let err = other
+            .check_mac(&key_id, "audit-chain", b"event 1", &tag)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not have"), "{err}");
+        let (_, other_tag) = other.mac("audit-chain", b"event 1").unwrap();
+        assert_ne!(other_tag, tag);
     }
 
     #[test]
