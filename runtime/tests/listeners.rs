@@ -1177,10 +1177,11 @@ async fn a_synchronous_host_call_cannot_carry_a_run_past_its_deadline() {
             Err(RunFailure::Timeout { .. }) if len <= 64 << 10 => {}
             other => panic!("get-random-bytes({len}): {other:?}"),
         }
-        // Documented: timeout + 250 ms. The slack is for a loaded test machine (the epoch
-        // thread and the run share its cores); the old code took 18 s here.
+        // Documented: timeout + 250 ms (measured here: about 1,050 ms). The bound only tells
+        // a run that stops near its deadline from one that does not (the old code took 18 s):
+        // it leaves room for a loaded CI machine, whose cores the epoch thread shares.
         assert!(
-            inv.elapsed < Duration::from_millis(2000),
+            inv.elapsed < Duration::from_millis(5000),
             "get-random-bytes({len}) in a loop ran {:?}: {:?}",
             inv.elapsed,
             inv.outcome
