@@ -27,6 +27,12 @@ pub struct AgentConfig {
     pub poll_interval_secs: u64,
     /// Holds `agent.key` (mode 0600).
     pub state_dir: PathBuf,
+    /// The listener publishers this agent trusts: ed25519 public keys, hex (the contents of a
+    /// `lockstep keygen` `FILE.pub`). An agent-mode listener runs only when its signature over
+    /// component and manifest verifies with one of them, whatever the server says; with none,
+    /// no listener runs here.
+    #[serde(default)]
+    pub publisher_keys: Vec<String>,
     #[serde(default)]
     pub accounts: AccountsConfig,
 }

@@ -16,10 +16,19 @@ pub struct EnrollArgs {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     pub poll_interval_secs: u64,
+    /// Publisher keys to pin (hex); kept from an existing file when none are given.
+    pub publisher_keys: Vec<String>,
 }
 
 pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     let pin = parse_fingerprint(&args.fingerprint)?;
+    for k in &args.publisher_keys {
+        lockstep_runtime::signature::parse_public_key(k).map_err(|e| {
+            Error::Config(format!(
+                "--publisher-key: {e}; give the FILE.pub that `lockstep keygen` wrote"
+            ))
+        })?;
+    }
     // A new key replaces the old one only once the server has accepted it: a mistyped or
     // expired token leaves a working agent as it was.
     let key_path = args.state_dir.join("agent.key");
@@ -45,10 +54,20 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
         })?;
     std::fs::rename(&new_key_path, &key_path)
         .map_err(Error::io(format!("cannot write {}", key_path.display())))?;
-    // Keep an existing file's account settings (UID range, paths) across re-enrollment.
-    let accounts = AgentConfig::load(&args.config)
+    // Keep an existing file's account settings (UID range, paths) and pinned publisher keys
+    // across re-enrollment.
+    let existing = AgentConfig::load(&args.config).ok();
+    let publisher_keys = if args.publisher_keys.is_empty() {
+        existing
+            .as_ref()
+            .map(|c| c.publisher_keys.clone())
+            .unwrap_or_default()
+    } else {
+        args.publisher_keys
+    };
+    let accounts = existing
         .map(|c| c.accounts)
-        .unwrap_or_else(|_| AccountsConfig::default());
+        .unwrap_or_else(AccountsConfig::default);
     AgentConfig {
         server: args.server.trim_end_matches('/').to_string(),
         fingerprint: hex::encode(pin),
@@ -56,6 +75,7 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
         owner: done.owner.clone(),
         poll_interval_secs: args.poll_interval_secs,
         state_dir: args.state_dir,
+        publisher_keys,
         accounts,
     }
     .save(&args.config)?;

@@ -1,9 +1,12 @@
 //! Agent-mode listeners: the same `lockstep-runtime` and the same capability checks as on the
 //! server, but `target-exec` (like `exec`) runs here, on the machine being reset.
 //!
-//! The server has checked the listener's signature, approval and association; the agent checks
-//! that the component it runs is the one the server named (SHA-256) before loading it, and
-//! keeps verified components in `STATE_DIR/components` so each is fetched once.
+//! The agent trusts publishers, not the server: before it loads a listener it checks the
+//! publisher's signature over the component and the manifest against the keys pinned in its
+//! own configuration (`publisher_keys`). A server (or a database writer) that sends another
+//! manifest, another component or a listener signed by a key the agent does not pin gets it
+//! refused; the refusal is reported and the server audits it. Verified components are kept in
+//! `STATE_DIR/components` so each is fetched once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork, Outcome};
+use lockstep_runtime::signature::{self, ListenerSignature};
 use lockstep_runtime::{
     LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime, TargetExec,
     Trigger,
@@ -43,6 +47,8 @@ impl TargetExec for LocalTarget {
 pub struct ListenerHost {
     runtime: Arc<Runtime>,
     components: PathBuf,
+    /// The pinned publisher keys, by key id.
+    publishers: HashMap<String, ed25519_dalek::VerifyingKey>,
     loaded: Mutex<HashMap<String, LoadedListener>>,
 }
 
@@ -51,14 +57,47 @@ fn phase(s: &str) -> Option<Phase> {
 }
 
 impl ListenerHost {
-    pub fn new(state_dir: &Path) -> Result<ListenerHost, String> {
+    pub fn new(state_dir: &Path, publisher_keys: &[String]) -> Result<ListenerHost, String> {
         let runtime = Runtime::new(Some(&state_dir.join("listener-cache")))
             .map_err(|e| format!("cannot start the listener runtime: {e}"))?;
+        let mut publishers = HashMap::new();
+        for text in publisher_keys {
+            let key = signature::parse_public_key(text).map_err(|e| {
+                format!("publisher_keys: {e}; use the FILE.pub of `lockstep keygen`")
+            })?;
+            publishers.insert(signature::key_id(&key), key);
+        }
         Ok(ListenerHost {
             runtime: Arc::new(runtime),
             components: state_dir.join("components"),
+            publishers,
             loaded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Checks the publisher's signature over `component` and `manifest` with a pinned key.
+    fn check_signature(
+        &self,
+        w: &ListenerWork,
+        component: &[u8],
+        manifest: &Manifest,
+    ) -> Result<(), String> {
+        let sig: ListenerSignature = serde_json::from_str(&w.signature)
+            .map_err(|e| format!("its signature cannot be read ({e}); not run"))?;
+        let Some(key) = self.publishers.get(&sig.key_id) else {
+            return Err(if self.publishers.is_empty() {
+                "this agent pins no publisher key, so it runs no listener; add the publisher's \
+                 key to publisher_keys in its configuration (or enroll with --publisher-key)"
+                    .to_string()
+            } else {
+                format!(
+                    "it is signed by publisher key {}, which this agent does not pin; not run",
+                    sig.key_id
+                )
+            });
+        };
+        signature::verify_digest(&sig, key, &Sha256::digest(component), manifest)
+            .map_err(|e| format!("its signature does not hold ({e}); not run"))
     }
 
     /// The component with `sha256`: from the local store, else fetched; checked either way.
@@ -91,7 +130,14 @@ impl ListenerHost {
     async fn load(&self, client: &Client, w: &ListenerWork) -> Result<LoadedListener, String> {
         let manifest =
             Manifest::parse(&w.manifest).map_err(|e| format!("the manifest is invalid: {e}"))?;
-        let key = format!("{}\n{}", w.component_sha256, manifest.digest());
+        // Keyed by the signature too: a cached listener runs again only under the signature
+        // that was verified when it was loaded.
+        let key = format!(
+            "{}\n{}\n{}",
+            w.component_sha256,
+            manifest.digest(),
+            hex::encode(Sha256::digest(w.signature.as_bytes()))
+        );
         if let Some(l) = self
             .loaded
             .lock()
@@ -101,6 +147,7 @@ impl ListenerHost {
             return Ok(l.clone());
         }
         let bytes = self.component(client, &w.component_sha256).await?;
+        self.check_signature(w, &bytes, &manifest)?;
         let runtime = self.runtime.clone();
         let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, manifest))
             .await

@@ -52,6 +52,10 @@ enum Command {
         /// The longest wait between reconnect attempts, in seconds.
         #[arg(long, default_value_t = 60)]
         poll_interval: u64,
+        /// A listener publisher's public key file (`lockstep keygen`'s FILE.pub) to trust;
+        /// repeat for several. Agent-mode listeners signed by no pinned key never run here.
+        #[arg(long = "publisher-key")]
+        publisher_keys: Vec<PathBuf>,
     },
     /// Register this machine and take tasks until stopped.
     Run,
@@ -95,6 +99,7 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
             token,
             state_dir,
             poll_interval,
+            publisher_keys,
         } => {
             if token.is_some() {
                 anyhow::bail!(
@@ -106,6 +111,14 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
             if !(1..=3600).contains(&poll_interval) {
                 anyhow::bail!("--poll-interval must be 1 to 3600 seconds");
             }
+            let publisher_keys = publisher_keys
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map(|t| t.trim().to_string())
+                        .map_err(|e| anyhow::anyhow!("--publisher-key {}: {e}", p.display()))
+                })
+                .collect::<anyhow::Result<Vec<String>>>()?;
             let token = enroll::read_token(token_file.as_deref())?;
             let done = enroll::enroll(enroll::EnrollArgs {
                 server,
@@ -114,6 +127,7 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
                 config: cli.config.clone(),
                 state_dir,
                 poll_interval_secs: poll_interval,
+                publisher_keys,
             })
             .await?;
             println!(

@@ -60,7 +60,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         Some(cfg.agent_id.clone()),
         key,
     )?);
-    let listeners = Arc::new(ListenerHost::new(&cfg.state_dir).map_err(Error::Config)?);
+    let listeners =
+        Arc::new(ListenerHost::new(&cfg.state_dir, &cfg.publisher_keys).map_err(Error::Config)?);
     let cfg = Arc::new(cfg);
     let session = new_session();
     let mut backoff = Backoff {

@@ -127,6 +127,10 @@ pub struct ListenerWork {
     pub component_sha256: String,
     /// The approved manifest (TOML).
     pub manifest: String,
+    /// The publisher's signature over component and manifest (the `.sig` JSON of
+    /// `lockstep listener sign`). The agent checks it against the publisher keys it pinned
+    /// itself; the server cannot vouch for a listener.
+    pub signature: String,
     pub job_id: String,
     /// `manual`, `bulk`, `scheduled` or `api`.
     pub trigger: String,

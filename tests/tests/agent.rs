@@ -520,7 +520,16 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
         )],
     )
     .await;
-    let (agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    // The agent trusts the publisher itself: it pins the key the listener was signed with.
+    let publisher = dir.path().join("publisher.key.pub");
+    let (agent, rid) = common::agent::enrolled_agent_pinning(
+        &api,
+        &root,
+        &server,
+        &t,
+        std::slice::from_ref(&publisher),
+    )
+    .await;
     let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
     let job = reset(&api, &root, &alice).await;
     let item = &job["items"][0];
@@ -757,4 +766,72 @@ async fn a_flood_of_bad_agent_requests_does_not_flood_the_audit_trail() {
     }
     let audited = audit_events(&api, &root, "agent.authenticate").await;
     assert_eq!(audited.len(), 20, "{audited:?}");
+}
+
+/// The agent trusts publishers, not the server: a listener the server approved (two
+/// administrators, a key the server trusts) but signed by a key the agent does not pin is
+/// refused on the agent, reported, and audited; it never touches the machine.
+#[tokio::test]
+async fn a_listener_signed_by_a_key_the_agent_does_not_pin_never_runs_there() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(manifest_path("exec-hook"))
+        .unwrap()
+        .replace(
+            "program = \"/usr/bin/wc\"\nargs = [\"-c\"]",
+            "program = \"/usr/bin/dd\"\nargs = [\"of=/etc/lockstep-proof\"]",
+        );
+    std::fs::write(dir.path().join("exec-hook.manifest.toml"), manifest).unwrap();
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "exec-hook",
+            support::wasm_dir().join("exec_hook.wasm"),
+            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
+                   "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
+        )],
+    )
+    .await;
+    // The agent's operator pins another publisher's key.
+    let other = dir.path().join("other.key");
+    let (st, _, err) = common::lockstep(&["keygen", "--out", other.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    let other_pub = dir.path().join("other.key.pub");
+    let (agent, rid) = common::agent::enrolled_agent_pinning(
+        &api,
+        &root,
+        &server,
+        &t,
+        std::slice::from_ref(&other_pub),
+    )
+    .await;
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let job = reset(&api, &root, &alice).await;
+    let item = &job["items"][0];
+    // Post-reset: the reset stands, the refusal is recorded.
+    assert_eq!(item["state"], "done", "{job}");
+    let hook = item["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["listener"] == "exec-hook")
+        .unwrap_or_else(|| panic!("no record of exec-hook: {job}"))
+        .clone();
+    assert_eq!(hook["outcome"], "stopped", "{hook}");
+    assert!(
+        hook["message"].as_str().unwrap().contains("does not pin"),
+        "{hook}"
+    );
+    assert!(
+        !t.state.path().join("upper/lockstep-proof").exists(),
+        "the unpinned listener ran on the agent's machine"
+    );
+    let audit = api.get("/v1/audit?action=listener.stopped", &root).await;
+    assert!(audit.text.contains("does not pin"), "{}", audit.text);
+    drop(agent);
 }

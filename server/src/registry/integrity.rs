@@ -41,6 +41,8 @@ pub struct RunnableListener {
     pub component_sha256: String,
     /// The approved manifest as published (agent-mode runs send it to the agent).
     pub manifest_text: String,
+    /// The publisher's signature as uploaded (agent-mode runs send it: agents verify it).
+    pub signature: String,
     pub key_id: String,
     pub listener: LoadedListener,
 }
@@ -83,6 +85,7 @@ struct Verified {
     component_sha256: String,
     manifest: Manifest,
     manifest_text: String,
+    signature: String,
     key_id: String,
     association: Association,
 }
@@ -232,6 +235,7 @@ impl Registry {
             component_sha256: v.component_sha256,
             manifest,
             manifest_text: v.manifest,
+            signature: v.signature,
             key_id: v.key_id,
             association,
         }))
@@ -313,6 +317,7 @@ impl Registry {
                     parameters: verified.association.parameters,
                     component_sha256: verified.component_sha256,
                     manifest_text: verified.manifest_text,
+                    signature: verified.signature,
                     key_id: verified.key_id,
                     listener,
                 }),

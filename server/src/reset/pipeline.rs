@@ -1489,6 +1489,7 @@ impl Engine {
                 phase: phase.as_str().into(),
                 component_sha256: l.component_sha256.clone(),
                 manifest: l.manifest_text.clone(),
+                signature: l.signature.clone(),
                 job_id: item.job_id.clone(),
                 trigger: s.job.trigger.clone(),
                 resource_type: s.resource.resource_type.clone(),

@@ -62,20 +62,37 @@ impl AgentHost {
 
     /// `lockstep-agent enroll`, the token on stdin.
     pub fn enroll(&self, server: &str, fingerprint: &str, token: &str) -> Output {
+        self.enroll_pinning(server, fingerprint, token, &[])
+    }
+
+    /// `lockstep-agent enroll` pinning the publisher keys in `publisher_keys` (`FILE.pub`s).
+    pub fn enroll_pinning(
+        &self,
+        server: &str,
+        fingerprint: &str,
+        token: &str,
+        publisher_keys: &[PathBuf],
+    ) -> Output {
+        let state = self.dir.join("state");
+        let mut args = vec![
+            "enroll",
+            "--server",
+            server,
+            "--fingerprint",
+            fingerprint,
+            "--token-file",
+            "-",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--poll-interval",
+            "2",
+        ];
+        for k in publisher_keys {
+            args.push("--publisher-key");
+            args.push(k.to_str().unwrap());
+        }
         let mut child = self
-            .command(&[
-                "enroll",
-                "--server",
-                server,
-                "--fingerprint",
-                fingerprint,
-                "--token-file",
-                "-",
-                "--state-dir",
-                self.dir.join("state").to_str().unwrap(),
-                "--poll-interval",
-                "2",
-            ])
+            .command(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,9 +208,20 @@ pub async fn enrolled_agent(
     server: &Server,
     t: &SshTarget,
 ) -> (AgentHost, String) {
+    enrolled_agent_pinning(api, root, server, t, &[]).await
+}
+
+/// [`enrolled_agent`] trusting the listener publishers whose `FILE.pub`s are given.
+pub async fn enrolled_agent_pinning(
+    api: &Api,
+    root: &str,
+    server: &Server,
+    t: &SshTarget,
+    publisher_keys: &[PathBuf],
+) -> (AgentHost, String) {
     let mut agent = AgentHost::new(t);
     let token = enrollment_token(api, root, json!({})).await;
-    let out = agent.enroll(&server.base, &fingerprint(server), &token);
+    let out = agent.enroll_pinning(&server.base, &fingerprint(server), &token, publisher_keys);
     assert!(
         out.status.success(),
         "enroll: {}",
