@@ -404,3 +404,71 @@ async fn a_password_an_interrupted_command_applies_later_is_kept_and_found_again
     );
     assert!(!audit.text.contains(late), "{}", audit.text);
 }
+
+#[tokio::test]
+async fn a_password_carried_by_a_cut_off_command_is_kept_when_a_fresh_one_replaces_it() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start_with(ServerOptions {
+        extra: vec!["--ssh-command-timeout-secs".into(), "1".into()],
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "kept", admin, &["app"], "App-Pw-1").await;
+    let path = format!("/v1/accounts/{}/reset", ids[0]);
+    // The first run outlives the timeout and applies its password 6 s later; every later run
+    // is refused at once (as a chpasswd waiting for the shadow lock would be), so the engine
+    // moves on to fresh generated passwords while the first is still on its way.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "if [ ! -e /root/ran ]; then touch /root/ran; sleep 6; \
+             IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd; \
+             else echo 'cannot lock /etc/shadow; try again later' >&2; exit 1; fi",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(
+        &api,
+        &root,
+        &path,
+        json!({"reason": "cut off, then refused"}),
+    )
+    .await;
+    let it = item_of(&job, &ids[0]);
+    assert!(
+        matches!(
+            it["state"].as_str(),
+            Some("parked" | "failed" | "out-of-sync")
+        ),
+        "{job}"
+    );
+    // The first run applies its password behind the engine's back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logs_in(&t, "app", "App-Pw-1").await {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off command never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The next reset's command fails without applying; the kept password is found.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c", "exit 1", "sh", "{login}"],
+            "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(
+        &api,
+        &root,
+        &path,
+        json!({"reason": "find it", "password": "Another-Pass-77!"}),
+    )
+    .await;
+    assert_eq!(item_of(&job, &ids[0])["state"], "failed", "{job}");
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+}

@@ -640,6 +640,9 @@ impl Engine {
             .await
             .map_err(|_| Error::Internal("target slots closed".into()))?;
         let mut attempts = item.attempts;
+        // Whether a command carrying `new` was cut off: it may still apply it later, so `new`
+        // is then never discarded, only kept.
+        let mut sent_by_interrupted = false;
         loop {
             attempts += 1;
             self.write_pending(&item, &new, &listeners, attempts)
@@ -736,11 +739,20 @@ impl Engine {
                 }
                 Held::Old => {}
             }
-            // Proven: the target still holds the old password, so this one can go.
+            // The target holds the old password now. `new` can go unless a command carrying
+            // it was cut off (it may still apply it): then it is kept.
             let generated = given.is_none();
+            sent_by_interrupted |= matches!(
+                failure,
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+            );
             match failure {
                 ApplyFailure::Refused { .. } if generated && attempts < MAX_GENERATED_ATTEMPTS => {
                     // The target's own rules refused a generated password: try a fresh one.
+                    if sent_by_interrupted {
+                        self.keep(&item, &new).await?;
+                        sent_by_interrupted = false;
+                    }
                     new = self.fresh_password(&s).await?;
                 }
                 ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
@@ -771,7 +783,16 @@ impl Engine {
                             "{e}; the target still accepts the stored password, nothing changed"
                         )
                     };
-                    return self.step(&item, to, Some(&why), &listeners, attempts).await;
+                    return self
+                        .step_keeping(
+                            &item,
+                            to,
+                            Some(&why),
+                            &listeners,
+                            attempts,
+                            sent_by_interrupted,
+                        )
+                        .await;
                 }
             }
         }
@@ -1044,9 +1065,15 @@ impl Engine {
             other => return Ok(other),
         }
         let kept =
-            store::resets::kept_pendings(self.store.pool(), &s.account.id, &item.id, 5).await?;
-        for (kept_by, sealed) in kept {
-            let candidate = self.vault.open_secret(&sealed, &pending_aad(&kept_by))?;
+            store::resets::kept_passwords(self.store.pool(), &s.account.id, &item.id, 8).await?;
+        for kept in kept {
+            let kept_by = kept.item_id.clone();
+            let candidate = self
+                .vault
+                .open_secret(&kept.sealed, &pending_aad(&kept_by))?;
+            if candidate.expose() == new.expose() || candidate.expose() == old.expose() {
+                continue;
+            }
             match remote::accepts(&endpoint, login, &candidate, self.timeouts).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -1058,7 +1085,7 @@ impl Engine {
             let now = crate::time::now();
             let mut tx = self.store.begin_write().await?;
             store::accounts::set_password(tx.conn(), &s.account.id, &stored, &now).await?;
-            store::resets::set_pending(tx.conn(), &kept_by, None).await?;
+            store::resets::drop_kept(tx.conn(), &kept).await?;
             audit::append(
                 &mut tx,
                 NewEvent {
@@ -1081,6 +1108,22 @@ impl Engine {
         Ok(Ok(Held::Neither))
     }
 
+    /// Keeps `password` (an earlier pending password of `item`) as one the target may still
+    /// take.
+    async fn keep(&self, item: &ItemRow, password: &Secret) -> Result<()> {
+        let sealed = self.vault.seal_secret(password, &pending_aad(&item.id))?;
+        let mut tx = self.store.begin_write().await?;
+        store::resets::keep_password(
+            tx.conn(),
+            &item.id,
+            &item.account_id,
+            &sealed,
+            &crate::time::now(),
+        )
+        .await?;
+        tx.commit().await
+    }
+
     /// Ends an item out-of-sync: the pending password stays sealed in the item beside the
     /// stored one, the account is marked, and an alert is logged and audited.
     async fn out_of_sync(
@@ -1100,7 +1143,14 @@ impl Engine {
     /// runs it again from the start.
     async fn restart(&self, item: &ItemRow, attempts: i64) -> Result<()> {
         let now = crate::time::now();
+        // The process that sent this password may have died with its command still running
+        // on the target: the password is kept as a candidate, not discarded.
+        let pending = store::resets::pending(self.store.pool(), &item.id).await?;
         let mut tx = self.store.begin_write().await?;
+        if let Some(sealed) = &pending {
+            store::resets::keep_password(tx.conn(), &item.id, &item.account_id, sealed, &now)
+                .await?;
+        }
         store::resets::set_pending(tx.conn(), &item.id, None).await?;
         store::resets::set_state(
             tx.conn(),

@@ -346,37 +346,105 @@ pub async fn pending(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
     Ok(row.and_then(SealedColumns::sealed))
 }
 
-/// Pending passwords that ended items of `account_id` (other than `except`) still keep because
-/// the target may hold them (out-of-sync, or failed after an interrupted command), newest
-/// first, at most `limit`: candidates when the target accepts neither the stored nor the new
-/// password.
-pub async fn kept_pendings(
+/// A password the target might hold for an account, besides the stored and the new one.
+#[derive(Debug, Clone)]
+pub struct KeptPassword {
+    /// The item whose pending AAD sealed it.
+    pub item_id: String,
+    /// Where it is kept: `Some(row id)` in `reset_kept_passwords`, `None` as the pending
+    /// password of an ended item.
+    pub kept_row: Option<String>,
+    pub sealed: Sealed,
+}
+
+/// Passwords the target may hold for `account_id`, newest first, at most `limit`: those kept
+/// for interrupted commands (any item, `except` included), and the pending passwords of ended
+/// items other than `except` (out-of-sync, or failed after an interrupted command).
+pub async fn kept_passwords(
     pool: &AnyPool,
     account_id: &str,
     except: &str,
     limit: i64,
-) -> Result<Vec<(String, Sealed)>> {
+) -> Result<Vec<KeptPassword>> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        id: String,
+        item_id: String,
+        kept_row: Option<String>,
+        at: String,
         #[sqlx(flatten)]
         sealed: SealedColumns,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, pending_key_id AS key_id, pending_nonce AS nonce, \
-         pending_ciphertext AS ciphertext FROM reset_items \
+    let mut rows: Vec<Row> = sqlx::query_as(
+        "SELECT item_id, id AS kept_row, kept_at AS at, key_id, nonce, ciphertext \
+         FROM reset_kept_passwords WHERE account_id = $1 ORDER BY kept_at DESC LIMIT $2",
+    )
+    .bind(account_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let pending: Vec<Row> = sqlx::query_as(
+        "SELECT id AS item_id, NULL AS kept_row, updated_at AS at, pending_key_id AS key_id, \
+         pending_nonce AS nonce, pending_ciphertext AS ciphertext FROM reset_items \
          WHERE account_id = $1 AND id <> $2 AND state IN ('out-of-sync', 'failed') \
-         AND pending_ciphertext IS NOT NULL ORDER BY updated_at DESC, id DESC LIMIT $3",
+         AND pending_ciphertext IS NOT NULL ORDER BY updated_at DESC LIMIT $3",
     )
     .bind(account_id)
     .bind(except)
     .bind(limit)
     .fetch_all(pool)
     .await?;
+    rows.extend(pending);
+    rows.sort_by(|a, b| b.at.cmp(&a.at));
     Ok(rows
         .into_iter()
-        .filter_map(|r| Some((r.id, r.sealed.sealed()?)))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .filter_map(|r| {
+            Some(KeptPassword {
+                item_id: r.item_id,
+                kept_row: r.kept_row,
+                sealed: r.sealed.sealed()?,
+            })
+        })
         .collect())
+}
+
+/// Keeps `sealed` (sealed with the item's pending AAD) as a password the target may still
+/// take.
+pub async fn keep_password(
+    conn: &mut AnyConnection,
+    item_id: &str,
+    account_id: &str,
+    sealed: &Sealed,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reset_kept_passwords (id, item_id, account_id, key_id, nonce, ciphertext, \
+         kept_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(crate::time::new_id("kpt"))
+    .bind(item_id)
+    .bind(account_id)
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lets go of a kept password once the vault took it (or it was proven otherwise).
+pub async fn drop_kept(conn: &mut AnyConnection, kept: &KeptPassword) -> Result<(), sqlx::Error> {
+    match &kept.kept_row {
+        Some(row) => {
+            sqlx::query("DELETE FROM reset_kept_passwords WHERE id = $1")
+                .bind(row)
+                .execute(conn)
+                .await?;
+        }
+        None => set_pending(conn, &kept.item_id, None).await?,
+    }
+    Ok(())
 }
 
 pub async fn given(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
@@ -465,6 +533,10 @@ pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
 /// Forgets an account's finished reset items and password history (before the account is
 /// deleted; the audit trail keeps what happened).
 pub async fn forget_account(conn: &mut AnyConnection, account_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM reset_kept_passwords WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM reset_items WHERE account_id = $1")
         .bind(account_id)
         .execute(&mut *conn)
