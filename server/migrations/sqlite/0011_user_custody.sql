@@ -19,6 +19,28 @@ INSERT INTO user_custody (user_name, custodian)
     SELECT DISTINCT u.name, substr(a.actor, 6) FROM audit_events a JOIN users u ON json_extract(a.detail, '$.user_id') = u.id
     WHERE a.action = 'token.issue' AND a.actor LIKE 'user:%' AND substr(a.actor, 6) <> u.name
     ON CONFLICT DO NOTHING;
+-- Custody is transitive (who controls a custodian controls its accounts): close the pairs,
+-- each pass doubling the depth covered (five passes: chains of up to 32 accounts).
+INSERT INTO user_custody (user_name, custodian)
+    SELECT DISTINCT a.user_name, b.custodian FROM user_custody a
+    JOIN user_custody b ON b.user_name = a.custodian WHERE b.custodian <> a.user_name
+    ON CONFLICT DO NOTHING;
+INSERT INTO user_custody (user_name, custodian)
+    SELECT DISTINCT a.user_name, b.custodian FROM user_custody a
+    JOIN user_custody b ON b.user_name = a.custodian WHERE b.custodian <> a.user_name
+    ON CONFLICT DO NOTHING;
+INSERT INTO user_custody (user_name, custodian)
+    SELECT DISTINCT a.user_name, b.custodian FROM user_custody a
+    JOIN user_custody b ON b.user_name = a.custodian WHERE b.custodian <> a.user_name
+    ON CONFLICT DO NOTHING;
+INSERT INTO user_custody (user_name, custodian)
+    SELECT DISTINCT a.user_name, b.custodian FROM user_custody a
+    JOIN user_custody b ON b.user_name = a.custodian WHERE b.custodian <> a.user_name
+    ON CONFLICT DO NOTHING;
+INSERT INTO user_custody (user_name, custodian)
+    SELECT DISTINCT a.user_name, b.custodian FROM user_custody a
+    JOIN user_custody b ON b.user_name = a.custodian WHERE b.custodian <> a.user_name
+    ON CONFLICT DO NOTHING;
 -- When the account's custody last changed (created, activation issued, role given): an
 -- approval of a change requested before that does not count.
 ALTER TABLE users ADD COLUMN custody_changed_at TEXT;

@@ -136,6 +136,12 @@ pub async fn activate(store: &Store, actor: &Actor, input: ActivateInput) -> Res
     let user = store::users::get_by_name(store.pool(), &input.name)
         .await?
         .ok_or(REFUSED)?;
+    let code_sha256 = token::hash(&input.activation_code);
+    // Read first: a flood of wrong codes never queues on the store's write lock (which every
+    // reset step needs); only a code that exists is spent in a write transaction.
+    if !store::user_custody::activation_exists(store.pool(), &code_sha256, &now).await? {
+        return Err(REFUSED);
+    }
     let mut tx = store.begin_write().await?;
     let Some(user_id) =
         store::user_custody::take_activation(tx.conn(), &token::hash(&input.activation_code), &now)

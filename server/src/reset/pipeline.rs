@@ -323,8 +323,14 @@ impl Engine {
     /// target, then returns how each ended, as (state, count).
     pub async fn reconcile_all(self: Arc<Self>) -> Result<Vec<(String, usize)>> {
         let mut ended: std::collections::BTreeMap<String, usize> = Default::default();
+        // Each item once: one whose target cannot be asked now comes round again when its
+        // lease runs out, and must not keep this command going.
+        let mut seen = std::collections::HashSet::new();
         while let Some(item) = self.claim_where(true).await? {
             let id = item.id.clone();
+            if !seen.insert(id.clone()) {
+                break;
+            }
             if let Err(e) = self.clone().run(item).await {
                 tracing::error!(item = %id, error = %e, "could not reconcile");
                 *ended.entry("left for later".into()).or_default() += 1;

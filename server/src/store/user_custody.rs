@@ -85,6 +85,18 @@ pub async fn set_activation(
     Ok(())
 }
 
+/// Whether an unexpired activation code has this hash (a read; no write lock).
+pub async fn activation_exists(pool: &AnyPool, code_sha256: &str, now: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM user_activations WHERE code_sha256 = $1 AND expires_at > $2",
+    )
+    .bind(code_sha256)
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
 /// Spends the activation code with this hash if it is unexpired at `now`: deletes it and
 /// returns its user's id. One caller wins a race; the other gets `None`.
 pub async fn take_activation(
