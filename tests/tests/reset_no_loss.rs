@@ -472,3 +472,61 @@ async fn a_password_carried_by_a_cut_off_command_is_kept_when_a_fresh_one_replac
     assert_eq!(item_of(&job, &ids[0])["state"], "failed", "{job}");
     every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
 }
+
+#[tokio::test]
+async fn a_sudo_rule_that_needs_no_password_for_the_command_alone_never_gets_the_admins() {
+    // Least privilege: ops may run the reset's programs as root without a password, nothing
+    // else (so `sudo -n true` fails). The admin's password must not be written ahead of the
+    // command's input: here the command would have made it the account's password.
+    let t = SshTarget::start(
+        "Root-Pw-1",
+        &[
+            TargetUser::with_sudo_rule(
+                "ops",
+                "Ops-Secret-Pw-9",
+                "ALL=(root) NOPASSWD: /usr/sbin/chpasswd, /bin/sh",
+            ),
+            TargetUser::new("app", "App-Pw-1"),
+        ],
+    );
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("ops", "Ops-Secret-Pw-9", "sudo");
+    let (_, ids) = resource(&api, &root, &t, "least", admin, &["app"], "App-Pw-1").await;
+    // A per-account template (the shape of FreeBSD's `pw usermod LOGIN -h 0`): the first line
+    // it reads becomes the password.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c",
+            "IFS= read -r p && printf '%s:%s\\n' \"$1\" \"$p\" | /usr/sbin/chpasswd",
+            "sh", "{login}"], "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(
+        &api,
+        &root,
+        &format!("/v1/accounts/{}/reset", ids[0]),
+        json!({"reason": "least privilege"}),
+    )
+    .await;
+    assert_eq!(item_of(&job, &ids[0])["state"], "done", "{job}");
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+    assert!(
+        !logs_in(&t, "app", "Ops-Secret-Pw-9").await,
+        "the account was given the admin's password"
+    );
+    // chpasswd itself, many accounts per run, under the same rule.
+    common::resets::set_reset_command(&api, &root, "Linux", None).await;
+    let job = run_job(
+        &api,
+        &root,
+        &format!("/v1/accounts/{}/reset", ids[0]),
+        json!({"reason": "least privilege, chpasswd"}),
+    )
+    .await;
+    assert_eq!(item_of(&job, &ids[0])["state"], "done", "{job}");
+    assert_eq!(item_of(&job, &ids[0])["attempts"], 1, "{job}");
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+}

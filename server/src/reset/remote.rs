@@ -11,7 +11,7 @@
 use zeroize::Zeroizing;
 
 use super::command::ResetCommand;
-use super::ssh::{self, Connection, Endpoint, RunFailure, SshFailure, Timeouts};
+use super::ssh::{self, Connection, Endpoint, Prompt, RunFailure, SshFailure, Timeouts};
 use crate::vault::Secret;
 
 /// How the administrative account changes other accounts' passwords.
@@ -19,13 +19,17 @@ use crate::vault::Secret;
 pub enum AdminKind {
     /// The admin is root: `chpasswd` directly.
     Root,
-    /// The admin may `sudo`: with a password (`sudo -S`, the admin's own password first on
-    /// stdin) or without one (`NOPASSWD`; asked with `sudo -n true` before each run).
+    /// The admin may `sudo`: without a password for everything (`NOPASSWD: ALL`, asked with
+    /// `sudo -n true` before each run), or else with `sudo -S` and a unique prompt: the
+    /// admin's password is written only when sudo prints that prompt, so a sudo that needs no
+    /// password for this one command (`NOPASSWD: /usr/sbin/chpasswd`) never passes it on.
     Sudo,
 }
 
-/// `sudo -S` reads the admin's own password on stdin; `-p ''`: no prompt text in the output.
-const SUDO_WITH_PASSWORD: &str = "sudo -S -p ''";
+/// `sudo -S` reads the admin's own password on stdin after printing the `-p` prompt.
+const SUDO_WITH_PASSWORD: &str = "sudo -S -p";
+/// How long sudo may take to print its prompt before the command is taken to need none.
+const SUDO_PROMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// `sudo -n` never reads a password: it runs the command, or fails without running it.
 const SUDO_WITHOUT_PASSWORD: &str = "sudo -n";
 /// Succeeds, without reading anything, exactly when sudo needs no password now.
@@ -186,23 +190,38 @@ pub async fn apply_many(
         },
     };
     let mut stdin = Zeroizing::new(Vec::new());
-    if sudo_password {
-        stdin.extend_from_slice(admin_password.expose().as_bytes());
-        stdin.push(b'\n');
-    }
     for line in &lines {
         stdin.extend_from_slice(line.bytes());
     }
     debug_assert!(n == 1 || command.batchable());
     let login = lines.first().map(|l| l.login.as_str()).unwrap_or("");
-    let line = match (kind, sudo_password) {
-        (AdminKind::Root, _) => command.command_line(login),
-        (AdminKind::Sudo, true) => format!("{SUDO_WITH_PASSWORD} {}", command.command_line(login)),
-        (AdminKind::Sudo, false) => {
-            format!("{SUDO_WITHOUT_PASSWORD} {}", command.command_line(login))
+    // A prompt no command prints by chance: the password goes only to a sudo that asks.
+    let mut nonce = [0u8; 12];
+    let _ = getrandom::fill(&mut nonce);
+    let marker = format!("[lockstep-sudo-{}] ", hex::encode(nonce));
+    let (line, prompt) = match (kind, sudo_password) {
+        (AdminKind::Root, _) => (command.command_line(login), None),
+        (AdminKind::Sudo, true) => {
+            let mut answer = Zeroizing::new(admin_password.expose().as_bytes().to_vec());
+            answer.push(b'\n');
+            (
+                format!(
+                    "{SUDO_WITH_PASSWORD} '{marker}' {}",
+                    command.command_line(login)
+                ),
+                Some(Prompt {
+                    marker,
+                    answer,
+                    wait: SUDO_PROMPT_WAIT,
+                }),
+            )
         }
+        (AdminKind::Sudo, false) => (
+            format!("{SUDO_WITHOUT_PASSWORD} {}", command.command_line(login)),
+            None,
+        ),
     };
-    let out = match admin.run(&line, stdin).await {
+    let out = match admin.run_answering(&line, stdin, prompt).await {
         Ok(out) => out,
         Err(e) => return all(e.into()),
     };

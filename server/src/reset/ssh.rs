@@ -230,6 +230,26 @@ pub async fn connect(
     })
 }
 
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `haystack` without any occurrence of `needle`.
+fn remove_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if !needle.is_empty() && haystack[i..].starts_with(needle) {
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Appends what fits under [`OUTPUT_CAP`].
 fn keep(buf: &mut Vec<u8>, data: &[u8]) {
     let room = OUTPUT_CAP.saturating_sub(buf.len());
@@ -244,6 +264,15 @@ fn describe(e: &russh::Error) -> String {
     }
 }
 
+/// A prompt a command may print on stderr before it reads its input (sudo's password prompt,
+/// made unique with `-p`): when `marker` appears, `answer` is written first; when it has not
+/// appeared after `wait`, the command is taken not to ask, and only the input is written.
+pub struct Prompt {
+    pub marker: String,
+    pub answer: Zeroizing<Vec<u8>>,
+    pub wait: Duration,
+}
+
 impl Connection {
     /// Runs `command`, writes `stdin` then EOF, and collects the output and exit status.
     /// `stdin` may hold secrets: it is zeroized here after use.
@@ -251,6 +280,17 @@ impl Connection {
         &self,
         command: &str,
         stdin: Zeroizing<Vec<u8>>,
+    ) -> Result<Output, RunFailure> {
+        self.run_answering(command, stdin, None).await
+    }
+
+    /// [`Connection::run`], answering `prompt` first if the command prints it. The marker is
+    /// taken out of the stderr returned.
+    pub async fn run_answering(
+        &self,
+        command: &str,
+        stdin: Zeroizing<Vec<u8>>,
+        prompt: Option<Prompt>,
     ) -> Result<Output, RunFailure> {
         let protocol = |e: russh::Error| SshFailure::Protocol {
             target: self.target.clone(),
@@ -267,27 +307,56 @@ impl Connection {
             let interrupted = |e| RunFailure::Interrupted(protocol(e));
             channel.exec(true, command).await.map_err(interrupted)?;
             let (mut rx, tx) = channel.split();
-            let input = stdin;
-            let write = async {
-                if !input.is_empty() {
-                    // russh takes its own copy of the bytes; ours is zeroized when dropped.
-                    tx.data(&input[..]).await?;
-                }
-                tx.eof().await
+            let tx = &tx;
+            // What goes to stdin, once it is decided (at once without a prompt).
+            let send = |bytes: Zeroizing<Vec<u8>>| {
+                Box::pin(async move {
+                    if !bytes.is_empty() {
+                        // russh takes its own copy of the bytes; ours is zeroized when dropped.
+                        tx.data(&bytes[..]).await?;
+                    }
+                    tx.eof().await
+                })
             };
-            tokio::pin!(write);
-            let mut writing = true;
+            let (marker, wait) = match &prompt {
+                Some(p) => (Some(p.marker.clone()), p.wait),
+                None => (None, Duration::ZERO),
+            };
+            let mut answer = prompt.map(|p| p.answer);
+            let mut input = Some(stdin);
+            let mut write = match marker {
+                None => Some(send(input.take().unwrap_or_default())),
+                Some(_) => None,
+            };
+            let no_prompt = tokio::time::sleep(wait);
+            tokio::pin!(no_prompt);
+            let mut writing = write.is_some();
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
             let mut status = None;
             loop {
                 tokio::select! {
-                    r = &mut write, if writing => {
+                    r = async { write.as_mut().expect("writing").await }, if writing => {
                         writing = false;
                         r.map_err(interrupted)?;
                     }
+                    () = &mut no_prompt, if write.is_none() => {
+                        write = Some(send(input.take().unwrap_or_default()));
+                        writing = true;
+                    }
                     msg = rx.wait() => match msg {
                         Some(ChannelMsg::Data { data }) => keep(&mut stdout, &data),
-                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => keep(&mut stderr, &data),
+                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                            keep(&mut stderr, &data);
+                            if write.is_none()
+                                && let Some(m) = &marker
+                                && contains(&stderr, m.as_bytes())
+                            {
+                                let mut first = answer.take().unwrap_or_default();
+                                first.extend_from_slice(&input.take().unwrap_or_default());
+                                write = Some(send(first));
+                                writing = true;
+                            }
+                        }
                         Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                         Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                             return Err(RunFailure::Interrupted(SshFailure::Protocol {
@@ -312,6 +381,9 @@ impl Connection {
                     reason: "the command ended without an exit status".into(),
                 })
             })?;
+            if let Some(m) = &marker {
+                stderr = remove_all(&stderr, m.as_bytes());
+            }
             Ok(Output {
                 status,
                 stdout,

@@ -23,6 +23,8 @@ pub struct TargetUser {
     pub sudo: bool,
     /// May sudo without a password (`NOPASSWD: ALL`, a common sudoers line).
     pub nopasswd: bool,
+    /// Its own sudoers rule (after the user name), e.g. `ALL=(root) NOPASSWD: /usr/sbin/chpasswd`.
+    pub sudo_rule: Option<String>,
 }
 
 impl TargetUser {
@@ -32,6 +34,15 @@ impl TargetUser {
             password: password.into(),
             sudo: false,
             nopasswd: false,
+            sudo_rule: None,
+        }
+    }
+
+    /// A user outside the sudo group with only its own sudoers rule.
+    pub fn with_sudo_rule(name: &str, password: &str, rule: &str) -> TargetUser {
+        TargetUser {
+            sudo_rule: Some(rule.into()),
+            ..TargetUser::new(name, password)
         }
     }
 
@@ -232,6 +243,11 @@ impl SshTarget {
         );
         for u in users.iter().filter(|u| u.nopasswd) {
             sudoers.push_str(&format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name));
+        }
+        for u in users {
+            if let Some(rule) = &u.sudo_rule {
+                sudoers.push_str(&format!("{} {rule}\n", u.name));
+            }
         }
         write(&upper.join("sudoers"), &sudoers, 0o440);
         let mut target = SshTarget {
