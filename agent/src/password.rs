@@ -99,10 +99,29 @@ pub async fn reset(cfg: &AccountsConfig, login: &str, password: &Password) -> (O
     if !out.status.success() {
         // chpasswd never echoes the password, but make sure.
         let err = String::from_utf8_lossy(&out.stderr).replace(password.expose(), "[redacted]");
-        return (
-            Outcome::Refused,
-            format!("chpasswd refused ({}): {}", out.status, err.trim()),
-        );
+        let err = err.trim();
+        // A non-zero exit does not prove nothing changed (a chpasswd can apply the line and
+        // fail a later step): the shadow file says which password the account has now.
+        return match accepts(cfg, login, password) {
+            Ok(true) => (
+                Outcome::Succeeded,
+                format!(
+                    "password set and verified (chpasswd exited {}: {err})",
+                    out.status
+                ),
+            ),
+            Ok(false) => (
+                Outcome::Refused,
+                format!("chpasswd refused ({}): {err}", out.status),
+            ),
+            Err(e) => (
+                Outcome::Unconfirmed,
+                format!(
+                    "chpasswd exited {} and the result cannot be checked: {e}",
+                    out.status
+                ),
+            ),
+        };
     }
     // chpasswd succeeded: from here on the password has changed, so anything short of a
     // confirmation leaves it unknown rather than unchanged.

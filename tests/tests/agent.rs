@@ -835,3 +835,36 @@ async fn a_listener_signed_by_a_key_the_agent_does_not_pin_never_runs_there() {
     assert!(audit.text.contains("does not pin"), "{}", audit.text);
     drop(agent);
 }
+
+/// An agent whose chpasswd applies the change and then exits 1 reports what the shadow file
+/// says, not what the exit status says: the reset commits the password the account now has.
+#[tokio::test]
+async fn an_agent_trusts_the_shadow_file_not_chpasswds_exit_status() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
+    let wrapper = agent.dir.join("late-failing-chpasswd");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n/usr/sbin/chpasswd\necho 'a later step failed' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agent.kill();
+    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let job = reset(&api, &root, &alice).await;
+    let item = &job["items"][0];
+    assert_eq!(item["state"], "done", "{job}");
+    assert_eq!(item["attempts"], 1, "{job}");
+    let pw = stored_password(&api, &root, &alice).await;
+    assert!(
+        logs_in(&t, "alice", &pw).await,
+        "the stored password logs in"
+    );
+}
