@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use lockstep_agent_protocol::messages::{EnrollRequest, EnrollResponse, Password};
 
 use crate::client::Client;
-use crate::config::{AccountsConfig, AgentConfig, parse_fingerprint};
+use crate::config::{AgentConfig, parse_fingerprint};
 use crate::error::{Error, Result};
 use crate::keyfile;
 
@@ -67,7 +67,7 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     };
     let accounts = existing
         .map(|c| c.accounts)
-        .unwrap_or_else(AccountsConfig::default);
+        .unwrap_or_default();
     AgentConfig {
         server: args.server.trim_end_matches('/').to_string(),
         fingerprint: hex::encode(pin),
