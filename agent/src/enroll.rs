@@ -65,9 +65,7 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     } else {
         args.publisher_keys
     };
-    let accounts = existing
-        .map(|c| c.accounts)
-        .unwrap_or_default();
+    let accounts = existing.map(|c| c.accounts).unwrap_or_default();
     AgentConfig {
         server: args.server.trim_end_matches('/').to_string(),
         fingerprint: hex::encode(pin),
