@@ -1,11 +1,13 @@
 //! Every per-run limit in one place (after wasmtime's `store_limits()`): memory summed over all
 //! of a run's linear memories, table growth, instance counts, the epoch deadline and the
-//! wall-clock timeout.
+//! wall-clock timeout, and the host memory and file descriptors a run can make the host hold.
 //!
 //! What this does NOT cover, by design of the layers: a host call that blocks is not
-//! interrupted by the epoch (host calls here are async and sit under the outer timeout), and
-//! the host's own allocations on behalf of the guest are bounded by the per-call caps
-//! (`output_kib`, [`MAX_LOG_LINES`], [`crate::report::MAX_MESSAGE_BYTES`]).
+//! interrupted by the epoch (host calls here are async and sit under the outer timeout). The
+//! host's own allocations on behalf of the guest are bounded per call (`output_kib`,
+//! [`MAX_LOG_LINES`], [`crate::report::MAX_MESSAGE_BYTES`]) and, for what outlives a call
+//! (requests, bodies, fields, streams, pollables, sockets), by [`MAX_RESOURCES`] handles of
+//! bounded size each: see [`MAX_HELD_BYTES_PER_RUN`].
 
 use std::time::Duration;
 
@@ -34,6 +36,47 @@ pub const MAX_MEMORIES: usize = 4;
 pub const MAX_TABLES: usize = 16;
 /// Most elements one table may grow to.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Most live resource handles (the host's resource table) one run may hold: every host-side
+/// object a guest keeps between calls is one (an HTTP request, its body and body stream, a
+/// fields object, a response, a pollable, a socket, a stream). A run that asks for one more
+/// is stopped ("too many live resource handles"). wasmtime's default is about 2^32; 2,000 let
+/// a run hold 4 GiB of unsent HTTP bodies (issue 16).
+pub const MAX_RESOURCES: usize = 256;
+
+/// Most bytes one `wasi:http` fields object (request or response headers a guest builds) may
+/// hold, counted as wasmtime counts them (names, values and their per-entry overhead).
+/// wasmtime's default is 128 KiB; a webhook's headers take a few hundred bytes. Adding past
+/// it traps ("total size of fields exceeds limit").
+pub const MAX_HTTP_FIELDS_BYTES: usize = 8 << 10;
+
+/// Largest write to an outgoing HTTP body stream, and how many such writes the host buffers
+/// before the request is sent: a body written but never sent holds at most
+/// `(HTTP_BODY_BUFFERED_CHUNKS + 1) * HTTP_BODY_CHUNK_BYTES` = 16 KiB of host memory (wasmtime's
+/// default: 2 MiB). A larger body is streamed as the request goes out, chunk by chunk.
+pub const HTTP_BODY_CHUNK_BYTES: usize = 8 << 10;
+pub const HTTP_BODY_BUFFERED_CHUNKS: usize = 1;
+
+/// The most host memory one handle can hold: an outgoing request's path-with-query and
+/// authority (each at most 64 KiB, the `http` crate's URI limit). A fields object holds at most
+/// [`MAX_HTTP_FIELDS_BYTES`], an unsent body 16 KiB, a socket's write in flight 64 KiB.
+/// Not counted here: what an HTTP connection in flight buffers in hyper (at most 32 per run,
+/// the connection budget).
+pub const MAX_HELD_BYTES_PER_HANDLE: usize = 128 << 10;
+
+/// The bound on the host memory one run can make the host hold between calls:
+/// [`MAX_RESOURCES`] handles of at most [`MAX_HELD_BYTES_PER_HANDLE`] each, 32 MiB; with
+/// [`crate::engine::MAX_CONCURRENT_RUNS`] (64) runs at once, 2 GiB. Unsent bodies and fields,
+/// the cheap way to hold memory, stay far under it: 256 x 16 KiB = 4 MiB per run.
+pub const MAX_HELD_BYTES_PER_RUN: usize = MAX_RESOURCES * MAX_HELD_BYTES_PER_HANDLE;
+
+/// Most TCP sockets one run may create, connected or not: each is a file descriptor of the
+/// server. With the 32 HTTP connections of a run's connection budget, a run holds at most
+/// 8 + 32 descriptors, and 64 runs at once 2,560: the server needs an open-file limit above
+/// that plus its own (Linux's default soft limit of 1,024 is not enough; `LimitNOFILE=65536`).
+/// A socket past the cap fails with `new-socket-limit` and leaves a denial record. (Before,
+/// creating a socket was not a "connection": a run held about 2,000, issue 16.)
+pub const MAX_SOCKETS_PER_RUN: usize = 8;
 
 /// A `ResourceLimiter` that caps the *sum* of all linear memories of one store (wasmtime's
 /// `StoreLimits` caps each memory on its own, so ten memories could take ten times the limit).

@@ -1188,3 +1188,74 @@ async fn a_synchronous_host_call_cannot_carry_a_run_past_its_deadline() {
         );
     }
 }
+
+/// The host's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// Issue 16: outgoing requests whose bodies are written and never sent were buffered by the
+/// host (about 2 MiB each, fields 128 KiB each), bounded only by the 2,000 resource-table
+/// entries: about 4 GiB of host memory under a 32 MiB `memory_mib`. The run is stopped at its
+/// handle cap and what it holds is small. (The bound only separates "stopped" from "held
+/// hundreds of MiB": other tests of this process run at the same time.)
+#[tokio::test]
+async fn a_run_cannot_make_the_host_hold_unbounded_memory() {
+    // Time enough for the old code to buffer all 400 (about 3 s in a debug build).
+    let patient = runtime()
+        .load(
+            &wasm("test_probe"),
+            Manifest::parse(&probe_manifest().replace("timeout_ms = 1000", "timeout_ms = 20000"))
+                .unwrap(),
+        )
+        .unwrap();
+    let before = peak_rss_kib();
+    let inv = patient
+        .run(Phase::PostReset, &event(&["http-hoard", "400", "6"]), ctx())
+        .await;
+    let grown_mib = peak_rss_kib().saturating_sub(before) >> 10;
+    assert!(
+        matches!(&inv.outcome, Err(RunFailure::Trap(m)) if m.contains("live resource handles")),
+        "{:?}",
+        inv.outcome
+    );
+    // Measured: a few MiB; the old code grew by about 850 MiB.
+    assert!(grown_mib < 200, "the host grew by {grown_mib} MiB");
+    // One fields object holds at most 8 KiB (wasmtime's default: 128 KiB).
+    let inv = post(&["http-hoard", "1", "100"]).await;
+    assert!(
+        matches!(&inv.outcome, Err(RunFailure::Trap(m)) if m.contains("fields exceeds limit")),
+        "{:?}",
+        inv.outcome
+    );
+}
+
+/// Issue 16: creating a socket is not a connection, so a run with a TCP grant could hold
+/// about 2,000 unconnected sockets (file descriptors of the server).
+#[tokio::test]
+async fn a_run_cannot_hold_more_sockets_than_its_cap() {
+    let inv = post(&["socket-hoard", "100"]).await;
+    assert!(
+        failure(&inv).contains("socket 8:") && failure(&inv).contains("new-socket-limit"),
+        "{:?}",
+        inv.outcome
+    );
+    assert!(
+        inv.denials
+            .iter()
+            .any(|d| d.requested == "create-tcp-socket" && d.reason.contains("more than 8 sockets")),
+        "{:?}",
+        inv.denials
+    );
+    // Within the cap, sockets still work.
+    let s = servers();
+    assert_eq!(
+        success(&post(&["tcp", &format!("127.0.0.1:{}", s.tcp)]).await),
+        "pong"
+    );
+}
