@@ -151,6 +151,114 @@ impl wasmtime::ResourceLimiter for SummedLimiter {
     }
 }
 
+/// Most locals one function may declare (its parameters, at most 1,000, come on top).
+/// Cranelift's register allocator grows faster than linearly with the values live at once:
+/// one function with 20,000 locals live across a loop (a 490 KB component) took about 100 s
+/// to compile (issue 16). The largest in the examples: 271 (CPython), 118 (SpiderMonkey).
+pub const MAX_FUNCTION_LOCALS: u64 = 2_000;
+
+/// Largest body of one function, in bytes of wasm code (the examples' largest: 427 KB, in
+/// CPython).
+pub const MAX_FUNCTION_BODY_BYTES: usize = 1 << 20;
+
+/// Most bytes of function bodies in all of a component's core modules together (the
+/// examples: 9.2 MB for JavaScript, 6.5 MB for Python, under 150 KB for Rust).
+pub const MAX_CODE_BYTES: usize = 32 << 20;
+
+/// Most of the sum, over all functions, of locals x body bytes: the compile-cost measure
+/// (values that may be live x instructions) that bounds many functions just under the
+/// per-function caps. The examples: 1.3e8 (JavaScript), 7e7 (Python), 1.2e6 (Rust); the
+/// 100-second component: 1e10.
+pub const MAX_COMPILE_COST: u64 = 1_000_000_000;
+
+/// Refuses a component whose code would cost too much to compile: a function with more than
+/// [`MAX_FUNCTION_LOCALS`] locals or a body over [`MAX_FUNCTION_BODY_BYTES`], more than
+/// [`MAX_CODE_BYTES`] of code in all, or a compile cost over [`MAX_COMPILE_COST`]. Walks every
+/// core module (nested ones included) with wasmparser, without validating (wasmtime validates
+/// when it compiles). Run at upload and at every load, before the compiler or the cache sees
+/// the bytes. Code that cannot be read is [`crate::Error::Compile`] (it would not compile
+/// either); code over a limit is [`crate::Error::TooCostly`].
+pub fn check_code(wasm: &[u8]) -> Result<(), crate::error::Error> {
+    let stats = code_stats(wasm).map_err(crate::error::Error::Compile)?;
+    within_limits(&stats).map_err(crate::error::Error::TooCostly)
+}
+
+fn within_limits(stats: &CodeStats) -> Result<(), String> {
+    let split = "split it into smaller functions";
+    if let Some((function, locals)) = stats.most_locals
+        && locals > MAX_FUNCTION_LOCALS
+    {
+        return Err(format!(
+            "function {function} declares {locals} locals, more than {MAX_FUNCTION_LOCALS}; {split}"
+        ));
+    }
+    if let Some((function, size)) = stats.largest_body
+        && size > MAX_FUNCTION_BODY_BYTES
+    {
+        return Err(format!(
+            "function {function} has a {size}-byte body, more than {MAX_FUNCTION_BODY_BYTES}; {split}"
+        ));
+    }
+    if stats.code_bytes > MAX_CODE_BYTES {
+        return Err(format!(
+            "{} bytes of code, more than {} MiB; a listener needs far less",
+            stats.code_bytes,
+            MAX_CODE_BYTES >> 20
+        ));
+    }
+    if stats.compile_cost > MAX_COMPILE_COST {
+        return Err(format!(
+            "its functions' locals x body bytes add up to {}, more than {MAX_COMPILE_COST}; use fewer locals in its large functions",
+            stats.compile_cost
+        ));
+    }
+    Ok(())
+}
+
+/// What [`check_code`] measures of a component's code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CodeStats {
+    /// The function (counted from 1 over all core modules) with the most locals, and how many.
+    pub most_locals: Option<(usize, u64)>,
+    /// The function with the largest body, and its size in bytes.
+    pub largest_body: Option<(usize, usize)>,
+    /// Bytes of function bodies in all.
+    pub code_bytes: usize,
+    /// The sum of locals x body bytes over all functions.
+    pub compile_cost: u64,
+}
+
+/// Measures `wasm`'s code (every core module, nested ones included).
+pub fn code_stats(wasm: &[u8]) -> Result<CodeStats, String> {
+    let mut stats = CodeStats::default();
+    let mut function = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| format!("it cannot be read: {e}"))?;
+        let wasmparser::Payload::CodeSectionEntry(body) = payload else {
+            continue;
+        };
+        function += 1;
+        let unreadable =
+            |e: wasmparser::BinaryReaderError| format!("function {function} cannot be read: {e}");
+        let size = body.range().len();
+        let mut locals: u64 = 0;
+        for entry in body.get_locals_reader().map_err(unreadable)? {
+            locals = locals.saturating_add(u64::from(entry.map_err(unreadable)?.0));
+        }
+        if stats.most_locals.is_none_or(|(_, l)| locals > l) {
+            stats.most_locals = Some((function, locals));
+        }
+        if stats.largest_body.is_none_or(|(_, b)| size > b) {
+            stats.largest_body = Some((function, size));
+        }
+        stats.code_bytes = stats.code_bytes.saturating_add(size);
+        stats.compile_cost = stats
+            .compile_cost
+            .saturating_add(locals.saturating_mul(size as u64));
+    }
+    Ok(stats)
+}
+
 /// Epoch ticks for a timeout, at least one.
 pub fn epoch_ticks(timeout: Duration) -> u64 {
     (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64

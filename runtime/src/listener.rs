@@ -227,6 +227,8 @@ impl Runtime {
                     .into(),
             ));
         }
+        // Before the compiler or the cache: compile time is bounded by what the code declares.
+        crate::limits::check_code(wasm)?;
         let component = match self.cache.as_ref().and_then(|c| c.load(&self.engine, wasm)) {
             Some(c) => c,
             None => {

@@ -1259,3 +1259,73 @@ async fn a_run_cannot_hold_more_sockets_than_its_cap() {
         "pong"
     );
 }
+
+/// The body of a function with `locals` locals (after 8 parameters), all live across a loop:
+/// the shape that makes Cranelift's register allocator slow.
+fn live_locals_body(locals: usize) -> String {
+    let mut body = format!("(local{})", " i32".repeat(locals));
+    for k in 8..8 + locals {
+        body.push_str(&format!(" (local.set {k} (i32.const {k}))"));
+    }
+    body.push_str(" (loop $l");
+    for k in 8..8 + locals {
+        let next = if k + 1 < 8 + locals { k + 1 } else { 8 };
+        body.push_str(&format!(
+            " (local.set {k} (i32.add (local.get {k}) (local.get {next})))"
+        ));
+    }
+    body.push_str(" (br_if $l (local.get 0))) (i32.const 0)");
+    body
+}
+
+/// A component whose hooks have `locals` live locals each, plus `extra` functions like them.
+fn many_locals(locals: usize, extra: usize) -> Vec<u8> {
+    let body = live_locals_body(locals);
+    let params = "(param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)";
+    let fields: String = (0..extra)
+        .map(|i| format!("(func (export \"extra-{i}\") {params} {body})\n"))
+        .collect();
+    components::CoreModule {
+        fields: &fields,
+        realloc: "(i32.const 4096)",
+        hook: &body,
+    }
+    .component()
+}
+
+/// Issue 16: one function with 20,000 locals live across a loop (a 490 KB component) took
+/// Cranelift about 100 s to compile, at upload and at every load. It is refused before
+/// compiling, with the reason.
+#[test]
+fn a_component_too_costly_to_compile_is_refused_before_compiling() {
+    let manifest = "name = \"many-locals\"\nversion = \"0.1.0\"\nphases = [\"post-reset\"]\n\
+         modes = [\"agentless\"]\nresource_types = [\"Linux\"]\n";
+    let wasm = many_locals(20_000, 0);
+    let started = std::time::Instant::now();
+    let err = runtime()
+        .load(&wasm, Manifest::parse(manifest).unwrap())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::TooCostly(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("declares 20000 locals, more than 2000"),
+        "{err}"
+    );
+    // Refused by reading the code, not by compiling it (the old code compiled for ~100 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // Many functions, each under the per-function caps, add up: refused on their total cost.
+    let err = lockstep_runtime::limits::check_code(&many_locals(1_900, 30)).unwrap_err();
+    assert!(
+        matches!(&err, Error::TooCostly(m) if m.contains("locals x body bytes add up to")),
+        "{err}"
+    );
+    // A small one of the same shape loads.
+    runtime()
+        .load(&many_locals(50, 0), Manifest::parse(manifest).unwrap())
+        .unwrap();
+}
