@@ -48,6 +48,10 @@ pub enum Error {
     /// The bytes are not a WebAssembly component.
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
+    /// The component is refused before compiling: compiling it would cost too much
+    /// ([`crate::limits::check_code`]).
+    #[error("the component is too costly to compile: {0}")]
+    TooCostly(String),
     /// The component failed to compile.
     #[error("the component does not compile: {0}")]
     Compile(String),

@@ -1,11 +1,13 @@
 //! Every per-run limit in one place (after wasmtime's `store_limits()`): memory summed over all
 //! of a run's linear memories, table growth, instance counts, the epoch deadline and the
-//! wall-clock timeout.
+//! wall-clock timeout, and the host memory and file descriptors a run can make the host hold.
 //!
 //! What this does NOT cover, by design of the layers: a host call that blocks is not
-//! interrupted by the epoch (host calls here are async and sit under the outer timeout), and
-//! the host's own allocations on behalf of the guest are bounded by the per-call caps
-//! (`output_kib`, [`MAX_LOG_LINES`], [`crate::report::MAX_MESSAGE_BYTES`]).
+//! interrupted by the epoch (host calls here are async and sit under the outer timeout). The
+//! host's own allocations on behalf of the guest are bounded per call (`output_kib`,
+//! [`MAX_LOG_LINES`], [`crate::report::MAX_MESSAGE_BYTES`]) and, for what outlives a call
+//! (requests, bodies, fields, streams, pollables, sockets), by [`MAX_RESOURCES`] handles of
+//! bounded size each: see [`MAX_HELD_BYTES_PER_RUN`].
 
 use std::time::Duration;
 
@@ -34,6 +36,47 @@ pub const MAX_MEMORIES: usize = 4;
 pub const MAX_TABLES: usize = 16;
 /// Most elements one table may grow to.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Most live resource handles (the host's resource table) one run may hold: every host-side
+/// object a guest keeps between calls is one (an HTTP request, its body and body stream, a
+/// fields object, a response, a pollable, a socket, a stream). A run that asks for one more
+/// is stopped ("too many live resource handles"). wasmtime's default is about 2^32; 2,000 let
+/// a run hold 4 GiB of unsent HTTP bodies (issue 16).
+pub const MAX_RESOURCES: usize = 256;
+
+/// Most bytes one `wasi:http` fields object (request or response headers a guest builds) may
+/// hold, counted as wasmtime counts them (names, values and their per-entry overhead).
+/// wasmtime's default is 128 KiB; a webhook's headers take a few hundred bytes. Adding past
+/// it traps ("total size of fields exceeds limit").
+pub const MAX_HTTP_FIELDS_BYTES: usize = 8 << 10;
+
+/// Largest write to an outgoing HTTP body stream, and how many such writes the host buffers
+/// before the request is sent: a body written but never sent holds at most
+/// `(HTTP_BODY_BUFFERED_CHUNKS + 1) * HTTP_BODY_CHUNK_BYTES` = 16 KiB of host memory (wasmtime's
+/// default: 2 MiB). A larger body is streamed as the request goes out, chunk by chunk.
+pub const HTTP_BODY_CHUNK_BYTES: usize = 8 << 10;
+pub const HTTP_BODY_BUFFERED_CHUNKS: usize = 1;
+
+/// The most host memory one handle can hold: an outgoing request's path-with-query and
+/// authority (each at most 64 KiB, the `http` crate's URI limit). A fields object holds at most
+/// [`MAX_HTTP_FIELDS_BYTES`], an unsent body 16 KiB, a socket's write in flight 64 KiB.
+/// Not counted here: what an HTTP connection in flight buffers in hyper (at most 32 per run,
+/// the connection budget).
+pub const MAX_HELD_BYTES_PER_HANDLE: usize = 128 << 10;
+
+/// The bound on the host memory one run can make the host hold between calls:
+/// [`MAX_RESOURCES`] handles of at most [`MAX_HELD_BYTES_PER_HANDLE`] each, 32 MiB; with
+/// [`crate::engine::MAX_CONCURRENT_RUNS`] (64) runs at once, 2 GiB. Unsent bodies and fields,
+/// the cheap way to hold memory, stay far under it: 256 x 16 KiB = 4 MiB per run.
+pub const MAX_HELD_BYTES_PER_RUN: usize = MAX_RESOURCES * MAX_HELD_BYTES_PER_HANDLE;
+
+/// Most TCP sockets one run may create, connected or not: each is a file descriptor of the
+/// server. With the 32 HTTP connections of a run's connection budget, a run holds at most
+/// 8 + 32 descriptors, and 64 runs at once 2,560: the server needs an open-file limit above
+/// that plus its own (Linux's default soft limit of 1,024 is not enough; `LimitNOFILE=65536`).
+/// A socket past the cap fails with `new-socket-limit` and leaves a denial record. (Before,
+/// creating a socket was not a "connection": a run held about 2,000, issue 16.)
+pub const MAX_SOCKETS_PER_RUN: usize = 8;
 
 /// A `ResourceLimiter` that caps the *sum* of all linear memories of one store (wasmtime's
 /// `StoreLimits` caps each memory on its own, so ten memories could take ten times the limit).
@@ -106,6 +149,114 @@ impl wasmtime::ResourceLimiter for SummedLimiter {
     fn memories(&self) -> usize {
         MAX_MEMORIES
     }
+}
+
+/// Most locals one function may declare (its parameters, at most 1,000, come on top).
+/// Cranelift's register allocator grows faster than linearly with the values live at once:
+/// one function with 20,000 locals live across a loop (a 490 KB component) took about 100 s
+/// to compile (issue 16). The largest in the examples: 271 (CPython), 118 (SpiderMonkey).
+pub const MAX_FUNCTION_LOCALS: u64 = 2_000;
+
+/// Largest body of one function, in bytes of wasm code (the examples' largest: 427 KB, in
+/// CPython).
+pub const MAX_FUNCTION_BODY_BYTES: usize = 1 << 20;
+
+/// Most bytes of function bodies in all of a component's core modules together (the
+/// examples: 9.2 MB for JavaScript, 6.5 MB for Python, under 150 KB for Rust).
+pub const MAX_CODE_BYTES: usize = 32 << 20;
+
+/// Most of the sum, over all functions, of locals x body bytes: the compile-cost measure
+/// (values that may be live x instructions) that bounds many functions just under the
+/// per-function caps. The examples: 1.3e8 (JavaScript), 7e7 (Python), 1.2e6 (Rust); the
+/// 100-second component: 1e10.
+pub const MAX_COMPILE_COST: u64 = 1_000_000_000;
+
+/// Refuses a component whose code would cost too much to compile: a function with more than
+/// [`MAX_FUNCTION_LOCALS`] locals or a body over [`MAX_FUNCTION_BODY_BYTES`], more than
+/// [`MAX_CODE_BYTES`] of code in all, or a compile cost over [`MAX_COMPILE_COST`]. Walks every
+/// core module (nested ones included) with wasmparser, without validating (wasmtime validates
+/// when it compiles). Run at upload and at every load, before the compiler or the cache sees
+/// the bytes. Code that cannot be read is [`crate::Error::Compile`] (it would not compile
+/// either); code over a limit is [`crate::Error::TooCostly`].
+pub fn check_code(wasm: &[u8]) -> Result<(), crate::error::Error> {
+    let stats = code_stats(wasm).map_err(crate::error::Error::Compile)?;
+    within_limits(&stats).map_err(crate::error::Error::TooCostly)
+}
+
+fn within_limits(stats: &CodeStats) -> Result<(), String> {
+    let split = "split it into smaller functions";
+    if let Some((function, locals)) = stats.most_locals
+        && locals > MAX_FUNCTION_LOCALS
+    {
+        return Err(format!(
+            "function {function} declares {locals} locals, more than {MAX_FUNCTION_LOCALS}; {split}"
+        ));
+    }
+    if let Some((function, size)) = stats.largest_body
+        && size > MAX_FUNCTION_BODY_BYTES
+    {
+        return Err(format!(
+            "function {function} has a {size}-byte body, more than {MAX_FUNCTION_BODY_BYTES}; {split}"
+        ));
+    }
+    if stats.code_bytes > MAX_CODE_BYTES {
+        return Err(format!(
+            "{} bytes of code, more than {} MiB; a listener needs far less",
+            stats.code_bytes,
+            MAX_CODE_BYTES >> 20
+        ));
+    }
+    if stats.compile_cost > MAX_COMPILE_COST {
+        return Err(format!(
+            "its functions' locals x body bytes add up to {}, more than {MAX_COMPILE_COST}; use fewer locals in its large functions",
+            stats.compile_cost
+        ));
+    }
+    Ok(())
+}
+
+/// What [`check_code`] measures of a component's code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CodeStats {
+    /// The function (counted from 1 over all core modules) with the most locals, and how many.
+    pub most_locals: Option<(usize, u64)>,
+    /// The function with the largest body, and its size in bytes.
+    pub largest_body: Option<(usize, usize)>,
+    /// Bytes of function bodies in all.
+    pub code_bytes: usize,
+    /// The sum of locals x body bytes over all functions.
+    pub compile_cost: u64,
+}
+
+/// Measures `wasm`'s code (every core module, nested ones included).
+pub fn code_stats(wasm: &[u8]) -> Result<CodeStats, String> {
+    let mut stats = CodeStats::default();
+    let mut function = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| format!("it cannot be read: {e}"))?;
+        let wasmparser::Payload::CodeSectionEntry(body) = payload else {
+            continue;
+        };
+        function += 1;
+        let unreadable =
+            |e: wasmparser::BinaryReaderError| format!("function {function} cannot be read: {e}");
+        let size = body.range().len();
+        let mut locals: u64 = 0;
+        for entry in body.get_locals_reader().map_err(unreadable)? {
+            locals = locals.saturating_add(u64::from(entry.map_err(unreadable)?.0));
+        }
+        if stats.most_locals.is_none_or(|(_, l)| locals > l) {
+            stats.most_locals = Some((function, locals));
+        }
+        if stats.largest_body.is_none_or(|(_, b)| size > b) {
+            stats.largest_body = Some((function, size));
+        }
+        stats.code_bytes = stats.code_bytes.saturating_add(size);
+        stats.compile_cost = stats
+            .compile_cost
+            .saturating_add(locals.saturating_mul(size as u64));
+    }
+    Ok(stats)
 }
 
 /// Epoch ticks for a timeout, at least one.

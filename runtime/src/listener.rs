@@ -23,9 +23,6 @@ use crate::report::{
 
 /// Bytes one host call may move from guest to host (arguments, log lines, program input).
 const HOSTCALL_FUEL: usize = 2 << 20;
-/// Live resource handles one run may hold.
-/// (Each socket or HTTP request holds one, and sockets hold file descriptors: keep it small.)
-const MAX_TABLE_ENTRIES: usize = 2_000;
 /// Margin between the epoch deadline and the outer timeout, so the epoch normally fires first
 /// and the outer timeout only catches a guest stuck in a host call.
 const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
@@ -172,6 +169,16 @@ impl Runtime {
             |e: wasmtime::Error| Error::Engine(format!("cannot link host interfaces: {e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
+        // Creating a TCP socket is counted (each is a file descriptor): wasi's own
+        // `create-tcp-socket` is replaced by one that checks the run's socket cap first.
+        linker.allow_shadowing(true);
+        linker
+            .instance(crate::host::network::TCP_CREATE_SOCKET)
+            .and_then(|mut i| {
+                i.func_wrap("create-tcp-socket", crate::host::network::create_tcp_socket)
+            })
+            .map_err(link)?;
+        linker.allow_shadowing(false);
         Listener::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
@@ -220,6 +227,8 @@ impl Runtime {
                     .into(),
             ));
         }
+        // Before the compiler or the cache: compile time is bounded by what the code declares.
+        crate::limits::check_code(wasm)?;
         let component = match self.cache.as_ref().and_then(|c| c.load(&self.engine, wasm)) {
             Some(c) => c,
             None => {
@@ -315,7 +324,12 @@ impl LoadedListener {
             logs_dropped_bytes: 0,
             stdout,
             stderr,
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: {
+                let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+                http.set_field_size_limit(crate::limits::MAX_HTTP_FIELDS_BYTES);
+                http
+            },
+            sockets_created: 0,
             http_policy: HttpPolicy {
                 endpoints,
                 denials: network_denials.clone(),
@@ -329,7 +343,10 @@ impl LoadedListener {
         store.set_epoch_deadline(epoch_ticks(timeout));
         store.epoch_deadline_trap();
         store.set_hostcall_fuel(HOSTCALL_FUEL);
-        store.data_mut().table.set_max_capacity(MAX_TABLE_ENTRIES);
+        store
+            .data_mut()
+            .table
+            .set_max_capacity(crate::limits::MAX_RESOURCES);
 
         let wit_event = wit::Event {
             job_id: event.job_id.clone(),
@@ -442,6 +459,15 @@ fn classify(
         return RunFailure::Trap(format!(
             "table limit of {} elements reached",
             crate::limits::MAX_TABLE_ELEMENTS
+        ));
+    }
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        e.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return RunFailure::Trap(format!(
+            "resource limit: more than {} live resource handles (HTTP requests, bodies, fields, \
+             streams, pollables, sockets) in one run; drop each one when done with it",
+            crate::limits::MAX_RESOURCES
         ));
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {

@@ -178,6 +178,58 @@ fn run(event: &Event) -> Result<String, String> {
             s.read_exact(&mut buf).map_err(|e| e.to_string())?;
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
+        // COUNT outgoing requests, each with KIB headers of 1 KiB and its body written as far
+        // as the host takes it, never sent and never dropped: host memory the guest holds.
+        "http-hoard" => {
+            use wasi::http::types::{Fields, OutgoingRequest};
+            let usage = || "http-hoard COUNT KIB".to_string();
+            let n: usize = arg(1).parse().map_err(|_| usage())?;
+            let kib: usize = arg(2).parse().map_err(|_| usage())?;
+            let pad = vec![b'p'; 1024];
+            let mut kept = Vec::new();
+            for i in 0..n {
+                let fields = Fields::new();
+                for j in 0..kib {
+                    fields
+                        .append(&format!("x-pad-{j}"), &pad)
+                        .map_err(|e| format!("header {j} of request {i}: {e:?}"))?;
+                }
+                let request = OutgoingRequest::new(fields);
+                let body = request.body().map_err(|()| format!("body {i}"))?;
+                let stream = body.write().map_err(|()| format!("write {i}"))?;
+                loop {
+                    match stream.check_write() {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            let chunk = vec![b'b'; (k as usize).min(1 << 20)];
+                            if stream.write(&chunk).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                kept.push((stream, body, request));
+            }
+            let count = kept.len();
+            // Held to the end of the run: the host drops them with the store.
+            std::mem::forget(kept);
+            Ok(format!("hoarded {count}"))
+        }
+        // COUNT TCP sockets, created and never connected: file descriptors the guest holds.
+        "socket-hoard" => {
+            use wasi::sockets::network::IpAddressFamily;
+            let n: usize = arg(1)
+                .parse()
+                .map_err(|_| "socket-hoard COUNT".to_string())?;
+            let mut kept = Vec::new();
+            for i in 0..n {
+                match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+                    Ok(s) => kept.push(s),
+                    Err(e) => return Err(format!("socket {i}: {e:?}")),
+                }
+            }
+            Ok(format!("hoarded {}", kept.len()))
+        }
         "clock" => Ok(format!(
             "{:?}",
             std::time::SystemTime::now()

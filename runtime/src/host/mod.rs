@@ -122,6 +122,8 @@ pub struct HostState {
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
     pub(crate) http_policy: network::HttpPolicy,
     pub(crate) network_denials: network::SharedDenials,
+    /// TCP sockets this run created (at most [`crate::limits::MAX_SOCKETS_PER_RUN`]).
+    pub(crate) sockets_created: usize,
 }
 
 impl HostState {

@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use wasmtime_wasi::p2::TcpSocket;
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket::Host as _;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::limits::MAX_SOCKETS_PER_RUN;
 
 use crate::manifest::{Endpoint, Scheme};
 use crate::report::{DenialRecord, MAX_DENIAL_TEXT, MAX_DENIALS, Redactor};
@@ -103,6 +108,35 @@ impl ConnectionBudget {
     }
 }
 
+/// The `wasi:sockets` interface whose `create-tcp-socket` is replaced by [`create_tcp_socket`]
+/// (the version wasmtime-wasi defines; guests importing an older 0.2 version are matched to it).
+pub const TCP_CREATE_SOCKET: &str = "wasi:sockets/tcp-create-socket@0.2.12";
+
+/// `create-tcp-socket`, counted: past [`MAX_SOCKETS_PER_RUN`] sockets in one run it fails with
+/// `new-socket-limit` and records a denial; otherwise it is wasi's own.
+pub fn create_tcp_socket(
+    mut store: wasmtime::StoreContextMut<'_, crate::host::HostState>,
+    (family,): (IpAddressFamily,),
+) -> wasmtime::Result<(Result<wasmtime::component::Resource<TcpSocket>, ErrorCode>,)> {
+    let state = store.data_mut();
+    if state.sockets_created >= MAX_SOCKETS_PER_RUN {
+        record(
+            &state.network_denials,
+            &state.redactor,
+            "create-tcp-socket".into(),
+            &format!(
+                "more than {MAX_SOCKETS_PER_RUN} sockets in one run; reuse a connection or close sockets you no longer need"
+            ),
+        );
+        return Ok((Err(ErrorCode::NewSocketLimit),));
+    }
+    state.sockets_created += 1;
+    match wasmtime_wasi::sockets::WasiSocketsView::sockets(state).create_tcp_socket(family) {
+        Ok(socket) => Ok((Ok(socket),)),
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}
+
 /// The `wasi:http` hooks: checks each outgoing request, then hands it to wasmtime's sender.
 pub struct HttpPolicy {
     pub endpoints: Arc<[Endpoint]>,
@@ -166,6 +200,15 @@ impl WasiHttpHooks for HttpPolicy {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+    }
+
+    /// A body written but not yet sent holds at most two chunks of host memory (issue 16).
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        crate::limits::HTTP_BODY_BUFFERED_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        crate::limits::HTTP_BODY_CHUNK_BYTES
     }
 }
 
