@@ -1153,6 +1153,29 @@ async fn a_pre_reset_guard_that_cannot_run_stops_the_reset() {
     assert_eq!(stored_password(&api, &root, &frozen).await, "App-Pw-1");
     let audit = api.get("/v1/audit?action=listener.integrity", &root).await;
     assert!(audit.text.contains("change-freeze"), "{}", audit.text);
+
+    // The approvers (root among them) and the uploader are told, once per alert, and it
+    // shows in /metrics.
+    let job = reset(&api, &root, &frozen, json!({"reason": "again"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    let notes = api.get("/v1/notifications?limit=100", &root).await.json();
+    let told = notes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n["kind"] == "listener-integrity"
+                && n["message"].as_str().unwrap().contains("change-freeze")
+        })
+        .count();
+    assert_eq!(told, 1, "{notes}");
+    let metrics = api.get("/metrics", &root).await.text;
+    let refusals: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstep_listener_integrity_refusals_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no integrity counter in:\n{metrics}"));
+    assert!(refusals >= 2, "{metrics}");
 }
 
 #[tokio::test]

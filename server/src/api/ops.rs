@@ -132,7 +132,13 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        format!(
+            "{}# HELP lockstep_listener_integrity_refusals_total Listeners refused by the \
+             integrity check since start.\n# TYPE lockstep_listener_integrity_refusals_total \
+             counter\nlockstep_listener_integrity_refusals_total {}\n",
+            s.metrics.render(),
+            s.registry.integrity_refusals()
+        ),
     )
         .into_response()
 }

@@ -356,6 +356,29 @@ impl Registry {
     }
 
     /// Records a refusal: the listener's alert, a `listener.integrity` audit event.
+    /// Who is told of an integrity refusal: every user who may approve listener changes,
+    /// and whoever uploaded the listener's current version.
+    async fn integrity_recipients(&self, l: &ListenerRow) -> Result<Vec<String>> {
+        let roles: Vec<String> = store::roles::list(self.store.pool())
+            .await?
+            .into_iter()
+            .filter(|r| {
+                crate::identity::privilege::decode(&r.privileges)
+                    .contains(&crate::identity::Privilege::ApproveListeners)
+            })
+            .map(|r| r.name)
+            .collect();
+        let mut users = store::users::names_with_roles(self.store.pool(), &roles).await?;
+        if let Some(v) = &l.current_version_id
+            && let Some(v) = store::listeners::get_version(self.store.pool(), v).await?
+        {
+            users.push(v.uploaded_by);
+        }
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+
     async fn refuse(
         &self,
         l: &ListenerRow,
@@ -363,9 +386,31 @@ impl Registry {
         reason: String,
     ) -> Result<Refusal> {
         tracing::error!(listener = %l.name, %reason, "listener refused by the integrity check");
+        self.integrity_refusals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // People are told once per new alert, not at every reset it refuses.
+        let recipients = if l.alert.as_deref() == Some(reason.as_str()) {
+            Vec::new()
+        } else {
+            self.integrity_recipients(l).await?
+        };
         let mut tx = self.store.begin_write().await?;
         let now = crate::time::now();
         store::listeners::set_alert(tx.conn(), &l.id, &reason, &now).await?;
+        for user in &recipients {
+            crate::notifications::notify(
+                &mut tx,
+                user,
+                "listener-integrity",
+                format!(
+                    "listener '{}' was refused by the integrity check and will not run until a \
+                     new version or association is approved: {reason}",
+                    l.name
+                ),
+                None,
+            )
+            .await?;
+        }
         audit::append(
             &mut tx,
             NewEvent {

@@ -51,6 +51,8 @@ pub struct Registry {
     /// Listeners loaded into the runtime, by (component SHA-256, manifest digest); used only
     /// after the stored bytes were verified to have those digests.
     loaded: Arc<std::sync::Mutex<std::collections::HashMap<String, LoadedListener>>>,
+    /// Listeners refused by the integrity check since start (`/metrics`).
+    integrity_refusals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a change request changes.
@@ -188,7 +190,14 @@ impl Registry {
             runtime,
             max_component_bytes,
             loaded: Default::default(),
+            integrity_refusals: Default::default(),
         }
+    }
+
+    /// Listeners refused by the integrity check since this server started.
+    pub fn integrity_refusals(&self) -> u64 {
+        self.integrity_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The largest component an upload may carry.

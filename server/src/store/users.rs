@@ -73,6 +73,22 @@ pub async fn list(pool: &AnyPool, page: &PageRequest) -> Result<Page<UserRow>> {
     }))
 }
 
+/// The names of the users holding one of `roles`, by name.
+pub async fn names_with_roles(pool: &AnyPool, roles: &[String]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for role in roles {
+        let some: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM users WHERE role = $1 ORDER BY name")
+                .bind(role)
+                .fetch_all(pool)
+                .await?;
+        names.extend(some);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 pub async fn count_with_role(pool: &AnyPool, role: &str) -> Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = $1")
