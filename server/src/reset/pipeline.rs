@@ -52,6 +52,9 @@ const SETTLE_DELAYS: [Duration; 3] = [
     Duration::from_secs(2),
     Duration::from_secs(4),
 ];
+/// The longest wait before an item left in flight (its target could not be asked) is tried
+/// again; the wait doubles from a lease's length as the item stays stuck.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(600);
 /// Post-reset listener runs at once, across all jobs.
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
@@ -362,9 +365,28 @@ impl Engine {
                 }
             })
         };
+        let (id, updated_at) = (item.id.clone(), item.updated_at.clone());
         let result = self.clone().process(item).await;
         heartbeat.abort();
+        if result.is_err() {
+            // Left in flight (a target that cannot be asked, a store error): it is taken up
+            // again when its lease runs out, later the longer it has been stuck.
+            let until = Self::retry_after(&updated_at);
+            let _ = store::resets::renew_lease(self.store.pool(), &id, &self.owner, &until).await;
+        }
         result
+    }
+
+    /// When an item stuck since `updated_at` is tried again: after as long as it has been
+    /// stuck, at least a lease and at most [`MAX_RETRY_BACKOFF`].
+    fn retry_after(updated_at: &str) -> String {
+        let now = chrono::Utc::now();
+        let stuck = chrono::DateTime::parse_from_rfc3339(updated_at)
+            .map(|t| now - t.with_timezone(&chrono::Utc))
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(LEASE);
+        crate::time::format(now + stuck.clamp(LEASE, MAX_RETRY_BACKOFF))
     }
 
     async fn process(self: Arc<Self>, item: ItemRow) -> Result<()> {
@@ -1638,4 +1660,33 @@ fn guard_refused(phase: Phase, name: &str, reason: &str) -> String {
 /// The sealing context of an item's pending password.
 fn pending_aad(item_id: &str) -> String {
     format!("reset-item:{item_id}:pending")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How far in the future `until` is.
+    fn wait(until: &str) -> Duration {
+        let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+        (until.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_item_stuck_longer_waits_longer_up_to_the_cap() {
+        let just_now = crate::time::now();
+        assert!(wait(&Engine::retry_after(&just_now)) <= LEASE);
+        assert!(wait(&Engine::retry_after(&just_now)) > LEASE - Duration::from_secs(2));
+        let minutes_ago = crate::time::format(chrono::Utc::now() - chrono::Duration::minutes(3));
+        let w = wait(&Engine::retry_after(&minutes_ago));
+        assert!(
+            w > Duration::from_secs(170) && w <= Duration::from_secs(181),
+            "{w:?}"
+        );
+        let day_ago = crate::time::format(chrono::Utc::now() - chrono::Duration::days(1));
+        assert!(wait(&Engine::retry_after(&day_ago)) <= MAX_RETRY_BACKOFF);
+        assert!(wait(&Engine::retry_after("not a time")) <= LEASE);
+    }
 }
