@@ -1383,7 +1383,19 @@ async fn where_a_listener_runs_is_read_from_its_sealed_approval_only() {
     let job = reset(&api, &root, &acc, json!({"reason": "index row deleted"})).await;
     assert_eq!(item(&job)["state"], "vetoed", "the guard was lifted: {job}");
 
-    // 3. An edited association (the pre-reset phase removed) fails its seal: the reset stops.
+    // 3. A status edited away from 'active' (the seal left in place) does not lift it either.
+    sqlx::query("UPDATE listeners SET status = 'deleted' WHERE name = 'change-freeze'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let job = reset(&api, &root, &acc, json!({"reason": "status edited"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "the guard was lifted: {job}");
+    sqlx::query("UPDATE listeners SET status = 'active' WHERE name = 'change-freeze'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // 4. An edited association (the pre-reset phase removed) fails its seal: the reset stops.
     sqlx::query(
         "UPDATE listeners SET association = replace(association, 'pre-reset', 'post-reset') \
          WHERE name = 'change-freeze'",

@@ -258,6 +258,17 @@ impl Registry {
         // reorder it. A listener whose seal fails might guard anything: it is refused here,
         // whatever the type, and a pre-reset refusal stops the reset.
         for l in store::listeners::active(self.store.pool()).await? {
+            // Approval clears the seal of a deleted listener: a sealed one that is not active
+            // had its status edited (a guard lifted by one UPDATE): refuse it everywhere.
+            if l.status != "active" {
+                let reason = format!(
+                    "its status says '{}' but it still carries an approval (edited outside \
+                     Lockstep?)",
+                    l.status
+                );
+                refused.push(self.refuse(&l, None, reason).await?);
+                continue;
+            }
             match self.approved_association(&l).await? {
                 Ok((_, a)) if !a.resource_types.iter().any(|t| t == resource_type) => continue,
                 Ok((_, a)) if !a.has(phase, mode) => continue,
