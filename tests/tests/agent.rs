@@ -388,22 +388,15 @@ async fn reset_lingering_after_chpasswd(
     rid: &str,
     linger_secs: u64,
 ) -> (String, String, std::path::PathBuf) {
-    let wrapper = agent.dir.join("slow-chpasswd");
     let count = agent.dir.join("chpasswd-runs");
-    std::fs::write(
-        &wrapper,
-        format!(
+    use_chpasswd_script(
+        agent,
+        "slow-chpasswd",
+        &format!(
             "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep {linger_secs}\n",
             count.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    agent.kill();
-    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
-    agent.start();
-    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    );
 
     let alice = account_id(&accounts_of(api, root, rid).await, "alice");
     let r = api
@@ -491,6 +484,44 @@ async fn the_agent_rides_out_a_server_restart() {
     );
 }
 
+/// Publishes (and has approved) exec-hook as a post-reset agent-mode listener whose program is
+/// dd writing LOGIN:NEWPASSWORD into the machine's `/etc/lockstep-proof`: a file only the
+/// agent's machine (its namespace) can see. The publisher's key is `dir/publisher.key`.
+async fn publish_proof_hook(api: &Api, root: &str, dir: &std::path::Path) {
+    let manifest = std::fs::read_to_string(manifest_path("exec-hook"))
+        .unwrap()
+        .replace(
+            "program = \"/usr/bin/wc\"\nargs = [\"-c\"]",
+            "program = \"/usr/bin/dd\"\nargs = [\"of=/etc/lockstep-proof\"]",
+        );
+    assert!(manifest.contains("/usr/bin/dd"));
+    std::fs::write(dir.join("exec-hook.manifest.toml"), manifest).unwrap();
+    publish_approved(
+        api,
+        root,
+        dir,
+        &[(
+            "exec-hook",
+            support::wasm_dir().join("exec_hook.wasm"),
+            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
+                   "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
+        )],
+    )
+    .await;
+}
+
+/// Restarts `agent` with `script` (a shell script) as its chpasswd.
+fn use_chpasswd_script(agent: &mut AgentHost, name: &str, script: &str) {
+    let wrapper = agent.dir.join(name);
+    std::fs::write(&wrapper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agent.kill();
+    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+}
+
 #[tokio::test]
 async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
@@ -500,26 +531,7 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     // exec-hook hands LOGIN:NEWPASSWORD to a program on stdin; here the program is dd writing
     // it into the machine's /etc, which only the agent's machine (its namespace) can see.
     let dir = tempfile::tempdir().unwrap();
-    let manifest = std::fs::read_to_string(manifest_path("exec-hook"))
-        .unwrap()
-        .replace(
-            "program = \"/usr/bin/wc\"\nargs = [\"-c\"]",
-            "program = \"/usr/bin/dd\"\nargs = [\"of=/etc/lockstep-proof\"]",
-        );
-    assert!(manifest.contains("/usr/bin/dd"));
-    std::fs::write(dir.path().join("exec-hook.manifest.toml"), manifest).unwrap();
-    publish_approved(
-        &api,
-        &root,
-        dir.path(),
-        &[(
-            "exec-hook",
-            support::wasm_dir().join("exec_hook.wasm"),
-            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
-                   "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
-        )],
-    )
-    .await;
+    publish_proof_hook(&api, &root, dir.path()).await;
     // The agent trusts the publisher itself: it pins the key the listener was signed with.
     let publisher = dir.path().join("publisher.key.pub");
     let (agent, rid) = common::agent::enrolled_agent_pinning(
@@ -778,25 +790,7 @@ async fn a_listener_signed_by_a_key_the_agent_does_not_pin_never_runs_there() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = std::fs::read_to_string(manifest_path("exec-hook"))
-        .unwrap()
-        .replace(
-            "program = \"/usr/bin/wc\"\nargs = [\"-c\"]",
-            "program = \"/usr/bin/dd\"\nargs = [\"of=/etc/lockstep-proof\"]",
-        );
-    std::fs::write(dir.path().join("exec-hook.manifest.toml"), manifest).unwrap();
-    publish_approved(
-        &api,
-        &root,
-        dir.path(),
-        &[(
-            "exec-hook",
-            support::wasm_dir().join("exec_hook.wasm"),
-            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
-                   "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
-        )],
-    )
-    .await;
+    publish_proof_hook(&api, &root, dir.path()).await;
     // The agent's operator pins another publisher's key.
     let other = dir.path().join("other.key");
     let (st, _, err) = common::lockstep(&["keygen", "--out", other.to_str().unwrap()]);
@@ -845,18 +839,11 @@ async fn an_agent_trusts_the_shadow_file_not_chpasswds_exit_status() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let (mut agent, rid) = enrolled_agent(&api, &root, &server, &t).await;
-    let wrapper = agent.dir.join("late-failing-chpasswd");
-    std::fs::write(
-        &wrapper,
+    use_chpasswd_script(
+        &mut agent,
+        "late-failing-chpasswd",
         "#!/bin/sh\n/usr/sbin/chpasswd\necho 'a later step failed' >&2\nexit 1\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    agent.kill();
-    agent.set_account_option("chpasswd", &format!("\"{}\"", wrapper.display()));
-    agent.start();
-    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    );
     let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
     let job = reset(&api, &root, &alice).await;
     let item = &job["items"][0];

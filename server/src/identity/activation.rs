@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{IssuedToken, NewToken, Principal, custody, issue_token, privilege, token};
+use super::{IssuedToken, NewToken, Principal, custody, issue_token, token};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::{self, Store, WriteTx};
@@ -166,13 +166,4 @@ pub async fn activate(store: &Store, actor: &Actor, input: ActivateInput) -> Res
     tx.commit().await?;
     let own = Actor::user(&user.name, actor.source_ip.clone());
     issue_token(store, &own, &user.id, input.token.unwrap_or_default()).await
-}
-
-/// The privilege names of `role` (for messages).
-pub(super) fn names(privileges: &[privilege::Privilege]) -> String {
-    privileges
-        .iter()
-        .map(|p| p.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -21,7 +21,7 @@ pub async fn inherited(
 ) -> Result<Vec<String>> {
     let mut set = vec![user_name.to_string()];
     if let Some(actor) = actor_user {
-        for c in store::user_custody::custodians_in(tx.conn(), actor).await? {
+        for c in store::user_custody::custodians(tx.conn(), actor).await? {
             if !set.contains(&c) {
                 set.push(c);
             }

@@ -191,7 +191,7 @@ pub async fn require_all_of_role(store: &Store, caller: &Principal, role: &str) 
     Err(Error::NotAllowed(format!(
         "role '{role}' holds privileges your role does not ({}); only someone who holds all \
          of them may give it or act on an account that has it",
-        activation::names(&missing)
+        privilege::names(&missing)
     )))
 }
 
@@ -499,7 +499,7 @@ pub async fn create_role(
     if !missing.is_empty() {
         return Err(Error::NotAllowed(format!(
             "a role can list only privileges your own role holds; yours lacks {}",
-            activation::names(&missing)
+            privilege::names(&missing)
         )));
     }
     let mut problems: Vec<FieldProblem> = validate_name("name", &input.name).into_iter().collect();

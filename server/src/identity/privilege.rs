@@ -134,6 +134,15 @@ pub fn encode(privileges: &[Privilege]) -> String {
     v.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
 }
 
+/// Privilege names for people, comma-separated in the given order (for messages).
+pub fn names(privileges: &[Privilege]) -> String {
+    privileges
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parses the stored form, ignoring names this build does not know (a newer server may have
 /// added some; an unknown privilege grants nothing).
 pub fn decode(s: &str) -> Vec<Privilege> {

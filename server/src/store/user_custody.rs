@@ -1,28 +1,21 @@
 //! Who controls which user account (`identity::custody`), and one-time activation codes.
 
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use crate::error::Result;
 
-/// The custodians of the user called `name` (the user itself included).
-pub async fn custodians(pool: &AnyPool, name: &str) -> Result<Vec<String>> {
+/// The custodians of the user called `name` (the user itself included), from the pool or
+/// inside a write transaction.
+pub async fn custodians<'c>(
+    db: impl Executor<'c, Database = Any>,
+    name: &str,
+) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT custodian FROM user_custody WHERE user_name = $1 ORDER BY custodian",
     )
     .bind(name)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
-}
-
-/// The same, inside a write transaction.
-pub async fn custodians_in(
-    conn: &mut AnyConnection,
-    name: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT custodian FROM user_custody WHERE user_name = $1 ORDER BY custodian")
-        .bind(name)
-        .fetch_all(conn)
-        .await
 }
 
 /// Adds `custodians` to the user called `name` and stamps the user's custody change time.
