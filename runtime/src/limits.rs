@@ -71,12 +71,29 @@ pub const MAX_HELD_BYTES_PER_HANDLE: usize = 128 << 10;
 pub const MAX_HELD_BYTES_PER_RUN: usize = MAX_RESOURCES * MAX_HELD_BYTES_PER_HANDLE;
 
 /// Most TCP sockets one run may create, connected or not: each is a file descriptor of the
-/// server. With the 32 HTTP connections of a run's connection budget, a run holds at most
-/// 8 + 32 descriptors, and 64 runs at once 2,560: the server needs an open-file limit above
-/// that plus its own (Linux's default soft limit of 1,024 is not enough; `LimitNOFILE=65536`).
+/// server (see [`MAX_DESCRIPTORS_PER_RUN`]). Listening is refused, so a run never holds an
+/// accepted connection.
 /// A socket past the cap fails with `new-socket-limit` and leaves a denial record. (Before,
 /// creating a socket was not a "connection": a run held about 2,000, issue 16.)
 pub const MAX_SOCKETS_PER_RUN: usize = 8;
+
+/// The file descriptors a program run through `exec` or `target-exec` holds while it runs:
+/// three pipes, both ends. A run's guest waits for its program, so it has one at a time.
+pub const DESCRIPTORS_PER_PROGRAM: usize = 6;
+
+/// The most file descriptors one run can make the server hold: [`MAX_SOCKETS_PER_RUN`]
+/// sockets, [`crate::host::network::MAX_CONNECTIONS_PER_RUN`] HTTP connections and one
+/// program's pipes, 46.
+pub const MAX_DESCRIPTORS_PER_RUN: usize = MAX_SOCKETS_PER_RUN
+    + crate::host::network::MAX_CONNECTIONS_PER_RUN
+    + DESCRIPTORS_PER_PROGRAM;
+
+/// The open-file limit the server needs: [`crate::engine::MAX_CONCURRENT_RUNS`] runs of
+/// [`MAX_DESCRIPTORS_PER_RUN`] (2,944), plus 1,024 for the server's own (its listening
+/// socket, database pool, clients, agents' and targets' connections). `lockstep serve` raises
+/// its soft limit toward the hard one at start and warns when even that is below this.
+pub const OPEN_FILES_NEEDED: u64 =
+    (crate::engine::MAX_CONCURRENT_RUNS as u64) * (MAX_DESCRIPTORS_PER_RUN as u64) + 1024;
 
 /// A `ResourceLimiter` that caps the *sum* of all linear memories of one store (wasmtime's
 /// `StoreLimits` caps each memory on its own, so ten memories could take ten times the limit).

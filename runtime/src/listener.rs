@@ -171,11 +171,22 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         // Creating a TCP socket is counted (each is a file descriptor): wasi's own
         // `create-tcp-socket` is replaced by one that checks the run's socket cap first.
+        // Listening is refused outright: a listener never serves (and an accepted connection
+        // would be a descriptor outside that cap).
         linker.allow_shadowing(true);
         linker
             .instance(crate::host::network::TCP_CREATE_SOCKET)
             .and_then(|mut i| {
                 i.func_wrap("create-tcp-socket", crate::host::network::create_tcp_socket)
+            })
+            .map_err(link)?;
+        linker
+            .instance(crate::host::network::TCP)
+            .and_then(|mut i| {
+                i.func_wrap(
+                    "[method]tcp-socket.start-listen",
+                    crate::host::network::start_listen,
+                )
             })
             .map_err(link)?;
         linker.allow_shadowing(false);

@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod listener_files;
 pub mod listener_test;
 pub mod notifications;
+pub mod open_files;
 pub mod publisher;
 pub mod registry;
 pub mod reset;

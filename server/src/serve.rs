@@ -169,10 +169,34 @@ fn spawn_audit_publisher(
     });
 }
 
+/// Says what the start did to the open-file limit; warns when it cannot cover 64 listener runs
+/// at once and the server's own descriptors.
+fn log_open_files(raised: std::io::Result<crate::open_files::OpenFiles>) {
+    let needed = lockstep_runtime::limits::OPEN_FILES_NEEDED;
+    match raised {
+        Ok(files) if files.enough() => {
+            tracing::info!(before = files.before, now = files.now, "open-file limit")
+        }
+        Ok(files) => tracing::warn!(
+            now = files.now,
+            hard = ?files.hard,
+            needed,
+            "open-file limit: below what 64 listener runs at once and the server may hold; \
+             hint: raise the hard limit (LimitNOFILE=65536 in the service unit, or ulimit -Hn)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            needed,
+            "open-file limit: cannot raise the soft limit; hint: set LimitNOFILE=65536"
+        ),
+    }
+}
+
 pub async fn run(cfg: ServeConfig) -> Result<()> {
     // rustls needs one process-wide crypto provider; ring keeps the build free of aws-lc.
     let _ = rustls::crypto::ring::default_provider().install_default();
     crate::config::ensure_data_dir(&cfg.data_dir)?;
+    log_open_files(crate::open_files::raise());
     let vault = Arc::new(Vault::new(load_master_key(&cfg.master_key)?));
     let mut store = open_store(&cfg.database_url, vault.clone()).await?;
     tracing::info!(

@@ -35,12 +35,7 @@ async fn cannot_name(api: &Api, requester: &str, approver: &str) {
 }
 
 async fn approve(api: &Api, token: &str, change: &str) -> common::Reply {
-    api.post(
-        &format!("/v1/change-requests/{change}/approve"),
-        token,
-        json!({}),
-    )
-    .await
+    common::registry::approval(api, token, change, None).await
 }
 
 /// `creator` creates `name` through the API; returns (user id, activation code).

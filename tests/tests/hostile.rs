@@ -277,6 +277,43 @@ fn corpus(http: u16, other: u16, elsewhere: u16) -> Vec<Case> {
             "connect",
             Some(("network", &format!(":{other}"))),
         ),
+        // Issue 16. The old password is not granted: a guess equal to it runs like any
+        // other argument the rule admits (no "password on a command line" refusal to tell
+        // it apart).
+        probe(
+            "exec-guesses-ungranted-password",
+            post,
+            &["exec", "/usr/bin/echo", START],
+            "success",
+            "0|Start-Pw-1\\n|",
+            None,
+        ),
+        // Host memory and descriptors a guest makes the host hold: unsent requests with
+        // headers and bodies, unconnected sockets, a listening socket.
+        probe(
+            "http-hoard",
+            pre,
+            &["http-hoard", "400", "6"],
+            "stopped",
+            "resource limit",
+            None,
+        ),
+        probe(
+            "socket-hoard",
+            pre,
+            &["socket-hoard", "100"],
+            "veto",
+            "new-socket-limit",
+            Some(("network", "create-tcp-socket")),
+        ),
+        probe(
+            "tcp-listen",
+            pre,
+            &["tcp-listen"],
+            "veto",
+            "access-denied",
+            Some(("network", "tcp listen")),
+        ),
         // Data: a secret and a property not granted, files with none granted, the
         // environment, and ten thousand denied calls.
         probe(

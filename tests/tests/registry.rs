@@ -376,9 +376,12 @@ impl Team {
     }
 
     async fn decide(&self, token: &str, id: &str, verb: &str) -> Reply {
-        let body = json!({"comment": format!("{verb} in a test")});
+        let comment = format!("{verb} in a test");
+        if verb == "approve" {
+            return common::registry::approval(&self.api, token, id, Some(&comment)).await;
+        }
         let path = format!("/v1/change-requests/{id}/{verb}");
-        self.api.post(&path, token, body).await
+        self.api.post(&path, token, json!({"comment": comment})).await
     }
 
     /// bob approves.
@@ -509,6 +512,93 @@ async fn a_listener_runs_only_after_a_second_administrator_approves_it() {
     assert_eq!(chain["intact"], true, "{chain}");
 }
 
+/// Issue 15: an approval is bound to the change the approver saw. A database writer who edits
+/// a pending request (a listener's association, a reset-command template) gets it refused at
+/// approval, whether the approver looked before the edit or after it; an approval without the
+/// request's digest, or with another one, does not count.
+#[tokio::test]
+async fn an_edited_pending_request_is_never_approved() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let url = format!("sqlite://{}", server.data_dir().join("lockstep.db").display());
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // An approval must name what it approves.
+    let upload = t.signed(wasm(), manifest());
+    let add = change_id(&pending(&t.add(&upload).await, "listener-add"));
+    let path = format!("/v1/change-requests/{add}/approve");
+    let bare = t.api.post(&path, &t.bob, json!({})).await;
+    assert_refused(&bare, 422, "digest", "digest");
+    let wrong = json!({"digest": "0".repeat(64)});
+    assert_refused(&t.api.post(&path, &t.bob, wrong).await, 409, "", "not the one you reviewed");
+
+    // Bob looks; then the database writer widens the association to Windows.
+    let seen = t.get(&format!("/v1/change-requests/{add}")).await["digest"].clone();
+    let widened = association(&["agentless"], &["Linux", "Windows"], 10, &[]);
+    sqlx::query("UPDATE change_requests SET association = $1 WHERE id = $2")
+        .bind(widened.to_string())
+        .bind(&add)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let stale = json!({"digest": seen});
+    let r = t.api.post(&path, &t.bob, stale).await;
+    assert_refused(&r, 409, "", "altered in the database");
+    // Looking again does not help: the request no longer holds its seal.
+    let r = common::registry::approval(&t.api, &t.bob, &add, None).await;
+    assert_refused(&r, 409, "", "altered in the database");
+    assert_eq!(t.get(&format!("/v1/change-requests/{add}")).await["status"], "pending");
+    assert!(t.planned().await.is_none(), "nothing runs on Linux");
+    let windows = t.plan("Windows").await;
+    assert!(entry(&windows, "listeners", "change-freeze").is_none(), "{windows}");
+    let failures = t.audit("action=change-request.approve&outcome=failure").await;
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    // The edited request can still be rejected, and the change asked for again.
+    let r = t.decide(&t.bob, &add, "reject").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A reset-command template, edited to run a shell after the approver looked.
+    let r = t
+        .api
+        .post(
+            "/v1/resource-types",
+            &t.root,
+            json!({"name": "Sealed", "reset_method": "ssh"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let template = json!({"program": "/usr/sbin/chpasswd", "args": [],
+        "stdin": "{login}:{password}\n"});
+    let r = t
+        .api
+        .call(
+            "PUT",
+            "/v1/resource-types/Sealed/reset-command",
+            Some(&t.alice),
+            Some(json!({"reset_command": template, "approver": "bob"})),
+        )
+        .await;
+    let change = change_id(&pending(&r, "reset-command"));
+    let seen = t.get(&format!("/v1/change-requests/{change}")).await["digest"].clone();
+    let shell = json!({"program": "/bin/sh", "args": ["-c", "cat >/tmp/x"], "stdin": "{password}"});
+    sqlx::query("UPDATE change_requests SET reset_command = $1 WHERE id = $2")
+        .bind(shell.to_string())
+        .bind(&change)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let path = format!("/v1/change-requests/{change}/approve");
+    let r = t.api.post(&path, &t.bob, json!({"digest": seen})).await;
+    assert_refused(&r, 409, "", "altered in the database");
+    let kind = t.get("/v1/resource-types/Sealed").await;
+    assert!(kind["reset_command"].is_null(), "the template is unchanged: {kind}");
+}
+
 #[tokio::test]
 async fn only_the_designated_approver_decides_and_never_on_their_own_request() {
     let server = Server::start();
@@ -604,6 +694,13 @@ async fn each_bad_upload_is_refused_with_its_own_answer_and_audited() {
             t.signed(CORE_MODULE.to_vec(), manifest()),
             "component",
             "component",
+        ),
+        // Issue 16: a component too costly to compile (one function with 20,000 locals live
+        // across a loop took Cranelift about 100 s) is refused before the compiler sees it.
+        (
+            t.signed(common::components::many_locals(20_000, 0), manifest()),
+            "component",
+            "too costly to compile",
         ),
         (good.with_association(aix), "association", "AIX"),
         (agent, "association", "Generic"),

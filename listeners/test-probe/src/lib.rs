@@ -179,10 +179,11 @@ fn run(event: &Event) -> Result<String, String> {
             Ok(String::from_utf8_lossy(&buf).into_owned())
         }
         // COUNT outgoing requests, each with KIB headers of 1 KiB and its body written as far
-        // as the host takes it, never sent and never dropped: host memory the guest holds.
+        // as the host takes it, never sent and never dropped: host memory the guest holds
+        // (for HOLD_MS more, if given).
         "http-hoard" => {
             use wasi::http::types::{Fields, OutgoingRequest};
-            let usage = || "http-hoard COUNT KIB".to_string();
+            let usage = || "http-hoard COUNT KIB [HOLD_MS]".to_string();
             let n: usize = arg(1).parse().map_err(|_| usage())?;
             let kib: usize = arg(2).parse().map_err(|_| usage())?;
             let pad = vec![b'p'; 1024];
@@ -211,9 +212,40 @@ fn run(event: &Event) -> Result<String, String> {
                 kept.push((stream, body, request));
             }
             let count = kept.len();
-            // Held to the end of the run: the host drops them with the store.
+            // Optionally held for HOLD_MS more (so that many runs hold theirs at once), then
+            // to the end of the run: the host drops them with the store.
+            if let Ok(hold) = arg(3).parse::<u64>() {
+                std::thread::sleep(std::time::Duration::from_millis(hold));
+            }
             std::mem::forget(kept);
             Ok(format!("hoarded {count}"))
+        }
+        // Bind a TCP socket to the wildcard address and listen on it: a server inside the host.
+        "tcp-listen" => {
+            use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
+            let network = wasi::sockets::instance_network::instance_network();
+            let socket = wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4)
+                .map_err(|e| format!("create: {e:?}"))?;
+            let any = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                port: 0,
+                address: (0, 0, 0, 0),
+            });
+            socket
+                .start_bind(&network, any)
+                .map_err(|e| format!("bind: {e:?}"))?;
+            socket.subscribe().block();
+            socket.finish_bind().map_err(|e| format!("bind: {e:?}"))?;
+            socket.start_listen().map_err(|e| format!("listen: {e:?}"))?;
+            socket.subscribe().block();
+            socket.finish_listen().map_err(|e| format!("listen: {e:?}"))?;
+            let port = socket
+                .local_address()
+                .map(|a| match a {
+                    IpSocketAddress::Ipv4(a) => a.port,
+                    IpSocketAddress::Ipv6(a) => a.port,
+                })
+                .map_err(|e| format!("local address: {e:?}"))?;
+            Ok(format!("listening on port {port}"))
         }
         // COUNT TCP sockets, created and never connected: file descriptors the guest holds.
         "socket-hoard" => {

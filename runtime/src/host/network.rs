@@ -137,6 +137,29 @@ pub fn create_tcp_socket(
     }
 }
 
+/// The `wasi:sockets` interface whose `[method]tcp-socket.start-listen` is replaced by
+/// [`start_listen`].
+pub const TCP: &str = "wasi:sockets/tcp@0.2.12";
+
+/// `start-listen`, refused: a listener reaches out to granted destinations and never serves.
+/// wasi's own would open a port on every interface of the server (a socket bound to the
+/// wildcard address, which the implicit bind before a connect has to allow), and every
+/// connection it accepted would be a descriptor outside the run's socket cap. Refused with
+/// `access-denied` and a denial record.
+pub fn start_listen(
+    mut store: wasmtime::StoreContextMut<'_, crate::host::HostState>,
+    (_socket,): (wasmtime::component::Resource<TcpSocket>,),
+) -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+    let state = store.data_mut();
+    record(
+        &state.network_denials,
+        &state.redactor,
+        "tcp listen".into(),
+        "a listener may not accept connections; capabilities.network grants outbound destinations only",
+    );
+    Ok((Err(ErrorCode::AccessDenied),))
+}
+
 /// The `wasi:http` hooks: checks each outgoing request, then hands it to wasmtime's sender.
 pub struct HttpPolicy {
     pub endpoints: Arc<[Endpoint]>,

@@ -303,6 +303,9 @@ pub async fn get_change(
 pub struct DecisionBody {
     /// Optional on approve and withdraw, required on reject; the requester is told.
     pub comment: Option<String>,
+    /// Required on approve: the `digest` of the change request as you reviewed it. The
+    /// approval counts only if the request is still exactly that.
+    pub digest: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/change-requests/{id}/approve", tag = "registry", request_body = DecisionBody,
@@ -317,7 +320,7 @@ pub async fn approve(
     let user = &a.principal.user_name;
     Ok(Json(
         s.registry
-            .approve(&a.actor, user, &id, body.comment)
+            .approve(&a.actor, user, &id, body.comment, body.digest)
             .await?,
     ))
 }

@@ -2,32 +2,33 @@
 
 use super::integrity::approval_binding;
 use super::keys::trust_binding;
-use super::{Association, ChangeKind, ChangeRequest, Registry, comment};
+use super::{Association, ChangeKind, ChangeRequest, Registry, comment, request_seal};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::{self, WriteTx};
 
 /// How a request is decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
-    Approve,
+    /// With the digest of the request as the approver reviewed it.
+    Approve(String),
     Reject,
     Withdraw,
 }
 
 impl Verdict {
-    fn status(self) -> &'static str {
+    fn status(&self) -> &'static str {
         match self {
-            Verdict::Approve => "approved",
+            Verdict::Approve(_) => "approved",
             Verdict::Reject => "rejected",
             Verdict::Withdraw => "withdrawn",
         }
     }
 
-    fn action(self) -> &'static str {
+    fn action(&self) -> &'static str {
         match self {
-            Verdict::Approve => "change-request.approve",
+            Verdict::Approve(_) => "change-request.approve",
             Verdict::Reject => "change-request.reject",
             Verdict::Withdraw => "change-request.withdraw",
         }
@@ -35,15 +36,25 @@ impl Verdict {
 }
 
 impl Registry {
-    /// Approves and applies a change. Only the designated approver may, never the requester.
+    /// Approves and applies a change. Only the designated approver may, never the requester,
+    /// and only the change they reviewed: `reviewed` is the request's `digest` as they saw it.
     pub async fn approve(
         &self,
         actor: &Actor,
         user: &str,
         id: &str,
         text: Option<String>,
+        reviewed: Option<String>,
     ) -> Result<ChangeRequest> {
-        self.decide(actor, user, id, Verdict::Approve, text).await
+        let Some(reviewed) = reviewed.filter(|d| !d.trim().is_empty()) else {
+            return Err(Error::validation(
+                "digest",
+                "give the digest of the change you reviewed: the `digest` of \
+                 GET /v1/change-requests/{id}",
+            ));
+        };
+        self.decide(actor, user, id, Verdict::Approve(reviewed), text)
+            .await
     }
 
     /// Rejects a change; a comment saying why is required.
@@ -107,7 +118,7 @@ impl Registry {
         };
         // Two accounts are not two people when one person could act as both.
         let refusal = match refusal {
-            None if verdict == Verdict::Approve => {
+            None if matches!(verdict, Verdict::Approve(_)) => {
                 crate::identity::custody::refuses_approval(
                     &self.store,
                     user,
@@ -138,11 +149,44 @@ impl Registry {
                 cr.status
             )));
         }
+        if let Verdict::Approve(reviewed) = &verdict {
+            // The request must be what was asked for, and what this approver saw.
+            let problem = if !request_seal::holds(&self.vault, &cr) {
+                Some(
+                    "the change request was altered in the database after it was requested \
+                     (its seal does not match, or it predates sealed requests); reject it and \
+                     request the change again"
+                        .to_string(),
+                )
+            } else if *reviewed != request_seal::digest(&cr) {
+                Some(format!(
+                    "the change request is not the one you reviewed (digest {reviewed}, now {}); \
+                     review it again",
+                    request_seal::digest(&cr)
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = problem {
+                audit::record(
+                    &self.store,
+                    NewEvent {
+                        actor,
+                        action: verdict.action(),
+                        target: id,
+                        outcome: Outcome::Failure,
+                        detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
+                    },
+                )
+                .await?;
+                return Err(Error::Conflict(format!("change request {id}: {why}")));
+            }
+        }
         let kind = ChangeKind::parse(&cr.kind)
             .ok_or_else(|| Error::Internal(format!("unknown change kind '{}'", cr.kind)))?;
         let mut tx = self.store.begin_write().await?;
         let now = crate::time::now();
-        if verdict == Verdict::Approve {
+        if matches!(verdict, Verdict::Approve(_)) {
             if let Err(why) = self.apply(&mut tx, kind, &cr, user, &now).await? {
                 drop(tx);
                 audit::record(

@@ -17,6 +17,7 @@ mod decision;
 mod integrity;
 mod keys;
 mod reports;
+mod request_seal;
 mod reset_commands;
 mod upload;
 
@@ -136,10 +137,14 @@ pub struct ChangeRequest {
     pub decision_comment: Option<String>,
     pub decided_at: Option<String>,
     pub created_at: String,
+    /// SHA-256 of the request's content: the approver passes it back with the approval, which
+    /// counts only if the request is still exactly this.
+    pub digest: String,
 }
 
 impl From<ChangeRequestRow> for ChangeRequest {
     fn from(c: ChangeRequestRow) -> ChangeRequest {
+        let digest = request_seal::digest(&c);
         let is_listener = c.kind.starts_with("listener-");
         let is_command = c.kind == ChangeKind::ResetCommand.as_str();
         ChangeRequest {
@@ -170,6 +175,7 @@ impl From<ChangeRequestRow> for ChangeRequest {
             decision_comment: c.decision_comment,
             decided_at: c.decided_at,
             created_at: c.created_at,
+            digest,
         }
     }
 }
@@ -242,8 +248,9 @@ impl Registry {
         tx: &mut WriteTx,
         actor: &Actor,
         kind: ChangeKind,
-        row: ChangeRequestRow,
+        mut row: ChangeRequestRow,
     ) -> Result<ChangeRequest> {
+        row.request_seal = Some(request_seal::seal(&self.vault, &row)?);
         if let Some(p) = store::change_requests::pending_for(tx.conn(), &row.subject).await? {
             return Err(Error::Conflict(format!(
                 "'{}' already has a pending change request {} ({}, waiting for {}); it must be \
@@ -330,5 +337,6 @@ fn new_request(
         decided_at: None,
         created_at: crate::time::now(),
         reset_command: None,
+        request_seal: None,
     }
 }

@@ -29,13 +29,16 @@ pub struct ChangeRequestRow {
     pub created_at: String,
     /// For `reset-command` changes: the proposed template as JSON (`null`: the default).
     pub reset_command: Option<String>,
+    /// The master key's attestation of the request's content (`registry::request_seal`);
+    /// `None` for requests made before requests were sealed.
+    pub request_seal: Option<String>,
 }
 
 macro_rules! columns {
     () => {
         "id, kind, status, subject, listener_id, version_id, version, key_id, component_sha256, \
          manifest_sha256, association, requested_by, approver, request_comment, decided_by, \
-         decision_comment, decided_at, created_at, reset_command"
+         decision_comment, decided_at, created_at, reset_command, request_seal"
     };
 }
 
@@ -43,7 +46,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     sqlx::query(concat!(
         "INSERT INTO change_requests (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     ))
     .bind(&c.id)
     .bind(&c.kind)
@@ -64,6 +67,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     .bind(&c.decided_at)
     .bind(&c.created_at)
     .bind(&c.reset_command)
+    .bind(&c.request_seal)
     .execute(conn)
     .await?;
     Ok(())

@@ -70,3 +70,36 @@ impl CoreModule<'_> {
             .expect("the component encodes")
     }
 }
+
+/// The body of a function with `locals` locals (after 8 parameters), all live across a loop:
+/// the shape that makes Cranelift's register allocator slow.
+pub fn live_locals_body(locals: usize) -> String {
+    let mut body = format!("(local{})", " i32".repeat(locals));
+    for k in 8..8 + locals {
+        body.push_str(&format!(" (local.set {k} (i32.const {k}))"));
+    }
+    body.push_str(" (loop $l");
+    for k in 8..8 + locals {
+        let next = if k + 1 < 8 + locals { k + 1 } else { 8 };
+        body.push_str(&format!(
+            " (local.set {k} (i32.add (local.get {k}) (local.get {next})))"
+        ));
+    }
+    body.push_str(" (br_if $l (local.get 0))) (i32.const 0)");
+    body
+}
+
+/// A component whose hooks have `locals` live locals each, plus `extra` functions like them.
+pub fn many_locals(locals: usize, extra: usize) -> Vec<u8> {
+    let body = live_locals_body(locals);
+    let params = "(param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)";
+    let fields: String = (0..extra)
+        .map(|i| format!("(func (export \"extra-{i}\") {params} {body})\n"))
+        .collect();
+    CoreModule {
+        fields: &fields,
+        realloc: "(i32.const 4096)",
+        hook: &body,
+    }
+    .component()
+}

@@ -16,14 +16,24 @@ pub fn manifest_path(name: &str) -> PathBuf {
         .join("manifest.toml")
 }
 
+/// Approves change request `id` as an approver does: looks at it, then approves exactly what
+/// was shown (its `digest`), with `comment`.
+pub async fn approval(api: &Api, token: &str, id: &str, comment: Option<&str>) -> super::Reply {
+    let r = api.get(&format!("/v1/change-requests/{id}"), token).await;
+    let digest = match r.status {
+        200 => r.json()["digest"].clone(),
+        _ => Value::Null,
+    };
+    api.post(
+        &format!("/v1/change-requests/{id}/approve"),
+        token,
+        json!({"comment": comment, "digest": digest}),
+    )
+    .await
+}
+
 pub async fn approve(api: &Api, token: &str, id: &str) {
-    let r = api
-        .post(
-            &format!("/v1/change-requests/{id}/approve"),
-            token,
-            json!({}),
-        )
-        .await;
+    let r = approval(api, token, id, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 

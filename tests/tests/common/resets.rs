@@ -142,13 +142,7 @@ pub async fn set_reset_command(
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    let r = api
-        .post(
-            &format!("/v1/change-requests/{id}/approve"),
-            &approver_token,
-            json!({}),
-        )
-        .await;
+    let r = super::registry::approval(api, &approver_token, &id, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json()
 }
