@@ -177,6 +177,30 @@ async fn bad_requests_get_4xx_problems_and_the_server_keeps_serving() {
         );
     }
 
+    // A body that is JSON but not the request's shape names the field at fault in
+    // `errors[]`, without serde's line and column.
+    for (body, field, says) in [
+        (json!({"name": "a"}), "resource_type", "required"),
+        (
+            json!({"name": "a", "resource_type": "Linux", "colour": "red"}),
+            "colour",
+            "unknown field `colour`",
+        ),
+        (
+            json!({"name": "a", "resource_type": "Linux", "ssh_port": "22"}),
+            "ssh_port",
+            "invalid type",
+        ),
+    ] {
+        let r = api.post("/v1/resources", &root, body).await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        let errors = r.json()["errors"].clone();
+        assert_eq!(errors[0]["field"], field, "{}", r.text);
+        let problem = errors[0]["problem"].as_str().unwrap_or_default();
+        assert!(problem.contains(says), "{}", r.text);
+        assert!(!r.text.contains("line 1 column"), "{}", r.text);
+    }
+
     // Duplicates are conflicts, and nothing was lost on the way.
     let ok = api
         .post(

@@ -95,6 +95,11 @@ impl IntoResponse for Error {
 
 impl From<JsonRejection> for Error {
     fn from(r: JsonRejection) -> Error {
+        if let JsonRejection::JsonDataError(e) = &r
+            && let Some(problem) = field_problem(e)
+        {
+            return Error::Validation(vec![problem]);
+        }
         let status = r.status().as_u16();
         let detail = if status == 413 {
             "the request body is larger than this server accepts (see --max-body-bytes)".to_string()
@@ -103,6 +108,43 @@ impl From<JsonRejection> for Error {
         };
         Error::Rejected { status, detail }
     }
+}
+
+/// A body that is JSON but not the request's shape, as the field at fault and what is wrong
+/// with it, in the documented problem shape (`errors[]`), instead of serde's sentence with its
+/// line and column. axum reports the field's path through `serde_path_to_error`.
+fn field_problem(e: &dyn std::error::Error) -> Option<FieldProblem> {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(e) = c.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let inner = e.inner();
+            // serde_json puts " at line L column C" after its message; the field says where.
+            let message = inner.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            let path = e.path().to_string();
+            let named = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+            let field = match (path.as_str(), named) {
+                (".", Some(name)) => name.to_string(),
+                (path, Some(name)) if message.starts_with("missing field") => format!("{path}.{name}"),
+                (".", None) => "body".to_string(),
+                (path, _) => path.to_string(),
+            };
+            let problem = if message.starts_with("missing field") {
+                "required; the request body does not have it".to_string()
+            } else {
+                message
+            };
+            return Some(FieldProblem::new(field, problem));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 impl From<MultipartRejection> for Error {
