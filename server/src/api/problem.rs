@@ -125,13 +125,14 @@ fn field_problem(e: &dyn std::error::Error) -> Option<FieldProblem> {
                 None => message,
             };
             let path = e.path().to_string();
-            let named = message
-                .split('`')
-                .nth(1)
-                .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+            let named = message.split('`').nth(1).filter(|_| {
+                message.starts_with("missing field") || message.starts_with("unknown field")
+            });
             let field = match (path.as_str(), named) {
                 (".", Some(name)) => name.to_string(),
-                (path, Some(name)) if message.starts_with("missing field") => format!("{path}.{name}"),
+                (path, Some(name)) if message.starts_with("missing field") => {
+                    format!("{path}.{name}")
+                }
                 (".", None) => "body".to_string(),
                 (path, _) => path.to_string(),
             };
