@@ -404,7 +404,7 @@ impl Manifest {
     /// host, port without leading zeros). So two manifests that mean the same thing give the
     /// same bytes, whatever their TOML layout, key order or comments.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        canonical_json(&self.canonical_value()).into_bytes()
+        lockstep_canonical_json::to_string(&self.canonical_value()).into_bytes()
     }
 
     /// Lowercase hex SHA-256 of [`Manifest::canonical_bytes`].
@@ -935,26 +935,6 @@ fn set<'a>(items: impl Iterator<Item = &'a str>) -> Value {
 
 fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
     Value::Object(fields.map(|(k, v)| (k.into(), v)).into_iter().collect())
-}
-
-/// Compact JSON with object keys sorted by byte value, whatever the map's own order.
-fn canonical_json(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by_key(|(key, _)| *key);
-            let key = |k: &str| Value::from(k).to_string();
-            let fields: Vec<String> = (entries.iter())
-                .map(|(k, v)| format!("{}:{}", key(k), canonical_json(v)))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        scalar => scalar.to_string(),
-    }
 }
 
 #[cfg(test)]

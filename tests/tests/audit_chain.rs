@@ -84,7 +84,7 @@ async fn rewrite_from(db: &mut SqliteConnection, seq: i64, downgrade: bool) {
         let mut h = sha2::Sha256::new();
         h.update(prev.as_bytes());
         h.update(b"\n");
-        h.update(lockstep_server::audit::canonical_json(&body).as_bytes());
+        h.update(lockstep_canonical_json::to_string(&body).as_bytes());
         let hash = hex::encode(h.finalize());
         sqlx::query("UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3")
             .bind(&prev)

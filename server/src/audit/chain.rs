@@ -1,4 +1,5 @@
-//! The chain: canonical JSON, event hashes (unkeyed and keyed), verification and checkpoints.
+//! The chain: event hashes over the canonical JSON of each event (`lockstep-canonical-json`),
+//! unkeyed and keyed, verification and checkpoints.
 //!
 //! **Versions.** Each event records how its `hash` was made:
 //! - version 1 ([`UNKEYED`]): `SHA-256(prev_hash || "\n" || canonical JSON of the event)`. Events
@@ -42,44 +43,6 @@ const CHAIN_PURPOSE: &str = "audit-chain";
 /// The purpose of the derived key that authenticates checkpoints.
 const CHECKPOINT_PURPOSE: &str = "audit-checkpoint";
 
-/// JSON with object keys sorted at every level and no insignificant whitespace, so the same
-/// event always hashes the same whatever serde_json's map order.
-pub fn canonical_json(v: &serde_json::Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &serde_json::Value, out: &mut String) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String((*k).clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k.as_str()], out);
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 /// What a row's hash covers: its `prev_hash`, a newline, and the canonical JSON of every other
 /// field (including `seq`, so a row moved to another position no longer matches).
 fn hashed_text(row: &AuditRow) -> Result<String> {
@@ -100,7 +63,11 @@ fn hashed_text(row: &AuditRow) -> Result<String> {
         "source_ip": row.source_ip,
         "detail": detail,
     });
-    Ok(format!("{}\n{}", row.prev_hash, canonical_json(&body)))
+    Ok(format!(
+        "{}\n{}",
+        row.prev_hash,
+        lockstep_canonical_json::to_string(&body)
+    ))
 }
 
 /// The version-1 hash of a row: SHA-256, no key. Only for events written before the chain was
@@ -448,16 +415,6 @@ pub fn read_checkpoints(vault: &Vault, text: &str) -> (Vec<Checkpoint>, Vec<Stri
 mod tests {
     use super::*;
     use crate::vault::MasterKey;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[{"y":1,"x":2}],"c":"é"}}"#).unwrap();
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":"é","z":[{"x":2,"y":1}]},"b":1}"#
-        );
-    }
 
     fn vault() -> Vault {
         Vault::new(MasterKey::from_bytes([3u8; 32]))

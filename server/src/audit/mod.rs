@@ -17,7 +17,7 @@ mod chain;
 pub mod syslog;
 
 pub use chain::{
-    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, canonical_json, keyed_hash,
+    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, keyed_hash,
     read_checkpoints, unkeyed_hash, verify,
 };
 
@@ -119,7 +119,7 @@ pub async fn append(tx: &mut WriteTx, event: NewEvent<'_>) -> Result<()> {
     let (prev_seq, prev_hash) = head.map_or((0, GENESIS_HASH.to_string()), |h| (h.seq, h.hash));
     let detail = match &event.detail {
         serde_json::Value::Null => "{}".to_string(),
-        v @ serde_json::Value::Object(_) => canonical_json(v),
+        v @ serde_json::Value::Object(_) => lockstep_canonical_json::to_string(v),
         _ => return Err(Error::Internal("audit detail must be a JSON object".into())),
     };
     let mut row = AuditRow {
