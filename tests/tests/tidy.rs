@@ -25,7 +25,14 @@ fn sources() -> Vec<(String, String)> {
         }
     }
     let mut files = Vec::new();
-    for krate in ["server", "runtime", "agent", "protocol", "sdk", "canonical-json"] {
+    for krate in [
+        "server",
+        "runtime",
+        "agent",
+        "protocol",
+        "sdk",
+        "canonical-json",
+    ] {
         walk(&repo().join(krate).join("src"), &mut files);
     }
     files.sort();

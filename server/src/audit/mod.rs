@@ -14,12 +14,14 @@
 //! values.
 
 mod chain;
+mod search;
 pub mod syslog;
 
 pub use chain::{
     ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, keyed_hash,
     read_checkpoints, unkeyed_hash, verify,
 };
+pub use search::{AuditEvent, Search, list};
 
 use serde::Serialize;
 
