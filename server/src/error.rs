@@ -45,7 +45,11 @@ pub enum Error {
     /// 422: one or more fields are invalid.
     #[error("{}", describe(.0))]
     Validation(Vec<FieldProblem>),
-    /// A 4xx decided by the HTTP layer (malformed JSON, wrong type, body too large, ...).
+    /// 413: what was sent is larger than this server takes (the message says the limit).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A 4xx decided by the HTTP layer (malformed JSON, wrong type, body too large, ...). Only
+    /// `api/` builds it (tests/tests/tidy.rs): domain code says what happened, not a status.
     #[error("{detail}")]
     Rejected { status: u16, detail: String },
     /// 500: a database failure. Logged, never echoed.

@@ -130,6 +130,38 @@ fn http_stays_in_the_api() {
     }
 }
 
+/// Files outside `api/` that build an `Error::Rejected` (a status picked by hand).
+fn statuses_outside_the_api(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(path, _)| !path.starts_with("server/src/api/"))
+        .filter(|(_, text)| {
+            code_lines(text)
+                .iter()
+                .any(|l| l.contains("Error::Rejected {") && !l.contains(".."))
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+#[test]
+fn only_the_api_picks_a_status() {
+    let found = statuses_outside_the_api(&sources());
+    assert!(
+        found.is_empty(),
+        "Error::Rejected built outside api/ in {found:?}: domain code says what happened \
+         (Conflict, TooLarge, Validation, ...) and api/problem.rs picks the status"
+    );
+    let broken = [(
+        "server/src/inventory/x.rs".to_string(),
+        "//! x\nfn f() -> Error { Error::Rejected {\n status: 409, detail: d } }\n".to_string(),
+    )];
+    assert_eq!(
+        statuses_outside_the_api(&broken),
+        ["server/src/inventory/x.rs"]
+    );
+}
+
 #[test]
 fn every_module_says_what_it_is() {
     let missing: Vec<String> = sources()

@@ -55,6 +55,7 @@ impl IntoResponse for Error {
                 problem(StatusCode::NOT_FOUND, "not-found", e.to_string())
             }
             Error::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail),
+            Error::TooLarge(detail) => problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail),
             Error::Validation(errors) => {
                 let detail = crate::error::describe(&errors);
                 Problem {

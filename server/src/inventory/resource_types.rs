@@ -312,13 +312,10 @@ pub async fn check_reset_command(
 ) -> Result<()> {
     let t = get(store, name).await?;
     if t.reset_method != ResetMethod::Ssh {
-        return Err(Error::Rejected {
-            status: 409,
-            detail: format!(
-                "resource type '{name}' is reset with method '{}', which runs no command",
-                t.reset_method.as_str()
-            ),
-        });
+        return Err(Error::Conflict(format!(
+            "resource type '{name}' is reset with method '{}', which runs no command",
+            t.reset_method.as_str()
+        )));
     }
     if let Some(c) = command {
         let problems = c.problems("reset_command");

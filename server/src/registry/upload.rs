@@ -331,6 +331,7 @@ impl Registry {
             Error::Validation(_)
                 | Error::Conflict(_)
                 | Error::Rejected { .. }
+                | Error::TooLarge(_)
                 | Error::NotFound { .. }
         ) {
             let reason: String = e.to_string().chars().take(2000).collect();
@@ -369,14 +370,11 @@ impl Registry {
                 None
             }
             Some(bytes) if bytes.len() > self.max_component_bytes => {
-                return Err(Error::Rejected {
-                    status: 413,
-                    detail: format!(
-                        "the component is {} bytes; this server accepts at most {} (--max-listener-bytes)",
-                        bytes.len(),
-                        self.max_component_bytes
-                    ),
-                });
+                return Err(Error::TooLarge(format!(
+                    "the component is {} bytes; this server accepts at most {} (--max-listener-bytes)",
+                    bytes.len(),
+                    self.max_component_bytes
+                )));
             }
             Some(bytes) => {
                 if let Some(p) = component_shape_problem(&bytes) {
