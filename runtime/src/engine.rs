@@ -14,18 +14,9 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use crate::error::Error;
-use crate::limits::EPOCH_TICK;
-
-/// Most listener runs in flight at once (pool slots); a run beyond it fails to instantiate
-/// and is reported, never queued unboundedly.
-pub const MAX_CONCURRENT_RUNS: u32 = 64;
-/// Largest linear memory any listener may have (the manifest's `memory_mib` maximum).
-pub const MAX_MEMORY_BYTES: usize = crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024;
-/// Per-instance metadata size; interpreted guests (Python, JavaScript) need more than the
-/// default 1 MiB.
-pub const MAX_INSTANCE_SIZE: usize = 16 << 20;
-/// Deepest wasm stack; deep recursion traps with a stack overflow beyond it.
-pub const MAX_WASM_STACK: usize = 1 << 20;
+use crate::limits::{
+    EPOCH_TICK, MAX_CONCURRENT_RUNS, MAX_INSTANCE_SIZE, MAX_MEMORY_BYTES, MAX_WASM_STACK,
+};
 
 /// Builds the engine. The `Engine` is shared by every run; build it once.
 pub fn build_engine() -> Result<Engine, Error> {

@@ -5,7 +5,7 @@
 //! What this does NOT cover, by design of the layers: a host call that blocks is not
 //! interrupted by the epoch (host calls here are async and sit under the outer timeout). The
 //! host's own allocations on behalf of the guest are bounded per call (`output_kib`,
-//! [`MAX_LOG_LINES`], [`crate::report::MAX_MESSAGE_BYTES`]) and, for what outlives a call
+//! [`MAX_LOG_LINES`], [`MAX_MESSAGE_BYTES`]) and, for what outlives a call
 //! (requests, bodies, fields, streams, pollables, sockets), by [`MAX_RESOURCES`] handles of
 //! bounded size each: see [`MAX_HELD_BYTES_PER_RUN`].
 
@@ -25,7 +25,7 @@ pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 pub const MAX_LOG_LINES: usize = 1000;
 
 /// Most of a refused property key (one longer than
-/// [`crate::manifest::MAX_PROP_KEY_BYTES`]) that its denial record shows; the rest is cut,
+/// [`MAX_PROP_KEY_BYTES`]) that its denial record shows; the rest is cut,
 /// after the run's secrets are redacted from the whole key.
 pub const MAX_SHOWN_KEY_BYTES: usize = 32;
 
@@ -66,7 +66,7 @@ pub const MAX_HELD_BYTES_PER_HANDLE: usize = 128 << 10;
 
 /// The bound on the host memory one run can make the host hold between calls:
 /// [`MAX_RESOURCES`] handles of at most [`MAX_HELD_BYTES_PER_HANDLE`] each, 32 MiB; with
-/// [`crate::engine::MAX_CONCURRENT_RUNS`] (64) runs at once, 2 GiB. Unsent bodies and fields,
+/// [`MAX_CONCURRENT_RUNS`] (64) runs at once, 2 GiB. Unsent bodies and fields,
 /// the cheap way to hold memory, stay far under it: 256 x 16 KiB = 4 MiB per run.
 pub const MAX_HELD_BYTES_PER_RUN: usize = MAX_RESOURCES * MAX_HELD_BYTES_PER_HANDLE;
 
@@ -82,17 +82,17 @@ pub const MAX_SOCKETS_PER_RUN: usize = 8;
 pub const DESCRIPTORS_PER_PROGRAM: usize = 6;
 
 /// The most file descriptors one run can make the server hold: [`MAX_SOCKETS_PER_RUN`]
-/// sockets, [`crate::host::network::MAX_CONNECTIONS_PER_RUN`] HTTP connections and one
+/// sockets, [`MAX_CONNECTIONS_PER_RUN`] HTTP connections and one
 /// program's pipes, 46.
 pub const MAX_DESCRIPTORS_PER_RUN: usize =
-    MAX_SOCKETS_PER_RUN + crate::host::network::MAX_CONNECTIONS_PER_RUN + DESCRIPTORS_PER_PROGRAM;
+    MAX_SOCKETS_PER_RUN + MAX_CONNECTIONS_PER_RUN + DESCRIPTORS_PER_PROGRAM;
 
-/// The open-file limit the server needs: [`crate::engine::MAX_CONCURRENT_RUNS`] runs of
+/// The open-file limit the server needs: [`MAX_CONCURRENT_RUNS`] runs of
 /// [`MAX_DESCRIPTORS_PER_RUN`] (2,944), plus 1,024 for the server's own (its listening
 /// socket, database pool, clients, agents' and targets' connections). `lockstep serve` raises
 /// its soft limit toward the hard one at start and warns when even that is below this.
 pub const OPEN_FILES_NEEDED: u64 =
-    (crate::engine::MAX_CONCURRENT_RUNS as u64) * (MAX_DESCRIPTORS_PER_RUN as u64) + 1024;
+    (MAX_CONCURRENT_RUNS as u64) * (MAX_DESCRIPTORS_PER_RUN as u64) + 1024;
 
 /// A `ResourceLimiter` that caps the *sum* of all linear memories of one store (wasmtime's
 /// `StoreLimits` caps each memory on its own, so ten memories could take ten times the limit).
@@ -279,3 +279,49 @@ pub fn code_stats(wasm: &[u8]) -> Result<CodeStats, String> {
 pub fn epoch_ticks(timeout: Duration) -> u64 {
     (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
+
+// What a manifest may ask for, what the pool holds, and what a run may send out.
+
+/// Most listener runs in flight at once (pool slots); a run beyond it fails to instantiate
+/// and is reported, never queued unboundedly.
+pub const MAX_CONCURRENT_RUNS: u32 = 64;
+/// Largest linear memory any listener may have (the manifest's `memory_mib` maximum).
+pub const MAX_MEMORY_BYTES: usize = MAX_MEMORY_MIB as usize * 1024 * 1024;
+/// Per-instance metadata size; interpreted guests (Python, JavaScript) need more than the
+/// default 1 MiB.
+pub const MAX_INSTANCE_SIZE: usize = 16 << 20;
+/// Deepest wasm stack; deep recursion traps with a stack overflow beyond it.
+pub const MAX_WASM_STACK: usize = 1 << 20;
+
+/// Bytes one host call may move from guest to host (arguments, log lines, program input).
+pub const HOSTCALL_FUEL: usize = 2 << 20;
+/// Margin between the epoch deadline and the outer timeout, so the epoch normally fires first
+/// and the outer timeout only catches a guest stuck in a host call.
+pub const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
+
+/// Largest `limits.timeout_ms`.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Largest `limits.memory_mib`.
+pub const MAX_MEMORY_MIB: u64 = 1024;
+/// Largest `limits.output_kib`.
+pub const MAX_OUTPUT_KIB: u64 = 1024;
+
+/// Longest argument a host call may pass (before any matching or formatting).
+pub const MAX_ARG_BYTES: usize = 4096;
+/// Most arguments a host call may pass.
+pub const MAX_ARGS: usize = 64;
+/// Longest property key a host call may ask for.
+pub const MAX_PROP_KEY_BYTES: usize = 64;
+
+/// The most of a veto reason or outcome message that is kept; a listener cannot flood the
+/// audit trail or a job record through its answer.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Most denial records kept per run; later ones are counted in the last record.
+pub const MAX_DENIALS: usize = 64;
+/// Longest `requested` or `reason` text of a denial record.
+pub const MAX_DENIAL_TEXT: usize = 256;
+
+/// Most connection attempts and HTTP requests one run may make: each holds a file descriptor
+/// of the server while it lasts.
+pub const MAX_CONNECTIONS_PER_RUN: usize = 32;

@@ -15,17 +15,10 @@ use crate::host::bindings::lockstep::listener::types as wit;
 use crate::host::bindings::{Listener, ListenerPre};
 use crate::host::network::{HttpPolicy, socket_check};
 use crate::host::{HostState, RunContext};
+use crate::limits::{HOSTCALL_FUEL, MAX_DENIALS, MAX_MESSAGE_BYTES, OUTER_TIMEOUT_MARGIN};
 use crate::limits::{SummedLimiter, epoch_ticks};
 use crate::manifest::{Endpoint, Manifest, Phase, Scheme};
-use crate::report::{
-    DenialRecord, HookOutcome, Invocation, MAX_DENIALS, MAX_MESSAGE_BYTES, RunFailure,
-};
-
-/// Bytes one host call may move from guest to host (arguments, log lines, program input).
-const HOSTCALL_FUEL: usize = 2 << 20;
-/// Margin between the epoch deadline and the outer timeout, so the epoch normally fires first
-/// and the outer timeout only catches a guest stuck in a host call.
-const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_millis(250);
+use crate::report::{DenialRecord, HookOutcome, Invocation, RunFailure};
 
 /// What started the reset (matches the WIT `trigger` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,13 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Problem};
-
-/// Largest `limits.timeout_ms`.
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
-/// Largest `limits.memory_mib`.
-pub const MAX_MEMORY_MIB: u64 = 1024;
-/// Largest `limits.output_kib`.
-pub const MAX_OUTPUT_KIB: u64 = 1024;
+use crate::limits::{MAX_ARG_BYTES, MAX_ARGS, MAX_MEMORY_MIB, MAX_OUTPUT_KIB, MAX_TIMEOUT_MS};
 
 /// Command runners: programs that run another program, a script or a command line named in
 /// their arguments or read from their input (shells, interpreters, wrappers, debuggers, the
@@ -63,13 +57,6 @@ const SYSTEM_BIN_DIRS: [&str; 4] = ["/bin", "/sbin", "/usr/bin", "/usr/sbin"];
 
 /// Directory names that hold programs: a path pattern through one could name a program.
 const PROGRAM_DIR_NAMES: [&str; 6] = ["bin", "sbin", "libexec", "lib", "lib64", "lib32"];
-
-/// Longest argument a host call may pass (before any matching or formatting).
-pub const MAX_ARG_BYTES: usize = 4096;
-/// Most arguments a host call may pass.
-pub const MAX_ARGS: usize = 64;
-/// Longest property key a host call may ask for.
-pub const MAX_PROP_KEY_BYTES: usize = 64;
 
 /// A validated listener manifest. Built only by [`Manifest::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

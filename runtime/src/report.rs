@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-/// The most of a veto reason or outcome message that is kept; a listener cannot flood the
-/// audit trail or a job record through its answer.
-pub const MAX_MESSAGE_BYTES: usize = 4096;
-
 /// What a hook answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookOutcome {
@@ -127,11 +123,6 @@ impl Invocation {
         }
     }
 }
-
-/// Most denial records kept per run; later ones are counted in the last record.
-pub const MAX_DENIALS: usize = 64;
-/// Longest `requested` or `reason` text of a denial record.
-pub const MAX_DENIAL_TEXT: usize = 256;
 
 /// Escapes control characters (as `\u{..}`, or `\n` and `\t` where `keep_lines` is false) so
 /// a listener cannot forge log lines or send terminal escapes to whoever reads its output.

@@ -162,6 +162,39 @@ fn only_the_api_picks_a_status() {
     );
 }
 
+/// Runtime files other than `limits.rs` that define a `MAX_` constant.
+fn limits_outside_limits_rs(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(path, _)| path.starts_with("runtime/src/") && path != "runtime/src/limits.rs")
+        .filter(|(_, text)| {
+            code_lines(text).iter().any(|l| {
+                let l = l
+                    .trim_start()
+                    .trim_start_matches("pub ")
+                    .trim_start_matches("pub(crate) ");
+                l.starts_with("const MAX_")
+            })
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+#[test]
+fn every_run_limit_is_in_limits_rs() {
+    let found = limits_outside_limits_rs(&sources());
+    assert!(
+        found.is_empty(),
+        "limits defined outside runtime/src/limits.rs in {found:?}; hint: every per-run \
+         limit lives in limits.rs, where the bounds they add up to are stated"
+    );
+    let broken = [(
+        "runtime/src/host/x.rs".to_string(),
+        "//! x\npub const MAX_THINGS: usize = 3;\n".to_string(),
+    )];
+    assert_eq!(limits_outside_limits_rs(&broken), ["runtime/src/host/x.rs"]);
+}
+
 #[test]
 fn every_module_says_what_it_is() {
     let missing: Vec<String> = sources()

@@ -3,7 +3,8 @@
 use super::HostState;
 use super::bindings::lockstep::listener::log::{Host, Level};
 use crate::limits::MAX_LOG_LINES;
-use crate::report::{LogLevel, LogLine, MAX_MESSAGE_BYTES};
+use crate::limits::MAX_MESSAGE_BYTES;
+use crate::report::{LogLevel, LogLine};
 
 impl Host for HostState {
     fn write(&mut self, level: Level, message: String) {

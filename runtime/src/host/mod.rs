@@ -40,8 +40,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use zeroize::Zeroizing;
 
 use crate::limits::SummedLimiter;
+use crate::limits::{MAX_DENIAL_TEXT, MAX_DENIALS};
 use crate::manifest::{Manifest, Secret};
-use crate::report::{DenialRecord, LogLine, MAX_DENIAL_TEXT, MAX_DENIALS, Redactor};
+use crate::report::{DenialRecord, LogLine, Redactor};
 
 /// Bindings generated from `wit/listener.wit`.
 pub mod bindings {

@@ -17,15 +17,12 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::limits::MAX_SOCKETS_PER_RUN;
 
+use crate::limits::{MAX_CONNECTIONS_PER_RUN, MAX_DENIAL_TEXT, MAX_DENIALS};
 use crate::manifest::{Endpoint, Scheme};
-use crate::report::{DenialRecord, MAX_DENIAL_TEXT, MAX_DENIALS, Redactor};
+use crate::report::{DenialRecord, Redactor};
 
 /// Denials found by the network checks, which run outside `HostState`'s borrow.
 pub type SharedDenials = Arc<Mutex<Vec<DenialRecord>>>;
-
-/// Most connection attempts and HTTP requests one run may make: each holds a file descriptor
-/// of the server while it lasts.
-pub const MAX_CONNECTIONS_PER_RUN: usize = 32;
 
 /// Records a refusal: `requested` has the run's granted secrets redacted from the whole text
 /// before it is escaped and cut (see [`Redactor::clean`]).

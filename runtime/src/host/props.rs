@@ -7,7 +7,7 @@ use crate::limits::MAX_SHOWN_KEY_BYTES;
 
 impl HostState {
     fn property(&mut self, scope: &str, key: String) -> Result<Option<String>, HostError> {
-        if key.len() > crate::manifest::MAX_PROP_KEY_BYTES {
+        if key.len() > crate::limits::MAX_PROP_KEY_BYTES {
             // Redacted whole before it is cut: a password straddling the cut would no longer
             // match once cut.
             let shown = self.redactor.clean(key, false, MAX_SHOWN_KEY_BYTES);

@@ -38,7 +38,7 @@ pub const MAX_RESULT_BYTES: usize = 256 * 1024;
 const MAX_TASK_MESSAGE_BYTES: usize = 2000;
 /// Longest text of one denial an agent reports: a denial as the runtime writes it (capability,
 /// request and reason, each cut to `MAX_DENIAL_TEXT`).
-const MAX_DENIAL_BYTES: usize = 2 * lockstep_runtime::report::MAX_DENIAL_TEXT + 64;
+const MAX_DENIAL_BYTES: usize = 2 * lockstep_runtime::limits::MAX_DENIAL_TEXT + 64;
 /// How a listener run may end, as an agent reports it.
 const LISTENER_OUTCOMES: [&str; 5] = ["proceed", "veto", "success", "failure", "stopped"];
 
@@ -316,11 +316,11 @@ fn scrub(text: &str, max: usize) -> String {
 
 /// A listener report as an agent sent it, bounded the way the server's own runtime bounds a
 /// run it did itself: a known outcome; the message cut to 4 KiB; at most
-/// [`lockstep_runtime::report::MAX_DENIALS`] denials kept one by one (each cut), the rest
+/// [`lockstep_runtime::limits::MAX_DENIALS`] denials kept one by one (each cut), the rest
 /// counted in one more; control characters escaped everywhere. Each kept denial becomes one
 /// `listener.denial` audit event, so a report costs the audit trail at most 65 of them.
 pub fn bound_listener_report(r: ListenerReport) -> Result<ListenerReport> {
-    use lockstep_runtime::report::{MAX_DENIALS, MAX_MESSAGE_BYTES};
+    use lockstep_runtime::limits::{MAX_DENIALS, MAX_MESSAGE_BYTES};
     if !LISTENER_OUTCOMES.contains(&r.outcome.as_str()) {
         return Err(Error::validation(
             "listener.outcome",
