@@ -56,6 +56,7 @@ pub enum ListenerCommand {
         /// The component (`.wasm`).
         wasm: PathBuf,
         /// The listener's manifest (TOML).
+        /// The listener's manifest (TOML); the signature covers its canonical form.
         #[arg(long)]
         manifest: PathBuf,
         /// The sample event (TOML): phase, resource_type, parameters, [resource], [account],
@@ -71,6 +72,7 @@ pub enum ListenerCommand {
     Sign {
         /// The component (`.wasm`).
         wasm: PathBuf,
+        /// The listener's manifest (TOML); the signature covers its canonical form.
         #[arg(long)]
         manifest: PathBuf,
         /// The publisher's secret key (from `lockstep keygen`).
@@ -86,6 +88,7 @@ pub enum ListenerCommand {
     Publish {
         /// The component (`.wasm`).
         wasm: PathBuf,
+        /// The listener's manifest (TOML); the signature covers its canonical form.
         #[arg(long)]
         manifest: PathBuf,
         /// The publisher's secret key (from `lockstep keygen`).
@@ -110,7 +113,9 @@ pub enum ListenerCommand {
     /// Check a signature against a component, its manifest and a publisher's public key.
     /// Exits 0 when valid, 1 naming what does not match.
     Verify {
+        /// The component (`.wasm`).
         wasm: PathBuf,
+        /// The listener's manifest (TOML); the signature covers its canonical form.
         #[arg(long)]
         manifest: PathBuf,
         /// The signature file [default: WASM.sig].
