@@ -299,3 +299,72 @@ fn the_checks_catch_a_misspelt_subcommand_an_unknown_flag_and_a_wrong_path() {
     assert_eq!(found[0].2, "/v1/resources");
     assert_eq!(found[1].2, "/v1/audit");
 }
+
+/// Every subcommand path of `bin`, from its own help.
+fn all_commands(bin: &Path) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new()];
+    let mut i = 0;
+    while i < out.len() {
+        let chain = out[i].clone();
+        for sub in subcommands(&help(bin, &chain)) {
+            if sub != "help" {
+                let mut next = chain.clone();
+                next.push(sub);
+                out.push(next);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The options a help text lists without saying what they are for.
+fn undocumented_options(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Options:"))
+        .skip(1)
+        .take_while(|l| l.starts_with(' ') || l.is_empty())
+        .collect();
+    let is_option = |l: &str| l.trim_start().starts_with('-');
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !is_option(line) {
+            continue;
+        }
+        let spec_and_help = line.trim_start();
+        // Short form: `--flag <VALUE>  Help text`; long form: help on the next, deeper line.
+        let inline = spec_and_help
+            .split("  ")
+            .skip(1)
+            .any(|h| !h.trim().is_empty());
+        let below = lines
+            .get(i + 1)
+            .is_some_and(|n| !n.trim().is_empty() && !is_option(n));
+        if !inline && !below {
+            out.push(spec_and_help.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_option_of_every_command_says_what_it_is_for() {
+    let bin = common::lockstep_bin();
+    let agent = bin.with_file_name("lockstep-agent");
+    let mut missing = Vec::new();
+    for b in [&bin, &agent] {
+        for chain in all_commands(b) {
+            for option in undocumented_options(&help(b, &chain)) {
+                missing.push(format!("{} {}: {option}", b.display(), chain.join(" ")));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "options without help:\n{}",
+        missing.join("\n")
+    );
+    let broken = "Options:\n      --manifest <MANIFEST>  \n      --key <KEY>  The key\n";
+    assert_eq!(undocumented_options(broken), ["--manifest <MANIFEST>"]);
+}
