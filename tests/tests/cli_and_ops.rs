@@ -53,6 +53,10 @@ async fn audit_verify_names_the_edited_deleted_or_reordered_sqlite_row() {
     let mut server = Server::start();
     make_some_history(&server).await;
     assert_eq!(server.stop().code(), Some(0));
+    // A clean stop logs no error (the reset workers used to report the closed pool).
+    let log = server.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let data = server.data_dir();
     let data_s = data.to_str().unwrap();
     assert_verify(&["--data-dir", data_s], true, "");

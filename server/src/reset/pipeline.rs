@@ -290,6 +290,11 @@ impl Engine {
                 Ok(None) => {
                     let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
                 }
+                // A graceful stop closes the pool: the worker ends quietly, with nothing to do.
+                Err(_) if self.store.pool().is_closed() => {
+                    tracing::debug!("reset worker stops: the database pool is closed");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim reset work");
                     tokio::time::sleep(Duration::from_secs(1)).await;
