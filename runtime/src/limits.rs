@@ -84,9 +84,8 @@ pub const DESCRIPTORS_PER_PROGRAM: usize = 6;
 /// The most file descriptors one run can make the server hold: [`MAX_SOCKETS_PER_RUN`]
 /// sockets, [`crate::host::network::MAX_CONNECTIONS_PER_RUN`] HTTP connections and one
 /// program's pipes, 46.
-pub const MAX_DESCRIPTORS_PER_RUN: usize = MAX_SOCKETS_PER_RUN
-    + crate::host::network::MAX_CONNECTIONS_PER_RUN
-    + DESCRIPTORS_PER_PROGRAM;
+pub const MAX_DESCRIPTORS_PER_RUN: usize =
+    MAX_SOCKETS_PER_RUN + crate::host::network::MAX_CONNECTIONS_PER_RUN + DESCRIPTORS_PER_PROGRAM;
 
 /// The open-file limit the server needs: [`crate::engine::MAX_CONCURRENT_RUNS`] runs of
 /// [`MAX_DESCRIPTORS_PER_RUN`] (2,944), plus 1,024 for the server's own (its listening

@@ -1252,18 +1252,20 @@ async fn sixty_runs_hoarding_at_once_stay_under_the_stated_bound() {
         )
         .unwrap();
     let before = peak_rss_kib();
-    let runs: Vec<_> = (0..RUNS).map(|_| {
-        let listener = patient.clone();
-        tokio::spawn(async move {
-            listener
-                .run(
-                    Phase::PostReset,
-                    &event(&["http-hoard", "40", "6", "3000"]),
-                    ctx(),
-                )
-                .await
+    let runs: Vec<_> = (0..RUNS)
+        .map(|_| {
+            let listener = patient.clone();
+            tokio::spawn(async move {
+                listener
+                    .run(
+                        Phase::PostReset,
+                        &event(&["http-hoard", "40", "6", "3000"]),
+                        ctx(),
+                    )
+                    .await
+            })
         })
-    }).collect();
+        .collect();
     for run in runs {
         assert_eq!(success(&run.await.unwrap()), "hoarded 40");
     }
@@ -1350,13 +1352,17 @@ fn a_component_too_costly_to_compile_is_refused_before_compiling() {
         started.elapsed()
     );
     // Many functions, each under the per-function caps, add up: refused on their total cost.
-    let err = lockstep_runtime::limits::check_code(&components::many_locals(1_900, 30)).unwrap_err();
+    let err =
+        lockstep_runtime::limits::check_code(&components::many_locals(1_900, 30)).unwrap_err();
     assert!(
         matches!(&err, Error::TooCostly(m) if m.contains("locals x body bytes add up to")),
         "{err}"
     );
     // A small one of the same shape loads.
     runtime()
-        .load(&components::many_locals(50, 0), Manifest::parse(manifest).unwrap())
+        .load(
+            &components::many_locals(50, 0),
+            Manifest::parse(manifest).unwrap(),
+        )
         .unwrap();
 }

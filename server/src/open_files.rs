@@ -81,8 +81,12 @@ mod tests {
             .filter_map(|l| l.strip_prefix("LimitNOFILE="))
             .map(|v| v.trim().parse().unwrap())
             .collect();
-        assert_eq!(set, [WANTED], "server/lockstep.service sets LimitNOFILE once");
-        assert!(WANTED >= lockstep_runtime::limits::OPEN_FILES_NEEDED);
+        assert_eq!(
+            set,
+            [WANTED],
+            "server/lockstep.service sets LimitNOFILE once"
+        );
+        const { assert!(WANTED >= lockstep_runtime::limits::OPEN_FILES_NEEDED) };
     }
 
     #[test]
@@ -109,6 +113,9 @@ mod tests {
         assert_eq!(got.before, 1024);
         assert_eq!(now, Some(hard.min(WANTED)));
         assert_eq!(got.now, hard.min(WANTED));
-        assert_eq!(got.enough(), hard.min(WANTED) >= lockstep_runtime::limits::OPEN_FILES_NEEDED);
+        assert_eq!(
+            got.enough(),
+            hard.min(WANTED) >= lockstep_runtime::limits::OPEN_FILES_NEEDED
+        );
     }
 }

@@ -381,7 +381,9 @@ impl Team {
             return common::registry::approval(&self.api, token, id, Some(&comment)).await;
         }
         let path = format!("/v1/change-requests/{id}/{verb}");
-        self.api.post(&path, token, json!({"comment": comment})).await
+        self.api
+            .post(&path, token, json!({"comment": comment}))
+            .await
     }
 
     /// bob approves.
@@ -520,7 +522,10 @@ async fn a_listener_runs_only_after_a_second_administrator_approves_it() {
 async fn an_edited_pending_request_is_never_approved() {
     let server = Server::start();
     let t = Team::new(&server).await;
-    let url = format!("sqlite://{}", server.data_dir().join("lockstep.db").display());
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
     sqlx::any::install_default_drivers();
     let mut db = sqlx::AnyConnection::connect(&url).await.expect("connect");
     sqlx::query("PRAGMA busy_timeout = 10000")
@@ -535,7 +540,12 @@ async fn an_edited_pending_request_is_never_approved() {
     let bare = t.api.post(&path, &t.bob, json!({})).await;
     assert_refused(&bare, 422, "digest", "digest");
     let wrong = json!({"digest": "0".repeat(64)});
-    assert_refused(&t.api.post(&path, &t.bob, wrong).await, 409, "", "not the one you reviewed");
+    assert_refused(
+        &t.api.post(&path, &t.bob, wrong).await,
+        409,
+        "",
+        "not the one you reviewed",
+    );
 
     // Bob looks; then the database writer widens the association to Windows.
     let seen = t.get(&format!("/v1/change-requests/{add}")).await["digest"].clone();
@@ -552,11 +562,19 @@ async fn an_edited_pending_request_is_never_approved() {
     // Looking again does not help: the request no longer holds its seal.
     let r = common::registry::approval(&t.api, &t.bob, &add, None).await;
     assert_refused(&r, 409, "", "altered in the database");
-    assert_eq!(t.get(&format!("/v1/change-requests/{add}")).await["status"], "pending");
+    assert_eq!(
+        t.get(&format!("/v1/change-requests/{add}")).await["status"],
+        "pending"
+    );
     assert!(t.planned().await.is_none(), "nothing runs on Linux");
     let windows = t.plan("Windows").await;
-    assert!(entry(&windows, "listeners", "change-freeze").is_none(), "{windows}");
-    let failures = t.audit("action=change-request.approve&outcome=failure").await;
+    assert!(
+        entry(&windows, "listeners", "change-freeze").is_none(),
+        "{windows}"
+    );
+    let failures = t
+        .audit("action=change-request.approve&outcome=failure")
+        .await;
     assert_eq!(failures.len(), 3, "{failures:?}");
     // The edited request can still be rejected, and the change asked for again.
     let r = t.decide(&t.bob, &add, "reject").await;
@@ -572,7 +590,7 @@ async fn an_edited_pending_request_is_never_approved() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let template = json!({"program": "/usr/sbin/chpasswd", "args": [],
+    let template = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
         "stdin": "{login}:{password}\n"});
     let r = t
         .api
@@ -595,8 +613,11 @@ async fn an_edited_pending_request_is_never_approved() {
     let path = format!("/v1/change-requests/{change}/approve");
     let r = t.api.post(&path, &t.bob, json!({"digest": seen})).await;
     assert_refused(&r, 409, "", "altered in the database");
+    // Neither the edit nor the proposal took effect: the type keeps the default.
     let kind = t.get("/v1/resource-types/Sealed").await;
-    assert!(kind["reset_command"].is_null(), "the template is unchanged: {kind}");
+    let default = json!({"program": "/usr/sbin/chpasswd", "args": [],
+        "stdin": "{login}:{password}\n"});
+    assert_eq!(kind["reset_command"], default, "{kind}");
 }
 
 #[tokio::test]

@@ -235,9 +235,13 @@ fn run(event: &Event) -> Result<String, String> {
                 .map_err(|e| format!("bind: {e:?}"))?;
             socket.subscribe().block();
             socket.finish_bind().map_err(|e| format!("bind: {e:?}"))?;
-            socket.start_listen().map_err(|e| format!("listen: {e:?}"))?;
+            socket
+                .start_listen()
+                .map_err(|e| format!("listen: {e:?}"))?;
             socket.subscribe().block();
-            socket.finish_listen().map_err(|e| format!("listen: {e:?}"))?;
+            socket
+                .finish_listen()
+                .map_err(|e| format!("listen: {e:?}"))?;
             let port = socket
                 .local_address()
                 .map(|a| match a {
