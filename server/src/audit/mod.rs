@@ -17,8 +17,8 @@ mod chain;
 pub mod syslog;
 
 pub use chain::{
-    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, canonical_json, keyed_hash,
-    read_checkpoints, unkeyed_hash, verify,
+    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, authentic, canonical_json,
+    keyed_hash, read_checkpoints, unkeyed_hash, verify,
 };
 
 use serde::Serialize;
