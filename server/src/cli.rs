@@ -24,6 +24,9 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The listener registry, without a running server.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Listener development.
     #[command(subcommand)]
     Listener(ListenerCommand),
@@ -281,6 +284,23 @@ pub enum AuditCommand {
         /// several files). This is what shows the newest events were deleted.
         #[arg(long = "checkpoints")]
         checkpoints: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Rebuild the registry ledger from the approvals whose seals verify, at a generation above
+    /// the audit trail's newest, after a legitimate restore left it refused (audited as
+    /// `registry.resealed`). Every sealed listener, trusted key and reset command now in the
+    /// database becomes the approved state: check them first. Stop the servers, run it, start
+    /// them again.
+    Reseal {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The server's master key file [default: DATA_DIR/master.key]; LOCKSTEP_MASTER_KEY
+        /// may hold the key. Seals are checked and made with it.
+        #[arg(long, env = "LOCKSTEP_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
     },
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use lockstep_server::api_client::ApiClient;
-use lockstep_server::cli::{AdminCommand, AuditCommand, Cli, Command, ListenerCommand};
+use lockstep_server::cli::{
+    AdminCommand, AuditCommand, Cli, Command, ListenerCommand, RegistryCommand,
+};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
 use lockstep_server::vault::Vault;
@@ -113,6 +115,28 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                 issued.info.id, issued.info.expires_at
             );
             println!("{}", issued.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry(RegistryCommand::Reseal {
+            store,
+            master_key_file,
+        }) => {
+            let vault = Arc::new(Vault::new(serve::store_master_key(
+                &store,
+                master_key_file,
+                false,
+                "registry reseal",
+            )?));
+            let db = serve::open_store(&store_url(&store), vault.clone()).await?;
+            let done = lockstep_server::registry::ledger::reseal(&db, &vault, &audit::Actor::cli())
+                .await?;
+            db.close().await;
+            println!(
+                "registry ledger resealed at generation {}: {} listener(s), {} publisher key(s), \
+                 {} reset command(s) whose seals verify are the approved state now; start the \
+                 servers again",
+                done.generation, done.listeners, done.keys, done.reset_commands
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Listener(ListenerCommand::Test {

@@ -944,6 +944,227 @@ async fn an_edited_postgres_row_is_refused_before_any_run() {
     drop_postgres_database(&name).await;
 }
 
+/// A database connection beside the running server (SQLite waits for its writer).
+async fn connect(db_url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(db_url).await.expect("connect");
+    if db_url.starts_with("sqlite:") {
+        let busy = sqlx::query("PRAGMA busy_timeout = 10000");
+        busy.execute(&mut db).await.unwrap();
+    }
+    db
+}
+
+/// The approved state of change-freeze's row: (version id, association, position, seal).
+type ListenerApproval = (Option<String>, Option<String>, Option<i64>, Option<String>);
+
+const LISTENER_APPROVAL: &str = "SELECT current_version_id, association, position, \
+     approval_seal FROM listeners WHERE name = 'change-freeze'";
+const RESTORE_LISTENER_APPROVAL: &str = "UPDATE listeners SET current_version_id = $1, \
+     association = $2, position = $3, approval_seal = $4, status = 'active' \
+     WHERE name = 'change-freeze'";
+
+/// Issue 15, "seals bind what runs" (a): a database writer without the master key saves
+/// change-freeze's approved row (0.1.0, Linux), lets 0.2.0 be approved, then writes the old
+/// row back with its old seal, which is valid. Before the registry ledger, 0.1.0 ran again.
+async fn an_older_listener_row_restored_with_its_seal_is_refused(server: &Server, db_url: &str) {
+    let t = Team::new(server).await;
+    t.publish_active().await;
+    let mut db = connect(db_url).await;
+    let query = sqlx::query_as::<_, ListenerApproval>(LISTENER_APPROVAL);
+    let v1: ListenerApproval = query.fetch_one(&mut db).await.unwrap();
+    assert!(v1.3.is_some(), "approved rows carry their seal");
+
+    let v2 = t.signed(wasm(), manifest_v2());
+    let c = pending(&t.upload("PUT", LISTENER, &v2).await, "listener-edit");
+    t.approve(&change_id(&c)).await;
+    assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+
+    let restore = sqlx::query::<sqlx::Any>(RESTORE_LISTENER_APPROVAL)
+        .bind(v1.0.clone())
+        .bind(v1.1.clone())
+        .bind(v1.2)
+        .bind(v1.3.clone());
+    assert_eq!(restore.execute(&mut db).await.unwrap().rows_affected(), 1);
+    let reason = t.refusal().await;
+    assert!(
+        reason.contains("older than") && reason.contains("registry ledger"),
+        "{reason}"
+    );
+    assert!(reason.contains("restored from a backup"), "{reason}");
+    // Refused everywhere, not only where 0.2.0 applies: it might guard anything.
+    let windows = t.plan("Windows").await;
+    assert!(
+        entry(&windows, "refused", "change-freeze").is_some(),
+        "{windows}"
+    );
+    assert_eq!(t.alert().await.as_str(), Some(reason.as_str()));
+    let events = t.audit("action=listener.integrity&outcome=failure").await;
+    let named = |e: &Value| e["target"] == "change-freeze" && e["detail"]["reason"] == reason;
+    assert!(events.iter().any(named), "{events:?}");
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_older_sqlite_listener_row_restored_with_its_seal_is_refused() {
+    let server = Server::start();
+    let db = server.data_dir().join("lockstep.db");
+    let url = format!("sqlite://{}", db.display());
+    an_older_listener_row_restored_with_its_seal_is_refused(&server, &url).await;
+}
+
+#[tokio::test]
+async fn an_older_postgres_listener_row_restored_with_its_seal_is_refused() {
+    let Some((url, name)) = postgres_database().await else {
+        return;
+    };
+    let mut server = Server::start_with(ServerOptions {
+        database_url: Some(url.clone()),
+        ..Default::default()
+    });
+    an_older_listener_row_restored_with_its_seal_is_refused(&server, &url).await;
+    assert_eq!(server.stop().code(), Some(0));
+    drop_postgres_database(&name).await;
+}
+
+/// (c): a removed publisher key's row written back with its old trust seal is not trusted
+/// again: its listeners stay refused and uploads signed with it are refused.
+#[tokio::test]
+async fn a_removed_publisher_key_restored_with_its_seal_stays_untrusted() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    t.publish_active().await;
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = connect(&url).await;
+    let query = "SELECT trust_seal FROM publisher_keys WHERE key_id = $1";
+    let query = sqlx::query_scalar::<_, Option<String>>(query).bind(t.key.id.clone());
+    let seal = query.fetch_one(&mut db).await.unwrap();
+    assert!(seal.is_some());
+
+    let path = format!("/v1/publisher-keys/{}?approver=bob", t.key.id);
+    let r = t.api.call("DELETE", &path, Some(&t.alice), None).await;
+    t.approve(&change_id(&pending(&r, "key-remove"))).await;
+    assert_eq!(t.key_status(&t.key.id).await, "removed");
+    assert!(t.refusal().await.contains("no longer trusted"));
+
+    let restore = "UPDATE publisher_keys SET status = 'trusted', trust_seal = $1 WHERE key_id = $2";
+    let restore = sqlx::query::<sqlx::Any>(restore)
+        .bind(seal)
+        .bind(t.key.id.clone());
+    assert_eq!(restore.execute(&mut db).await.unwrap().rows_affected(), 1);
+    assert_eq!(t.key_status(&t.key.id).await, "trusted", "the row says so");
+    let reason = t.refusal().await;
+    assert!(
+        reason.contains(&t.key.id) && reason.contains("no approval in the registry ledger"),
+        "{reason}"
+    );
+    let v2 = t.signed(wasm(), manifest_v2());
+    let r = t.upload("PUT", LISTENER, &v2).await;
+    assert_refused(&r, 422, "signature", "registry ledger");
+    db.close().await.unwrap();
+}
+
+/// The plan when the ledger itself is refused: nothing runs, one refusal names the ledger.
+async fn ledger_refusal(t: &Team) -> String {
+    let plan = t.plan("Linux").await;
+    let listeners = plan["listeners"].as_array().unwrap();
+    assert!(listeners.is_empty(), "{plan}");
+    let refused = entry(&plan, "refused", "(registry ledger)");
+    let refused = refused.unwrap_or_else(|| panic!("the ledger is not refused: {plan}"));
+    refused["reason"].as_str().unwrap().to_string()
+}
+
+/// (5) and the operator's way back: the ledger row rolled back to an older generation with
+/// its old, valid seal, or deleted, refuses everything the registry approved (resets stop, and
+/// no approval is applied on top of it) until `lockstep registry reseal`.
+#[tokio::test]
+async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    t.publish_active().await;
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = connect(&url).await;
+    let read = "SELECT generation, entries, seal FROM registry_ledger";
+    let old: (i64, String, String) = sqlx::query_as(read).fetch_one(&mut db).await.unwrap();
+    assert_eq!(old.0, 2, "the key, then the listener");
+    let v2 = t.signed(wasm(), manifest_v2());
+    let c = pending(&t.upload("PUT", LISTENER, &v2).await, "listener-edit");
+    t.approve(&change_id(&c)).await;
+    let now: (i64, String, String) = sqlx::query_as(read).fetch_one(&mut db).await.unwrap();
+    assert_eq!(now.0, 3);
+    let events = t.audit("action=registry.generation").await;
+    let generations: Vec<_> = events
+        .iter()
+        .map(|e| e["detail"]["generation"].clone())
+        .collect();
+    assert_eq!(generations, [json!(1), json!(2), json!(3)], "{events:?}");
+
+    let write = "UPDATE registry_ledger SET generation = $1, entries = $2, seal = $3";
+    let roll_back = sqlx::query::<sqlx::Any>(write)
+        .bind(old.0)
+        .bind(old.1.clone())
+        .bind(old.2.clone());
+    assert_eq!(roll_back.execute(&mut db).await.unwrap().rows_affected(), 1);
+    let reason = ledger_refusal(&t).await;
+    assert!(
+        reason.contains("generation 2, older than generation 3") && reason.contains("reseal"),
+        "{reason}"
+    );
+    let audited = t.audit("action=registry.integrity&outcome=failure").await;
+    assert!(!audited.is_empty(), "the refusal is audited");
+    // Nothing is approved on top of it.
+    let spare = keygen(t.dir.path(), "spare.key");
+    let key_add = t.propose_key(&spare, "spare").await;
+    let r = t.decide(&t.bob, &key_add, "approve").await;
+    assert_refused(&r, 409, "", "registry ledger");
+    assert_eq!(t.key_status(&spare.id).await, "pending");
+
+    // The current row back: it runs again.
+    let put_back = sqlx::query::<sqlx::Any>(write)
+        .bind(now.0)
+        .bind(now.1.clone())
+        .bind(now.2.clone());
+    assert_eq!(put_back.execute(&mut db).await.unwrap().rows_affected(), 1);
+    assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+
+    // Deleted: the audit trail says there was one.
+    let delete = sqlx::query::<sqlx::Any>("DELETE FROM registry_ledger");
+    assert_eq!(delete.execute(&mut db).await.unwrap().rows_affected(), 1);
+    let reason = ledger_refusal(&t).await;
+    assert!(
+        reason.contains("missing") && reason.contains("generation 3"),
+        "{reason}"
+    );
+    db.close().await.unwrap();
+
+    // The operator checks the rows and reseals from those whose seals verify.
+    let mut args = vec!["registry", "reseal"];
+    args.extend(server.store_args.iter().map(String::as_str));
+    let (status, out, err) = lockstep(&args);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("generation 4"), "{out}");
+    assert!(
+        out.contains("1 listener(s), 1 publisher key(s), 0 reset command(s)"),
+        "{out}"
+    );
+    assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+    let resealed = t.audit("action=registry.resealed").await;
+    assert_eq!(resealed.len(), 1, "{resealed:?}");
+    assert!(resealed[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    assert_eq!(resealed[0]["detail"]["generation"], 4);
+    // Approvals go on from there.
+    t.approve(&key_add).await;
+    assert_eq!(t.key_status(&spare.id).await, "trusted");
+    let chain = t.get("/v1/audit/verify").await;
+    assert_eq!(chain["intact"], true, "{chain}");
+}
+
 #[tokio::test]
 async fn reports_show_where_a_listener_runs_and_what_awaits_approval() {
     let server = Server::start();

@@ -1414,3 +1414,216 @@ async fn where_a_listener_runs_is_read_from_its_sealed_approval_only() {
     );
     assert_eq!(stored_password(&api, &root, &acc).await, current);
 }
+
+/// Issue 15, "seals bind what runs" (b): a database writer lifts an approved pre-reset guard
+/// without touching a seal, by clearing its seal along with its status, or by deleting its row
+/// and its index rows. Before the registry ledger, resets then went ahead without it; now the
+/// ledger still knows the guard and where it applies, so the reset stops.
+#[tokio::test]
+async fn a_pre_reset_guard_deleted_in_the_database_still_stops_the_reset() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = support::wasm_dir();
+    // change-freeze guards Generic resources in DC1 (it vetoes their resets).
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "change-freeze",
+            wasm.join("change_freeze.wasm"),
+            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Generic"],
+                "order": 10, "parameters": ["DC1"]}),
+        )],
+    )
+    .await;
+    let (rid, acc) =
+        common::resource_with_account(&api, &root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/v1/resources/{rid}"),
+            Some(&root),
+            Some(json!({"location": "DC1"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let job = reset(&api, &root, &acc, json!({"reason": "guarded"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let stops = |job: &Value| {
+        let it = item(job);
+        let detail = it["detail"].as_str().unwrap_or_default();
+        it["state"] == "vetoed"
+            && detail.contains("change-freeze cannot run")
+            && detail.contains("deleted in the database")
+    };
+
+    // 1. Its seal cleared along with its status: no seal fails, there is simply none.
+    let (seal,): (String,) =
+        sqlx::query_as("SELECT approval_seal FROM listeners WHERE name = 'change-freeze'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE listeners SET status = 'deleted', approval_seal = NULL \
+         WHERE name = 'change-freeze'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(&api, &root, &acc, json!({"reason": "seal cleared"})).await;
+    assert!(stops(&job), "the guard was lifted: {job}");
+    sqlx::query(
+        "UPDATE listeners SET status = 'active', approval_seal = $1 WHERE name = 'change-freeze'",
+    )
+    .bind(seal)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(&api, &root, &acc, json!({"reason": "restored"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    assert!(
+        item(&job)["detail"].as_str().unwrap().contains("freeze"),
+        "its own veto again: {job}"
+    );
+
+    // 2. Its row and index rows deleted (its versions too, so nothing dangles).
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for sql in [
+        "DELETE FROM listener_resource_types WHERE listener_id = \
+         (SELECT id FROM listeners WHERE name = 'change-freeze')",
+        "DELETE FROM listener_versions WHERE listener_id = \
+         (SELECT id FROM listeners WHERE name = 'change-freeze')",
+        "DELETE FROM listeners WHERE name = 'change-freeze'",
+    ] {
+        let done = sqlx::query(sql).execute(&mut db).await.unwrap();
+        assert!(done.rows_affected() >= 1, "{sql}");
+    }
+    let job = reset(&api, &root, &acc, json!({"reason": "row deleted"})).await;
+    assert!(stops(&job), "the guard was lifted: {job}");
+    assert_eq!(
+        stored_password(&api, &root, &acc).await,
+        "Old-Pass-123!",
+        "nothing changed"
+    );
+    let audit = api.get("/v1/audit?action=listener.integrity", &root).await;
+    assert!(
+        audit.text.contains("change-freeze") && audit.text.contains("deleted in the database"),
+        "{}",
+        audit.text
+    );
+    // Only where it applied: a Linux plan does not name it.
+    let plan = api
+        .get(
+            "/v1/listener-plan?resource_type=Linux&phase=pre-reset&mode=agentless",
+            &root,
+        )
+        .await;
+    assert!(!plan.text.contains("change-freeze"), "{}", plan.text);
+}
+
+/// (d): a resource type's older reset-command template written back with its old, valid
+/// seal never runs (before the registry ledger it ran as root on every target of the type);
+/// nor does a deleted template fall back to chpasswd.
+#[tokio::test]
+async fn an_older_reset_command_restored_with_its_seal_never_runs() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "web-older-template",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    // The older template hashes with SHA-256 ($5$), the newer one with SHA-512 ($6$).
+    let older = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA256"],
+        "stdin": "{login}:{password}\n"});
+    let newer = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
+        "stdin": "{login}:{password}\n"});
+    set_reset_command(&api, &root, "Linux", Some(older)).await;
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let (saved, seal): (String, String) = sqlx::query_as(
+        "SELECT reset_command, reset_command_seal FROM resource_types WHERE name = 'Linux'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    set_reset_command(&api, &root, "Linux", Some(newer)).await;
+    let job = reset(&api, &root, &app, json!({"reason": "the newer template"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    assert!(t.shadow_hash("app").starts_with("$6$"));
+    let current = stored_password(&api, &root, &app).await;
+
+    sqlx::query(
+        "UPDATE resource_types SET reset_command = $1, reset_command_seal = $2 \
+         WHERE name = 'Linux'",
+    )
+    .bind(saved)
+    .bind(seal)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(&api, &root, &app, json!({"reason": "older template back"})).await;
+    let it = item(&job);
+    assert_eq!(it["state"], "failed", "{job}");
+    let detail = it["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("older than") && detail.contains("registry ledger"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &app).await, current);
+    assert!(logs_in(&t, "app", &current).await);
+    assert!(
+        t.shadow_hash("app").starts_with("$6$"),
+        "the older template never ran"
+    );
+    let audit = api
+        .get("/v1/audit?action=resource-type.integrity", &root)
+        .await;
+    assert!(
+        audit.text.contains("Linux") && audit.text.contains("registry ledger"),
+        "{}",
+        audit.text
+    );
+
+    // The template deleted: the type does not fall back to chpasswd.
+    sqlx::query(
+        "UPDATE resource_types SET reset_command = NULL, reset_command_seal = NULL \
+         WHERE name = 'Linux'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = reset(&api, &root, &app, json!({"reason": "template deleted"})).await;
+    let it = item(&job);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert!(
+        it["detail"].as_str().unwrap().contains("is missing"),
+        "{job}"
+    );
+    assert!(t.shadow_hash("app").starts_with("$6$"));
+}

@@ -82,6 +82,25 @@ pub fn keyed_hash(vault: &Vault, row: &AuditRow) -> Result<(String, String)> {
     vault.mac(CHAIN_PURPOSE, text.as_bytes())
 }
 
+/// Whether `row` is a keyed event whose hash a master key of `vault` made over exactly these
+/// fields: written by Lockstep as it stands. (Not whether it is still linked into the chain:
+/// [`verify`] walks the links.)
+pub fn authentic(vault: &Vault, row: &AuditRow) -> bool {
+    let Some(key_id) = &row.key_id else {
+        return false;
+    };
+    if row.chain_version != KEYED {
+        return false;
+    }
+    let Ok(text) = hashed_text(row) else {
+        return false;
+    };
+    let text = format!("{KEYED}\n{text}");
+    vault
+        .check_mac(key_id, CHAIN_PURPOSE, text.as_bytes(), &row.hash)
+        .unwrap_or(false)
+}
+
 /// Where and why the chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainBreak {

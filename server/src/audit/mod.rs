@@ -18,7 +18,7 @@ mod search;
 pub mod syslog;
 
 pub use chain::{
-    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, keyed_hash,
+    ChainBreak, ChainReport, Checkpoint, GENESIS_HASH, KEYED, UNKEYED, authentic, keyed_hash,
     read_checkpoints, unkeyed_hash, verify,
 };
 pub use search::{AuditEvent, Search, list};

@@ -326,14 +326,24 @@ pub async fn check_reset_command(
     Ok(())
 }
 
-/// The command that sets `name`'s passwords, if its stored template matches its approval:
+/// A type's command as its row holds it, once the row's own seal held.
+#[derive(Debug, Clone)]
+pub struct SealedCommand {
+    pub command: ResetCommand,
+    /// The seal over the type's own template; `None`: the type has none and uses the default.
+    /// `registry` compares it with the registry ledger before the command runs.
+    pub seal: Option<String>,
+}
+
+/// The command that sets `name`'s passwords, if its stored template matches its seal:
 /// `chpasswd` when the type has none, the template when the master key's seal over it holds,
-/// and otherwise the reason it must not run (an edited or unapproved row).
+/// and otherwise the reason it must not run (an edited or unapproved row). Whether that seal
+/// is the approval in force is the registry's to say (`Registry::approved_command`).
 pub async fn approved_command(
     store: &Store,
     vault: &crate::vault::Vault,
     name: &str,
-) -> Result<std::result::Result<ResetCommand, String>> {
+) -> Result<std::result::Result<SealedCommand, String>> {
     let row = store::resource_types::get(store.pool(), name)
         .await?
         .ok_or_else(|| Error::NotFound {
@@ -341,20 +351,26 @@ pub async fn approved_command(
             id: name.to_string(),
         })?;
     let Some(json) = row.reset_command else {
-        return Ok(Ok(ResetCommand::chpasswd()));
+        return Ok(Ok(SealedCommand {
+            command: ResetCommand::chpasswd(),
+            seal: None,
+        }));
     };
-    let sealed = row
+    let Some(seal) = row
         .reset_command_seal
-        .as_deref()
-        .is_some_and(|seal| vault.check_attestation(&command_binding(name, &json), seal));
-    if !sealed {
+        .filter(|seal| vault.check_attestation(&command_binding(name, &json), seal))
+    else {
         return Ok(Err(format!(
             "the reset command of resource type '{name}' does not match its approval (edited \
              in the database, or saved before approvals); it will not run until a second \
              administrator approves it again (PUT /v1/resource-types/{name}/reset-command)"
         )));
-    }
+    };
     Ok(serde_json::from_str(&json)
+        .map(|command| SealedCommand {
+            command,
+            seal: Some(seal),
+        })
         .map_err(|_| format!("the approved reset command of '{name}' cannot be read")))
 }
 
@@ -369,6 +385,18 @@ pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {
     if used > 0 {
         return Err(Error::Conflict(format!(
             "resource type '{name}' is used by {used} resource(s); delete or retype them first"
+        )));
+    }
+    if t.reset_method == ResetMethod::Ssh
+        && store::resource_types::get(store.pool(), name)
+            .await?
+            .is_some_and(|row| row.reset_command.is_some())
+    {
+        // Its approval is in the registry ledger; it leaves the way it came, approved.
+        return Err(Error::Conflict(format!(
+            "resource type '{name}' has its own approved reset command; propose going back to \
+             the default first (PUT /v1/resource-types/{name}/reset-command with \
+             \"reset_command\": null), then delete the type"
         )));
     }
     let listeners = store::resource_types::count_listeners(store.pool(), name).await?;

@@ -2,6 +2,7 @@
 
 use super::integrity::approval_binding;
 use super::keys::trust_binding;
+use super::ledger::{self, Change, Entry, EntryKind, Ledger};
 use super::{Association, ChangeKind, ChangeRequest, Registry, comment, request_seal};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
@@ -186,23 +187,27 @@ impl Registry {
             .ok_or_else(|| Error::Internal(format!("unknown change kind '{}'", cr.kind)))?;
         let mut tx = self.store.begin_write().await?;
         let now = crate::time::now();
+        let mut generation = None;
         if matches!(verdict, Verdict::Approve(_)) {
-            if let Err(why) = self.apply(&mut tx, kind, &cr, user, &now).await? {
-                drop(tx);
-                audit::record(
-                    &self.store,
-                    NewEvent {
-                        actor,
-                        action: verdict.action(),
-                        target: id,
-                        outcome: Outcome::Failure,
-                        detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
-                    },
-                )
-                .await?;
-                return Err(Error::Conflict(format!(
-                    "change request {id} cannot be applied: {why}"
-                )));
+            match self.apply(&mut tx, kind, &cr, user, &now).await? {
+                Ok(g) => generation = Some(g),
+                Err(why) => {
+                    drop(tx);
+                    audit::record(
+                        &self.store,
+                        NewEvent {
+                            actor,
+                            action: verdict.action(),
+                            target: id,
+                            outcome: Outcome::Failure,
+                            detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
+                        },
+                    )
+                    .await?;
+                    return Err(Error::Conflict(format!(
+                        "change request {id} cannot be applied: {why}"
+                    )));
+                }
             }
         } else {
             self.unwind(&mut tx, kind, &cr, &now).await?;
@@ -259,14 +264,19 @@ impl Registry {
         )
         .await?;
         tx.commit().await?;
+        if let Some(g) = generation {
+            self.saw_generation(g);
+        }
         store::change_requests::get(self.store.pool(), id)
             .await?
             .map(Into::into)
             .ok_or_else(|| Error::Internal(format!("change request {id} vanished")))
     }
 
-    /// Applies an approved change inside `tx`. `Ok(Err(why))` when the stored state no longer
-    /// matches what was requested (nothing is changed then).
+    /// Applies an approved change inside `tx` and advances the registry ledger by exactly the
+    /// one entry it changes; returns the new generation. `Ok(Err(why))` when the stored state
+    /// no longer matches what was requested, or the ledger cannot be trusted (nothing is
+    /// changed then).
     async fn apply(
         &self,
         tx: &mut WriteTx,
@@ -274,9 +284,13 @@ impl Registry {
         cr: &ChangeRequestRow,
         approver: &str,
         now: &str,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<std::result::Result<u64, String>> {
+        let current = match ledger::current_in(tx, &self.vault, self.seen_generation()).await? {
+            Ok(l) => l,
+            Err(why) => return Ok(Err(why)),
+        };
         let key_id = cr.key_id.clone().unwrap_or_default();
-        match kind {
+        let change = match kind {
             ChangeKind::KeyAdd => {
                 let Some(k) = store::publisher_keys::get(tx.conn(), &key_id).await? else {
                     return Ok(Err(format!("key {key_id} is gone")));
@@ -286,9 +300,11 @@ impl Registry {
                     .attest(&trust_binding(&k.key_id, &k.public_key))?;
                 store::publisher_keys::set_status(tx.conn(), &key_id, "trusted", Some(&seal), now)
                     .await?;
+                Change::Put(Entry::key(&key_id, &seal))
             }
             ChangeKind::KeyRemove => {
                 store::publisher_keys::set_status(tx.conn(), &key_id, "removed", None, now).await?;
+                Change::Remove(EntryKind::Key, key_id)
             }
             ChangeKind::ListenerAdd | ChangeKind::ListenerEdit => {
                 let listener_id = cr.listener_id.clone().unwrap_or_default();
@@ -299,7 +315,7 @@ impl Registry {
                     return Ok(Err(format!("the listener is {} now", l.status)));
                 }
                 let version_id = cr.version_id.clone().unwrap_or_default();
-                if let Err(why) = self.recheck_version(tx, cr, &version_id).await? {
+                if let Err(why) = self.recheck_version(tx, cr, &version_id, &current).await? {
                     return Ok(Err(why));
                 }
                 let association = cr
@@ -308,17 +324,18 @@ impl Registry {
                     .and_then(Association::parse_stored)
                     .ok_or_else(|| Error::Internal("change request without association".into()))?;
                 let association_json = association.canonical_json();
-                l.status = "active".into();
-                l.current_version_id = Some(version_id.clone());
-                l.position = Some(association.order);
-                l.approval_seal = Some(self.vault.attest(&approval_binding(
+                let seal = self.vault.attest(&approval_binding(
                     &l.id,
                     &version_id,
                     cr.component_sha256.as_deref().unwrap_or_default(),
                     cr.manifest_sha256.as_deref().unwrap_or_default(),
                     &key_id,
                     &association_json,
-                ))?);
+                ))?;
+                l.status = "active".into();
+                l.current_version_id = Some(version_id.clone());
+                l.position = Some(association.order);
+                l.approval_seal = Some(seal.clone());
                 l.association = Some(association_json);
                 l.approved_by = Some(approver.to_string());
                 l.approved_at = Some(now.to_string());
@@ -327,12 +344,13 @@ impl Registry {
                 l.updated_at = now.to_string();
                 store::listeners::update_approved(tx.conn(), &l, &association.resource_types)
                     .await?;
+                Change::Put(Entry::listener(&l.id, &l.name, &seal, &association))
             }
-            ChangeKind::ResetCommand => {
-                if let Err(why) = self.apply_reset_command(tx, cr, approver).await? {
-                    return Ok(Err(why));
-                }
-            }
+            ChangeKind::ResetCommand => match self.apply_reset_command(tx, cr, approver).await? {
+                Ok((name, Some(seal))) => Change::Put(Entry::reset_command(&name, &seal)),
+                Ok((name, None)) => Change::Remove(EntryKind::ResetCommand, name),
+                Err(why) => return Ok(Err(why)),
+            },
             ChangeKind::ListenerDelete => {
                 let listener_id = cr.listener_id.clone().unwrap_or_default();
                 let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
@@ -347,9 +365,17 @@ impl Registry {
                 l.approved_at = Some(now.to_string());
                 l.updated_at = now.to_string();
                 store::listeners::update_approved(tx.conn(), &l, &[]).await?;
+                Change::Remove(EntryKind::Listener, l.id)
             }
-        }
-        Ok(Ok(()))
+        };
+        Ok(Ok(ledger::advance(
+            tx,
+            &self.vault,
+            &current,
+            change,
+            &cr.id,
+        )
+        .await?))
     }
 
     /// Before approving a version: the stored component, manifest and signature must still be
@@ -359,6 +385,7 @@ impl Registry {
         tx: &mut WriteTx,
         cr: &ChangeRequestRow,
         version_id: &str,
+        ledger: &Ledger,
     ) -> Result<std::result::Result<(), String>> {
         let Some(v) = store::listeners::get_version(tx.conn(), version_id).await? else {
             return Ok(Err("the uploaded version is gone".into()));
@@ -371,7 +398,7 @@ impl Registry {
             cr.manifest_sha256.as_deref().unwrap_or_default(),
         );
         Ok(self
-            .check_stored(&v, &component, expected.0, expected.1)
+            .check_stored(&v, &component, expected.0, expected.1, ledger)
             .await?
             .map(|_| ()))
     }

@@ -9,11 +9,13 @@ use lockstep_runtime::manifest::Manifest;
 use lockstep_runtime::signature::{self, ListenerSignature};
 
 use super::keys::trust_binding;
+use super::ledger::{EntryKind, Ledger};
 use super::{Association, Registry};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::store::listeners::{ListenerRow, VersionRow};
 use crate::store::{self};
+use crate::vault::Vault;
 
 /// What the approval seal of a listener covers: everything an approver approved.
 pub(super) fn approval_binding(
@@ -29,6 +31,32 @@ pub(super) fn approval_binding(
          {manifest_sha256}\n{key_id}\n{association_json}"
     )
 }
+
+/// Whether `l`'s approval seal covers version `v` and `association` as they are stored.
+pub(super) fn approval_holds(
+    vault: &Vault,
+    l: &ListenerRow,
+    v: &VersionRow,
+    association: &Association,
+) -> bool {
+    l.approval_seal.as_deref().is_some_and(|seal| {
+        vault.check_attestation(
+            &approval_binding(
+                &l.id,
+                &v.id,
+                &v.component_sha256,
+                &v.manifest_sha256,
+                &v.key_id,
+                &association.canonical_json(),
+            ),
+            seal,
+        )
+    })
+}
+
+/// The name a refusal of the whole registry goes by (no listener is named so: names are
+/// manifest names, without spaces or parentheses).
+const LEDGER_REFUSAL: &str = "(registry ledger)";
 
 /// A listener that passed every check, loaded into the runtime.
 #[derive(Clone)]
@@ -90,11 +118,33 @@ struct Verified {
     association: Association,
 }
 
+/// What the checks decided for one listener, before anything is loaded or recorded.
+enum Judged {
+    Run(Box<(ListenerRow, Verified)>),
+    Refuse(Refused, Option<String>, String),
+}
+
+/// Who a refusal is about.
+pub(super) enum Refused {
+    /// A listener whose row is there.
+    Row(Box<ListenerRow>),
+    /// A listener the ledger approves whose row is gone or no longer active.
+    Gone { name: String },
+    /// Every listener: the ledger itself cannot be trusted.
+    Ledger,
+}
+
+/// How many times a check that found a refusal is made again when the ledger moved meanwhile
+/// (an approval committed between reading the ledger and reading the rows).
+pub(super) const RECHECKS: usize = 3;
+
 impl Registry {
-    /// The key with `key_id`, if it is trusted and its trust seal holds; `Err` says why not.
+    /// The key with `key_id`, if it is trusted, its trust seal holds and the ledger holds that
+    /// seal; `Err` says why not.
     pub(super) async fn trusted_key(
         &self,
         key_id: &str,
+        ledger: &Ledger,
     ) -> std::result::Result<VerifyingKey, String> {
         let untrusted = || {
             format!(
@@ -124,6 +174,12 @@ impl Registry {
                 "publisher key {key_id}'s trust record fails its integrity check (edited outside Lockstep?)"
             ));
         }
+        if let Err(m) = ledger.check(EntryKind::Key, key_id, row.trust_seal.as_deref()) {
+            return Err(m.describe(
+                &format!("publisher key {key_id}'s trust record"),
+                ledger.generation(),
+            ));
+        }
         signature::parse_public_key(&row.public_key)
             .map_err(|e| format!("publisher key {key_id}: {e}"))
     }
@@ -138,6 +194,7 @@ impl Registry {
         component: &[u8],
         component_sha256: &str,
         manifest_sha256: &str,
+        ledger: &Ledger,
     ) -> Result<std::result::Result<Manifest, String>> {
         let digest = Sha256::digest(component);
         let actual = hex::encode(digest);
@@ -166,7 +223,7 @@ impl Registry {
                 sig.key_id, v.key_id
             )));
         }
-        let key = match self.trusted_key(&sig.key_id).await {
+        let key = match self.trusted_key(&sig.key_id, ledger).await {
             Ok(k) => k,
             Err(why) => return Ok(Err(format!("signature: {why}"))),
         };
@@ -190,20 +247,7 @@ impl Registry {
         let Some(association) = l.association.as_deref().and_then(Association::parse_stored) else {
             return Ok(Err("its association is missing or unreadable".into()));
         };
-        let sealed = l.approval_seal.as_deref().is_some_and(|seal| {
-            self.vault.check_attestation(
-                &approval_binding(
-                    &l.id,
-                    &v.id,
-                    &v.component_sha256,
-                    &v.manifest_sha256,
-                    &v.key_id,
-                    &association.canonical_json(),
-                ),
-                seal,
-            )
-        });
-        if !sealed {
+        if !approval_holds(&self.vault, l, &v, &association) {
             return Ok(Err(
                 "its approval record does not match what was approved (edited outside Lockstep?)"
                     .into(),
@@ -212,18 +256,26 @@ impl Registry {
         Ok(Ok((v, association)))
     }
 
-    /// Re-checks an active listener against its approval: the seal over version and
-    /// association, then the stored bytes. `Ok(Err(why))` when it must not run.
-    async fn verify(&self, l: &ListenerRow) -> Result<std::result::Result<Verified, String>> {
-        let (v, association) = match self.approved_association(l).await? {
-            Ok(found) => found,
-            Err(why) => return Ok(Err(why)),
-        };
+    /// Re-checks the stored bytes of an approved version (its seal held): component and
+    /// manifest against the approved digests, the signature against a key still trusted.
+    /// `Ok(Err(why))` when it must not run.
+    async fn verify(
+        &self,
+        v: VersionRow,
+        association: Association,
+        ledger: &Ledger,
+    ) -> Result<std::result::Result<Verified, String>> {
         let Some(component) = store::listeners::component(self.store.pool(), &v.id).await? else {
             return Ok(Err("its approved component is missing".into()));
         };
         let manifest = match self
-            .check_stored(&v, &component, &v.component_sha256, &v.manifest_sha256)
+            .check_stored(
+                &v,
+                &component,
+                &v.component_sha256,
+                &v.manifest_sha256,
+                ledger,
+            )
             .await?
         {
             Ok(m) => m,
@@ -242,8 +294,9 @@ impl Registry {
     }
 
     /// The listeners a reset of `resource_type` runs in `phase` and `mode`, in order, each
-    /// verified against its approval and loaded; and those refused. This is the only way from
-    /// the registry to the runtime. Each refusal is audited and alerted on its listener.
+    /// verified against its approval and the registry ledger, and loaded; and those refused.
+    /// This is the only way from the registry to the runtime. Each refusal is audited and
+    /// alerted.
     pub async fn runnable(
         &self,
         resource_type: &str,
@@ -252,38 +305,11 @@ impl Registry {
     ) -> Result<(Vec<RunnableListener>, Vec<Refusal>)> {
         let mut ok = Vec::new();
         let mut refused = Vec::new();
-        // Where a listener applies (types, phases, modes, order, parameters) is read only from
-        // its sealed approval, never from unsealed columns or the type index: an inserted index
-        // row cannot widen a listener, a deleted one cannot lift it, an edited position cannot
-        // reorder it. A listener whose seal fails might guard anything: it is refused here,
-        // whatever the type, and a pre-reset refusal stops the reset.
-        for l in store::listeners::active(self.store.pool()).await? {
-            // Approval clears the seal of a deleted listener: a sealed one that is not active
-            // had its status edited (a guard lifted by one UPDATE): refuse it everywhere.
-            if l.status != "active" {
-                let reason = format!(
-                    "its status says '{}' but it still carries an approval (edited outside \
-                     Lockstep?)",
-                    l.status
-                );
-                refused.push(self.refuse(&l, None, reason).await?);
-                continue;
-            }
-            match self.approved_association(&l).await? {
-                Ok((_, a)) if !a.resource_types.iter().any(|t| t == resource_type) => continue,
-                Ok((_, a)) if !a.has(phase, mode) => continue,
-                Ok(_) | Err(_) => {}
-            }
-            let verified = match self.verify(&l).await? {
-                Ok(v) => v,
-                Err(reason) => {
-                    let version = match &l.current_version_id {
-                        Some(id) => store::listeners::get_version(self.store.pool(), id)
-                            .await?
-                            .map(|v| v.version),
-                        None => None,
-                    };
-                    refused.push(self.refuse(&l, version, reason).await?);
+        for judged in self.judge(resource_type, phase, mode).await? {
+            let (l, verified) = match judged {
+                Judged::Run(run) => *run,
+                Judged::Refuse(who, version, reason) => {
+                    refused.push(self.refuse(who, version, reason).await?);
                     continue;
                 }
             };
@@ -334,7 +360,11 @@ impl Registry {
                 }),
                 Err(e) => {
                     let reason = format!("it no longer loads: {e}");
-                    refused.push(self.refuse(&l, Some(verified.version), reason).await?);
+                    let version = Some(verified.version);
+                    refused.push(
+                        self.refuse(Refused::Row(Box::new(l)), version, reason)
+                            .await?,
+                    );
                 }
             }
         }
@@ -342,6 +372,117 @@ impl Registry {
             (a.order, &a.name).cmp(&(b.order, &b.name))
         });
         Ok((ok, refused))
+    }
+
+    /// Every check of [`Registry::runnable`], reading only. When one refuses, the ledger is
+    /// read again: if an approval moved it meanwhile, the rows may simply be newer than the
+    /// ledger that was read, so everything is checked again (a concurrent approval never reads
+    /// as tampering).
+    async fn judge(&self, resource_type: &str, phase: &str, mode: &str) -> Result<Vec<Judged>> {
+        let mut checks = 0;
+        loop {
+            let ledger = match self.ledger().await? {
+                Ok(ledger) => ledger,
+                Err(why) => return Ok(vec![Judged::Refuse(Refused::Ledger, None, why)]),
+            };
+            let judged = self
+                .judge_against(&ledger, resource_type, phase, mode)
+                .await?;
+            checks += 1;
+            let refusal = judged.iter().any(|j| matches!(j, Judged::Refuse(..)));
+            if !refusal || checks >= RECHECKS || !self.ledger_moved(&ledger).await? {
+                return Ok(judged);
+            }
+        }
+    }
+
+    async fn judge_against(
+        &self,
+        ledger: &Ledger,
+        resource_type: &str,
+        phase: &str,
+        mode: &str,
+    ) -> Result<Vec<Judged>> {
+        let rows = store::listeners::active(self.store.pool()).await?;
+        let mut judged = Vec::new();
+        // A listener the ledger approves is a guard even when its row was deleted (or its seal
+        // cleared with its status): where the ledger says it applies, it is refused.
+        for entry in ledger.listeners() {
+            let Some(reach) = &entry.reach else {
+                continue;
+            };
+            if rows.iter().any(|l| l.id == entry.subject)
+                || !reach.covers(resource_type, phase, mode)
+            {
+                continue;
+            }
+            let reason = super::ledger::Mismatch::Missing
+                .describe("its approved record", ledger.generation());
+            let who = Refused::Gone {
+                name: reach.name.clone(),
+            };
+            judged.push(Judged::Refuse(who, None, reason));
+        }
+        // Where a listener applies (types, phases, modes, order, parameters) is read only from
+        // its sealed approval, never from unsealed columns or the type index: an inserted index
+        // row cannot widen a listener, a deleted one cannot lift it, an edited position cannot
+        // reorder it. A listener whose seal fails, or whose approval is not the one the ledger
+        // holds, might guard anything: it is refused here, whatever the type, and a pre-reset
+        // refusal stops the reset.
+        for l in rows {
+            // Approval clears the seal of a deleted listener: a sealed one that is not active
+            // had its status edited (a guard lifted by one UPDATE): refuse it everywhere.
+            if l.status != "active" {
+                let reason = format!(
+                    "its status says '{}' but it still carries an approval (edited outside \
+                     Lockstep?)",
+                    l.status
+                );
+                judged.push(Judged::Refuse(Refused::Row(Box::new(l)), None, reason));
+                continue;
+            }
+            let (v, association) = match self.approved_association(&l).await? {
+                Ok(found) => found,
+                Err(reason) => {
+                    let version = self.version_name(&l).await?;
+                    judged.push(Judged::Refuse(Refused::Row(Box::new(l)), version, reason));
+                    continue;
+                }
+            };
+            if let Err(m) = ledger.check(EntryKind::Listener, &l.id, l.approval_seal.as_deref()) {
+                let reason = m.describe("its approval record", ledger.generation());
+                let who = Refused::Row(Box::new(l));
+                judged.push(Judged::Refuse(who, Some(v.version), reason));
+                continue;
+            }
+            if !association
+                .resource_types
+                .iter()
+                .any(|t| t == resource_type)
+                || !association.has(phase, mode)
+            {
+                continue;
+            }
+            let version = v.version.clone();
+            match self.verify(v, association, ledger).await? {
+                Ok(verified) => judged.push(Judged::Run(Box::new((l, verified)))),
+                Err(reason) => {
+                    let who = Refused::Row(Box::new(l));
+                    judged.push(Judged::Refuse(who, Some(version), reason));
+                }
+            }
+        }
+        Ok(judged)
+    }
+
+    /// The version name of a listener's current version, if it has one.
+    async fn version_name(&self, l: &ListenerRow) -> Result<Option<String>> {
+        Ok(match &l.current_version_id {
+            Some(id) => store::listeners::get_version(self.store.pool(), id)
+                .await?
+                .map(|v| v.version),
+            None => None,
+        })
     }
 
     /// [`Registry::runnable`], described for people.
@@ -366,10 +507,9 @@ impl Registry {
         })
     }
 
-    /// Records a refusal: the listener's alert, a `listener.integrity` audit event.
     /// Who is told of an integrity refusal: every user who may approve listener changes,
-    /// and whoever uploaded the listener's current version.
-    async fn integrity_recipients(&self, l: &ListenerRow) -> Result<Vec<String>> {
+    /// and whoever uploaded the listener's current version (when its row is there).
+    async fn integrity_recipients(&self, l: Option<&ListenerRow>) -> Result<Vec<String>> {
         let roles: Vec<String> = store::roles::list(self.store.pool())
             .await?
             .into_iter()
@@ -380,7 +520,8 @@ impl Registry {
             .map(|r| r.name)
             .collect();
         let mut users = store::users::names_with_roles(self.store.pool(), &roles).await?;
-        if let Some(v) = &l.current_version_id
+        if let Some(l) = l
+            && let Some(v) = &l.current_version_id
             && let Some(v) = store::listeners::get_version(self.store.pool(), v).await?
         {
             users.push(v.uploaded_by);
@@ -390,44 +531,72 @@ impl Registry {
         Ok(users)
     }
 
-    async fn refuse(
+    /// Records a refusal: the listener's alert (when its row is there), an audit event
+    /// (`listener.integrity`, or `registry.integrity` when the ledger itself is refused), and
+    /// a notification to the approvers once per new alert, not at every reset it refuses.
+    pub(super) async fn refuse(
         &self,
-        l: &ListenerRow,
+        who: Refused,
         version: Option<String>,
         reason: String,
     ) -> Result<Refusal> {
-        tracing::error!(listener = %l.name, %reason, "listener refused by the integrity check");
+        let (name, row) = match &who {
+            Refused::Row(l) => (l.name.clone(), Some(l.as_ref())),
+            Refused::Gone { name } => (name.clone(), None),
+            Refused::Ledger => (LEDGER_REFUSAL.to_string(), None),
+        };
+        tracing::error!(listener = %name, %reason, "ALERT: listener refused by the integrity check");
         self.integrity_refusals
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // People are told once per new alert, not at every reset it refuses.
-        let recipients = if l.alert.as_deref() == Some(reason.as_str()) {
-            Vec::new()
+        // A row keeps its alert; a refusal without a row is remembered by this process.
+        let new_alert = match row {
+            Some(l) => l.alert.as_deref() != Some(reason.as_str()),
+            None => self
+                .told
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(format!("{name}\n{reason}")),
+        };
+        let recipients = if new_alert {
+            self.integrity_recipients(row).await?
         } else {
-            self.integrity_recipients(l).await?
+            Vec::new()
         };
         let mut tx = self.store.begin_write().await?;
         let now = crate::time::now();
-        store::listeners::set_alert(tx.conn(), &l.id, &reason, &now).await?;
+        if let Some(l) = row {
+            store::listeners::set_alert(tx.conn(), &l.id, &reason, &now).await?;
+        }
+        let message = match who {
+            Refused::Ledger => format!(
+                "no listener runs and no reset goes ahead: the registry was refused by the \
+                 integrity check: {reason}"
+            ),
+            _ => format!(
+                "listener '{name}' was refused by the integrity check and will not run until a \
+                 new version or association is approved: {reason}"
+            ),
+        };
         for user in &recipients {
             crate::notifications::notify(
                 &mut tx,
                 user,
                 "listener-integrity",
-                format!(
-                    "listener '{}' was refused by the integrity check and will not run until a \
-                     new version or association is approved: {reason}",
-                    l.name
-                ),
+                message.clone(),
                 None,
             )
             .await?;
         }
+        let (action, target) = match who {
+            Refused::Ledger => ("registry.integrity", "registry"),
+            _ => ("listener.integrity", name.as_str()),
+        };
         audit::append(
             &mut tx,
             NewEvent {
                 actor: &Actor::system(),
-                action: "listener.integrity",
-                target: &l.name,
+                action,
+                target,
                 outcome: Outcome::Failure,
                 detail: serde_json::json!({ "reason": reason, "version": version }),
             },
@@ -435,7 +604,7 @@ impl Registry {
         .await?;
         tx.commit().await?;
         Ok(Refusal {
-            name: l.name.clone(),
+            name,
             version,
             reason,
         })

@@ -11,11 +11,16 @@
 //!   alone cannot forge an approval or a trusted key.
 //! - [`Registry::runnable`] is the only way from the registry to the runtime, and it re-checks
 //!   every one of those bindings before handing over a component.
+//! - Seals bind content, the [`ledger`] binds time: every approved change advances the sealed
+//!   registry generation in its own transaction, and every use compares each row with the
+//!   ledger's entry and the ledger with the keyed audit trail, so a row restored with an older
+//!   valid seal, a deleted guard or a rolled-back ledger is refused.
 
 mod association;
 mod decision;
 mod integrity;
 mod keys;
+pub mod ledger;
 mod reports;
 mod request_seal;
 mod reset_commands;
@@ -38,6 +43,7 @@ use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::identity::Privilege;
 use crate::store::change_requests::ChangeRequestRow;
+use crate::store::registry_ledger::LedgerRead;
 use crate::store::{self, Store, WriteTx};
 use crate::vault::Vault;
 
@@ -54,6 +60,14 @@ pub struct Registry {
     loaded: Arc<std::sync::Mutex<std::collections::HashMap<String, LoadedListener>>>,
     /// Listeners refused by the integrity check since start (`/metrics`).
     integrity_refusals: Arc<std::sync::atomic::AtomicU64>,
+    /// The highest registry generation this process has seen: a ledger older than that was
+    /// rolled back while it ran.
+    ledger_seen: Arc<std::sync::atomic::AtomicU64>,
+    /// Refusals without a row to keep their alert (a gone listener, the ledger), already told.
+    told: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The last ledger read that `ledger::open` accepted, and what it made of it: the very same
+    /// read again (the same row and witness, byte for byte) needs no second seal and MAC check.
+    verified: Arc<std::sync::Mutex<Option<(LedgerRead, ledger::Ledger)>>>,
 }
 
 /// What a change request changes.
@@ -197,7 +211,59 @@ impl Registry {
             max_component_bytes,
             loaded: Default::default(),
             integrity_refusals: Default::default(),
+            ledger_seen: Default::default(),
+            told: Default::default(),
+            verified: Default::default(),
         }
+    }
+
+    /// The registry ledger as it stands, judged (`ledger::open`); `Ok(Err(why))` when it
+    /// cannot be trusted, and then nothing the registry approved may run.
+    pub(super) async fn ledger(&self) -> Result<std::result::Result<ledger::Ledger, String>> {
+        use std::sync::atomic::Ordering;
+        // Read before the ledger: a generation committed after this cannot make it look old.
+        let seen = self.ledger_seen.load(Ordering::SeqCst);
+        let read = store::registry_ledger::read(self.store.pool()).await?;
+        let known = {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            verified
+                .as_ref()
+                .filter(|(r, _)| *r == read)
+                .map(|(_, l)| l.clone())
+        };
+        let opened = match known {
+            Some(l) => ledger::not_behind(l, seen),
+            None => {
+                let opened = ledger::open(&self.vault, &read, seen);
+                if let Ok(l) = &opened {
+                    *self.verified.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((read, l.clone()));
+                }
+                opened
+            }
+        };
+        if let Ok(l) = &opened {
+            self.saw_generation(l.generation());
+        }
+        Ok(opened)
+    }
+
+    /// Whether the stored ledger is no longer at `ledger`'s generation.
+    pub(super) async fn ledger_moved(&self, ledger: &ledger::Ledger) -> Result<bool> {
+        let read = store::registry_ledger::read(self.store.pool()).await?;
+        let now = read.row.map_or(0, |r| r.generation);
+        Ok(u64::try_from(now).ok() != Some(ledger.generation()))
+    }
+
+    /// The highest registry generation this process has seen.
+    pub(super) fn seen_generation(&self) -> u64 {
+        self.ledger_seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Notes a generation this process read or committed.
+    pub(super) fn saw_generation(&self, generation: u64) {
+        self.ledger_seen
+            .fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Listeners refused by the integrity check since this server started.

@@ -7,10 +7,13 @@
 
 use serde::Deserialize;
 
+use super::ledger::EntryKind;
 use super::{ChangeKind, ChangeRequest, Registry, comment, new_request};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
-use crate::inventory::resource_types::{check_reset_command, command_binding, stored_command};
+use crate::inventory::resource_types::{
+    self, check_reset_command, command_binding, stored_command,
+};
 use crate::reset::command::ResetCommand;
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::{self, WriteTx};
@@ -31,6 +34,52 @@ pub struct ResetCommandChange {
 }
 
 impl Registry {
+    /// The command that sets `name`'s passwords: its template when the row's seal holds and is
+    /// the one the registry ledger holds for the type, the default when the type has neither a
+    /// template nor a ledger entry; otherwise the reason it must not run. A type whose approved
+    /// template was deleted does not fall back to the default: its resets stop.
+    pub async fn approved_command(
+        &self,
+        name: &str,
+    ) -> Result<std::result::Result<ResetCommand, String>> {
+        let mut checks = 0;
+        loop {
+            let ledger = match self.ledger().await? {
+                Ok(l) => l,
+                Err(why) => {
+                    return Ok(Err(format!(
+                        "the reset command of resource type '{name}' cannot be trusted: {why}"
+                    )));
+                }
+            };
+            let judged =
+                match resource_types::approved_command(&self.store, &self.vault, name).await? {
+                    Ok(sealed) => ledger
+                        .check(EntryKind::ResetCommand, name, sealed.seal.as_deref())
+                        .map(|()| sealed.command)
+                        .map_err(|m| {
+                            format!(
+                                "{}; it will not run until a second administrator approves a \
+                             template again (PUT /v1/resource-types/{name}/reset-command)",
+                                m.describe(
+                                    &format!("the reset command of resource type '{name}'"),
+                                    ledger.generation()
+                                )
+                            )
+                        }),
+                    Err(why) => Err(why),
+                };
+            checks += 1;
+            // A refusal while an approval moved the ledger is checked again.
+            if judged.is_ok()
+                || checks >= super::integrity::RECHECKS
+                || !self.ledger_moved(&ledger).await?
+            {
+                return Ok(judged);
+            }
+        }
+    }
+
     /// Proposes a new command template for resource type `name`; it takes effect when the
     /// approver approves.
     pub async fn propose_reset_command(
@@ -64,13 +113,14 @@ impl Registry {
     }
 
     /// Applies an approved template change inside the decision's transaction: the template and
-    /// its seal are written together, and the change is audited with the template.
+    /// its seal are written together, and the change is audited with the template. Returns the
+    /// type's name and the new seal (`None`: back to the default) for the registry ledger.
     pub(super) async fn apply_reset_command(
         &self,
         tx: &mut WriteTx,
         cr: &ChangeRequestRow,
         approver: &str,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<std::result::Result<(String, Option<String>), String>> {
         let Some(name) = cr.subject.strip_prefix(SUBJECT_PREFIX) else {
             return Ok(Err("the change names no resource type".into()));
         };
@@ -113,6 +163,6 @@ impl Registry {
             },
         )
         .await?;
-        Ok(Ok(()))
+        Ok(Ok((name.to_string(), seal)))
     }
 }

@@ -505,10 +505,12 @@ impl Registry {
         }
         let sig: ListenerSignature = serde_json::from_str(text)
             .map_err(|e| format!("not a signature made by `lockstep listener sign`: {e}"))?;
-        let key = self
-            .trusted_key(&sig.key_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let ledger = match self.ledger().await {
+            Ok(Ok(ledger)) => ledger,
+            Ok(Err(why)) => return Err(why),
+            Err(e) => return Err(format!("cannot read the registry ledger: {e}")),
+        };
+        let key = self.trusted_key(&sig.key_id, &ledger).await?;
         let (Some(component), Some(manifest)) = (component, manifest) else {
             // Reported against the missing part; nothing to verify against.
             return Ok(sig);

@@ -600,12 +600,10 @@ impl Engine {
         let over_ssh = s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none();
         if over_ssh {
             // The template runs as root on the target: only the approved one, sealed.
-            match crate::inventory::resource_types::approved_command(
-                &self.store,
-                &self.vault,
-                &s.resource.resource_type,
-            )
-            .await?
+            match self
+                .registry
+                .approved_command(&s.resource.resource_type)
+                .await?
             {
                 Ok(command) => s.command = command,
                 Err(why) => {

@@ -54,17 +54,25 @@ pub struct Head {
 /// The newest event, under a lock that keeps other appenders (other servers on the same
 /// PostgreSQL) out until this transaction ends.
 pub async fn lock_head(conn: &mut AnyConnection, backend: Backend) -> Result<Option<Head>> {
+    lock_chain(conn, backend).await?;
+    Ok(sqlx::query_as(
+        "SELECT seq, hash, chain_version, key_id FROM audit_events ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Keeps other appenders (other servers on the same PostgreSQL) out until this transaction
+/// ends; within one process the store's write lock already does (SQLite has one writer).
+/// Taken again by the same transaction, it is already held.
+pub async fn lock_chain(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
     if backend == Backend::Postgres {
         // Key 0x10c5_7e9 is Lockstep's audit-chain lock; held to the end of the transaction.
         sqlx::query("SELECT pg_advisory_xact_lock(281497577)")
             .execute(&mut *conn)
             .await?;
     }
-    Ok(sqlx::query_as(
-        "SELECT seq, hash, chain_version, key_id FROM audit_events ORDER BY seq DESC LIMIT 1",
-    )
-    .fetch_optional(conn)
-    .await?)
+    Ok(())
 }
 
 /// The newest event's sequence number and hash, without a lock (for checkpoints).

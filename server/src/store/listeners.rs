@@ -195,13 +195,13 @@ pub async fn list(pool: &AnyPool, page: &PageRequest) -> Result<Page<ListenerRow
 /// Every listener that is active or carries an approval seal, by name (a sealed listener is
 /// active unless its row was edited: the reset engine refuses those). Where each applies is
 /// read from its sealed association.
-pub async fn active(pool: &AnyPool) -> Result<Vec<ListenerRow>> {
+pub async fn active<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<ListenerRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM listeners WHERE status = 'active' OR approval_seal IS NOT NULL ORDER BY name"
     ))
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 

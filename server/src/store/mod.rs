@@ -22,6 +22,7 @@ pub mod listeners;
 pub mod notifications;
 pub mod password_policies;
 pub mod publisher_keys;
+pub mod registry_ledger;
 pub mod reset_settings;
 pub mod resets;
 pub mod resource_types;

@@ -1,6 +1,6 @@
 //! Publisher keys: ed25519 public keys whose signatures the registry accepts once trusted.
 
-use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
 
 use crate::error::Result;
 
@@ -79,12 +79,12 @@ pub async fn get<'c>(
     .await?)
 }
 
-pub async fn list(pool: &AnyPool) -> Result<Vec<PublisherKeyRow>> {
+pub async fn list<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<PublisherKeyRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM publisher_keys ORDER BY created_at, key_id"
     ))
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }

@@ -1,6 +1,6 @@
 //! Resource types: the built-in list and custom types.
 
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 
 use crate::error::Result;
 
@@ -74,13 +74,13 @@ pub async fn get(pool: &AnyPool, name: &str) -> Result<Option<ResourceTypeRow>> 
     .await?)
 }
 
-pub async fn list(pool: &AnyPool) -> Result<Vec<ResourceTypeRow>> {
+pub async fn list<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<ResourceTypeRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM resource_types ORDER BY builtin DESC, name"
     ))
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
