@@ -214,3 +214,92 @@ impl ListenerHost {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "name = \"hook\"\nversion = \"1.0.0\"\nphases = [\"post-reset\"]\n\
+                            modes = [\"agent\"]\nresource_types = [\"Linux\"]\n";
+
+    fn work(signature: String) -> ListenerWork {
+        ListenerWork {
+            name: "hook".into(),
+            version: "1.0.0".into(),
+            phase: "post-reset".into(),
+            component_sha256: String::new(),
+            manifest: MANIFEST.into(),
+            signature,
+            job_id: "job_1".into(),
+            trigger: "manual".into(),
+            resource_type: "Linux".into(),
+            parameters: Vec::new(),
+            resource: Default::default(),
+            account: Default::default(),
+            old_password: None,
+            new_password: None,
+        }
+    }
+
+    /// Issue 15: whatever the server sends, the agent runs a listener only when its signature
+    /// over component and manifest verifies with a key the agent pinned itself. Unsigned,
+    /// signed by another key, or altered after signing: refused, saying why.
+    #[test]
+    fn only_a_pinned_publishers_signature_over_these_exact_bytes_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = dir.path().join("pinned.key");
+        let stranger = dir.path().join("stranger.key");
+        signature::write_new_key(&pinned).unwrap();
+        signature::write_new_key(&stranger).unwrap();
+        let pinned_pub = std::fs::read_to_string(dir.path().join("pinned.key.pub")).unwrap();
+        let host = ListenerHost::new(dir.path(), &[pinned_pub.trim().to_string()]).unwrap();
+
+        let component = b"\0asm a component".to_vec();
+        let manifest = Manifest::parse(MANIFEST).unwrap();
+        let sign = |key: &Path, wasm: &[u8], m: &Manifest| {
+            let k = signature::read_signing_key(key).unwrap();
+            serde_json::to_string(&signature::sign(&k, wasm, m)).unwrap()
+        };
+        let good = sign(&pinned, &component, &manifest);
+        assert_eq!(
+            host.check_signature(&work(good.clone()), &component, &manifest),
+            Ok(())
+        );
+
+        let refused = |signature: String, wasm: &[u8], m: &Manifest| {
+            host.check_signature(&work(signature), wasm, m).unwrap_err()
+        };
+        let unsigned = refused(String::new(), &component, &manifest);
+        assert!(unsigned.contains("cannot be read"), "{unsigned}");
+        let by_stranger = refused(
+            sign(&stranger, &component, &manifest),
+            &component,
+            &manifest,
+        );
+        assert!(by_stranger.contains("does not pin"), "{by_stranger}");
+        let mut altered = component.clone();
+        altered.push(0);
+        let altered_component = refused(good.clone(), &altered, &manifest);
+        assert!(
+            altered_component.contains("does not hold"),
+            "{altered_component}"
+        );
+        let widened = Manifest::parse(&format!(
+            "{MANIFEST}[capabilities]\nprops = [\"LOCATION\"]\n"
+        ))
+        .unwrap();
+        let altered_manifest = refused(good, &component, &widened);
+        assert!(
+            altered_manifest.contains("does not hold"),
+            "{altered_manifest}"
+        );
+
+        // An agent that pins no key runs nothing, and says how to fix it.
+        let none = ListenerHost::new(&dir.path().join("none"), &[]).unwrap();
+        let sig = sign(&pinned, &component, &manifest);
+        let why = none
+            .check_signature(&work(sig), &component, &manifest)
+            .unwrap_err();
+        assert!(why.contains("pins no publisher key"), "{why}");
+    }
+}

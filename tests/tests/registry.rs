@@ -1077,6 +1077,64 @@ async fn ledger_refusal(t: &Team) -> String {
     refused["reason"].as_str().unwrap().to_string()
 }
 
+/// Review finding: the ledger is pinned from what is sealed only by the upgrade that makes it.
+/// Afterwards, no ledger row and no `registry.generation` event means both were deleted, and a
+/// restart pins nothing: a listener row restored with its old seal stays refused until an
+/// operator reseals (before, any process start re-pinned the rows as they were).
+#[tokio::test]
+async fn only_the_upgrade_pins_the_ledger() {
+    let port = common::agent::free_port();
+    let mut server = Server::start_with(ServerOptions {
+        listen: Some(format!("127.0.0.1:{port}")),
+        ..Default::default()
+    });
+    let mut t = Team::new(&server).await;
+    t.publish_active().await;
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("lockstep.db").display()
+    );
+    let forget: [&'static str; 2] = [
+        "DELETE FROM registry_ledger",
+        "DELETE FROM audit_events WHERE action = 'registry.generation'",
+    ];
+    // An upgrade from before the ledger: its migration not applied, no table, no events.
+    let mut db = connect(&url).await;
+    let upgrade: [&'static str; 3] = [
+        "DROP TABLE registry_ledger",
+        "DROP INDEX audit_events_action",
+        "DELETE FROM _sqlx_migrations WHERE version = 16",
+    ];
+    for sql in forget.into_iter().chain(upgrade) {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+    assert_eq!(server.stop().code(), Some(0));
+    server.restart();
+    // A new client: the old one's kept connections went with the old process.
+    t.api = Api::new(&server);
+    // The upgrade pins what is approved now: it runs.
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
+    let mut db = connect(&url).await;
+    let read = "SELECT generation FROM registry_ledger";
+    let generation: i64 = sqlx::query_scalar(read).fetch_one(&mut db).await.unwrap();
+    assert_eq!(generation, 1);
+
+    // Later, the ledger and its witnesses deleted, and a restart: nothing is pinned.
+    for sql in forget {
+        sqlx::query(sql).execute(&mut db).await.unwrap();
+    }
+    db.close().await.unwrap();
+    assert_eq!(server.stop().code(), Some(0));
+    server.restart();
+    t.api = Api::new(&server);
+    let reason = t.refusal().await;
+    assert!(
+        reason.contains("no approval in the registry ledger"),
+        "{reason}"
+    );
+}
+
 /// (5) and the operator's way back: the ledger row rolled back to an older generation with
 /// its old, valid seal, or deleted, refuses everything the registry approved (resets stop, and
 /// no approval is applied on top of it) until `lockstep registry reseal`.

@@ -479,8 +479,12 @@ async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>>
     Ok(entries)
 }
 
-/// Pins an existing deployment: when there is no ledger row and the audit trail records no
-/// generation, generation 1 is built from the rows whose seals verify (nothing is written when
+/// The migration that made the ledger's table (`0016_registry_ledger.sql`).
+const LEDGER_MIGRATION: i64 = 16;
+
+/// Pins an existing deployment, in the process that applies [`LEDGER_MIGRATION`]: when there is
+/// no ledger row and the audit trail records no generation, generation 1 is built from the
+/// rows whose seals verify (nothing is written when
 /// nothing is sealed: the empty generation 0 needs no row). A missing row that the audit trail
 /// says existed is tampering: it is left for every check to refuse, and logged. Runs under the
 /// write lock (and the audit chain's lock on PostgreSQL), so two processes cannot both pin.
@@ -499,6 +503,10 @@ pub async fn bootstrap(store: &Store, vault: &Vault) -> Result<()> {
             );
             return Ok(());
         }
+        // Only the upgrade itself pins what is sealed: after it, every approval writes a row,
+        // so no row and no generation event later means both were deleted. Pinning then would
+        // launder rows restored with their old seals; they stay refused until `reseal`.
+        (None, None) if !store.applied_now(LEDGER_MIGRATION) => return Ok(()),
         (None, None) => {}
     }
     let entries = verified_entries(&mut tx, vault).await?;

@@ -96,6 +96,9 @@ pub struct Store {
     notification_sink: Option<UnboundedSender<NotificationRow>>,
     /// The vault whose master key authenticates the audit chain (`audit::append`).
     chain_key: Option<Arc<Vault>>,
+    /// The migrations this process applied when it opened the store (empty for
+    /// `open_existing`): one-time steps of an upgrade run only where its migration ran.
+    applied_now: Arc<[i64]>,
 }
 
 /// A write transaction. Holds the process-wide write lock until commit or drop (rollback).
@@ -157,8 +160,8 @@ impl WriteTx {
 impl Store {
     /// Connects and migrates the schema. `url` is `sqlite://...` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Store> {
-        let store = Self::connect(url, false).await?;
-        store.migrate().await?;
+        let mut store = Self::connect(url, false).await?;
+        store.applied_now = Arc::from(store.migrate().await?);
         Ok(store)
     }
 
@@ -209,15 +212,32 @@ impl Store {
             audit_sink: None,
             notification_sink: None,
             chain_key: None,
+            applied_now: Arc::from([]),
         })
     }
 
-    pub async fn migrate(&self) -> Result<()> {
+    /// Applies the migrations not yet applied; returns their versions.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let before = self.applied_migrations().await;
         match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
-        Ok(())
+        let after = self.applied_migrations().await;
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// The versions in sqlx's migration table (none before the first migration made it).
+    async fn applied_migrations(&self) -> Vec<i64> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Whether this process applied migration `version` when it opened the store.
+    pub fn applied_now(&self, version: i64) -> bool {
+        self.applied_now.contains(&version)
     }
 
     pub fn backend(&self) -> Backend {
