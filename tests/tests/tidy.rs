@@ -12,6 +12,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The product crates (not the tests, not the listeners).
+const CRATES: [&str; 6] = [
+    "server",
+    "runtime",
+    "agent",
+    "protocol",
+    "sdk",
+    "canonical-json",
+];
+
 /// The Rust sources of the product crates, as (path from the repository root, text).
 fn sources() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -193,6 +203,62 @@ fn every_run_limit_is_in_limits_rs() {
         "//! x\npub const MAX_THINGS: usize = 3;\n".to_string(),
     )];
     assert_eq!(limits_outside_limits_rs(&broken), ["runtime/src/host/x.rs"]);
+}
+
+/// The `[dependencies]` of a crate's `Cargo.toml` that none of its Rust files name (as
+/// `name::` or `use name` with `-` read as `_`), in the manner of cargo-machete.
+fn unused_dependencies(manifest: &str, code: &str) -> Vec<String> {
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        let normal = section == "[dependencies]" || section.ends_with(".dependencies]");
+        let Some(name) = line.split(['=', '.', ' ']).next().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if !normal || line.starts_with('#') || section.contains("dev-") {
+            continue;
+        }
+        let ident = name.replace('-', "_");
+        let used = code.contains(&format!("{ident}::"))
+            || code.contains(&format!("use {ident}"))
+            || code.contains(&format!("extern crate {ident}"));
+        if !used {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dependency_is_used() {
+    let mut unused = Vec::new();
+    for krate in CRATES {
+        let dir = repo().join(krate);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let code: String = sources()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with(&format!("{krate}/")))
+            .map(|(_, text)| text)
+            .collect();
+        for name in unused_dependencies(&manifest, &code) {
+            unused.push(format!("{krate}: {name}"));
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "dependencies no source names: {unused:?}; remove them"
+    );
+    let manifest = "[dependencies]\nserde_json.workspace = true\nlibc = \"0.2\"\n\
+                    [dev-dependencies]\ntempfile = \"3\"\n";
+    assert_eq!(
+        unused_dependencies(manifest, "let v = serde_json::json!(1);"),
+        ["libc"]
+    );
 }
 
 #[test]
