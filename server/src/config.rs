@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::vault::MasterKeySource;
+
 use serde::Deserialize;
 
 use crate::audit::syslog::SyslogTarget;
@@ -35,25 +37,6 @@ struct ConfigFile {
     ssh_command_timeout_secs: Option<u64>,
     audit_checkpoint_events: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
-}
-
-/// Where a master key comes from.
-#[derive(Debug, Clone)]
-pub enum MasterKeySource {
-    File(PathBuf),
-    /// Hex in the LOCKSTEP_MASTER_KEY environment variable.
-    Env,
-}
-
-impl MasterKeySource {
-    /// An explicit file, else `LOCKSTEP_MASTER_KEY` if set, else `DATA_DIR/master.key`.
-    pub fn resolve(file: Option<PathBuf>, data_dir: &Path) -> MasterKeySource {
-        match file {
-            Some(p) => MasterKeySource::File(p),
-            None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
-            None => MasterKeySource::File(data_dir.join("master.key")),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

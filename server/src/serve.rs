@@ -5,42 +5,18 @@ use std::time::Duration;
 
 use crate::api::{self, AppState, ops::Metrics};
 use crate::audit::syslog::SyslogForwarder;
-use crate::config::{MasterKeySource, ServeConfig};
+use crate::config::ServeConfig;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::store::audit::AuditRow;
 use crate::store::{Store, redact_url};
-use crate::vault::{MasterKey, Vault, load_or_create_master_key};
+use crate::vault::{MasterKey, MasterKeySource, Vault};
 
 /// Accounts reset at once by this server (each holds at most one SSH connection at a time).
 const RESET_WORKERS: usize = 16;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-pub fn load_master_key(source: &MasterKeySource) -> Result<MasterKey> {
-    match source {
-        MasterKeySource::Env => {
-            let text =
-                zeroize::Zeroizing::new(std::env::var("LOCKSTEP_MASTER_KEY").map_err(|_| {
-                    Error::Config("LOCKSTEP_MASTER_KEY is not set or not valid UTF-8".into())
-                })?);
-            MasterKey::from_hex(&text).map_err(|_| {
-                Error::Config("LOCKSTEP_MASTER_KEY must be 64 hexadecimal characters".into())
-            })
-        }
-        MasterKeySource::File(path) => {
-            let (key, created) = load_or_create_master_key(path)?;
-            if created {
-                tracing::warn!(
-                    path = %path.display(),
-                    "created a new master key; back it up apart from the database: without it no stored password can be read"
-                );
-            }
-            Ok(key)
-        }
-    }
-}
 
 /// The master key of a command that opens the store itself (`admin create`, `audit verify`,
 /// `reconcile`): `--master-key-file`, else `LOCKSTEP_MASTER_KEY`, else `DATA_DIR/master.key`.
@@ -67,7 +43,7 @@ pub fn store_master_key(
             p.display()
         )));
     }
-    load_master_key(&source)
+    source.load()
 }
 
 /// Opens the store with the vault's master key as its audit-chain key, keys the chain (sealing
@@ -199,7 +175,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     crate::config::ensure_data_dir(&cfg.data_dir)?;
     log_open_files(crate::open_files::raise());
-    let vault = Arc::new(Vault::new(load_master_key(&cfg.master_key)?));
+    let vault = Arc::new(Vault::new(cfg.master_key.load()?));
     let mut store = open_store(&cfg.database_url, vault.clone()).await?;
     tracing::info!(
         database = %redact_url(&cfg.database_url),

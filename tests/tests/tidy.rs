@@ -262,6 +262,26 @@ fn every_dependency_is_used() {
 }
 
 #[test]
+fn master_key_bytes_are_read_only_in_the_vault() {
+    let found: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, _)| {
+            path.starts_with("server/src/") && !path.starts_with("server/src/vault/")
+        })
+        .filter(|(_, text)| {
+            code_lines(text)
+                .iter()
+                .any(|l| l.contains("MasterKey::from_hex"))
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        found.is_empty(),
+        "a master key parsed outside server/src/vault/ in {found:?}; hint: MasterKeySource::load"
+    );
+}
+
+#[test]
 fn every_module_says_what_it_is() {
     let missing: Vec<String> = sources()
         .into_iter()

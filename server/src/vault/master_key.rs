@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -142,5 +142,49 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(!err.contains("zz-not-a-key"));
+    }
+}
+
+/// Where a master key comes from.
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    File(PathBuf),
+    /// Hex in the LOCKSTEP_MASTER_KEY environment variable.
+    Env,
+}
+
+impl MasterKeySource {
+    /// An explicit file, else `LOCKSTEP_MASTER_KEY` if set, else `DATA_DIR/master.key`.
+    pub fn resolve(file: Option<PathBuf>, data_dir: &Path) -> MasterKeySource {
+        match file {
+            Some(p) => MasterKeySource::File(p),
+            None if std::env::var_os("LOCKSTEP_MASTER_KEY").is_some() => MasterKeySource::Env,
+            None => MasterKeySource::File(data_dir.join("master.key")),
+        }
+    }
+
+    /// The key: read from the environment, or read from (or, the first time, created in) the
+    /// file; a created key is logged with a reminder to back it up.
+    pub fn load(&self) -> Result<MasterKey> {
+        match self {
+            MasterKeySource::Env => {
+                let text = Zeroizing::new(std::env::var("LOCKSTEP_MASTER_KEY").map_err(|_| {
+                    Error::Config("LOCKSTEP_MASTER_KEY is not set or not valid UTF-8".into())
+                })?);
+                MasterKey::from_hex(&text).map_err(|_| {
+                    Error::Config("LOCKSTEP_MASTER_KEY must be 64 hexadecimal characters".into())
+                })
+            }
+            MasterKeySource::File(path) => {
+                let (key, created) = load_or_create_master_key(path)?;
+                if created {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "created a new master key; back it up apart from the database: without it no stored password can be read"
+                    );
+                }
+                Ok(key)
+            }
+        }
     }
 }

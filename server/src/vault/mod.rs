@@ -10,7 +10,7 @@
 mod master_key;
 mod secret;
 
-pub use master_key::{MasterKey, load_or_create_master_key};
+pub use master_key::{MasterKey, MasterKeySource, load_or_create_master_key};
 pub use secret::Secret;
 
 use std::collections::HashMap;
