@@ -38,3 +38,7 @@ cargo build --workspace --all-targets --locked
 # script themselves when run alone).
 ./scripts/build-listeners.sh
 cargo test --workspace --locked "$@"
+
+# Parser fuzzing (fuzz/, cargo-fuzz pinned from crates.io): every target for a few seconds,
+# built outside the clone; the long run and its figures are in docs/security.md.
+./scripts/fuzz.sh ci

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::error::{Error, Result};
 
@@ -54,7 +54,19 @@ pub fn allows(allowed: &str, ip: Option<&str>) -> bool {
                 .ok()
                 .or_else(|| e.parse::<IpAddr>().ok().map(IpNet::from))
         })
-        .any(|n| n.contains(&ip))
+        .any(|n| unmapped(n).contains(&ip))
+}
+
+/// A range written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) as the IPv4 range it names,
+/// since the caller's address is compared in its IPv4 form; any other range as it is.
+fn unmapped(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else { return net };
+    match v6.addr().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+        }
+        _ => net,
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +84,28 @@ mod tests {
         assert!(!allows(a, Some("127.0.0.1")));
         assert!(!allows(a, None));
         assert!(allows("[]", Some("127.0.0.1")));
+    }
+
+    /// Caught by the `api_bodies` fuzz target's check that every accepted range admits its own
+    /// address: such a range was accepted for an enrollment token and then matched no caller.
+    #[test]
+    fn ipv4_mapped_ranges_admit_the_ipv4_callers_they_name() {
+        let nets = parse(
+            "allowed_networks",
+            &["::ffff:10.0.0.0/104".into(), "::ffff:192.0.2.7".into()],
+        )
+        .unwrap();
+        let stored: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        let a = serde_json::to_string(&stored).unwrap();
+        assert!(allows(&a, Some("10.1.2.3")));
+        assert!(allows(&a, Some("::ffff:10.1.2.3")));
+        assert!(allows(&a, Some("192.0.2.7")));
+        assert!(!allows(&a, Some("11.0.0.1")));
+        assert!(!allows(&a, Some("::ffff:11.0.0.1")));
+        assert!(!allows(&a, Some("192.0.2.8")));
+        assert!(!allows(&a, Some("2001:db8::1")));
+        // A range wider than the mapped block stays IPv6.
+        assert!(!allows(r#"["::/64"]"#, Some("10.1.2.3")));
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub struct NewUser {
 
 /// A plain `local@domain` address, at most 254 characters: enough to mail it, nothing that
 /// could smuggle a header.
-fn validate_email(field: &str, email: &str) -> Option<FieldProblem> {
+pub fn validate_email(field: &str, email: &str) -> Option<FieldProblem> {
     let plain = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
@@ -151,7 +151,8 @@ fn validate_email(field: &str, email: &str) -> Option<FieldProblem> {
     (!plain).then(|| FieldProblem::new(field, "must be a plain address such as alice@example.com"))
 }
 
-fn validate_name(field: &str, name: &str) -> Option<FieldProblem> {
+/// A login name: 1–64 letters, digits, `.`, `_`, `-` or `@`.
+pub fn validate_name(field: &str, name: &str) -> Option<FieldProblem> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
     if name.is_empty() || name.len() > 64 {
         Some(FieldProblem::new(field, "must be 1 to 64 characters long"))

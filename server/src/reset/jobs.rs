@@ -171,7 +171,8 @@ async fn repeated(store: &Store, key: Option<&str>) -> Result<Option<Job>> {
     Ok(Some(view(j, items)))
 }
 
-fn check_reason(reason: &str) -> Result<String> {
+/// A reset's reason, trimmed: 3–500 characters without control characters (it is audited).
+pub fn check_reason(reason: &str) -> Result<String> {
     let reason = reason.trim().to_string();
     let len = reason.chars().count();
     if !(3..=500).contains(&len) || reason.chars().any(char::is_control) {
