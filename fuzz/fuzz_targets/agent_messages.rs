@@ -15,7 +15,7 @@ use lockstep_agent_protocol::messages::{
     Discovery, DiscoveryResult, EnrollRequest, EnrollResponse, ListenerReport, ListenerWork,
     ResultReceipt, Task, TaskResult, Work,
 };
-use lockstep_runtime::report::{MAX_DENIAL_TEXT, MAX_DENIALS, MAX_MESSAGE_BYTES};
+use lockstep_runtime::limits::{MAX_DENIAL_TEXT, MAX_DENIALS, MAX_MESSAGE_BYTES};
 use lockstep_server::agents::tasks::bound_listener_report;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -11,7 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use lockstep_runtime::Error;
-use lockstep_runtime::manifest::{Denial, ExecRule, MAX_ARG_BYTES, MAX_ARGS, Manifest};
+use lockstep_runtime::limits::{MAX_ARG_BYTES, MAX_ARGS};
+use lockstep_runtime::manifest::{Denial, ExecRule, Manifest};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
