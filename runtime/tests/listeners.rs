@@ -1189,6 +1189,14 @@ async fn a_synchronous_host_call_cannot_carry_a_run_past_its_deadline() {
     }
 }
 
+/// The test probe with its manifest's `timeout_ms` raised to `ms`.
+fn probe_with_timeout_ms(ms: u64) -> LoadedListener {
+    let manifest = probe_manifest().replace("timeout_ms = 1000", &format!("timeout_ms = {ms}"));
+    runtime()
+        .load(&wasm("test_probe"), Manifest::parse(&manifest).unwrap())
+        .unwrap()
+}
+
 /// The host's peak resident memory (`VmHWM`), in KiB.
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -1207,13 +1215,7 @@ fn peak_rss_kib() -> u64 {
 #[tokio::test]
 async fn a_run_cannot_make_the_host_hold_unbounded_memory() {
     // Time enough for the old code to buffer all 400 (about 3 s in a debug build).
-    let patient = runtime()
-        .load(
-            &wasm("test_probe"),
-            Manifest::parse(&probe_manifest().replace("timeout_ms = 1000", "timeout_ms = 20000"))
-                .unwrap(),
-        )
-        .unwrap();
+    let patient = probe_with_timeout_ms(20_000);
     let before = peak_rss_kib();
     let inv = patient
         .run(Phase::PostReset, &event(&["http-hoard", "400", "6"]), ctx())
@@ -1244,13 +1246,7 @@ async fn a_run_cannot_make_the_host_hold_unbounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_runs_hoarding_at_once_stay_under_the_stated_bound() {
     const RUNS: usize = 60;
-    let patient = runtime()
-        .load(
-            &wasm("test_probe"),
-            Manifest::parse(&probe_manifest().replace("timeout_ms = 1000", "timeout_ms = 60000"))
-                .unwrap(),
-        )
-        .unwrap();
+    let patient = probe_with_timeout_ms(60_000);
     let before = peak_rss_kib();
     let runs: Vec<_> = (0..RUNS)
         .map(|_| {

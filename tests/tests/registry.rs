@@ -522,16 +522,7 @@ async fn a_listener_runs_only_after_a_second_administrator_approves_it() {
 async fn an_edited_pending_request_is_never_approved() {
     let server = Server::start();
     let t = Team::new(&server).await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    sqlx::any::install_default_drivers();
-    let mut db = sqlx::AnyConnection::connect(&url).await.expect("connect");
-    sqlx::query("PRAGMA busy_timeout = 10000")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let mut db = connect(&server.sqlite_url()).await;
 
     // An approval must name what it approves.
     let upload = t.signed(wasm(), manifest());
@@ -926,12 +917,17 @@ async fn tampering_is_refused_before_any_run(server: &Server, db_url: &str) {
 #[tokio::test]
 async fn an_edited_sqlite_row_is_refused_before_any_run() {
     let server = Server::start();
-    let db = server.data_dir().join("lockstep.db");
-    tampering_is_refused_before_any_run(&server, &format!("sqlite://{}", db.display())).await;
+    tampering_is_refused_before_any_run(&server, &server.sqlite_url()).await;
 }
 
 #[tokio::test]
 async fn an_edited_postgres_row_is_refused_before_any_run() {
+    on_postgres(async |server, url| tampering_is_refused_before_any_run(server, url).await).await;
+}
+
+/// Runs `scenario` against a server on a fresh database of the machine's PostgreSQL, then stops
+/// the server and drops the database (skipped where there is none, outside CI).
+async fn on_postgres(scenario: impl AsyncFn(&Server, &str)) {
     let Some((url, name)) = postgres_database().await else {
         return;
     };
@@ -939,7 +935,7 @@ async fn an_edited_postgres_row_is_refused_before_any_run() {
         database_url: Some(url.clone()),
         ..Default::default()
     });
-    tampering_is_refused_before_any_run(&server, &url).await;
+    scenario(&server, &url).await;
     assert_eq!(server.stop().code(), Some(0));
     drop_postgres_database(&name).await;
 }
@@ -1008,23 +1004,15 @@ async fn an_older_listener_row_restored_with_its_seal_is_refused(server: &Server
 #[tokio::test]
 async fn an_older_sqlite_listener_row_restored_with_its_seal_is_refused() {
     let server = Server::start();
-    let db = server.data_dir().join("lockstep.db");
-    let url = format!("sqlite://{}", db.display());
-    an_older_listener_row_restored_with_its_seal_is_refused(&server, &url).await;
+    an_older_listener_row_restored_with_its_seal_is_refused(&server, &server.sqlite_url()).await;
 }
 
 #[tokio::test]
 async fn an_older_postgres_listener_row_restored_with_its_seal_is_refused() {
-    let Some((url, name)) = postgres_database().await else {
-        return;
-    };
-    let mut server = Server::start_with(ServerOptions {
-        database_url: Some(url.clone()),
-        ..Default::default()
-    });
-    an_older_listener_row_restored_with_its_seal_is_refused(&server, &url).await;
-    assert_eq!(server.stop().code(), Some(0));
-    drop_postgres_database(&name).await;
+    on_postgres(async |server, url| {
+        an_older_listener_row_restored_with_its_seal_is_refused(server, url).await
+    })
+    .await;
 }
 
 /// (c): a removed publisher key's row written back with its old trust seal is not trusted
@@ -1034,10 +1022,7 @@ async fn a_removed_publisher_key_restored_with_its_seal_stays_untrusted() {
     let server = Server::start();
     let t = Team::new(&server).await;
     t.publish_active().await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
+    let url = server.sqlite_url();
     let mut db = connect(&url).await;
     let query = "SELECT trust_seal FROM publisher_keys WHERE key_id = $1";
     let query = sqlx::query_scalar::<_, Option<String>>(query).bind(t.key.id.clone());
@@ -1090,10 +1075,7 @@ async fn only_the_upgrade_pins_the_ledger() {
     });
     let mut t = Team::new(&server).await;
     t.publish_active().await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
+    let url = server.sqlite_url();
     let forget: [&'static str; 2] = [
         "DELETE FROM registry_ledger",
         "DELETE FROM audit_events WHERE action = 'registry.generation'",
@@ -1143,10 +1125,7 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
     let server = Server::start();
     let t = Team::new(&server).await;
     t.publish_active().await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
+    let url = server.sqlite_url();
     let mut db = connect(&url).await;
     let read = "SELECT generation, entries, seal FROM registry_ledger";
     let old: (i64, String, String) = sqlx::query_as(read).fetch_one(&mut db).await.unwrap();

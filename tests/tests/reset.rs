@@ -14,6 +14,7 @@ use common::resets::{logs_in, set_reset_command, stored_password, wait_finished}
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server};
 use serde_json::{Value, json};
+use std::path::Path;
 
 /// A resource for `target` with an admin account and an `app` account; returns
 /// (resource id, admin account id, app account id).
@@ -458,13 +459,7 @@ async fn passwords_past_their_maximum_age_are_rotated_by_the_scheduler() {
     // A fresh password is not due; give app's one an age of a year, as time would.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stored_password(&api, &root, &app).await, "App-Pw-1");
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = database(&server).await;
     sqlx::query(
         "UPDATE accounts SET password_changed_at = '2025-11-01T00:00:00.000000Z' WHERE id = $1",
     )
@@ -1113,13 +1108,7 @@ async fn a_pre_reset_guard_that_cannot_run_stops_the_reset() {
     )
     .await;
     // A database writer flips one byte of the approved guard's stored component.
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = database(&server).await;
     let mut component: Vec<u8> = sqlx::query_scalar(
         "SELECT component FROM listener_versions WHERE id = \
          (SELECT current_version_id FROM listeners WHERE name = 'change-freeze')",
@@ -1259,13 +1248,7 @@ async fn a_command_template_needs_a_second_administrator_and_an_edited_one_never
     let job = reset(&api, &root, &app, json!({"reason": "approved template"})).await;
     assert_eq!(item(&job)["state"], "done", "{job}");
     let current = stored_password(&api, &root, &app).await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = database(&server).await;
     sqlx::query("UPDATE resource_types SET reset_command = $1 WHERE name = 'Linux'")
         .bind(thief.to_string())
         .execute(&mut db)
@@ -1293,45 +1276,52 @@ async fn a_command_template_needs_a_second_administrator_and_an_edited_one_never
     assert!(audit.text.contains("Linux"), "{}", audit.text);
 }
 
+/// The server's SQLite database, opened beside it as a database writer would.
+async fn database(server: &Server) -> sqlx::SqliteConnection {
+    <sqlx::SqliteConnection as sqlx::Connection>::connect(&server.sqlite_url())
+        .await
+        .unwrap()
+}
+
+/// change-freeze published and approved for `resource_type` (pre-reset, agentless, order 10,
+/// vetoing DC1), and a vault-only Generic account `svc` on `gen1` in DC1; returns the account.
+async fn change_freeze_in_dc1(api: &Api, root: &str, dir: &Path, resource_type: &str) -> String {
+    publish_approved(
+        api,
+        root,
+        dir,
+        &[(
+            "change-freeze",
+            support::wasm_dir().join("change_freeze.wasm"),
+            json!({"phases": ["pre-reset"], "modes": ["agentless"],
+                "resource_types": [resource_type], "order": 10, "parameters": ["DC1"]}),
+        )],
+    )
+    .await;
+    let (rid, acc) =
+        common::resource_with_account(api, root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/v1/resources/{rid}"),
+            Some(root),
+            Some(json!({"location": "DC1"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    acc
+}
+
 #[tokio::test]
 async fn where_a_listener_runs_is_read_from_its_sealed_approval_only() {
     let server = Server::start();
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir();
-    // change-freeze, approved for Linux only, vetoes DC1.
-    publish_approved(
-        &api,
-        &root,
-        dir.path(),
-        &[(
-            "change-freeze",
-            wasm.join("change_freeze.wasm"),
-            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Linux"],
-                "order": 10, "parameters": ["DC1"]}),
-        )],
-    )
-    .await;
-    // A vault-only account of type Generic in DC1: listeners run for it, the vault changes.
-    let (rid, acc) =
-        common::resource_with_account(&api, &root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
-    let r = api
-        .call(
-            "PATCH",
-            &format!("/v1/resources/{rid}"),
-            Some(&root),
-            Some(json!({"location": "DC1"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    // change-freeze, approved for Linux only, vetoes DC1. A vault-only account of type
+    // Generic in DC1: listeners run for it, the vault changes.
+    let acc = change_freeze_in_dc1(&api, &root, dir.path(), "Linux").await;
+    let mut db = database(&server).await;
 
     // 1. An index row inserted by a database writer does not widen the listener to Generic.
     sqlx::query(
@@ -1425,40 +1415,11 @@ async fn a_pre_reset_guard_deleted_in_the_database_still_stops_the_reset() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir();
     // change-freeze guards Generic resources in DC1 (it vetoes their resets).
-    publish_approved(
-        &api,
-        &root,
-        dir.path(),
-        &[(
-            "change-freeze",
-            wasm.join("change_freeze.wasm"),
-            json!({"phases": ["pre-reset"], "modes": ["agentless"], "resource_types": ["Generic"],
-                "order": 10, "parameters": ["DC1"]}),
-        )],
-    )
-    .await;
-    let (rid, acc) =
-        common::resource_with_account(&api, &root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
-    let r = api
-        .call(
-            "PATCH",
-            &format!("/v1/resources/{rid}"),
-            Some(&root),
-            Some(json!({"location": "DC1"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let acc = change_freeze_in_dc1(&api, &root, dir.path(), "Generic").await;
     let job = reset(&api, &root, &acc, json!({"reason": "guarded"})).await;
     assert_eq!(item(&job)["state"], "vetoed", "{job}");
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = database(&server).await;
     let stops = |job: &Value| {
         let it = item(job);
         let detail = it["detail"].as_str().unwrap_or_default();
@@ -1559,13 +1520,7 @@ async fn an_older_reset_command_restored_with_its_seal_never_runs() {
     let newer = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
         "stdin": "{login}:{password}\n"});
     set_reset_command(&api, &root, "Linux", Some(older)).await;
-    let url = format!(
-        "sqlite://{}",
-        server.data_dir().join("lockstep.db").display()
-    );
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut db = database(&server).await;
     let (saved, seal): (String, String) = sqlx::query_as(
         "SELECT reset_command, reset_command_seal FROM resource_types WHERE name = 'Linux'",
     )

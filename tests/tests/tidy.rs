@@ -70,20 +70,32 @@ fn code_lines(text: &str) -> Vec<String> {
 /// Files that name `word` as a path segment (`word::`) in code, outside the allowed prefixes.
 fn naming_outside(files: &[(String, String)], word: &str, allowed: &[&str]) -> BTreeSet<String> {
     let needle = format!("{word}::");
+    offenders(
+        files,
+        |path| !allowed.iter().any(|a| path.starts_with(a)),
+        |l| {
+            l.match_indices(&needle).any(|(i, _)| {
+                // A whole segment: not `my_sqlx::`.
+                l[..i]
+                    .chars()
+                    .last()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        },
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The files under the rule (`in_scope`, by path) with a line of code that breaks it.
+fn offenders(
+    files: &[(String, String)],
+    in_scope: impl Fn(&str) -> bool,
+    breaks: impl Fn(&str) -> bool,
+) -> Vec<String> {
     files
         .iter()
-        .filter(|(path, _)| !allowed.iter().any(|a| path.starts_with(a)))
-        .filter(|(_, text)| {
-            code_lines(text).iter().any(|l| {
-                l.match_indices(&needle).any(|(i, _)| {
-                    // A whole segment: not `my_sqlx::`.
-                    l[..i]
-                        .chars()
-                        .last()
-                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
-                })
-            })
-        })
+        .filter(|(path, text)| in_scope(path) && code_lines(text).iter().any(|l| breaks(l)))
         .map(|(path, _)| path.clone())
         .collect()
 }
@@ -142,16 +154,11 @@ fn http_stays_in_the_api() {
 
 /// Files outside `api/` that build an `Error::Rejected` (a status picked by hand).
 fn statuses_outside_the_api(files: &[(String, String)]) -> Vec<String> {
-    files
-        .iter()
-        .filter(|(path, _)| !path.starts_with("server/src/api/"))
-        .filter(|(_, text)| {
-            code_lines(text)
-                .iter()
-                .any(|l| l.contains("Error::Rejected {") && !l.contains(".."))
-        })
-        .map(|(path, _)| path.clone())
-        .collect()
+    offenders(
+        files,
+        |path| !path.starts_with("server/src/api/"),
+        |l| l.contains("Error::Rejected {") && !l.contains(".."),
+    )
 }
 
 #[test]
@@ -174,20 +181,17 @@ fn only_the_api_picks_a_status() {
 
 /// Runtime files other than `limits.rs` that define a `MAX_` constant.
 fn limits_outside_limits_rs(files: &[(String, String)]) -> Vec<String> {
-    files
-        .iter()
-        .filter(|(path, _)| path.starts_with("runtime/src/") && path != "runtime/src/limits.rs")
-        .filter(|(_, text)| {
-            code_lines(text).iter().any(|l| {
-                let l = l
-                    .trim_start()
-                    .trim_start_matches("pub ")
-                    .trim_start_matches("pub(crate) ");
-                l.starts_with("const MAX_")
-            })
-        })
-        .map(|(path, _)| path.clone())
-        .collect()
+    offenders(
+        files,
+        |path| path.starts_with("runtime/src/") && path != "runtime/src/limits.rs",
+        |l| {
+            let l = l
+                .trim_start()
+                .trim_start_matches("pub ")
+                .trim_start_matches("pub(crate) ");
+            l.starts_with("const MAX_")
+        },
+    )
 }
 
 #[test]
@@ -263,18 +267,11 @@ fn every_dependency_is_used() {
 
 #[test]
 fn master_key_bytes_are_read_only_in_the_vault() {
-    let found: Vec<String> = sources()
-        .into_iter()
-        .filter(|(path, _)| {
-            path.starts_with("server/src/") && !path.starts_with("server/src/vault/")
-        })
-        .filter(|(_, text)| {
-            code_lines(text)
-                .iter()
-                .any(|l| l.contains("MasterKey::from_hex"))
-        })
-        .map(|(path, _)| path)
-        .collect();
+    let found = offenders(
+        &sources(),
+        |path| path.starts_with("server/src/") && !path.starts_with("server/src/vault/"),
+        |l| l.contains("MasterKey::from_hex"),
+    );
     assert!(
         found.is_empty(),
         "a master key parsed outside server/src/vault/ in {found:?}; hint: MasterKeySource::load"

@@ -131,17 +131,8 @@ impl Registry {
             other => other,
         };
         if let Some(why) = refusal {
-            audit::record(
-                &self.store,
-                NewEvent {
-                    actor,
-                    action: verdict.action(),
-                    target: id,
-                    outcome: Outcome::Denied,
-                    detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
-                },
-            )
-            .await?;
+            self.audit_refusal(actor, &verdict, &cr, Outcome::Denied, &why)
+                .await?;
             return Err(Error::NotAllowed(why));
         }
         if cr.status != "pending" {
@@ -152,6 +143,7 @@ impl Registry {
         }
         if let Verdict::Approve(reviewed) = &verdict {
             // The request must be what was asked for, and what this approver saw.
+            let digest = request_seal::digest(&cr);
             let problem = if !request_seal::holds(&self.vault, &cr) {
                 Some(
                     "the change request was altered in the database after it was requested \
@@ -159,27 +151,17 @@ impl Registry {
                      request the change again"
                         .to_string(),
                 )
-            } else if *reviewed != request_seal::digest(&cr) {
+            } else if *reviewed != digest {
                 Some(format!(
-                    "the change request is not the one you reviewed (digest {reviewed}, now {}); \
-                     review it again",
-                    request_seal::digest(&cr)
+                    "the change request is not the one you reviewed (digest {reviewed}, now \
+                     {digest}); review it again"
                 ))
             } else {
                 None
             };
             if let Some(why) = problem {
-                audit::record(
-                    &self.store,
-                    NewEvent {
-                        actor,
-                        action: verdict.action(),
-                        target: id,
-                        outcome: Outcome::Failure,
-                        detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
-                    },
-                )
-                .await?;
+                self.audit_refusal(actor, &verdict, &cr, Outcome::Failure, &why)
+                    .await?;
                 return Err(Error::Conflict(format!("change request {id}: {why}")));
             }
         }
@@ -193,17 +175,8 @@ impl Registry {
                 Ok(g) => generation = Some(g),
                 Err(why) => {
                     drop(tx);
-                    audit::record(
-                        &self.store,
-                        NewEvent {
-                            actor,
-                            action: verdict.action(),
-                            target: id,
-                            outcome: Outcome::Failure,
-                            detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
-                        },
-                    )
-                    .await?;
+                    self.audit_refusal(actor, &verdict, &cr, Outcome::Failure, &why)
+                        .await?;
                     return Err(Error::Conflict(format!(
                         "change request {id} cannot be applied: {why}"
                     )));
@@ -271,6 +244,29 @@ impl Registry {
             .await?
             .map(Into::into)
             .ok_or_else(|| Error::Internal(format!("change request {id} vanished")))
+    }
+
+    /// Audits a decision that did not go through, with why (on its own: nothing of the
+    /// decision is written).
+    async fn audit_refusal(
+        &self,
+        actor: &Actor,
+        verdict: &Verdict,
+        cr: &ChangeRequestRow,
+        outcome: Outcome,
+        why: &str,
+    ) -> Result<()> {
+        audit::record(
+            &self.store,
+            NewEvent {
+                actor,
+                action: verdict.action(),
+                target: &cr.id,
+                outcome,
+                detail: serde_json::json!({ "reason": why, "subject": cr.subject }),
+            },
+        )
+        .await
     }
 
     /// Applies an approved change inside `tx` and advances the registry ledger by exactly the

@@ -57,28 +57,15 @@ mod tests {
     use super::*;
 
     fn request() -> ChangeRequestRow {
-        ChangeRequestRow {
-            id: "chg_1".into(),
-            kind: "reset-command".into(),
-            status: "pending".into(),
-            subject: "reset-command:Linux".into(),
-            listener_id: None,
-            version_id: None,
-            version: None,
-            key_id: None,
-            component_sha256: None,
-            manifest_sha256: None,
-            association: None,
-            requested_by: "alice".into(),
-            approver: "bob".into(),
-            request_comment: None,
-            decided_by: None,
-            decision_comment: None,
-            decided_at: None,
-            created_at: "2026-11-30T00:00:00Z".into(),
-            reset_command: Some(r#"{"program":"chpasswd"}"#.into()),
-            request_seal: None,
-        }
+        let mut c = super::super::new_request(
+            super::super::ChangeKind::ResetCommand,
+            "reset-command:Linux",
+            "alice",
+            "bob",
+            None,
+        );
+        c.reset_command = Some(r#"{"program":"chpasswd"}"#.into());
+        c
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The URL of its SQLite database (the default store in its data directory).
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir().join("lockstep.db").display())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
