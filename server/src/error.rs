@@ -73,6 +73,10 @@ pub enum Error {
     /// A listener could not be loaded (bad manifest, not a component, ungranted import, ...).
     #[error("{0}")]
     Listener(#[from] lockstep_runtime::Error),
+    /// 503: what authorizes callers cannot be trusted (the registry ledger fails its checks);
+    /// nothing is served until an operator repairs it.
+    #[error("integrity check failed: {0}")]
+    Untrusted(String),
     /// 500: an invariant broke (a stored value that cannot be decoded, ...).
     #[error("internal error: {0}")]
     Internal(String),

@@ -48,13 +48,15 @@ pub fn store_master_key(
 
 /// Opens the store with the vault's master key as its audit-chain key, keys the chain (sealing
 /// events written before it was keyed; refusing a chain keyed with another master key), pins
-/// the registry ledger of a deployment that has none yet (`registry::ledger::bootstrap`), then
-/// writes the built-in roles and resource types.
+/// the registry ledger of a deployment that has none yet (`registry::ledger::bootstrap`) and
+/// the identities of its users (`identity::seal::pin_existing`), then writes the built-in
+/// roles and resource types.
 pub async fn open_store(url: &str, vault: Arc<Vault>) -> Result<Store> {
     let mut store = Store::open(url).await?;
     store.set_chain_key(vault.clone());
     crate::audit::key_chain(&store).await?;
     crate::registry::ledger::bootstrap(&store, &vault).await?;
+    crate::identity::seal::pin_existing(&store, &vault).await?;
     crate::identity::seed_builtin_roles(&store).await?;
     crate::inventory::resource_types::seed_builtin(&store).await?;
     crate::reset::settings::seed_default_policy(&store).await?;

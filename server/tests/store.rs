@@ -108,6 +108,17 @@ fn vault() -> Vault {
     Vault::new(MasterKey::from_bytes([42u8; 32]))
 }
 
+/// The registry (and its ledger, which pins identities) over `store`.
+fn registry(store: &Store) -> lockstep_server::registry::Registry {
+    let runtime = lockstep_runtime::Runtime::new(None).unwrap();
+    lockstep_server::registry::Registry::new(
+        store.clone(),
+        std::sync::Arc::new(vault()),
+        std::sync::Arc::new(runtime),
+        1 << 20,
+    )
+}
+
 fn page(after: Option<String>, limit: i64) -> PageRequest {
     PageRequest { after, limit }
 }
@@ -177,7 +188,10 @@ async fn users_tokens_and_roles(db: &TestDb) {
     let issued = identity::issue_token(s, &a, &user.id, identity::NewToken::default())
         .await
         .unwrap();
-    let principal = identity::authenticate(s, &issued.token).await.unwrap();
+    let registry = registry(s);
+    let principal = identity::authenticate(s, &registry, &issued.token)
+        .await
+        .unwrap();
     assert_eq!(principal.user_name, "alice");
     assert!(principal.require(identity::Privilege::ReadAudit).is_ok());
     assert!(matches!(
@@ -188,13 +202,14 @@ async fn users_tokens_and_roles(db: &TestDb) {
     identity::revoke_token(s, &principal, &a, &issued.info.id)
         .await
         .unwrap();
-    let err = identity::authenticate(s, &issued.token)
+    let err = identity::authenticate(s, &registry, &issued.token)
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("revoked"), "{err}");
 
-    // An expired token is refused (written straight to the store with a past expiry).
+    // An expired token is refused (written straight to the store with a past expiry, then
+    // sealed as the server seals every identity change).
     let mut tx = s.begin_write().await.unwrap();
     lockstep_server::store::tokens::insert(
         tx.conn(),
@@ -210,8 +225,11 @@ async fn users_tokens_and_roles(db: &TestDb) {
     )
     .await
     .unwrap();
+    identity::seal::reseal(&mut tx, &user.id, "test")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    let err = identity::authenticate(s, "lst_expired")
+    let err = identity::authenticate(s, &registry, "lst_expired")
         .await
         .unwrap_err()
         .to_string();

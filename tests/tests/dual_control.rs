@@ -280,3 +280,294 @@ async fn nobody_hands_out_a_role_with_privileges_they_do_not_hold() {
         "root keeps its token"
     );
 }
+
+/// The SHA-256 (hex) a token or activation code is looked up by.
+fn sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Runs one statement as the database writer and checks that it changed something.
+async fn write(db: &mut sqlx::AnyConnection, sql: &'static str, binds: &[&str]) {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let done = q.execute(&mut *db).await.expect(sql);
+    assert!(done.rows_affected() > 0, "{sql} changed nothing");
+}
+
+async fn user_id(api: &Api, token: &str) -> String {
+    let r = api.get("/v1/me", token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["user_id"].as_str().unwrap().to_string()
+}
+
+fn refused_as_edited(r: &common::Reply, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {}", r.text);
+    assert!(
+        r.text.contains("integrity") || r.text.contains("unknown"),
+        "{what}: {}",
+        r.text
+    );
+}
+
+/// A database writer without the master key (alice, an administrator who can also write the
+/// database) tries every row that makes a person who they are: a token for the approver, her
+/// own token moved to him, her puppet's custody deleted, her role raised, a revoked token
+/// brought back, an activation code planted, and an identity restored from a backup. Each is
+/// refused, audited, and the change she asked for stays pending.
+#[tokio::test]
+async fn a_database_writer_cannot_sign_in_or_approve_as_someone_else() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let alice = user_with_role(&api, &root, "alice", "admin").await;
+    let bob = user_with_role(&api, &root, "bob", "admin").await;
+    let bob_id = user_id(&api, &bob).await;
+    let alice_id = user_id(&api, &alice).await;
+    let change = request_key_change(&api, &alice, "bob").await;
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+
+    // 1. A token row for bob whose text alice chose.
+    let forged = "lst_forged-by-the-database-writer-000000000000000";
+    write(
+        &mut db,
+        "INSERT INTO api_tokens (id, user_id, name, token_sha256, created_at, expires_at) \
+         VALUES ('tok_forged', $1, 'x', $2, '2026-01-01T00:00:00Z', '2099-01-01T00:00:00Z')",
+        &[&bob_id, &sha256(forged)],
+    )
+    .await;
+    refused_as_edited(&approve(&api, forged, &change).await, "a planted token");
+    // bob's own token is refused too while his rows are not the sealed ones: the edit shows.
+    refused_as_edited(&api.get("/v1/me", &bob).await, "bob beside a planted token");
+    write(
+        &mut db,
+        "DELETE FROM api_tokens WHERE id = 'tok_forged'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        api.get("/v1/me", &bob).await.status,
+        200,
+        "undone, bob is bob"
+    );
+
+    // 2. alice's own token moved to bob.
+    let moved = api.get("/v1/me", &alice).await.json()["token_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write(
+        &mut db,
+        "UPDATE api_tokens SET user_id = $1 WHERE id = $2",
+        &[&bob_id, &moved],
+    )
+    .await;
+    refused_as_edited(&approve(&api, &alice, &change).await, "a moved token");
+    write(
+        &mut db,
+        "UPDATE api_tokens SET user_id = $1 WHERE id = $2",
+        &[&alice_id, &moved],
+    )
+    .await;
+
+    // 3. A puppet whose custody row is deleted so that it looks independent of alice.
+    let (_, carol_code) = create(&api, &alice, "carol", "admin").await;
+    let carol = activate(&api, "carol", &carol_code).await;
+    write(
+        &mut db,
+        "DELETE FROM user_custody WHERE user_name = 'carol' AND custodian = 'alice'",
+        &[],
+    )
+    .await;
+    refused_as_edited(&api.get("/v1/me", &carol).await, "deleted custody");
+    let named = ask_key_change(&api, &alice, "carol").await;
+    assert_eq!(named.status, 422, "{}", named.text);
+    assert!(named.text.contains("integrity"), "{}", named.text);
+
+    // 4. Her own role raised.
+    write(
+        &mut db,
+        "UPDATE users SET role = 'privileged-admin' WHERE name = 'alice'",
+        &[],
+    )
+    .await;
+    refused_as_edited(&api.get("/v1/me", &alice).await, "a raised role");
+    write(
+        &mut db,
+        "UPDATE users SET role = 'admin' WHERE name = 'alice'",
+        &[],
+    )
+    .await;
+    assert_eq!(api.get("/v1/me", &alice).await.status, 200);
+
+    // 5. A revoked token brought back.
+    let spare = api.post("/v1/tokens", &alice, json!({})).await;
+    assert_eq!(spare.status, 201, "{}", spare.text);
+    let (spare_id, spare) = (
+        spare.json()["id"].as_str().unwrap().to_string(),
+        spare.json()["token"].as_str().unwrap().to_string(),
+    );
+    let revoked = api
+        .call(
+            "DELETE",
+            &format!("/v1/tokens/{spare_id}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    write(
+        &mut db,
+        "UPDATE api_tokens SET revoked_at = NULL WHERE id = $1",
+        &[&spare_id],
+    )
+    .await;
+    refused_as_edited(&api.get("/v1/me", &spare).await, "an unrevoked token");
+    write(
+        &mut db,
+        "UPDATE api_tokens SET revoked_at = '2026-01-01T00:00:00Z' WHERE id = $1",
+        &[&spare_id],
+    )
+    .await;
+
+    // 6. An activation code planted for bob.
+    let code = "lsa_planted-by-the-database-writer-00000000000000";
+    write(
+        &mut db,
+        "INSERT INTO user_activations (user_id, code_sha256, issued_by, expires_at) \
+         VALUES ($1, $2, 'cli', '2099-01-01T00:00:00Z')",
+        &[&bob_id, &sha256(code)],
+    )
+    .await;
+    let planted = api
+        .call(
+            "POST",
+            "/v1/activate",
+            None,
+            Some(json!({"name": "bob", "activation_code": code})),
+        )
+        .await;
+    assert_eq!(planted.status, 401, "{}", planted.text);
+    write(
+        &mut db,
+        "DELETE FROM user_activations WHERE user_id = $1",
+        &[&bob_id],
+    )
+    .await;
+    assert_eq!(api.get("/v1/me", &bob).await.status, 200);
+
+    // 7. An identity restored from a backup: dave's rows and seal exactly as they were before
+    //    alice re-credentialed him. The seal verifies; the ledger pins the newer one.
+    let dave = user_with_role(&api, &root, "dave", "admin").await;
+    let dave_id = user_id(&api, &dave).await;
+    let backup: (String, String) =
+        sqlx::query_as("SELECT identity_seal, custody_changed_at FROM users WHERE id = $1")
+            .bind(&dave_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    let r = api
+        .post(
+            &format!("/v1/users/{dave_id}/activation"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    write(
+        &mut db,
+        "UPDATE users SET identity_seal = $2, custody_changed_at = $3 WHERE id = $1",
+        &[&dave_id, &backup.0, &backup.1],
+    )
+    .await;
+    write(
+        &mut db,
+        "DELETE FROM user_custody WHERE user_name = 'dave' AND custodian = 'alice'",
+        &[],
+    )
+    .await;
+    write(
+        &mut db,
+        "DELETE FROM user_activations WHERE user_id = $1",
+        &[&dave_id],
+    )
+    .await;
+    write(
+        &mut db,
+        "UPDATE api_tokens SET revoked_at = NULL WHERE user_id = $1",
+        &[&dave_id],
+    )
+    .await;
+    let restored = api.get("/v1/me", &dave).await;
+    refused_as_edited(&restored, "a restored identity");
+
+    // The change is still pending, bob (untouched now) may still decide it, and every refused
+    // identity was audited.
+    let cr = api
+        .get(&format!("/v1/change-requests/{change}"), &root)
+        .await;
+    assert_eq!(cr.json()["status"], "pending", "{}", cr.text);
+    let audit = api.get("/v1/audit?action=identity.integrity", &root).await;
+    for who in ["bob", "alice", "carol", "dave"] {
+        assert!(audit.text.contains(who), "{who}: {}", audit.text);
+    }
+    assert!(
+        server.log_text().contains("ALERT: identity refused"),
+        "the refusals are logged as alerts"
+    );
+    let r = approve(&api, &bob, &change).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// An upgrade seals the users that exist, in the process that applies the migration (here from
+/// before the registry ledger and identity seals: both migrations run at the restart). After
+/// it, an unsealed user is an inserted one: a later restart does not seal it.
+#[tokio::test]
+async fn only_the_upgrade_seals_existing_users() {
+    let mut server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let alice = user_with_role(&api, &root, "alice", "admin").await;
+    let url = server.sqlite_url();
+    let mut db = common::database_writer(&url).await;
+    for sql in [
+        "DELETE FROM audit_events WHERE action = 'registry.generation'",
+        "DROP TABLE registry_ledger",
+        "DROP INDEX audit_events_action",
+        "DROP INDEX audit_events_target",
+        "ALTER TABLE change_requests DROP COLUMN public_key",
+        "ALTER TABLE users DROP COLUMN identity_seal",
+        "DELETE FROM _sqlx_migrations WHERE version IN (16, 17)",
+    ] {
+        sqlx::query(sql).execute(&mut db).await.expect(sql);
+    }
+    assert_eq!(server.stop().code(), Some(0));
+    server.restart();
+    let api = Api::new(&server);
+    for token in [&root, &alice] {
+        let r = api.get("/v1/me", token).await;
+        assert_eq!(r.status, 200, "sealed by the upgrade: {}", r.text);
+    }
+    let unsealed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE identity_seal IS NULL")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(unsealed, 0);
+
+    // Later, a user whose seal is gone is not sealed again by a restart.
+    write(
+        &mut db,
+        "UPDATE users SET identity_seal = NULL WHERE name = 'alice'",
+        &[],
+    )
+    .await;
+    assert_eq!(server.stop().code(), Some(0));
+    server.restart();
+    let api = Api::new(&server);
+    refused_as_edited(&api.get("/v1/me", &alice).await, "an unsealed user");
+    assert_eq!(api.get("/v1/me", &root).await.status, 200);
+    assert!(server.log_text().contains("no identity seal"));
+}

@@ -522,7 +522,7 @@ async fn a_listener_runs_only_after_a_second_administrator_approves_it() {
 async fn an_edited_pending_request_is_never_approved() {
     let server = Server::start();
     let t = Team::new(&server).await;
-    let mut db = connect(&server.sqlite_url()).await;
+    let mut db = common::database_writer(&server.sqlite_url()).await;
 
     // An approval must name what it approves.
     let upload = t.signed(wasm(), manifest());
@@ -609,6 +609,73 @@ async fn an_edited_pending_request_is_never_approved() {
     let default = json!({"program": "/usr/sbin/chpasswd", "args": [],
         "stdin": "{login}:{password}\n"});
     assert_eq!(kind["reset_command"], default, "{kind}");
+
+    // A rejected request (seal intact) set back to pending in the database is not offered
+    // for approval again: the audit trail says it was decided.
+    let r = t.decide(&t.bob, &change, "reject").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = t
+        .api
+        .call(
+            "PUT",
+            "/v1/resource-types/Sealed/reset-command",
+            Some(&t.alice),
+            Some(json!({"reset_command": template, "approver": "bob"})),
+        )
+        .await;
+    let rejected = change_id(&pending(&r, "reset-command"));
+    let r = t.decide(&t.bob, &rejected, "reject").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    sqlx::query(
+        "UPDATE change_requests SET status = 'pending', decided_by = NULL, \
+         decision_comment = NULL, decided_at = NULL WHERE id = $1",
+    )
+    .bind(&rejected)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let r = common::registry::approval(&t.api, &t.bob, &rejected, None).await;
+    assert_refused(&r, 409, "", "already decided");
+    let kind = t.get("/v1/resource-types/Sealed").await;
+    assert_eq!(kind["reset_command"], default, "{kind}");
+}
+
+/// Issue 15: a key-add request names the whole public key it asks to trust (sealed with the
+/// request, shown to the approver), so a database writer who swaps the pending key's public
+/// key under the same id gets the approval refused; and rejecting a request whose seal fails
+/// unwinds nothing, so pointing it at a trusted key cannot make that key rejected.
+#[tokio::test]
+async fn a_key_add_trusts_exactly_the_requested_key() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+
+    let wanted = keygen(t.dir.path(), "wanted.key");
+    let swapped = keygen(t.dir.path(), "swapped.key");
+    let change = t.propose_key(&wanted, "wanted").await;
+    let shown = t.get(&format!("/v1/change-requests/{change}")).await;
+    assert_eq!(shown["public_key"], wanted.public.as_str(), "{shown}");
+    sqlx::query("UPDATE publisher_keys SET public_key = $1 WHERE key_id = $2")
+        .bind(&swapped.public)
+        .bind(&wanted.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let r = common::registry::approval(&t.api, &t.bob, &change, None).await;
+    assert_refused(&r, 409, "", "not the key that was requested");
+    assert_eq!(t.key_status(&wanted.id).await, "pending");
+
+    // The same request pointed at the team's trusted key, then rejected: that key stays
+    // trusted (a tampered request unwinds nothing).
+    sqlx::query("UPDATE change_requests SET key_id = $1 WHERE id = $2")
+        .bind(&t.key.id)
+        .bind(&change)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let r = t.decide(&t.bob, &change, "reject").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(t.key_status(&t.key.id).await, "trusted");
 }
 
 #[tokio::test]
@@ -832,12 +899,7 @@ async fn tamper(db: &mut sqlx::AnyConnection, sql: &'static str, bytes: Option<V
 async fn tampering_is_refused_before_any_run(server: &Server, db_url: &str) {
     let t = Team::new(server).await;
     t.publish_active().await;
-    sqlx::any::install_default_drivers();
-    let mut db = sqlx::AnyConnection::connect(db_url).await.expect("connect");
-    if db_url.starts_with("sqlite:") {
-        let busy = sqlx::query("PRAGMA busy_timeout = 10000");
-        busy.execute(&mut db).await.unwrap();
-    }
+    let mut db = common::database_writer(db_url).await;
 
     let query = sqlx::query_scalar(CURRENT_COMPONENT);
     let original: Vec<u8> = query.fetch_one(&mut db).await.unwrap();
@@ -940,17 +1002,6 @@ async fn on_postgres(scenario: impl AsyncFn(&Server, &str)) {
     drop_postgres_database(&name).await;
 }
 
-/// A database connection beside the running server (SQLite waits for its writer).
-async fn connect(db_url: &str) -> sqlx::AnyConnection {
-    sqlx::any::install_default_drivers();
-    let mut db = sqlx::AnyConnection::connect(db_url).await.expect("connect");
-    if db_url.starts_with("sqlite:") {
-        let busy = sqlx::query("PRAGMA busy_timeout = 10000");
-        busy.execute(&mut db).await.unwrap();
-    }
-    db
-}
-
 /// The approved state of change-freeze's row: (version id, association, position, seal).
 type ListenerApproval = (Option<String>, Option<String>, Option<i64>, Option<String>);
 
@@ -966,7 +1017,7 @@ const RESTORE_LISTENER_APPROVAL: &str = "UPDATE listeners SET current_version_id
 async fn an_older_listener_row_restored_with_its_seal_is_refused(server: &Server, db_url: &str) {
     let t = Team::new(server).await;
     t.publish_active().await;
-    let mut db = connect(db_url).await;
+    let mut db = common::database_writer(db_url).await;
     let query = sqlx::query_as::<_, ListenerApproval>(LISTENER_APPROVAL);
     let v1: ListenerApproval = query.fetch_one(&mut db).await.unwrap();
     assert!(v1.3.is_some(), "approved rows carry their seal");
@@ -1023,7 +1074,7 @@ async fn a_removed_publisher_key_restored_with_its_seal_stays_untrusted() {
     let t = Team::new(&server).await;
     t.publish_active().await;
     let url = server.sqlite_url();
-    let mut db = connect(&url).await;
+    let mut db = common::database_writer(&url).await;
     let query = "SELECT trust_seal FROM publisher_keys WHERE key_id = $1";
     let query = sqlx::query_scalar::<_, Option<String>>(query).bind(t.key.id.clone());
     let seal = query.fetch_one(&mut db).await.unwrap();
@@ -1052,14 +1103,22 @@ async fn a_removed_publisher_key_restored_with_its_seal_stays_untrusted() {
     db.close().await.unwrap();
 }
 
-/// The plan when the ledger itself is refused: nothing runs, one refusal names the ledger.
+/// What the server answers when the ledger itself is refused: the ledger pins every user's
+/// identity too, so nobody is served (503) and the answer says why.
 async fn ledger_refusal(t: &Team) -> String {
-    let plan = t.plan("Linux").await;
-    let listeners = plan["listeners"].as_array().unwrap();
-    assert!(listeners.is_empty(), "{plan}");
-    let refused = entry(&plan, "refused", "(registry ledger)");
-    let refused = refused.unwrap_or_else(|| panic!("the ledger is not refused: {plan}"));
-    refused["reason"].as_str().unwrap().to_string()
+    let query = "resource_type=Linux&phase=pre-reset&mode=agentless";
+    let r = t
+        .api
+        .get(&format!("/v1/listener-plan?{query}"), &t.alice)
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(
+        r.json()["type"],
+        "urn:lockstep:problem:integrity",
+        "{}",
+        r.text
+    );
+    r.json()["detail"].as_str().unwrap().to_string()
 }
 
 /// Review finding: the ledger is pinned from what is sealed only by the upgrade that makes it.
@@ -1081,7 +1140,7 @@ async fn only_the_upgrade_pins_the_ledger() {
         "DELETE FROM audit_events WHERE action = 'registry.generation'",
     ];
     // An upgrade from before the ledger: its migration not applied, no table, no events.
-    let mut db = connect(&url).await;
+    let mut db = common::database_writer(&url).await;
     let upgrade: [&'static str; 3] = [
         "DROP TABLE registry_ledger",
         "DROP INDEX audit_events_action",
@@ -1097,23 +1156,32 @@ async fn only_the_upgrade_pins_the_ledger() {
     t.api = Api::new(&server);
     // The upgrade pins what is approved now: it runs.
     assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
-    let mut db = connect(&url).await;
+    let mut db = common::database_writer(&url).await;
     let read = "SELECT generation FROM registry_ledger";
     let generation: i64 = sqlx::query_scalar(read).fetch_one(&mut db).await.unwrap();
     assert_eq!(generation, 1);
 
-    // Later, the ledger and its witnesses deleted, and a restart: nothing is pinned.
+    // Later, the ledger and its witnesses deleted, and a restart: nothing is pinned. Every
+    // sealed thing is unlisted: the listener, and every user's identity (nobody signs in).
     for sql in forget {
         sqlx::query(sql).execute(&mut db).await.unwrap();
     }
-    db.close().await.unwrap();
     assert_eq!(server.stop().code(), Some(0));
     server.restart();
     t.api = Api::new(&server);
-    let reason = t.refusal().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registry_ledger")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing was pinned");
+    db.close().await.unwrap();
+    let r = t.api.get("/v1/me", &t.alice).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let log = server.log_text();
     assert!(
-        reason.contains("no approval in the registry ledger"),
-        "{reason}"
+        log.contains("ALERT: identity refused")
+            && log.contains("no approval in the registry ledger, generation 0"),
+        "{log}"
     );
 }
 
@@ -1126,21 +1194,24 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
     let t = Team::new(&server).await;
     t.publish_active().await;
     let url = server.sqlite_url();
-    let mut db = connect(&url).await;
+    let mut db = common::database_writer(&url).await;
     let read = "SELECT generation, entries, seal FROM registry_ledger";
+    // A key change asked for before anything goes wrong.
+    let spare = keygen(t.dir.path(), "spare.key");
+    let key_add = t.propose_key(&spare, "spare").await;
     let old: (i64, String, String) = sqlx::query_as(read).fetch_one(&mut db).await.unwrap();
-    assert_eq!(old.0, 2, "the key, then the listener");
     let v2 = t.signed(wasm(), manifest_v2());
     let c = pending(&t.upload("PUT", LISTENER, &v2).await, "listener-edit");
     t.approve(&change_id(&c)).await;
     let now: (i64, String, String) = sqlx::query_as(read).fetch_one(&mut db).await.unwrap();
-    assert_eq!(now.0, 3);
+    assert_eq!(now.0, old.0 + 1, "one approval, one generation");
     let events = t.audit("action=registry.generation").await;
     let generations: Vec<_> = events
         .iter()
-        .map(|e| e["detail"]["generation"].clone())
+        .map(|e| e["detail"]["generation"].as_i64().unwrap())
         .collect();
-    assert_eq!(generations, [json!(1), json!(2), json!(3)], "{events:?}");
+    let every: Vec<i64> = (1..=now.0).collect();
+    assert_eq!(generations, every, "one event per generation, in order");
 
     let write = "UPDATE registry_ledger SET generation = $1, entries = $2, seal = $3";
     let roll_back = sqlx::query::<sqlx::Any>(write)
@@ -1149,18 +1220,14 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
         .bind(old.2.clone());
     assert_eq!(roll_back.execute(&mut db).await.unwrap().rows_affected(), 1);
     let reason = ledger_refusal(&t).await;
+    let rolled = format!("generation {}, older than generation {}", old.0, now.0);
     assert!(
-        reason.contains("generation 2, older than generation 3") && reason.contains("reseal"),
+        reason.contains(&rolled) && reason.contains("reseal"),
         "{reason}"
     );
-    let audited = t.audit("action=registry.integrity&outcome=failure").await;
-    assert!(!audited.is_empty(), "the refusal is audited");
-    // Nothing is approved on top of it.
-    let spare = keygen(t.dir.path(), "spare.key");
-    let key_add = t.propose_key(&spare, "spare").await;
+    // Nothing is approved on top of it: nobody is even authenticated.
     let r = t.decide(&t.bob, &key_add, "approve").await;
-    assert_refused(&r, 409, "", "registry ledger");
-    assert_eq!(t.key_status(&spare.id).await, "pending");
+    assert_refused(&r, 503, "", "registry ledger");
 
     // The current row back: it runs again.
     let put_back = sqlx::query::<sqlx::Any>(write)
@@ -1169,13 +1236,16 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
         .bind(now.2.clone());
     assert_eq!(put_back.execute(&mut db).await.unwrap().rows_affected(), 1);
     assert_eq!(t.planned().await.as_deref(), Some("0.2.0"));
+    let audited = t.audit("action=registry.integrity&outcome=failure").await;
+    assert!(!audited.is_empty(), "the refusal is audited");
+    assert_eq!(t.key_status(&spare.id).await, "pending");
 
     // Deleted: the audit trail says there was one.
     let delete = sqlx::query::<sqlx::Any>("DELETE FROM registry_ledger");
     assert_eq!(delete.execute(&mut db).await.unwrap().rows_affected(), 1);
     let reason = ledger_refusal(&t).await;
     assert!(
-        reason.contains("missing") && reason.contains("generation 3"),
+        reason.contains("missing") && reason.contains(&format!("generation {}", now.0)),
         "{reason}"
     );
     db.close().await.unwrap();
@@ -1185,7 +1255,7 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
     args.extend(server.store_args.iter().map(String::as_str));
     let (status, out, err) = lockstep(&args);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains("generation 4"), "{out}");
+    assert!(out.contains(&format!("generation {}", now.0 + 1)), "{out}");
     assert!(
         out.contains("1 listener(s), 1 publisher key(s), 0 reset command(s)"),
         "{out}"
@@ -1194,7 +1264,7 @@ async fn a_rolled_back_or_deleted_ledger_refuses_everything_until_resealed() {
     let resealed = t.audit("action=registry.resealed").await;
     assert_eq!(resealed.len(), 1, "{resealed:?}");
     assert!(resealed[0]["actor"].as_str().unwrap().starts_with("cli:"));
-    assert_eq!(resealed[0]["detail"]["generation"], 4);
+    assert_eq!(resealed[0]["detail"]["generation"], now.0 + 1);
     // Approvals go on from there.
     t.approve(&key_add).await;
     assert_eq!(t.key_status(&spare.id).await, "trusted");

@@ -1403,6 +1403,29 @@ async fn where_a_listener_runs_is_read_from_its_sealed_approval_only() {
         "{job}"
     );
     assert_eq!(stored_password(&api, &root, &acc).await, current);
+    sqlx::query(
+        "UPDATE listeners SET association = replace(association, 'post-reset', 'pre-reset') \
+         WHERE name = 'change-freeze'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    // 5. A renamed row (the name breaks ties in run order and keys agent tasks) is refused.
+    sqlx::query("UPDATE listeners SET name = 'a-change-freeze' WHERE name = 'change-freeze'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let job = reset(&api, &root, &acc, json!({"reason": "renamed"})).await;
+    assert_eq!(item(&job)["state"], "vetoed", "{job}");
+    assert!(
+        item(&job)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("renamed in the database"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, &acc).await, current);
 }
 
 /// Issue 15, "seals bind what runs" (b): a database writer lifts an approved pre-reset guard

@@ -104,7 +104,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let token = bearer(parts)?;
-        let principal = identity::authenticate(&state.store, token).await?;
+        let principal = identity::authenticate(&state.store, &state.registry, token).await?;
         let actor = principal.actor(client_ip(parts));
         Ok(Authenticated { principal, actor })
     }

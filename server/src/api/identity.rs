@@ -98,7 +98,7 @@ pub async fn activate(
     let actor = crate::audit::Actor::anonymous(ip);
     Ok((
         StatusCode::CREATED,
-        Json(activation::activate(&s.store, &actor, input).await?),
+        Json(activation::activate(&s.store, &s.registry, &actor, input).await?),
     ))
 }
 

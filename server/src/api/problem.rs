@@ -55,6 +55,10 @@ impl IntoResponse for Error {
                 problem(StatusCode::NOT_FOUND, "not-found", e.to_string())
             }
             Error::Conflict(detail) => problem(StatusCode::CONFLICT, "conflict", detail),
+            e @ Error::Untrusted(_) => {
+                tracing::error!(error = %e, "ALERT: request refused");
+                problem(StatusCode::SERVICE_UNAVAILABLE, "integrity", e.to_string())
+            }
             Error::TooLarge(detail) => problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail),
             Error::Validation(errors) => {
                 let detail = crate::error::describe(&errors);

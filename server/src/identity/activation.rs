@@ -8,9 +8,10 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{IssuedToken, NewToken, Principal, custody, issue_token, token};
+use super::{IssuedToken, NewToken, Principal, custody, issue_token, seal, token};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::store::{self, Store, WriteTx};
 
 /// How long an activation code can be spent.
@@ -103,6 +104,7 @@ pub async fn reissue(
     let revoked = store::tokens::revoke_all_of(tx.conn(), &user.id, &now).await?;
     let activation = write_code(&mut tx, &user.id, &user.name, Some(&caller.user_name)).await?;
     custody::record(&mut tx, &user.name, Some(&caller.user_name), &now).await?;
+    seal::reseal(&mut tx, &user.id, "user.activation.issue").await?;
     audit::append(
         &mut tx,
         NewEvent {
@@ -122,8 +124,14 @@ pub async fn reissue(
 }
 
 /// Spends an activation code for the user's first token. Every failure is the same 401, so the
-/// endpoint tells nothing about which names exist.
-pub async fn activate(store: &Store, actor: &Actor, input: ActivateInput) -> Result<IssuedToken> {
+/// endpoint tells nothing about which names exist. The code must be the one the user's sealed
+/// identity holds: a code row a database writer inserted is refused.
+pub async fn activate(
+    store: &Store,
+    registry: &Registry,
+    actor: &Actor,
+    input: ActivateInput,
+) -> Result<IssuedToken> {
     const REFUSED: Error = Error::Unauthenticated(
         "the activation code is unknown, spent or expired; ask an administrator for a new one",
     );
@@ -142,16 +150,27 @@ pub async fn activate(store: &Store, actor: &Actor, input: ActivateInput) -> Res
     if !store::user_custody::activation_exists(store.pool(), &code_sha256, &now).await? {
         return Err(REFUSED);
     }
+    let identity = match seal::verified(store, registry, &user.id).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) | Err(Error::Unauthenticated(_)) => return Err(REFUSED),
+        Err(e) => return Err(e),
+    };
+    if identity
+        .activation
+        .as_ref()
+        .is_none_or(|a| a.code_sha256 != code_sha256)
+    {
+        return Err(REFUSED);
+    }
     let mut tx = store.begin_write().await?;
-    let Some(user_id) =
-        store::user_custody::take_activation(tx.conn(), &token::hash(&input.activation_code), &now)
-            .await?
+    let Some(user_id) = store::user_custody::take_activation(tx.conn(), &code_sha256, &now).await?
     else {
         return Err(REFUSED);
     };
     if user_id != user.id {
         return Err(REFUSED);
     }
+    seal::reseal(&mut tx, &user.id, "user.activate").await?;
     audit::append(
         &mut tx,
         NewEvent {

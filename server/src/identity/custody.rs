@@ -9,7 +9,8 @@
 //! `lockstep admin create` (an operator with the database and the master key) starts a user
 //! with itself as its only custodian: that is how independent administrators come to be.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::store::{self, Store, WriteTx};
 
 /// The custodians a user created or credentialed by `actor_user` (None: the host CLI) gets:
@@ -47,15 +48,37 @@ pub async fn record(
 }
 
 /// Why `approver`'s approval of a change that `requester` asked for at `requested_at` does not
-/// count, or `None` when it does.
+/// count, or `None` when it does. Both accounts' custody is read from their sealed identities
+/// ([`super::seal::verified`]): custody rows a database writer deleted or an account restored
+/// from a backup refuse the approval.
 pub async fn refuses_approval(
     store: &Store,
+    registry: &Registry,
     approver: &str,
     requester: &str,
     requested_at: &str,
 ) -> Result<Option<String>> {
-    let of_approver = store::user_custody::custodians(store.pool(), approver).await?;
-    let of_requester = store::user_custody::custodians(store.pool(), requester).await?;
+    let mut custody = Vec::new();
+    for name in [approver, requester] {
+        let identity = match store::user_identity::id_of(store.pool(), name).await? {
+            Some(id) => match super::seal::verified(store, registry, &id).await {
+                Ok(identity) => identity,
+                Err(Error::Unauthenticated(_)) => {
+                    return Ok(Some(format!(
+                        "{name}'s account fails its identity integrity check (edited in the \
+                         database?), so its approval cannot count; an operator must check it"
+                    )));
+                }
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let Some(identity) = identity else {
+            return Ok(Some(format!("there is no user '{name}'")));
+        };
+        custody.push(identity);
+    }
+    let (of_approver, of_requester) = (&custody[0].custodians, &custody[1].custodians);
     let shared: Vec<&String> = of_approver
         .iter()
         .filter(|c| of_requester.contains(c))
@@ -76,7 +99,7 @@ pub async fn refuses_approval(
              control needs an approver whose account nobody involved in the request controls"
         )));
     }
-    if let Some(changed) = store::user_custody::changed_at(store.pool(), approver).await?
+    if let Some(changed) = &custody[0].custody_changed_at
         && changed.as_str() > requested_at
     {
         return Ok(Some(format!(

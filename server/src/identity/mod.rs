@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod custody;
 pub mod privilege;
+pub mod seal;
 pub mod token;
 
 pub use privilege::{BUILTIN_ROLES, Privilege};
@@ -16,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
+use crate::registry::Registry;
 use crate::store::roles::RoleRow;
 use crate::store::tokens::TokenRow;
 use crate::store::users::UserRow;
@@ -52,8 +54,14 @@ impl Principal {
 }
 
 /// Resolves a bearer token to its user. Unknown, expired and revoked tokens are all refused
-/// with a message that says which, without echoing the token.
-pub async fn authenticate(store: &Store, token_text: &str) -> Result<Principal> {
+/// with a message that says which, without echoing the token; so is a token whose user's
+/// identity fails its seal ([`seal::verified`]): a token row a database writer inserted or
+/// moved, a role raised, a revoked token brought back.
+pub async fn authenticate(
+    store: &Store,
+    registry: &Registry,
+    token_text: &str,
+) -> Result<Principal> {
     if !token_text.starts_with(token::PREFIX) {
         return Err(Error::Unauthenticated(
             "the bearer token is not a Lockstep token (lst_…)",
@@ -65,23 +73,35 @@ pub async fn authenticate(store: &Store, token_text: &str) -> Result<Principal> 
     if row.revoked_at.is_some() {
         return Err(Error::Unauthenticated("the bearer token was revoked"));
     }
-    if row.expires_at <= crate::time::now() {
-        return Err(Error::Unauthenticated("the bearer token has expired"));
-    }
-    let user = store::users::get(store.pool(), &row.user_id)
+    let identity = seal::verified(store, registry, &row.user_id)
         .await?
         .ok_or(Error::Unauthenticated("the token's user no longer exists"))?;
-    let role = store::roles::get(store.pool(), &user.role).await?;
-    let privileges = role
-        .map(|r| privilege::decode(&r.privileges))
-        .unwrap_or_default();
+    // The identity's seal covers its live tokens: this one must be among them, as it is.
+    let sealed = identity
+        .tokens
+        .iter()
+        .find(|t| t.id == row.id && t.token_sha256 == row.token_sha256)
+        .ok_or(Error::Unauthenticated("the bearer token is unknown"))?;
+    if sealed.expires_at <= crate::time::now() {
+        return Err(Error::Unauthenticated("the bearer token has expired"));
+    }
+    let privileges = role_privileges(&identity.user.role, identity.role_privileges.as_deref());
     Ok(Principal {
-        user_id: user.id,
-        user_name: user.name,
-        role: user.role,
+        user_id: identity.user.id,
+        user_name: identity.user.name,
+        role: identity.user.role,
         privileges,
         token_id: row.id,
     })
+}
+
+/// The privileges of the role called `role` whose row stores `stored`: a built-in role's come
+/// from the code, whatever its row says.
+pub fn role_privileges(role: &str, stored: Option<&str>) -> Vec<Privilege> {
+    match privilege::builtin(role) {
+        Some(p) => p.to_vec(),
+        None => stored.map(privilege::decode).unwrap_or_default(),
+    }
 }
 
 /// Writes the built-in roles (idempotent; run at every start).
@@ -182,7 +202,7 @@ pub async fn require_all_of_role(store: &Store, caller: &Principal, role: &str) 
     let Some(row) = store::roles::get(store.pool(), role).await? else {
         return Ok(());
     };
-    let missing: Vec<Privilege> = privilege::decode(&row.privileges)
+    let missing: Vec<Privilege> = role_privileges(role, Some(&row.privileges))
         .into_iter()
         .filter(|p| !caller.privileges.contains(p))
         .collect();
@@ -245,6 +265,7 @@ pub async fn create_user(
         Some(_) => Some(activation::write_code(&mut tx, &row.id, &row.name, issuer).await?),
         None => None,
     };
+    seal::reseal(&mut tx, &row.id, "user.create").await?;
     audit::append(
         &mut tx,
         NewEvent {
@@ -279,10 +300,10 @@ pub async fn privileges_of(store: &Store, name: &str) -> Result<Option<Vec<Privi
         return Ok(None);
     };
     let role = store::roles::get(store.pool(), &user.role).await?;
-    Ok(Some(
-        role.map(|r| privilege::decode(&r.privileges))
-            .unwrap_or_default(),
-    ))
+    Ok(Some(role_privileges(
+        &user.role,
+        role.as_ref().map(|r| r.privileges.as_str()),
+    )))
 }
 
 pub async fn list_users(store: &Store, page: &PageRequest) -> Result<Page<User>> {
@@ -378,6 +399,7 @@ pub async fn issue_token(
     };
     let mut tx = store.begin_write().await?;
     store::tokens::insert(tx.conn(), &row).await?;
+    seal::reseal(&mut tx, user_id, "token.issue").await?;
     audit::append(
         &mut tx,
         NewEvent {
@@ -427,6 +449,7 @@ pub async fn revoke_token(
     if !store::tokens::revoke(tx.conn(), id, &at).await? {
         return Err(Error::Conflict(format!("token '{id}' is already revoked")));
     }
+    seal::reseal(&mut tx, &row.user_id, "token.revoke").await?;
     audit::append(
         &mut tx,
         NewEvent {
@@ -458,7 +481,7 @@ pub struct Role {
 impl From<RoleRow> for Role {
     fn from(r: RoleRow) -> Role {
         Role {
-            privileges: privilege::decode(&r.privileges),
+            privileges: role_privileges(&r.name, Some(&r.privileges)),
             name: r.name,
             description: r.description,
             builtin: r.builtin != 0,

@@ -127,6 +127,14 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
 ];
 
 /// Stored form of a privilege set: sorted, comma-separated.
+/// The privileges of the built-in role called `name`, from the code (never from its row).
+pub fn builtin(name: &str) -> Option<&'static [Privilege]> {
+    BUILTIN_ROLES
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.privileges)
+}
+
 pub fn encode(privileges: &[Privilege]) -> String {
     let mut v: Vec<Privilege> = privileges.to_vec();
     v.sort();

@@ -122,6 +122,7 @@ impl Registry {
             None if matches!(verdict, Verdict::Approve(_)) => {
                 crate::identity::custody::refuses_approval(
                     &self.store,
+                    self,
                     user,
                     &cr.requested_by,
                     &cr.created_at,
@@ -140,6 +141,11 @@ impl Registry {
                 "change request {id} is already {}",
                 cr.status
             )));
+        }
+        if let Some(why) = self.decided_before(&cr).await? {
+            self.audit_refusal(actor, &verdict, &cr, Outcome::Failure, &why)
+                .await?;
+            return Err(Error::Conflict(format!("change request {id}: {why}")));
         }
         if let Verdict::Approve(reviewed) = &verdict {
             // The request must be what was asked for, and what this approver saw.
@@ -246,6 +252,41 @@ impl Registry {
             .ok_or_else(|| Error::Internal(format!("change request {id} vanished")))
     }
 
+    /// Why a request whose row says `pending` was in fact decided already: an authentic
+    /// audit event records its approval, rejection or withdrawal (the status column is not
+    /// sealed, so a database writer could offer an old rejected change again).
+    async fn decided_before(&self, cr: &ChangeRequestRow) -> Result<Option<String>> {
+        let filter = store::audit::AuditFilter {
+            target: Some(cr.id.clone()),
+            outcome: Some(Outcome::Success.as_str().to_string()),
+            ..Default::default()
+        };
+        let decisions = [
+            Verdict::Reject,
+            Verdict::Withdraw,
+            Verdict::Approve(String::new()),
+        ];
+        let mut after = 0;
+        loop {
+            let page = store::audit::list(self.store.pool(), &filter, after, 100).await?;
+            for e in &page {
+                if decisions.iter().any(|v| v.action() == e.action)
+                    && audit::authentic(&self.vault, e)
+                {
+                    return Ok(Some(format!(
+                        "it was already decided ({} in audit event {}), though its record says \
+                         pending (edited in the database?); request the change again",
+                        e.action, e.seq
+                    )));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() > 100 => after = last.seq,
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// Audits a decision that did not go through, with why (on its own: nothing of the
     /// decision is written).
     async fn audit_refusal(
@@ -291,6 +332,20 @@ impl Registry {
                 let Some(k) = store::publisher_keys::get(tx.conn(), &key_id).await? else {
                     return Ok(Err(format!("key {key_id} is gone")));
                 };
+                // Trust exactly the key that was requested (and reviewed), not whatever the
+                // key's row holds now; a request made before requests named the key at least
+                // needs the row's key to have the requested id.
+                let requested = match &cr.public_key {
+                    Some(requested) => *requested == k.public_key,
+                    None => lockstep_runtime::signature::parse_public_key(&k.public_key)
+                        .is_ok_and(|p| lockstep_runtime::signature::key_id(&p) == key_id),
+                };
+                if !requested || k.status != "pending" {
+                    return Ok(Err(format!(
+                        "key {key_id} is not the key that was requested (its public key or \
+                         status was edited in the database?); reject this request"
+                    )));
+                }
                 let seal = self
                     .vault
                     .attest(&trust_binding(&k.key_id, &k.public_key))?;
@@ -408,12 +463,18 @@ impl Registry {
         now: &str,
     ) -> Result<()> {
         match kind {
-            ChangeKind::KeyAdd => {
+            // Only what this very request put in place is unwound: a request whose seal fails
+            // may name someone else's key or listener.
+            ChangeKind::KeyAdd if request_seal::holds(&self.vault, cr) => {
                 let key_id = cr.key_id.clone().unwrap_or_default();
-                store::publisher_keys::set_status(tx.conn(), &key_id, "rejected", None, now)
-                    .await?;
+                if let Some(k) = store::publisher_keys::get(tx.conn(), &key_id).await?
+                    && k.status == "pending"
+                {
+                    store::publisher_keys::set_status(tx.conn(), &key_id, "rejected", None, now)
+                        .await?;
+                }
             }
-            ChangeKind::ListenerAdd => {
+            ChangeKind::ListenerAdd if request_seal::holds(&self.vault, cr) => {
                 let listener_id = cr.listener_id.clone().unwrap_or_default();
                 if let Some(l) = store::listeners::get(tx.conn(), &listener_id).await?
                     && l.status == "pending"
@@ -421,8 +482,10 @@ impl Registry {
                     store::listeners::set_status(tx.conn(), &listener_id, "rejected", now).await?;
                 }
             }
-            // Nothing was changed in advance.
-            ChangeKind::KeyRemove
+            // A tampered request unwinds nothing; the others changed nothing in advance.
+            ChangeKind::KeyAdd
+            | ChangeKind::ListenerAdd
+            | ChangeKind::KeyRemove
             | ChangeKind::ListenerEdit
             | ChangeKind::ListenerDelete
             | ChangeKind::ResetCommand => {}

@@ -455,6 +455,27 @@ impl Registry {
                 judged.push(Judged::Refuse(who, Some(v.version), reason));
                 continue;
             }
+            // The name orders listeners of the same `order`, keys agent tasks and names
+            // refusals: it must be the one approved (the ledger's entry holds it).
+            let approved_name = ledger
+                .get(EntryKind::Listener, &l.id)
+                .and_then(|e| e.reach.as_ref())
+                .map(|r| r.name.clone());
+            if let Some(approved) = approved_name
+                && approved != l.name
+            {
+                let reason = format!(
+                    "its name was approved as '{approved}' but its record says '{}' (renamed in \
+                     the database?)",
+                    l.name
+                );
+                judged.push(Judged::Refuse(
+                    Refused::Row(Box::new(l)),
+                    Some(v.version),
+                    reason,
+                ));
+                continue;
+            }
             if !association
                 .resource_types
                 .iter()
@@ -507,6 +528,16 @@ impl Registry {
         })
     }
 
+    /// Reports a ledger that cannot be trusted, found while authenticating a caller (who is
+    /// refused): audited as `registry.integrity` and told to the approvers once per reason
+    /// and process, however many requests are refused.
+    pub(crate) async fn ledger_untrusted(&self, why: &str) -> Result<()> {
+        if self.first_told(format!("authentication\n{why}")) {
+            self.refuse(Refused::Ledger, None, why.to_string()).await?;
+        }
+        Ok(())
+    }
+
     /// Who is told of an integrity refusal: every user who may approve listener changes,
     /// and whoever uploaded the listener's current version (when its row is there).
     async fn integrity_recipients(&self, l: Option<&ListenerRow>) -> Result<Vec<String>> {
@@ -514,7 +545,7 @@ impl Registry {
             .await?
             .into_iter()
             .filter(|r| {
-                crate::identity::privilege::decode(&r.privileges)
+                crate::identity::role_privileges(&r.name, Some(&r.privileges))
                     .contains(&crate::identity::Privilege::ApproveListeners)
             })
             .map(|r| r.name)
@@ -551,11 +582,7 @@ impl Registry {
         // A row keeps its alert; a refusal without a row is remembered by this process.
         let new_alert = match row {
             Some(l) => l.alert.as_deref() != Some(reason.as_str()),
-            None => self
-                .told
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(format!("{name}\n{reason}")),
+            None => self.first_told(format!("{name}\n{reason}")),
         };
         let recipients = if new_alert {
             self.integrity_recipients(row).await?

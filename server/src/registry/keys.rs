@@ -113,7 +113,7 @@ impl Registry {
             &PublisherKeyRow {
                 key_id: key_id.clone(),
                 name,
-                public_key,
+                public_key: public_key.clone(),
                 status: "pending".into(),
                 trust_seal: None,
                 created_by: requester.to_string(),
@@ -130,6 +130,7 @@ impl Registry {
             request_comment,
         );
         row.key_id = Some(key_id);
+        row.public_key = Some(public_key);
         let cr = self
             .open_request(&mut tx, actor, ChangeKind::KeyAdd, row)
             .await?;

@@ -54,6 +54,8 @@ pub enum EntryKind {
     Key,
     /// A resource type's reset-command seal (subject: the type's name).
     ResetCommand,
+    /// A user's identity seal (subject: the user's id; `identity::seal`).
+    Identity,
 }
 
 /// One approved, sealed thing.
@@ -118,6 +120,15 @@ impl Entry {
         Entry {
             kind: EntryKind::ResetCommand,
             subject: resource_type.to_string(),
+            seal: seal.to_string(),
+            reach: None,
+        }
+    }
+
+    pub fn identity(user_id: &str, seal: &str) -> Entry {
+        Entry {
+            kind: EntryKind::Identity,
+            subject: user_id.to_string(),
             seal: seal.to_string(),
             reach: None,
         }
@@ -237,14 +248,22 @@ impl Ledger {
     /// The next generation: exactly the one entry `change` names replaced or removed, every
     /// other entry as it was.
     pub fn next(&self, change: Change) -> Ledger {
+        self.next_all([change])
+    }
+
+    /// The next generation with every one of `changes` applied in order: one generation for
+    /// all of them (an upgrade that seals what exists).
+    pub fn next_all(&self, changes: impl IntoIterator<Item = Change>) -> Ledger {
         let mut entries = self.entries.clone();
-        match change {
-            Change::Put(entry) => {
-                entries.retain(|e| e.key_of() != entry.key_of());
-                entries.push(entry);
-            }
-            Change::Remove(kind, subject) => {
-                entries.retain(|e| e.key_of() != (kind, subject.as_str()));
+        for change in changes {
+            match change {
+                Change::Put(entry) => {
+                    entries.retain(|e| e.key_of() != entry.key_of());
+                    entries.push(entry);
+                }
+                Change::Remove(kind, subject) => {
+                    entries.retain(|e| e.key_of() != (kind, subject.as_str()));
+                }
             }
         }
         Ledger::new(self.generation + 1, entries)
@@ -414,7 +433,18 @@ pub async fn advance(
     change: Change,
     cause: &str,
 ) -> Result<u64> {
-    let next = current.next(change);
+    advance_all(tx, vault, current, [change], cause).await
+}
+
+/// [`advance`] with every one of `changes` in one generation.
+pub async fn advance_all(
+    tx: &mut WriteTx,
+    vault: &Vault,
+    current: &Ledger,
+    changes: impl IntoIterator<Item = Change>,
+    cause: &str,
+) -> Result<u64> {
+    let next = current.next_all(changes);
     write(tx, vault, &next, cause).await?;
     Ok(next.generation)
 }
@@ -441,7 +471,8 @@ async fn write(tx: &mut WriteTx, vault: &Vault, ledger: &Ledger, cause: &str) ->
 }
 
 /// Every sealed thing whose seal verifies, as the rows are now: active listeners, trusted
-/// keys, approved templates. Only [`bootstrap`] and [`reseal`] build a ledger this way.
+/// keys, approved templates, user identities. Only [`bootstrap`] and [`reseal`] build a
+/// ledger this way.
 async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for l in store::listeners::active(tx.conn()).await? {
@@ -476,6 +507,7 @@ async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>>
             entries.push(Entry::reset_command(&t.name, seal));
         }
     }
+    entries.extend(crate::identity::seal::verified_entries(tx, vault).await?);
     Ok(entries)
 }
 
@@ -520,6 +552,7 @@ pub async fn bootstrap(store: &Store, vault: &Vault) -> Result<()> {
         listeners = ledger.count(EntryKind::Listener),
         keys = ledger.count(EntryKind::Key),
         reset_commands = ledger.count(EntryKind::ResetCommand),
+        identities = ledger.count(EntryKind::Identity),
         "registry ledger: pinned what is approved now at generation 1"
     );
     Ok(())
@@ -532,6 +565,7 @@ pub struct Resealed {
     pub listeners: usize,
     pub keys: usize,
     pub reset_commands: usize,
+    pub identities: usize,
 }
 
 /// The operator's repair after a legitimate restore (`lockstep registry reseal`): the ledger is
@@ -566,6 +600,7 @@ pub async fn reseal(store: &Store, vault: &Vault, actor: &Actor) -> Result<Resea
         listeners: ledger.count(EntryKind::Listener),
         keys: ledger.count(EntryKind::Key),
         reset_commands: ledger.count(EntryKind::ResetCommand),
+        identities: ledger.count(EntryKind::Identity),
     };
     audit::append(
         &mut tx,
@@ -581,6 +616,7 @@ pub async fn reseal(store: &Store, vault: &Vault, actor: &Actor) -> Result<Resea
                 "listeners": done.listeners,
                 "keys": done.keys,
                 "reset_commands": done.reset_commands,
+                "identities": done.identities,
             }),
         },
     )

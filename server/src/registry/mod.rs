@@ -140,6 +140,8 @@ pub struct ChangeRequest {
     pub version: Option<String>,
     /// The publisher key: the one added or removed, or the one that signed the version.
     pub key_id: Option<String>,
+    /// `key-add` only: the ed25519 public key (hex) that approval trusts.
+    pub public_key: Option<String>,
     pub component_sha256: Option<String>,
     pub manifest_sha256: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -180,6 +182,7 @@ impl From<ChangeRequestRow> for ChangeRequest {
             status: c.status,
             version: c.version,
             key_id: c.key_id,
+            public_key: c.public_key,
             component_sha256: c.component_sha256,
             manifest_sha256: c.manifest_sha256,
             requested_by: c.requested_by,
@@ -219,7 +222,7 @@ impl Registry {
 
     /// The registry ledger as it stands, judged (`ledger::open`); `Ok(Err(why))` when it
     /// cannot be trusted, and then nothing the registry approved may run.
-    pub(super) async fn ledger(&self) -> Result<std::result::Result<ledger::Ledger, String>> {
+    pub(crate) async fn ledger(&self) -> Result<std::result::Result<ledger::Ledger, String>> {
         use std::sync::atomic::Ordering;
         // Read before the ledger: a generation committed after this cannot make it look old.
         let seen = self.ledger_seen.load(Ordering::SeqCst);
@@ -266,6 +269,20 @@ impl Registry {
             .fetch_max(generation, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The vault whose master key seals what the registry pins.
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Whether `alert` is new to this process (and remembers it): a refusal without a row to
+    /// keep its alert is audited once.
+    pub(crate) fn first_told(&self, alert: String) -> bool {
+        self.told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(alert)
+    }
+
     /// Listeners refused by the integrity check since this server started.
     pub fn integrity_refusals(&self) -> u64 {
         self.integrity_refusals
@@ -297,6 +314,7 @@ impl Registry {
                 )),
                 Some(_) => crate::identity::custody::refuses_approval(
                     &self.store,
+                    self,
                     approver,
                     requester,
                     &crate::time::now(),
@@ -404,5 +422,6 @@ fn new_request(
         created_at: crate::time::now(),
         reset_command: None,
         request_seal: None,
+        public_key: None,
     }
 }

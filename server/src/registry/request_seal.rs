@@ -32,7 +32,14 @@ fn binding(c: &ChangeRequestRow) -> String {
         c.created_at,
         c.reset_command,
     ]);
-    format!("lockstep:change-request:v1\n{fields}")
+    match &c.public_key {
+        // Requests made before they named the key keep the binding they were sealed with.
+        None => format!("lockstep:change-request:v1\n{fields}"),
+        Some(key) => format!(
+            "lockstep:change-request:v2\n{fields}\n{}",
+            serde_json::json!(key)
+        ),
+    }
 }
 
 /// The request's digest: hex SHA-256 of its content. Not secret; an approver passes it back.
@@ -79,11 +86,12 @@ mod tests {
         decided.status = "approved".into();
         decided.decided_by = Some("bob".into());
         assert!(holds(&vault, &decided));
-        let edits: [fn(&mut ChangeRequestRow); 4] = [
+        let edits: [fn(&mut ChangeRequestRow); 5] = [
             |c| c.reset_command = Some(r#"{"program":"/bin/sh"}"#.into()),
             |c| c.approver = "mallory".into(),
             |c| c.requested_by = "bob".into(),
             |c| c.association = Some("{}".into()),
+            |c| c.public_key = Some("00".repeat(32)),
         ];
         for edit in edits {
             let mut e = c.clone();

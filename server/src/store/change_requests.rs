@@ -32,13 +32,16 @@ pub struct ChangeRequestRow {
     /// The master key's attestation of the request's content (`registry::request_seal`);
     /// `None` for requests made before requests were sealed.
     pub request_seal: Option<String>,
+    /// For `key-add` changes: the ed25519 public key (hex) to trust; `None` for requests made
+    /// before requests named it.
+    pub public_key: Option<String>,
 }
 
 macro_rules! columns {
     () => {
         "id, kind, status, subject, listener_id, version_id, version, key_id, component_sha256, \
          manifest_sha256, association, requested_by, approver, request_comment, decided_by, \
-         decision_comment, decided_at, created_at, reset_command, request_seal"
+         decision_comment, decided_at, created_at, reset_command, request_seal, public_key"
     };
 }
 
@@ -46,7 +49,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     sqlx::query(concat!(
         "INSERT INTO change_requests (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
     ))
     .bind(&c.id)
     .bind(&c.kind)
@@ -68,6 +71,7 @@ pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<()
     .bind(&c.created_at)
     .bind(&c.reset_command)
     .bind(&c.request_seal)
+    .bind(&c.public_key)
     .execute(conn)
     .await?;
     Ok(())

@@ -31,6 +31,7 @@ pub mod roles;
 pub mod rotation_schedules;
 pub mod tokens;
 pub mod user_custody;
+pub mod user_identity;
 pub mod users;
 
 use std::sync::Arc;

@@ -43,16 +43,6 @@ pub async fn add(
     Ok(())
 }
 
-/// When the user's custody last changed.
-pub async fn changed_at(pool: &AnyPool, name: &str) -> Result<Option<String>> {
-    let at: Option<Option<String>> =
-        sqlx::query_scalar("SELECT custody_changed_at FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
-    Ok(at.flatten())
-}
-
 /// Replaces the user's activation code.
 pub async fn set_activation(
     conn: &mut AnyConnection,

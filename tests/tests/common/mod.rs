@@ -49,6 +49,18 @@ pub fn lockstep_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String,
 }
 
 /// Creates a user through the CLI and returns its token (the last line of stdout).
+/// A database connection beside the running server, as a database writer without the master
+/// key has one (SQLite waits for the server's writer).
+pub async fn database_writer(db_url: &str) -> sqlx::AnyConnection {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(db_url).await.expect("connect");
+    if db_url.starts_with("sqlite:") {
+        db.execute("PRAGMA busy_timeout = 10000").await.unwrap();
+    }
+    db
+}
+
 pub fn admin_create(store_args: &[&str], name: &str, role: &str) -> String {
     let mut args = vec!["admin", "create", name, "--role", role];
     args.extend_from_slice(store_args);
