@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use lockstep_server::api_client::ApiClient;
+use lockstep_server::cli::api_client::ApiClient;
 use lockstep_server::cli::{
     AdminCommand, AuditCommand, Cli, Command, ListenerCommand, RegistryCommand,
 };
+use lockstep_server::cli::{listener_test, publisher, reset as reset_cli};
 use lockstep_server::config::{ServeConfig, ensure_data_dir, store_url};
 use lockstep_server::store::Store;
 use lockstep_server::vault::Vault;
-use lockstep_server::{Error, audit, identity, listener_test, publisher, reset_cli, serve};
+use lockstep_server::{Error, audit, identity, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -203,7 +204,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             Ok(verdict(publisher::publish(&client, publish).await?))
         }
         Command::Reset(args) => reset_cli::run(args).await,
-        Command::Agent(command) => lockstep_server::agent_cli::run(command).await,
+        Command::Agent(command) => lockstep_server::cli::agent::run(command).await,
         Command::Reconcile(args) => reset_cli::reconcile(args).await,
         Command::Listener(ListenerCommand::Verify {
             wasm,

@@ -210,9 +210,10 @@ async fn users_tokens_and_roles(db: &TestDb) {
 
     // An expired token is refused (written straight to the store with a past expiry, then
     // sealed as the server seals every identity change).
-    let mut tx = s.begin_write().await.unwrap();
+    let mut change = identity::seal::IdentityChange::begin(s).await.unwrap();
+    change.check(&user.id).await.unwrap().expect("alice");
     lockstep_server::store::tokens::insert(
-        tx.conn(),
+        change.tx().conn(),
         &lockstep_server::store::tokens::TokenRow {
             id: "tok_old".into(),
             user_id: user.id.clone(),
@@ -225,10 +226,7 @@ async fn users_tokens_and_roles(db: &TestDb) {
     )
     .await
     .unwrap();
-    identity::seal::reseal(&mut tx, &user.id, "test")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    change.commit(&[&user.id], "test").await.unwrap();
     let err = identity::authenticate(s, &registry, "lst_expired")
         .await
         .unwrap_err()

@@ -373,7 +373,7 @@ async fn a_database_writer_cannot_sign_in_or_approve_as_someone_else() {
     .await;
 
     // 3. A puppet whose custody row is deleted so that it looks independent of alice.
-    let (_, carol_code) = create(&api, &alice, "carol", "admin").await;
+    let (carol_id, carol_code) = create(&api, &alice, "carol", "admin").await;
     let carol = activate(&api, "carol", &carol_code).await;
     write(
         &mut db,
@@ -385,6 +385,32 @@ async fn a_database_writer_cannot_sign_in_or_approve_as_someone_else() {
     let named = ask_key_change(&api, &alice, "carol").await;
     assert_eq!(named.status, 422, "{}", named.text);
     assert!(named.text.contains("integrity"), "{}", named.text);
+    // Nor does an API change to the edited account (a token revoked, a new activation code)
+    // seal the edit in: it is refused, and the account stays refused.
+    let tokens = api
+        .get(&format!("/v1/users/{carol_id}/tokens"), &alice)
+        .await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text);
+    let carol_token = tokens.json()[0]["id"].as_str().unwrap().to_string();
+    let revoke = api
+        .call(
+            "DELETE",
+            &format!("/v1/tokens/{carol_token}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 409, "{}", revoke.text);
+    assert!(revoke.text.contains("integrity"), "{}", revoke.text);
+    let reissue = api
+        .post(
+            &format!("/v1/users/{carol_id}/activation"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(reissue.status, 409, "{}", reissue.text);
+    refused_as_edited(&api.get("/v1/me", &carol).await, "still edited");
 
     // 4. Her own role raised.
     write(

@@ -636,6 +636,18 @@ async fn an_edited_pending_request_is_never_approved() {
     .unwrap();
     let r = common::registry::approval(&t.api, &t.bob, &rejected, None).await;
     assert_refused(&r, 409, "", "already decided");
+    // Nor when the decision's audit event is edited too (its outcome flipped): it fails its
+    // keyed hash, which refuses the decision as well.
+    sqlx::query(
+        "UPDATE audit_events SET outcome = 'denied' \
+         WHERE target = $1 AND action = 'change-request.reject'",
+    )
+    .bind(&rejected)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let r = common::registry::approval(&t.api, &t.bob, &rejected, None).await;
+    assert_refused(&r, 409, "", "fails its keyed hash");
     let kind = t.get("/v1/resource-types/Sealed").await;
     assert_eq!(kind["reset_command"], default, "{kind}");
 }
@@ -676,6 +688,47 @@ async fn a_key_add_trusts_exactly_the_requested_key() {
     let r = t.decide(&t.bob, &change, "reject").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(t.key_status(&t.key.id).await, "trusted");
+    // The key that request left pending can be asked for again, and is then trusted as asked.
+    let again = t.propose_key(&wanted, "wanted").await;
+    t.approve(&again).await;
+    assert_eq!(t.key_status(&wanted.id).await, "trusted");
+    let keys = list(&t.get("/v1/publisher-keys").await);
+    let trusted = keys
+        .iter()
+        .find(|k| k["key_id"] == wanted.id.as_str())
+        .unwrap();
+    assert_eq!(trusted["public_key"], wanted.public.as_str());
+}
+
+/// A listener's row renamed while its request is pending is not approved under the new name
+/// (the ledger records the name the request was sealed with).
+#[tokio::test]
+async fn a_listener_renamed_while_pending_is_not_approved() {
+    let server = Server::start();
+    let t = Team::new(&server).await;
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    let add = change_id(&pending(
+        &t.add(&t.signed(wasm(), manifest())).await,
+        "listener-add",
+    ));
+    let rename = "UPDATE listeners SET name = $1 WHERE name = $2";
+    for (to, from) in [
+        ("a-change-freeze", "change-freeze"),
+        ("change-freeze", "a-change-freeze"),
+    ] {
+        let done = sqlx::query(rename)
+            .bind(to)
+            .bind(from)
+            .execute(&mut db)
+            .await;
+        assert_eq!(done.unwrap().rows_affected(), 1);
+        if to == "a-change-freeze" {
+            let r = common::registry::approval(&t.api, &t.bob, &add, None).await;
+            assert_refused(&r, 409, "", "renamed in the database");
+        }
+    }
+    t.approve(&add).await;
+    assert_eq!(t.planned().await.as_deref(), Some("0.1.0"));
 }
 
 #[tokio::test]

@@ -291,6 +291,64 @@ fn every_module_says_what_it_is() {
     );
 }
 
+/// Every file and folder `text` names in backticks (`something.rs`, `folder/`) that no path in
+/// `paths` ends with.
+fn missing_from_the_map(text: &str, paths: &[String]) -> Vec<String> {
+    let mut missing: Vec<String> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| {
+            !t.is_empty()
+                && (t.ends_with(".rs") || t.ends_with('/'))
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
+                && !t.starts_with('/')
+        })
+        .filter(|t| {
+            let name = t.trim_end_matches('/');
+            !paths
+                .iter()
+                .any(|p| p.ends_with(&format!("/{name}")) || p == name)
+        })
+        .map(str::to_string)
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+/// Every file and folder under the repository (not build output), from its root.
+fn repository_paths() -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with('.') || name == "target" || name == "node_modules" {
+                continue;
+            }
+            out.push(format!("/{}", p.strip_prefix(root).unwrap().display()));
+            if p.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo(), &repo(), &mut out);
+    out
+}
+
+#[test]
+fn the_architecture_map_names_only_what_exists() {
+    let map = std::fs::read_to_string(repo().join("docs/ARCHITECTURE.md")).unwrap();
+    let missing = missing_from_the_map(&map, &repository_paths());
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md names files or folders that do not exist: {missing:?}; hint: \
+         keep the map true when a module moves"
+    );
+}
+
 #[test]
 fn the_rules_catch_what_they_are_for() {
     let files = vec![
@@ -313,6 +371,12 @@ fn the_rules_catch_what_they_are_for() {
         found.into_iter().collect::<Vec<_>>(),
         ["server/src/inventory/x.rs"]
     );
+    let paths = vec![
+        "/server/src/cli/args.rs".to_string(),
+        "/server/src/cli".to_string(),
+    ];
+    let map = "| `cli/` | `args.rs`, `cli/args.rs`, `gone.rs`, `old/`, `/v1/users/`, `a b.rs` |";
+    assert_eq!(missing_from_the_map(map, &paths), ["gone.rs", "old/"]);
 }
 
 /// Every (table, column) of a fresh database migrated by the server.

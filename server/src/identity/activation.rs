@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{IssuedToken, NewToken, Principal, custody, issue_token, seal, token};
+use super::{IssuedToken, NewToken, Principal, custody, seal, token, write_token};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
@@ -100,13 +100,22 @@ pub async fn reissue(
         })?;
     super::require_all_of_role(store, caller, &user.role).await?;
     let now = crate::time::now();
-    let mut tx = store.begin_write().await?;
+    let mut change = seal::IdentityChange::begin(store).await?;
+    // Both accounts must be intact: the caller's custody is passed on, and the user's custody
+    // is carried forward.
+    let by = change
+        .check(&caller.user_id)
+        .await?
+        .ok_or(Error::Unauthenticated(
+            "the caller's account no longer exists",
+        ))?;
+    change.check(&user.id).await?;
+    let tx = change.tx();
     let revoked = store::tokens::revoke_all_of(tx.conn(), &user.id, &now).await?;
-    let activation = write_code(&mut tx, &user.id, &user.name, Some(&caller.user_name)).await?;
-    custody::record(&mut tx, &user.name, Some(&caller.user_name), &now).await?;
-    seal::reseal(&mut tx, &user.id, "user.activation.issue").await?;
+    let activation = write_code(tx, &user.id, &user.name, Some(&caller.user_name)).await?;
+    custody::record(tx, &user.name, Some(&by), &now).await?;
     audit::append(
-        &mut tx,
+        tx,
         NewEvent {
             actor,
             action: "user.activation.issue",
@@ -119,7 +128,7 @@ pub async fn reissue(
         },
     )
     .await?;
-    tx.commit().await?;
+    change.commit(&[&user.id], "user.activation.issue").await?;
     Ok(activation)
 }
 
@@ -150,9 +159,16 @@ pub async fn activate(
     if !store::user_custody::activation_exists(store.pool(), &code_sha256, &now).await? {
         return Err(REFUSED);
     }
-    let identity = match seal::verified(store, registry, &user.id).await {
-        Ok(Some(identity)) => identity,
+    // A refused identity is alerted and audited here (the change below only refuses).
+    match seal::verified(store, registry, &user.id).await {
+        Ok(Some(_)) => {}
         Ok(None) | Err(Error::Unauthenticated(_)) => return Err(REFUSED),
+        Err(e) => return Err(e),
+    }
+    let mut change = seal::IdentityChange::begin(store).await?;
+    let identity = match change.check(&user.id).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) | Err(Error::Conflict(_)) => return Err(REFUSED),
         Err(e) => return Err(e),
     };
     if identity
@@ -162,7 +178,7 @@ pub async fn activate(
     {
         return Err(REFUSED);
     }
-    let mut tx = store.begin_write().await?;
+    let tx = change.tx();
     let Some(user_id) = store::user_custody::take_activation(tx.conn(), &code_sha256, &now).await?
     else {
         return Err(REFUSED);
@@ -170,9 +186,8 @@ pub async fn activate(
     if user_id != user.id {
         return Err(REFUSED);
     }
-    seal::reseal(&mut tx, &user.id, "user.activate").await?;
     audit::append(
-        &mut tx,
+        tx,
         NewEvent {
             actor,
             action: "user.activate",
@@ -182,7 +197,9 @@ pub async fn activate(
         },
     )
     .await?;
-    tx.commit().await?;
+    // The code is spent and the first token written in one transaction.
     let own = Actor::user(&user.name, actor.source_ip.clone());
-    issue_token(store, &own, &user.id, input.token.unwrap_or_default()).await
+    let issued = write_token(tx, &own, &user.id, input.token.unwrap_or_default()).await?;
+    change.commit(&[&user.id], "user.activate").await?;
+    Ok(issued)
 }

@@ -11,38 +11,36 @@
 
 use crate::error::{Error, Result};
 use crate::registry::Registry;
+use crate::store::user_identity::IdentityRows;
 use crate::store::{self, Store, WriteTx};
 
-/// The custodians a user created or credentialed by `actor_user` (None: the host CLI) gets:
-/// itself, plus the actor's custodians.
-pub async fn inherited(
-    tx: &mut WriteTx,
-    user_name: &str,
-    actor_user: Option<&str>,
-) -> Result<Vec<String>> {
+/// The custodians a user created or credentialed by `actor` (None: the host CLI) gets: itself,
+/// plus the actor and the actor's custodians (from the actor's checked, sealed identity).
+pub fn inherited(user_name: &str, actor: Option<&IdentityRows>) -> Vec<String> {
     let mut set = vec![user_name.to_string()];
-    if let Some(actor) = actor_user {
-        for c in store::user_custody::custodians(tx.conn(), actor).await? {
-            if !set.contains(&c) {
-                set.push(c);
+    if let Some(actor) = actor {
+        for c in actor
+            .custodians
+            .iter()
+            .chain(std::iter::once(&actor.user.name))
+        {
+            if !set.contains(c) {
+                set.push(c.clone());
             }
         }
-        if !set.iter().any(|c| c == actor) {
-            set.push(actor.to_string());
-        }
     }
-    Ok(set)
+    set
 }
 
-/// Records that `actor_user` (None: the host CLI) created, credentialed or re-roled the user
-/// called `user_name` at `at`.
+/// Records that `actor` (None: the host CLI) created, credentialed or re-roled the user called
+/// `user_name` at `at`.
 pub async fn record(
     tx: &mut WriteTx,
     user_name: &str,
-    actor_user: Option<&str>,
+    actor: Option<&IdentityRows>,
     at: &str,
 ) -> Result<()> {
-    let set = inherited(tx, user_name, actor_user).await?;
+    let set = inherited(user_name, actor);
     store::user_custody::add(tx.conn(), user_name, &set, at).await?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::registry::Registry;
 use crate::store::roles::RoleRow;
 use crate::store::tokens::TokenRow;
 use crate::store::users::UserRow;
-use crate::store::{self, Page, PageRequest, Store};
+use crate::store::{self, Page, PageRequest, Store, WriteTx};
 
 /// Default lifetime of a new API token.
 pub const DEFAULT_TOKEN_DAYS: i64 = 90;
@@ -251,23 +251,37 @@ pub async fn create_user(
         created_at: crate::time::now(),
         email: input.email,
     };
-    let mut tx = store.begin_write().await?;
-    store::users::insert(tx.conn(), &row).await.map_err(|e| {
-        if store::is_unique_violation(&e) {
-            Error::Conflict(format!("a user named '{}' already exists", row.name))
-        } else {
-            e.into()
-        }
-    })?;
-    let issuer = creator.map(|c| c.user_name.as_str());
-    custody::record(&mut tx, &row.name, issuer, &row.created_at).await?;
-    let activation = match creator {
-        Some(_) => Some(activation::write_code(&mut tx, &row.id, &row.name, issuer).await?),
+    let mut change = seal::IdentityChange::begin(store).await?;
+    // The creator's custody is passed on: read from their checked, sealed identity.
+    let issuer = match creator {
+        Some(c) => Some(
+            change
+                .check(&c.user_id)
+                .await?
+                .ok_or(Error::Unauthenticated(
+                    "the caller's account no longer exists",
+                ))?,
+        ),
         None => None,
     };
-    seal::reseal(&mut tx, &row.id, "user.create").await?;
+    store::users::insert(change.tx().conn(), &row)
+        .await
+        .map_err(|e| {
+            if store::is_unique_violation(&e) {
+                Error::Conflict(format!("a user named '{}' already exists", row.name))
+            } else {
+                e.into()
+            }
+        })?;
+    custody::record(change.tx(), &row.name, issuer.as_ref(), &row.created_at).await?;
+    let activation = match &issuer {
+        Some(by) => Some(
+            activation::write_code(change.tx(), &row.id, &row.name, Some(&by.user.name)).await?,
+        ),
+        None => None,
+    };
     audit::append(
-        &mut tx,
+        change.tx(),
         NewEvent {
             actor,
             action: "user.create",
@@ -277,7 +291,7 @@ pub async fn create_user(
         },
     )
     .await?;
-    tx.commit().await?;
+    change.commit(&[&row.id], "user.create").await?;
     Ok(CreatedUser {
         user: row.into(),
         activation,
@@ -374,6 +388,26 @@ pub async fn issue_token(
     user_id: &str,
     input: NewToken,
 ) -> Result<IssuedToken> {
+    let mut change = seal::IdentityChange::begin(store).await?;
+    if change.check(user_id).await?.is_none() {
+        return Err(Error::NotFound {
+            what: "user",
+            id: user_id.to_string(),
+        });
+    }
+    let issued = write_token(change.tx(), actor, user_id, input).await?;
+    change.commit(&[user_id], "token.issue").await?;
+    Ok(issued)
+}
+
+/// Writes a new token of `user_id` (checked by the caller's identity change) and its audit
+/// event inside `tx`.
+pub(crate) async fn write_token(
+    tx: &mut WriteTx,
+    actor: &Actor,
+    user_id: &str,
+    input: NewToken,
+) -> Result<IssuedToken> {
     let days = input.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS);
     if !(1..=MAX_TOKEN_DAYS).contains(&days) {
         return Err(Error::validation(
@@ -385,7 +419,6 @@ pub async fn issue_token(
     if name.is_empty() || name.len() > 64 {
         return Err(Error::validation("name", "must be 1 to 64 characters long"));
     }
-    get_user(store, user_id).await?;
     let text: Zeroizing<String> = token::generate()?;
     let now = Utc::now();
     let row = TokenRow {
@@ -397,11 +430,9 @@ pub async fn issue_token(
         expires_at: crate::time::format(now + Duration::days(days)),
         revoked_at: None,
     };
-    let mut tx = store.begin_write().await?;
     store::tokens::insert(tx.conn(), &row).await?;
-    seal::reseal(&mut tx, user_id, "token.issue").await?;
     audit::append(
-        &mut tx,
+        tx,
         NewEvent {
             actor,
             action: "token.issue",
@@ -411,7 +442,6 @@ pub async fn issue_token(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(IssuedToken {
         info: row.into(),
         token: text.to_string(),
@@ -444,14 +474,14 @@ pub async fn revoke_token(
     if row.user_id != caller.user_id {
         caller.require(Privilege::ManageUsers)?;
     }
-    let mut tx = store.begin_write().await?;
+    let mut change = seal::IdentityChange::begin(store).await?;
+    change.check(&row.user_id).await?;
     let at = crate::time::now();
-    if !store::tokens::revoke(tx.conn(), id, &at).await? {
+    if !store::tokens::revoke(change.tx().conn(), id, &at).await? {
         return Err(Error::Conflict(format!("token '{id}' is already revoked")));
     }
-    seal::reseal(&mut tx, &row.user_id, "token.revoke").await?;
     audit::append(
-        &mut tx,
+        change.tx(),
         NewEvent {
             actor,
             action: "token.revoke",
@@ -461,7 +491,7 @@ pub async fn revoke_token(
         },
     )
     .await?;
-    tx.commit().await?;
+    change.commit(&[&row.user_id], "token.revoke").await?;
     let row = store::tokens::get(store.pool(), id)
         .await?
         .ok_or_else(not_found)?;

@@ -9,8 +9,10 @@
 //! `identity`), so a row inserted, edited, deleted or restored with an older seal is refused.
 //!
 //! **Invariants:**
-//! - Every write to a user, its custody, tokens or activation code calls [`reseal`] in the
-//!   same write transaction, before commit.
+//! - Every write to a user, its custody, tokens or activation code goes through an
+//!   [`IdentityChange`]: in one write transaction, every existing account it touches (or reads
+//!   custody from) is checked intact first ([`IdentityChange::check`]), and every account it
+//!   changed is resealed and pinned before commit ([`IdentityChange::commit`]).
 //! - [`verified`] runs before a token or an activation code is accepted and for both people
 //!   of every approval: the rows as they are now must be the ones sealed, and the seal the one
 //!   the ledger pins. A refusal is a 401 for that user (logged as an ALERT, audited once per
@@ -103,27 +105,67 @@ fn vault_of(tx: &WriteTx) -> Result<std::sync::Arc<Vault>> {
     })
 }
 
-/// Seals the identity of `user_id` as its rows stand in `tx` and pins the seal in the registry
-/// ledger. `cause` names what changed it (an audit action).
-pub async fn reseal(tx: &mut WriteTx, user_id: &str, cause: &str) -> Result<()> {
-    let vault = vault_of(tx)?;
-    let rows = store::user_identity::read(tx.conn(), user_id)
-        .await?
-        .ok_or_else(|| Error::Internal(format!("identity seal: no user '{user_id}'")))?;
-    let seal = vault.attest(&binding(&rows))?;
-    store::user_identity::set_seal(tx.conn(), user_id, &seal).await?;
-    let current = ledger::current_in(tx, &vault, 0)
-        .await?
-        .map_err(Error::Untrusted)?;
-    ledger::advance(
-        tx,
-        &vault,
-        &current,
-        Change::Put(Entry::identity(user_id, &seal)),
-        cause,
-    )
-    .await?;
-    Ok(())
+/// A change to identities in progress: a write transaction that holds the audit chain's lock
+/// (and, on PostgreSQL, keeps every other session from writing the identity tables), the
+/// ledger read under it, and the accounts it found intact. Nothing is sealed that was not
+/// checked first: an account whose rows were edited in the database cannot be changed (and so
+/// never resealed with the edit) until an operator restores it.
+pub struct IdentityChange {
+    tx: WriteTx,
+    vault: std::sync::Arc<Vault>,
+    ledger: Ledger,
+}
+
+impl IdentityChange {
+    /// Begins a change; `Error::Untrusted` when the ledger cannot be trusted.
+    pub async fn begin(store: &Store) -> Result<IdentityChange> {
+        let mut tx = store.begin_write().await?;
+        let vault = vault_of(&tx)?;
+        let backend = tx.backend();
+        store::user_identity::lock_tables(tx.conn(), backend).await?;
+        let ledger = ledger::current_in(&mut tx, &vault, 0)
+            .await?
+            .map_err(Error::Untrusted)?;
+        Ok(IdentityChange { tx, vault, ledger })
+    }
+
+    /// The transaction, for the change's own writes.
+    pub fn tx(&mut self) -> &mut WriteTx {
+        &mut self.tx
+    }
+
+    /// The account `user_id` as it is now, when it is the sealed and pinned one; `None` when
+    /// there is no such user. Refused (409) when its rows were edited.
+    pub async fn check(&mut self, user_id: &str) -> Result<Option<IdentityRows>> {
+        let Some(rows) = store::user_identity::read(self.tx.conn(), user_id).await? else {
+            return Ok(None);
+        };
+        if let Some(why) = judge(&self.vault, &self.ledger, &rows) {
+            tracing::error!(user = %rows.user.name, reason = %why, "ALERT: identity refused by the integrity check");
+            return Err(Error::Conflict(format!(
+                "{}'s account fails its identity integrity check ({why}); it cannot be changed \
+                 until an operator restores its rows",
+                rows.user.name
+            )));
+        }
+        Ok(Some(rows))
+    }
+
+    /// Seals `users` (checked, or created in this change) as their rows stand now, pins the
+    /// seals in one ledger generation and commits. `cause` names the change (an audit action).
+    pub async fn commit(mut self, users: &[&str], cause: &str) -> Result<()> {
+        let mut changes = Vec::new();
+        for user_id in users {
+            let rows = store::user_identity::read(self.tx.conn(), user_id)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("identity seal: no user '{user_id}'")))?;
+            let seal = self.vault.attest(&binding(&rows))?;
+            store::user_identity::set_seal(self.tx.conn(), user_id, &seal).await?;
+            changes.push(Change::Put(Entry::identity(user_id, &seal)));
+        }
+        ledger::advance_all(&mut self.tx, &self.vault, &self.ledger, changes, cause).await?;
+        self.tx.commit().await
+    }
 }
 
 /// Why `rows` are not the identity `ledger` pins, if they are not.
@@ -187,7 +229,13 @@ pub async fn verified(
 /// Logs and (once per process and reason) audits a refused identity.
 async fn refuse(store: &Store, registry: &Registry, rows: &IdentityRows, why: &str) -> Result<()> {
     tracing::error!(user = %rows.user.name, reason = %why, "ALERT: identity refused by the integrity check");
-    if !registry.first_told(format!("identity\n{}\n{why}", rows.user.id)) {
+    // Once per account and seal: what is refused, not how (the reason names a generation).
+    let told = format!(
+        "identity\n{}\n{}",
+        rows.user.id,
+        rows.seal.as_deref().unwrap_or("-")
+    );
+    if !registry.first_told(told) {
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
@@ -230,6 +278,8 @@ pub async fn pin_existing(store: &Store, vault: &Vault) -> Result<()> {
         return Ok(());
     }
     let mut tx = store.begin_write().await?;
+    let backend = tx.backend();
+    store::user_identity::lock_tables(tx.conn(), backend).await?;
     let mut changes = Vec::new();
     for id in store::user_identity::user_ids(tx.conn()).await? {
         let Some(rows) = store::user_identity::read(tx.conn(), &id).await? else {

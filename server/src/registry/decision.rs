@@ -258,7 +258,6 @@ impl Registry {
     async fn decided_before(&self, cr: &ChangeRequestRow) -> Result<Option<String>> {
         let filter = store::audit::AuditFilter {
             target: Some(cr.id.clone()),
-            outcome: Some(Outcome::Success.as_str().to_string()),
             ..Default::default()
         };
         let decisions = [
@@ -270,9 +269,19 @@ impl Registry {
         loop {
             let page = store::audit::list(self.store.pool(), &filter, after, 100).await?;
             for e in &page {
-                if decisions.iter().any(|v| v.action() == e.action)
-                    && audit::authentic(&self.vault, e)
-                {
+                if !decisions.iter().any(|v| v.action() == e.action) {
+                    continue;
+                }
+                // An edited event about its decision (say, its outcome flipped) fails closed.
+                if !audit::authentic(&self.vault, e) {
+                    return Ok(Some(format!(
+                        "audit event {} about its decision fails its keyed hash (edited in the \
+                         database?); check the trail with `lockstep audit verify` and request \
+                         the change again",
+                        e.seq
+                    )));
+                }
+                if e.outcome == Outcome::Success.as_str() {
                     return Ok(Some(format!(
                         "it was already decided ({} in audit event {}), though its record says \
                          pending (edited in the database?); request the change again",
@@ -365,6 +374,15 @@ impl Registry {
                 if kind == ChangeKind::ListenerEdit && l.status != "active" {
                     return Ok(Err(format!("the listener is {} now", l.status)));
                 }
+                // The ledger records the name the request was made for (sealed with it), so a
+                // row renamed while pending is not approved under its new name.
+                if l.name != cr.subject {
+                    return Ok(Err(format!(
+                        "the listener's record is named '{}', not '{}' as requested (renamed in \
+                         the database?)",
+                        l.name, cr.subject
+                    )));
+                }
                 let version_id = cr.version_id.clone().unwrap_or_default();
                 if let Err(why) = self.recheck_version(tx, cr, &version_id, &current).await? {
                     return Ok(Err(why));
@@ -395,7 +413,7 @@ impl Registry {
                 l.updated_at = now.to_string();
                 store::listeners::update_approved(tx.conn(), &l, &association.resource_types)
                     .await?;
-                Change::Put(Entry::listener(&l.id, &l.name, &seal, &association))
+                Change::Put(Entry::listener(&l.id, &cr.subject, &seal, &association))
             }
             ChangeKind::ResetCommand => match self.apply_reset_command(tx, cr, approver).await? {
                 Ok((name, Some(seal))) => Change::Put(Entry::reset_command(&name, &seal)),

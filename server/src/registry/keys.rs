@@ -99,8 +99,14 @@ impl Registry {
         let key_id = signature::key_id(&key);
         let public_key = hex::encode(key.as_bytes());
         let mut tx = self.store.begin_write().await?;
+        // A pending key whose request was decided without unwinding it (its seal failed) may
+        // be proposed again.
         if let Some(existing) = store::publisher_keys::get(tx.conn(), &key_id).await?
-            && matches!(existing.status.as_str(), "trusted" | "pending")
+            && (existing.status == "trusted"
+                || (existing.status == "pending"
+                    && store::change_requests::pending_for(tx.conn(), &key_id)
+                        .await?
+                        .is_some()))
         {
             return Err(Error::Conflict(format!(
                 "key {key_id} is already {} (as '{}')",

@@ -79,11 +79,19 @@ impl Registry {
         let name = c.manifest.name().to_string();
         let mut tx = self.store.begin_write().await?;
         let listener_id = match store::listeners::get_by_name(tx.conn(), &name).await? {
-            Some(l) if matches!(l.status.as_str(), "pending" | "active") => {
+            Some(l)
+                if l.status == "active"
+                    || (l.status == "pending"
+                        && store::change_requests::pending_for(tx.conn(), &name)
+                            .await?
+                            .is_some()) =>
+            {
                 return Err(Error::Conflict(format!(
                     "listener '{name}' already exists; upload a new version with PUT /v1/listeners/{name}"
                 )));
             }
+            // Pending without a pending request (its request was decided without unwinding it,
+            // say because its seal failed): it may be proposed again.
             // Deleted or rejected before: the name is free again, its history stays.
             Some(l) => l.id,
             None => {

@@ -30,7 +30,7 @@ pub async fn upsert(conn: &mut AnyConnection, k: &PublisherKeyRow) -> Result<(),
         "INSERT INTO publisher_keys (",
         columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (key_id) DO UPDATE SET name = $2, status = $4, trust_seal = $5, \
+         ON CONFLICT (key_id) DO UPDATE SET name = $2, public_key = $3, status = $4, trust_seal = $5, \
          created_by = $6, updated_at = $8"
     ))
     .bind(&k.key_id)

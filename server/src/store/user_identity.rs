@@ -3,6 +3,7 @@
 
 use sqlx::{AnyConnection, AnyPool, FromRow};
 
+use super::Backend;
 use super::users::UserRow;
 use crate::error::Result;
 
@@ -101,6 +102,21 @@ pub async fn id_of(pool: &AnyPool, name: &str) -> Result<Option<String>> {
         .bind(name)
         .fetch_optional(pool)
         .await?)
+}
+
+/// Keeps every other session from writing the tables an identity covers until this
+/// transaction ends (PostgreSQL; SQLite's write transaction already excludes other writers),
+/// so what a change checks is what it seals. Readers are not blocked.
+pub async fn lock_tables(conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    if backend == Backend::Postgres {
+        sqlx::query(
+            "LOCK TABLE users, api_tokens, user_custody, user_activations, roles \
+             IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Stores the user's identity seal.

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::api_client::ApiClient;
-use crate::cli::AgentCommand;
+use crate::cli::api_client::ApiClient;
+use crate::cli::args::AgentCommand;
 use crate::error::{Error, Result};
 
 pub async fn run(command: AgentCommand) -> Result<ExitCode> {

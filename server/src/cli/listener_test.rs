@@ -8,8 +8,8 @@ use std::path::Path;
 use lockstep_runtime::{Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
 use serde::{Deserialize, Serialize};
 
+use crate::cli::listener_files::{read_bytes, read_manifest, read_text};
 use crate::error::{Error, Result};
-use crate::listener_files::{read_bytes, read_manifest, read_text};
 
 /// The sample event file.
 #[derive(Debug, Deserialize)]

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use lockstep_runtime::signature::{self, ListenerSignature};
 use reqwest::Method;
 
-use crate::api_client::ApiClient;
+use crate::cli::api_client::ApiClient;
 
+use crate::cli::listener_files::{read_bytes, read_manifest, read_text};
 use crate::error::{Error, Result};
-use crate::listener_files::{read_bytes, read_manifest, read_text};
 
 /// The default signature path: `WASM.sig`.
 pub fn default_signature_path(wasm: &Path) -> PathBuf {

@@ -8,8 +8,8 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::cli::listener_files::{read_bytes, read_text};
 use crate::error::{Error, Result};
-use crate::listener_files::{read_bytes, read_text};
 
 /// How to reach the server, shared by every command that calls the API.
 #[derive(Debug, Clone, Args)]

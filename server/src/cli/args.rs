@@ -111,7 +111,7 @@ pub enum ListenerCommand {
         #[arg(long)]
         update: bool,
         #[command(flatten)]
-        server: crate::api_client::ServerArgs,
+        server: crate::cli::api_client::ServerArgs,
     },
     /// Check a signature against a component, its manifest and a publisher's public key.
     /// Exits 0 when valid, 1 naming what does not match.
@@ -163,7 +163,7 @@ pub struct ResetArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub server: crate::api_client::ServerArgs,
+    pub server: crate::cli::api_client::ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -322,18 +322,18 @@ pub enum AgentCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
-        server: crate::api_client::ServerArgs,
+        server: crate::cli::api_client::ServerArgs,
     },
     /// List the enrolled agents.
     List {
         #[command(flatten)]
-        server: crate::api_client::ServerArgs,
+        server: crate::cli::api_client::ServerArgs,
     },
     /// Revoke an agent: its every later request is refused.
     Revoke {
         /// The agent's id (agt_…).
         id: String,
         #[command(flatten)]
-        server: crate::api_client::ServerArgs,
+        server: crate::cli::api_client::ServerArgs,
     },
 }

@@ -5,10 +5,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
-use crate::api_client::ApiClient;
-use crate::cli::{ReconcileArgs, ResetArgs};
+use crate::cli::api_client::ApiClient;
+use crate::cli::args::{ReconcileArgs, ResetArgs};
+use crate::cli::listener_files::read_text;
 use crate::error::{Error, Result};
-use crate::listener_files::read_text;
 
 /// Runs the command; the exit code says whether every account was reset.
 pub async fn run(args: ResetArgs) -> Result<ExitCode> {
