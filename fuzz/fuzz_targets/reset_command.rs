@@ -1,4 +1,4 @@
-//! Reset command templates (`reset::command::ResetCommand`): the JSON of `reset_command` in
+//! Reset command templates (`inventory::reset_command::ResetCommand`): the JSON of `reset_command` in
 //! `PUT /v1/resource-types/{name}/reset-command` and in the stored column, validated by
 //! `problems` (what `check_reset_command` runs once the type is known to use SSH) and rendered
 //! by `command_line` and `remote::command_input`.
@@ -18,7 +18,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lockstep_server::inventory::resource_types::stored_command;
-use lockstep_server::reset::command::ResetCommand;
+use lockstep_server::inventory::reset_command::ResetCommand;
 use lockstep_server::reset::remote::command_input;
 use lockstep_server::vault::Secret;
 

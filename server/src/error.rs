@@ -52,12 +52,9 @@ pub enum Error {
     /// `api/` builds it (tests/tests/tidy.rs): domain code says what happened, not a status.
     #[error("{detail}")]
     Rejected { status: u16, detail: String },
-    /// 500: a database failure. Logged, never echoed.
+    /// 500: a database failure (`store::Error`). Logged, never echoed.
     #[error("database error: {0}")]
-    Store(#[from] sqlx::Error),
-    /// 500: a migration failure.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Store(#[from] crate::store::Error),
     /// 500: the vault could not seal or open a secret (wrong master key, tampered row).
     #[error("vault error: {0}")]
     Crypto(String),

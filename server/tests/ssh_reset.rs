@@ -5,7 +5,7 @@
 #[path = "../../tests/tests/common/sshd.rs"]
 mod sshd;
 
-use lockstep_server::reset::command::ResetCommand;
+use lockstep_server::inventory::reset_command::ResetCommand;
 use lockstep_server::reset::remote::{self, AdminKind, ApplyFailure};
 use lockstep_server::reset::ssh::{self, Endpoint, SshFailure, Timeouts};
 use lockstep_server::vault::Secret;

@@ -1,6 +1,6 @@
 //! Agent task pickup latency: from the reset API call to the agent holding the task, over 200
 //! resets, for Lockstep's long-poll beside fixed-interval polling at 1 s (measured) and at the
-//! reference product's 60 s (seed 002; the same uniform-arrival model the 1 s run checks).
+//! reference product's 60 s (the same uniform-arrival model the 1 s run checks).
 //! Then the server's memory with 1,000 agents holding long-polls on loopback, and the pickup
 //! latency while they do.
 //!

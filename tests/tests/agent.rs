@@ -192,7 +192,7 @@ async fn an_agent_enrolls_discovers_its_accounts_and_resets_them_locally() {
         .await;
     assert_eq!(r.status, 409, "{}", r.text);
 
-    // The requester sees the task and how it ended (seed 002); the audit has it once.
+    // The requester sees the task and how it ended (as in the reference product); the audit has it once.
     let tasks = api.get("/v1/agent-tasks", &root).await.json();
     let kinds: Vec<(&str, &str)> = tasks
         .as_array()

@@ -100,32 +100,14 @@ fn offenders(
         .collect()
 }
 
-/// Modules that still name sqlx outside `store/` (issue 24 asks for a `store::Error` so they
-/// need not). The list may only shrink: a file that no longer names sqlx must leave it.
-const SQLX_DEBTS: &[&str] = &[
-    // `Error::Store(sqlx::Error)` and `Migrate`: the conversion the store error would replace.
-    "server/src/error.rs",
-    // `duplicate()` maps a unique or foreign-key violation from `sqlx::Error`.
-    "server/src/inventory/accounts.rs",
-    "server/src/inventory/resources.rs",
-    // Its tests rewrite rows to prove the chain catches it.
-    "server/src/audit/mod.rs",
-];
-
 #[test]
 fn sql_stays_in_the_store() {
     let found = naming_outside(&sources(), "sqlx", &["server/src/store/"]);
-    let debts: BTreeSet<String> = SQLX_DEBTS.iter().map(|s| s.to_string()).collect();
-    let new: Vec<_> = found.difference(&debts).collect();
     assert!(
-        new.is_empty(),
-        "sqlx named outside server/src/store/ in {new:?}: domain code knows no SQL; \
-         hint: add a store function that returns what the domain needs"
-    );
-    let paid: Vec<_> = debts.difference(&found).collect();
-    assert!(
-        paid.is_empty(),
-        "{paid:?} no longer name sqlx: remove them from SQLX_DEBTS"
+        found.is_empty(),
+        "sqlx named outside server/src/store/ in {found:?}: domain code knows no SQL; \
+         hint: add a store function that returns what the domain needs, and match \
+         `store::Error` (Unique, ForeignKey, Busy) rather than sqlx's errors"
     );
 }
 
@@ -349,6 +331,44 @@ fn the_architecture_map_names_only_what_exists() {
     );
 }
 
+/// Lines that cite a document outside the repository (the reference products' documents and
+/// the machine notes live beside it, not in it): a reader of the code cannot follow them.
+fn outside_citations(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            l.contains("../shared/")
+                || l.match_indices("seed ").any(|(i, m)| {
+                    let rest = &l[i + m.len()..];
+                    rest.len() >= 3 && rest[..3].chars().all(|c| c.is_ascii_digit())
+                })
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn comments_and_docs_cite_only_what_is_in_the_repository() {
+    let mut found = Vec::new();
+    for path in repository_paths() {
+        let is_text = [".rs", ".md", ".toml", ".sh"]
+            .iter()
+            .any(|e| path.ends_with(e));
+        // This file spells the patterns out to test them.
+        if !is_text || path.starts_with("/fuzz/corpus") || path == "/tests/tests/tidy.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(repo().join(&path[1..])).unwrap_or_default();
+        for line in outside_citations(&text) {
+            found.push(format!("{path}: {line}"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "citations of documents outside the repository: {found:#?}; hint: say what the \
+         reference says, or cite a document under docs/"
+    );
+}
+
 #[test]
 fn the_rules_catch_what_they_are_for() {
     let files = vec![
@@ -377,6 +397,11 @@ fn the_rules_catch_what_they_are_for() {
     ];
     let map = "| `cli/` | `args.rs`, `cli/args.rs`, `gone.rs`, `old/`, `/v1/users/`, `a b.rs` |";
     assert_eq!(missing_from_the_map(map, &paths), ["gone.rs", "old/"]);
+    let cited = "a (seed 002, 4.8)\nb seeds 12\nc see ../shared/notes/x.md\nd seed 1\n";
+    assert_eq!(
+        outside_citations(cited),
+        ["a (seed 002, 4.8)", "c see ../shared/notes/x.md"]
+    );
 }
 
 /// Every (table, column) of a fresh database migrated by the server.

@@ -3,7 +3,7 @@
 //! long-poll task channel.
 //!
 //! - `enrollment`: one-time tokens and the enrollment that turns one into an agent.
-//! - `networks`: the source-address ranges an agent may call from (seed 003, 18.6).
+//! - `networks`: the source-address ranges an agent may call from (the reference product's "restrict agent access by IP").
 //! - `auth`: the signed-request check every agent call goes through.
 //! - `discovery`: the agent's machine as a resource, its local accounts as accounts.
 //! - `tasks`: the queue, the long-poll, result reports, and waiting for a result.

@@ -1,5 +1,5 @@
-//! The source-address ranges an agent may call from (seed 003, 18.6: "restrict agent access
-//! by IP"). Set on the enrollment token, copied to the agent, checked on enrollment and on
+//! The source-address ranges an agent may call from (the reference product's "restrict agent
+//! access by IP"). Set on the enrollment token, copied to the agent, checked on enrollment and on
 //! every call.
 
 use std::net::IpAddr;

@@ -519,7 +519,7 @@ pub async fn wait(
     Ok(result)
 }
 
-/// Tasks the caller requested (seed 002: "find tasks awaiting execution"), newest first.
+/// Tasks the caller requested (the reference product's "find tasks awaiting execution"), newest first.
 pub async fn list_mine(store: &Store, actor_name: &str, limit: i64) -> Result<Vec<TaskView>> {
     Ok(
         store::agents::list_tasks(store.pool(), Some(actor_name), None, limit)

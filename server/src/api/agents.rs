@@ -151,8 +151,8 @@ pub async fn tasks_of_agent(
     Ok(Json(tasks::list_of_agent(&s.store, &id, q.limit()?).await?))
 }
 
-/// The caller's own agent tasks: pending and finished (seed 002, "Find tasks awaiting
-/// execution").
+/// The caller's own agent tasks: pending and finished (the reference product's "Find tasks
+/// awaiting execution").
 #[utoipa::path(get, path = "/v1/agent-tasks", tag = "agents", params(TaskQuery),
     responses((status = 200, body = Vec<TaskView>)))]
 pub async fn my_tasks(

@@ -311,12 +311,7 @@ mod tests {
     }
 
     async fn sql(url: &str, statement: &str) {
-        use sqlx::{Connection, Executor};
-        let mut c = sqlx::AnyConnection::connect(url).await.unwrap();
-        c.execute(sqlx::AssertSqlSafe(statement.to_string()))
-            .await
-            .unwrap();
-        c.close().await.unwrap();
+        crate::store::tamper(url, statement).await.unwrap();
     }
 
     /// Recomputes the unkeyed hashes of events `from..=to`, as an attacker without the key can.

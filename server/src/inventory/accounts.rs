@@ -171,7 +171,7 @@ fn check_password(p: &Secret, problems: &mut Vec<FieldProblem>) {
     }
 }
 
-fn duplicate(login: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+fn duplicate(login: &str) -> impl FnOnce(store::Error) -> Error + '_ {
     move |e| {
         if store::is_unique_violation(&e) {
             Error::Conflict(format!("this resource already has an account '{login}'"))

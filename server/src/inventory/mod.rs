@@ -6,5 +6,6 @@
 
 pub mod accounts;
 pub mod fields;
+pub mod reset_command;
 pub mod resource_types;
 pub mod resources;

@@ -1,11 +1,11 @@
 //! Resource types: how a type's passwords are reset, and which listener execution modes it
-//! allows (seed 000, section 4.8).
+//! allows (the reference product's rules; `docs/api.md`, "Resource types").
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
-use crate::reset::command::ResetCommand;
+use crate::inventory::reset_command::ResetCommand;
 use crate::store::resource_types::ResourceTypeRow;
 use crate::store::{self, Store};
 
@@ -59,7 +59,7 @@ impl ExecutionMode {
     }
 }
 
-/// Types whose listeners may run in agent mode (seed 000, 4.8).
+/// Types whose listeners may run in agent mode (the reference product's rule).
 const AGENT_TYPES: &[&str] = &[
     "Windows",
     "WindowsDomain",
@@ -69,7 +69,7 @@ const AGENT_TYPES: &[&str] = &[
     "HPUX",
     "AIX",
 ];
-/// Types whose listeners may not run through a gateway (seed 000, 4.8).
+/// Types whose listeners may not run through a gateway (the reference product's rule).
 const NO_GATEWAY_TYPES: &[&str] = &["Kubernetes", "CiscoIOS", "CiscoPIX", "CiscoCatOS", "HPiLO"];
 
 /// The listener execution modes allowed for a type.

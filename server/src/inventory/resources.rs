@@ -183,7 +183,7 @@ async fn validate(store: &Store, r: &ResourceRow, custom: &BTreeMap<String, Stri
     }
 }
 
-fn duplicate(name: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+fn duplicate(name: &str) -> impl FnOnce(store::Error) -> Error + '_ {
     move |e| {
         if store::is_unique_violation(&e) {
             Error::Conflict(format!("a resource named '{name}' already exists"))

@@ -11,10 +11,10 @@ use super::ledger::EntryKind;
 use super::{ChangeKind, ChangeRequest, Registry, comment, new_request};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::inventory::reset_command::ResetCommand;
 use crate::inventory::resource_types::{
     self, check_reset_command, command_binding, stored_command,
 };
-use crate::reset::command::ResetCommand;
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::{self, WriteTx};
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::command::ResetCommand;
 use super::remote::{self, AccountInput, AdminKind, ApplyFailure, command_input};
 use super::ssh::Connection;
+use crate::inventory::reset_command::ResetCommand;
 use crate::vault::Secret;
 
 struct Entry {

@@ -10,7 +10,6 @@
 //! - `command`: command templates, how a resource type's passwords are set over SSH.
 
 pub mod batch;
-pub mod command;
 pub mod jobs;
 pub mod pipeline;
 pub mod policy;

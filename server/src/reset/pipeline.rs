@@ -113,7 +113,7 @@ struct Subject {
     resource: Resource,
     method: ResetMethod,
     /// How the resource type's passwords are set over SSH.
-    command: super::command::ResetCommand,
+    command: crate::inventory::reset_command::ResetCommand,
     settings: ResetSettings,
     policy: PasswordPolicy,
     job: JobRow,
@@ -427,7 +427,7 @@ impl Engine {
             method: rtype.reset_method,
             command: rtype
                 .reset_command
-                .unwrap_or_else(super::command::ResetCommand::chpasswd),
+                .unwrap_or_else(crate::inventory::reset_command::ResetCommand::chpasswd),
             settings,
             policy,
             job,

@@ -10,8 +10,8 @@
 
 use zeroize::Zeroizing;
 
-use super::command::ResetCommand;
 use super::ssh::{self, Connection, Endpoint, Prompt, RunFailure, SshFailure, Timeouts};
+use crate::inventory::reset_command::ResetCommand;
 use crate::vault::Secret;
 
 /// How the administrative account changes other accounts' passwords.

@@ -37,7 +37,7 @@ pub async fn insert(
     conn: &mut AnyConnection,
     a: &AccountRow,
     password: &Sealed,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO accounts (",
         columns!(),
@@ -66,7 +66,7 @@ pub async fn insert(
 }
 
 /// Writes the descriptive columns of `a` (not the password, not the status fields).
-pub async fn update_details(conn: &mut AnyConnection, a: &AccountRow) -> Result<(), sqlx::Error> {
+pub async fn update_details(conn: &mut AnyConnection, a: &AccountRow) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE accounts SET login_name = $2, description = $3, domain_name = $4, \
          custom_fields = $5, updated_at = $6 WHERE id = $1",
@@ -134,7 +134,7 @@ pub async fn list_for_resource(
     }))
 }
 
-pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
         .bind(id)
         .execute(conn)
@@ -148,7 +148,7 @@ pub async fn set_password(
     id: &str,
     password: &Sealed,
     changed_at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE accounts SET password_key_id = $2, password_nonce = $3, \
          password_ciphertext = $4, password_changed_at = $5, updated_at = $5, \
@@ -170,7 +170,7 @@ pub async fn set_sync_status(
     id: &str,
     status: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query("UPDATE accounts SET password_sync_status = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(status)

@@ -97,7 +97,7 @@ pub const MAX_TASK_ATTEMPTS: i64 = 5;
 pub async fn insert_token(
     conn: &mut AnyConnection,
     t: &EnrollmentTokenRow,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO agent_enrollment_tokens (",
         token_columns!(),
@@ -120,7 +120,7 @@ pub async fn insert_token(
 pub async fn token_by_hash(
     conn: &mut AnyConnection,
     sha256: &str,
-) -> Result<Option<EnrollmentTokenRow>, sqlx::Error> {
+) -> Result<Option<EnrollmentTokenRow>, super::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         token_columns!(),
@@ -129,6 +129,7 @@ pub async fn token_by_hash(
     .bind(sha256)
     .fetch_optional(conn)
     .await
+    .map_err(super::Error::from)
 }
 
 /// Uses a token up for `agent_id`; false when another enrollment used it first.
@@ -137,7 +138,7 @@ pub async fn use_token(
     id: &str,
     agent_id: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE agent_enrollment_tokens SET used_at = $2, agent_id = $3 \
          WHERE id = $1 AND used_at IS NULL",
@@ -150,7 +151,7 @@ pub async fn use_token(
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn insert_agent(conn: &mut AnyConnection, a: &AgentRow) -> Result<(), sqlx::Error> {
+pub async fn insert_agent(conn: &mut AnyConnection, a: &AgentRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO agents (",
         agent_columns!(),
@@ -209,7 +210,7 @@ pub async fn agent_of_resource(pool: &AnyPool, resource_id: &str) -> Result<Opti
 
 /// Whether the agent may be given work (inside the transaction that queues it, so a revoke
 /// cannot slip in between).
-pub async fn is_active(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn is_active(conn: &mut AnyConnection, id: &str) -> Result<bool, super::Error> {
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE id = $1 AND status = 'active'")
             .bind(id)
@@ -234,7 +235,7 @@ pub async fn set_resource(
     conn: &mut AnyConnection,
     id: &str,
     resource_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query("UPDATE agents SET resource_id = $2 WHERE id = $1")
         .bind(id)
         .bind(resource_id)
@@ -250,7 +251,7 @@ pub async fn touch(
     session: &str,
     address: Option<&str>,
     at: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, super::Error> {
     let before: Option<Option<String>> =
         sqlx::query_scalar("SELECT session FROM agents WHERE id = $1")
             .bind(id)
@@ -269,7 +270,7 @@ pub async fn touch(
 }
 
 /// Revokes an agent and cancels its queued tasks; false when it was already revoked.
-pub async fn revoke(conn: &mut AnyConnection, id: &str, at: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke(conn: &mut AnyConnection, id: &str, at: &str) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE agents SET status = 'revoked', revoked_at = $2 WHERE id = $1 AND status = 'active'",
     )
@@ -284,7 +285,7 @@ pub async fn insert_task(
     conn: &mut AnyConnection,
     t: &TaskRow,
     secret: &Sealed,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO agent_tasks (",
         task_columns!(),
@@ -376,7 +377,7 @@ pub async fn requeue_other_sessions(
     conn: &mut AnyConnection,
     agent_id: &str,
     session: &str,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, super::Error> {
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = 'queued', lease_session = NULL, lease_until = NULL \
          WHERE agent_id = $1 AND state = 'running' AND lease_session <> $2",
@@ -410,7 +411,7 @@ pub async fn claim_task(
     session: &str,
     now: &str,
     until: &str,
-) -> Result<Option<TaskRow>, sqlx::Error> {
+) -> Result<Option<TaskRow>, super::Error> {
     // Oldest first; never to a revoked agent; a running task is never handed back to the
     // process (session) that holds it, only to a later one once its lease ran out.
     let pick = match backend {
@@ -454,6 +455,7 @@ pub async fn claim_task(
     .bind(&id)
     .fetch_optional(conn)
     .await
+    .map_err(super::Error::from)
 }
 
 /// Records a task's result once: only a running task of this agent changes; false otherwise.
@@ -466,7 +468,7 @@ pub async fn finish_task(
     message: &str,
     result: Option<&str>,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = $3, message = $4, finished_at = $5, result = $6, \
          lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
@@ -490,7 +492,7 @@ pub async fn cancel_if_queued(
     id: &str,
     why: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
          secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
@@ -511,7 +513,7 @@ pub async fn mark_lost(
     id: &str,
     why: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE agent_tasks SET state = 'lost', message = $2, finished_at = $3, \
          lease_session = NULL, lease_until = NULL, secret_key_id = NULL, secret_nonce = NULL, \
@@ -532,7 +534,7 @@ pub async fn end_tasks_of_revoked(
     conn: &mut AnyConnection,
     agent_id: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
          secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
@@ -565,7 +567,7 @@ pub async fn remember_nonce(
     nonce: &str,
     keep_until: i64,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     sqlx::query("DELETE FROM agent_nonces WHERE keep_until < $1")
         .bind(now)
         .execute(&mut *conn)
@@ -588,7 +590,7 @@ pub async fn listener_payloads_mentioning(
     pool: &AnyPool,
     agent_id: &str,
     needle: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<String>, super::Error> {
     let rows: Vec<(Option<String>,)> = sqlx::query_as(
         "SELECT payload FROM agent_tasks WHERE agent_id = $1 AND kind = 'listener' \
          AND payload LIKE $2",

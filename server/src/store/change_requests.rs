@@ -45,7 +45,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, c: &ChangeRequestRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO change_requests (",
         columns!(),
@@ -85,7 +85,7 @@ pub async fn decide(
     decided_by: &str,
     comment: Option<&str>,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE change_requests SET status = $2, decided_by = $3, decision_comment = $4, \
          decided_at = $5 WHERE id = $1 AND status = 'pending'",

@@ -54,7 +54,7 @@ macro_rules! version_columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, l: &ListenerRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, l: &ListenerRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO listeners (",
         columns!(),
@@ -83,7 +83,7 @@ pub async fn update_approved(
     conn: &mut AnyConnection,
     l: &ListenerRow,
     resource_types: &[String],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE listeners SET status = $2, current_version_id = $3, association = $4, \
          position = $5, approval_seal = $6, approved_by = $7, approved_at = $8, alert = $9, \
@@ -123,7 +123,7 @@ pub async fn set_status(
     id: &str,
     status: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query("UPDATE listeners SET status = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
         .bind(status)
@@ -139,7 +139,7 @@ pub async fn set_alert(
     id: &str,
     alert: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query("UPDATE listeners SET alert = $2, alert_at = $3 WHERE id = $1")
         .bind(id)
         .bind(alert)
@@ -220,7 +220,7 @@ pub async fn insert_version(
     conn: &mut AnyConnection,
     v: &VersionRow,
     component: &[u8],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO listener_versions (",
         version_columns!(),

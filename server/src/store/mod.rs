@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod change_requests;
+mod error;
 pub mod listeners;
 pub mod notifications;
 pub mod password_policies;
@@ -45,7 +46,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::audit::AuditRow;
 use self::notifications::NotificationRow;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+
+pub use self::error::Error;
 use crate::vault::Vault;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -65,7 +68,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(Error::Config(format!(
+            Err(crate::error::Error::Config(format!(
                 "unsupported database URL '{}'; use sqlite://PATH or postgres://USER@HOST:PORT/DB",
                 redact_url(url)
             )))
@@ -184,7 +187,7 @@ impl Store {
             _ => url.to_string(),
         };
         let options: AnyConnectOptions = url.parse().map_err(|e| {
-            Error::Config(format!("invalid database URL '{}': {e}", redact_url(&url)))
+            crate::error::Error::Config(format!("invalid database URL '{}': {e}", redact_url(&url)))
         })?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
@@ -204,7 +207,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| {
-                Error::Config(format!("cannot open database '{}': {e}", redact_url(&url)))
+                crate::error::Error::Config(format!(
+                    "cannot open database '{}': {e}",
+                    redact_url(&url)
+                ))
             })?;
         Ok(Store {
             pool,
@@ -298,24 +304,26 @@ impl Store {
     }
 }
 
-/// True when a database error is a unique-constraint violation (both dialects).
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
-        }
-        _ => false,
-    }
+/// Runs `statement` on its own connection to `url`, as a database writer without the master
+/// key would: tests prove that what it edits is caught.
+#[cfg(test)]
+pub(crate) async fn tamper(url: &str, statement: &str) -> std::result::Result<(), Error> {
+    use sqlx::Connection;
+    let mut c = AnyConnection::connect(url).await?;
+    c.execute(sqlx::AssertSqlSafe(statement.to_string()))
+        .await?;
+    c.close().await?;
+    Ok(())
 }
 
-/// True when a database error is a foreign-key violation (both dialects).
-pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            matches!(db.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
-        }
-        _ => false,
-    }
+/// True when a store write was refused by a unique constraint (both dialects).
+pub fn is_unique_violation(e: &Error) -> bool {
+    e.is_unique_violation()
+}
+
+/// True when a store write was refused by a foreign key (both dialects).
+pub fn is_foreign_key_violation(e: &Error) -> bool {
+    e.is_foreign_key_violation()
 }
 
 /// Keyset pagination: rows with an id strictly after `after`, at most `limit`.

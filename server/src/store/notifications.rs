@@ -22,7 +22,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, n: &NotificationRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, n: &NotificationRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO notifications (",
         columns!(),
@@ -70,7 +70,7 @@ pub async fn mark_read(
     user_name: &str,
     id: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE notifications SET read_at = COALESCE(read_at, $3) WHERE id = $1 AND user_name = $2",
     )

@@ -29,7 +29,7 @@ macro_rules! columns {
 }
 
 /// Inserts a policy; a built-in one is refreshed if it exists.
-pub async fn upsert(conn: &mut AnyConnection, p: &PolicyRow) -> Result<(), sqlx::Error> {
+pub async fn upsert(conn: &mut AnyConnection, p: &PolicyRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO password_policies (",
         columns!(),

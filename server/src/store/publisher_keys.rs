@@ -25,7 +25,7 @@ macro_rules! columns {
 }
 
 /// Inserts a key, or re-proposes one that was rejected or removed (same key id).
-pub async fn upsert(conn: &mut AnyConnection, k: &PublisherKeyRow) -> Result<(), sqlx::Error> {
+pub async fn upsert(conn: &mut AnyConnection, k: &PublisherKeyRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO publisher_keys (",
         columns!(),
@@ -52,7 +52,7 @@ pub async fn set_status(
     status: &str,
     trust_seal: Option<&str>,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE publisher_keys SET status = $2, trust_seal = $3, updated_at = $4 WHERE key_id = $1",
     )

@@ -22,7 +22,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn upsert(conn: &mut AnyConnection, s: &ResetSettingsRow) -> Result<(), sqlx::Error> {
+pub async fn upsert(conn: &mut AnyConnection, s: &ResetSettingsRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO resource_reset_settings (",
         columns!(),
@@ -46,7 +46,7 @@ pub async fn pin_host_key(
     conn: &mut AnyConnection,
     resource_id: &str,
     fingerprint: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE resource_reset_settings SET ssh_host_key = $2 \
          WHERE resource_id = $1 AND ssh_host_key IS NULL",
@@ -63,7 +63,7 @@ pub async fn pin_host_key(
 pub async fn pinned_host_key(
     conn: &mut AnyConnection,
     resource_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, super::Error> {
     let key: Option<Option<String>> = sqlx::query_scalar(
         "SELECT ssh_host_key FROM resource_reset_settings WHERE resource_id = $1",
     )
@@ -94,7 +94,7 @@ pub async fn resource_administered_by(pool: &AnyPool, account_id: &str) -> Resul
     .await?)
 }
 
-pub async fn delete(conn: &mut AnyConnection, resource_id: &str) -> Result<(), sqlx::Error> {
+pub async fn delete(conn: &mut AnyConnection, resource_id: &str) -> Result<(), super::Error> {
     sqlx::query("DELETE FROM resource_reset_settings WHERE resource_id = $1")
         .bind(resource_id)
         .execute(conn)

@@ -53,7 +53,7 @@ macro_rules! item_columns {
     };
 }
 
-pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Error> {
+pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO reset_jobs (",
         job_columns!(),
@@ -102,7 +102,7 @@ pub async fn finish_job_if_done(
     conn: &mut AnyConnection,
     job_id: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE reset_jobs SET status = 'finished', finished_at = $2 WHERE id = $1 \
          AND status = 'running' AND NOT EXISTS (SELECT 1 FROM reset_items WHERE job_id = $1 \
@@ -119,13 +119,14 @@ pub async fn finish_job_if_done(
 pub async fn state_counts(
     conn: &mut AnyConnection,
     job_id: &str,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+) -> Result<Vec<(String, i64)>, super::Error> {
     sqlx::query_as(
         "SELECT state, COUNT(*) FROM reset_items WHERE job_id = $1 GROUP BY state ORDER BY state",
     )
     .bind(job_id)
     .fetch_all(conn)
     .await
+    .map_err(super::Error::from)
 }
 
 /// Accounts whose password is older than their resource's policy allows and that no job is
@@ -161,7 +162,7 @@ pub async fn insert_item(
     conn: &mut AnyConnection,
     i: &ItemRow,
     given: Option<&Sealed>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO reset_items (",
         item_columns!(),
@@ -219,7 +220,7 @@ pub async fn claim(
     now: &str,
     until: &str,
     in_flight_only: bool,
-) -> Result<Option<ItemRow>, sqlx::Error> {
+) -> Result<Option<ItemRow>, super::Error> {
     let pick = match (backend, in_flight_only) {
         (Backend::Postgres, false) => {
             "SELECT id FROM reset_items WHERE state NOT IN \
@@ -263,6 +264,7 @@ pub async fn claim(
     .bind(&id)
     .fetch_optional(conn)
     .await
+    .map_err(super::Error::from)
 }
 
 /// Extends a lease this owner holds; false when it lost it.
@@ -271,7 +273,7 @@ pub async fn renew_lease(
     id: &str,
     owner: &str,
     until: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done =
         sqlx::query("UPDATE reset_items SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
             .bind(id)
@@ -291,7 +293,7 @@ pub async fn set_state(
     listeners: &str,
     attempts: i64,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE reset_items SET state = $2, detail = $3, listeners = $4, attempts = $5, \
          updated_at = $6 WHERE id = $1",
@@ -308,7 +310,7 @@ pub async fn set_state(
 }
 
 /// Releases an item's lease (it is finished, or will be picked up again).
-pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), super::Error> {
     sqlx::query("UPDATE reset_items SET lease_owner = NULL, lease_until = NULL WHERE id = $1")
         .bind(id)
         .execute(conn)
@@ -321,7 +323,7 @@ pub async fn set_pending(
     conn: &mut AnyConnection,
     id: &str,
     pending: Option<&Sealed>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE reset_items SET pending_key_id = $2, pending_nonce = $3, \
          pending_ciphertext = $4 WHERE id = $1",
@@ -416,7 +418,7 @@ pub async fn keep_password(
     account_id: &str,
     sealed: &Sealed,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "INSERT INTO reset_kept_passwords (id, item_id, account_id, key_id, nonce, ciphertext, \
          kept_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -434,7 +436,7 @@ pub async fn keep_password(
 }
 
 /// Lets go of a kept password once the vault took it (or it was proven otherwise).
-pub async fn drop_kept(conn: &mut AnyConnection, kept: &KeptPassword) -> Result<(), sqlx::Error> {
+pub async fn drop_kept(conn: &mut AnyConnection, kept: &KeptPassword) -> Result<(), super::Error> {
     match &kept.kept_row {
         Some(row) => {
             sqlx::query("DELETE FROM reset_kept_passwords WHERE id = $1")
@@ -459,7 +461,7 @@ pub async fn given(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
 }
 
 /// The given password is needed only until the pending one is written.
-pub async fn clear_given(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+pub async fn clear_given(conn: &mut AnyConnection, id: &str) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE reset_items SET given_key_id = NULL, given_nonce = NULL, \
          given_ciphertext = NULL WHERE id = $1",
@@ -475,7 +477,7 @@ pub async fn add_history(
     account_id: &str,
     fingerprint: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query(
         "INSERT INTO password_history (account_id, fingerprint, created_at) VALUES ($1, $2, $3)",
     )
@@ -532,7 +534,10 @@ pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
 
 /// Forgets an account's finished reset items and password history (before the account is
 /// deleted; the audit trail keeps what happened).
-pub async fn forget_account(conn: &mut AnyConnection, account_id: &str) -> Result<(), sqlx::Error> {
+pub async fn forget_account(
+    conn: &mut AnyConnection,
+    account_id: &str,
+) -> Result<(), super::Error> {
     sqlx::query("DELETE FROM reset_kept_passwords WHERE account_id = $1")
         .bind(account_id)
         .execute(&mut *conn)

@@ -45,7 +45,7 @@ pub async fn insert_builtin_if_absent(
     Ok(())
 }
 
-pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, row: &ResourceTypeRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO resource_types (",
         columns!(),
@@ -104,7 +104,7 @@ pub async fn set_reset_command(
 }
 
 /// Deletes a custom type. Fails with a foreign-key violation while resources use it.
-pub async fn delete_custom(conn: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_custom(conn: &mut AnyConnection, name: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM resource_types WHERE name = $1 AND builtin = 0")
         .bind(name)
         .execute(conn)

@@ -31,7 +31,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, r: &ResourceRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, r: &ResourceRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO resources (",
         columns!(),
@@ -57,7 +57,7 @@ pub async fn insert(conn: &mut AnyConnection, r: &ResourceRow) -> Result<(), sql
 }
 
 /// Writes every mutable column of `r` (identified by `r.id`).
-pub async fn update(conn: &mut AnyConnection, r: &ResourceRow) -> Result<(), sqlx::Error> {
+pub async fn update(conn: &mut AnyConnection, r: &ResourceRow) -> Result<(), super::Error> {
     sqlx::query(
         "UPDATE resources SET name = $2, resource_type = $3, ip_address = $4, url = $5, \
          domain_name = $6, ssh_port = $7, description = $8, location = $9, department = $10, \
@@ -124,7 +124,7 @@ pub async fn list(
     }))
 }
 
-pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM resources WHERE id = $1")
         .bind(id)
         .execute(conn)

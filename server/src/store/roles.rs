@@ -38,7 +38,7 @@ pub async fn upsert_builtin(conn: &mut AnyConnection, row: &RoleRow) -> Result<(
     Ok(())
 }
 
-pub async fn insert(conn: &mut AnyConnection, row: &RoleRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, row: &RoleRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO roles (",
         columns!(),
@@ -76,7 +76,7 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<RoleRow>> {
 }
 
 /// Deletes a custom role. Returns false when no custom role had that name.
-pub async fn delete_custom(conn: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete_custom(conn: &mut AnyConnection, name: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM roles WHERE name = $1 AND builtin = 0")
         .bind(name)
         .execute(conn)

@@ -25,7 +25,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, r: &ScheduleRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, r: &ScheduleRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO rotation_schedules (",
         columns!(),
@@ -72,7 +72,7 @@ pub async fn advance(
     name: &str,
     seen: &str,
     next: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE rotation_schedules SET next_run_at = $3 WHERE name = $1 AND next_run_at = $2",
     )
@@ -84,7 +84,7 @@ pub async fn advance(
     Ok(done.rows_affected() > 0)
 }
 
-pub async fn delete(conn: &mut AnyConnection, name: &str) -> Result<bool, sqlx::Error> {
+pub async fn delete(conn: &mut AnyConnection, name: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM rotation_schedules WHERE name = $1")
         .bind(name)
         .execute(conn)

@@ -22,7 +22,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, row: &TokenRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, row: &TokenRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO api_tokens (",
         columns!(),

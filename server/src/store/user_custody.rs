@@ -24,7 +24,7 @@ pub async fn add(
     name: &str,
     custodians: &[String],
     at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     for c in custodians {
         sqlx::query(
             "INSERT INTO user_custody (user_name, custodian) VALUES ($1, $2) \
@@ -50,7 +50,7 @@ pub async fn set_activation(
     code_sha256: &str,
     issued_by: &str,
     expires_at: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), super::Error> {
     sqlx::query("DELETE FROM user_activations WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *conn)
@@ -86,7 +86,7 @@ pub async fn take_activation(
     conn: &mut AnyConnection,
     code_sha256: &str,
     now: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<String>, super::Error> {
     let user: Option<String> = sqlx::query_scalar(
         "SELECT user_id FROM user_activations WHERE code_sha256 = $1 AND expires_at > $2",
     )

@@ -22,7 +22,7 @@ macro_rules! columns {
     };
 }
 
-pub async fn insert(conn: &mut AnyConnection, row: &UserRow) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut AnyConnection, row: &UserRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
         "INSERT INTO users (",
         columns!(),

@@ -4,7 +4,7 @@
 //! mount/PID/UTS namespaces with a private `/etc` (an overlay whose upper dir is the target's
 //! state dir), so the machine's own accounts are never read or written. It listens on its own
 //! loopback address (127.0.0.2–254) and port. `scripts/testbed-deps.sh` provides sshd and sudo;
-//! `tests/testbed/target.sh` does the mounts. See `../shared/notes/ssh-testbed.md`.
+//! `tests/testbed/target.sh` does the mounts. `docs/CONTRIBUTING.md` ("Test targets") says more.
 
 #![allow(dead_code)]
 
