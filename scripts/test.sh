@@ -14,6 +14,11 @@ if command -v dpkg >/dev/null && ! dpkg -s libcrypt-dev >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends libcrypt-dev >/dev/null \
     || { echo "install libcrypt-dev: lockstep-agent links libcrypt" >&2; exit 1; }
 fi
+# Debian's curl is the HTTP/2 client of tests/tests/hostile_clients.rs (a 413 it must hear).
+if ! command -v curl >/dev/null; then
+  apt-get install -y --no-install-recommends curl >/dev/null \
+    || { echo "install curl: the HTTP/2 refusal test runs it" >&2; exit 1; }
+fi
 
 # Keep build output outside the clone so CI reruns on the same machine are incremental.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lockstep-target}"

@@ -35,6 +35,7 @@ struct ConfigFile {
     smtp_from: Option<String>,
     rotation_check_secs: Option<u64>,
     ssh_command_timeout_secs: Option<u64>,
+    reset_lease_secs: Option<u64>,
     audit_checkpoint_events: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
 }
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// How long one command on an SSH target may run.
     pub ssh_command_timeout: std::time::Duration,
+    /// How long a claim on a reset in progress lasts without a heartbeat.
+    pub reset_lease: std::time::Duration,
     pub max_listener_bytes: usize,
     /// The SMTP relay for notification mail and the sender address, if configured.
     pub smtp: Option<SmtpConfig>,
@@ -160,6 +163,15 @@ impl ServeConfig {
                 ));
             }
         };
+        let reset_lease = match args.reset_lease_secs.or(file.reset_lease_secs) {
+            None => crate::reset::pipeline::DEFAULT_LEASE,
+            Some(s @ 3..=600) => std::time::Duration::from_secs(s),
+            Some(_) => {
+                return Err(Error::Config(
+                    "--reset-lease-secs must be between 3 and 600".into(),
+                ));
+            }
+        };
         let every_events = args
             .audit_checkpoint_events
             .or(file.audit_checkpoint_events)
@@ -182,6 +194,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             audit_checkpoints,
             ssh_command_timeout,
+            reset_lease,
             data_dir,
             listen,
             database_url,

@@ -230,6 +230,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
             ..Default::default()
         },
         cfg.rotation_check,
+        cfg.reset_lease,
     );
     let last_checkpointer = Checkpointer {
         store: store.clone(),

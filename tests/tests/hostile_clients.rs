@@ -283,3 +283,79 @@ fn strings(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// A body over `--max-body-bytes` gets its 413 over HTTP/2 too. The server refuses it while the
+/// client is still sending; it used to reset the stream at once, and Debian's curl then reported
+/// "Stream error in the HTTP/2 framing layer" instead of the answer.
+#[tokio::test]
+async fn an_oversized_body_gets_its_413_over_http2() {
+    let server = Server::start_with(common::ServerOptions {
+        dev: false,
+        extra: vec![
+            "--max-body-bytes".into(),
+            "65536".into(),
+            "--max-listener-bytes".into(),
+            "65536".into(),
+        ],
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    let name = "x".repeat(4 << 20);
+    std::fs::write(
+        &body,
+        format!("{{\"name\": \"{name}\", \"resource_type\": \"Linux\"}}"),
+    )
+    .unwrap();
+    let component = dir.path().join("big.wasm");
+    std::fs::write(&component, vec![0u8; 4 << 20]).unwrap();
+    // Headers from a file: the token stays out of argv.
+    let headers = dir.path().join("headers");
+    std::fs::write(
+        &headers,
+        format!("Authorization: Bearer {}\n", server.root_token),
+    )
+    .unwrap();
+    let curl = |args: Vec<String>| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sSk",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg("-H")
+            .arg(format!("@{}", headers.display()))
+            .args(args)
+            .output()
+            .expect("curl (the test command installs it)");
+        let answer = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl exited {:?} ({answer}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answer
+    };
+    // A JSON body over --max-body-bytes.
+    let json_answer = curl(vec![
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data-binary".into(),
+        format!("@{}", body.display()),
+        format!("{}/v1/resources", server.base),
+    ]);
+    assert_eq!(json_answer, "413 2", "the refusal, over HTTP/2");
+    // A listener upload over --max-listener-bytes.
+    let upload_answer = curl(vec![
+        "-F".into(),
+        format!("component=@{}", component.display()),
+        "-F".into(),
+        "approver=bob".into(),
+        format!("{}/v1/listeners", server.base),
+    ]);
+    assert_eq!(upload_answer, "413 2", "the refusal, over HTTP/2");
+}

@@ -232,7 +232,11 @@ async fn a_bulk_job_runs_the_same_on_postgresql() {
 #[tokio::test]
 async fn lockstep_reconcile_settles_what_a_dead_server_left_in_flight() {
     let t = SshTarget::start("Root-Pw-1", &users(12));
-    let mut server = Server::start();
+    // Short leases, so the test waits seconds, not the default 15, for them to run out.
+    let mut server = Server::start_with(common::ServerOptions {
+        extra: vec!["--reset-lease-secs".into(), "3".into()],
+        ..Default::default()
+    });
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let accounts = register(&api, &root, &t, "rec0", 12).await;
@@ -265,9 +269,26 @@ async fn lockstep_reconcile_settles_what_a_dead_server_left_in_flight() {
     let (status, out, err) = common::lockstep(&["reconcile", "--data-dir", data]);
     assert!(status.success(), "{out}{err}");
     // Once they ran out, everything in flight is settled against the target.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The server's timestamps are fixed-width RFC 3339 in UTC, so they compare as text.
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM reset_items WHERE lease_owner IS NOT NULL \
+             AND lease_until > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if leased == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{leased} leases never ran out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, out, err) = common::lockstep(&["reconcile", "--data-dir", data]);
     assert!(status.success(), "{out}{err}");
+    assert!(out.trim() != "nothing in flight", "{out}");
     assert!(!out.contains("OUT OF SYNC"), "{out}");
     eprintln!("reconcile said:\n{out}");
     let (status, out, _) = common::lockstep(&["reconcile", "--data-dir", data]);

@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod drain;
 pub mod extract;
 pub mod identity;
 pub mod inventory;
@@ -230,6 +231,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(drain::drain_refused_bodies))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::count_requests,

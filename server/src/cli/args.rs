@@ -191,7 +191,8 @@ pub struct StoreArgs {
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
     /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs,
-    /// ssh_command_timeout_secs, audit_checkpoint_events, audit_checkpoint_secs.
+    /// ssh_command_timeout_secs, reset_lease_secs, audit_checkpoint_events,
+    /// audit_checkpoint_secs.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -229,6 +230,11 @@ pub struct ServeArgs {
     /// reset is settled by asking the target which password it holds.
     #[arg(long, env = "LOCKSTEP_SSH_COMMAND_TIMEOUT_SECS")]
     pub ssh_command_timeout_secs: Option<u64>,
+    /// How long this server's claim on a reset in progress lasts without a heartbeat, in
+    /// seconds [default: 15; 3 to 600]. When a server dies, another server (or `lockstep
+    /// reconcile`) takes its resets up once their leases have run out.
+    #[arg(long, env = "LOCKSTEP_RESET_LEASE_SECS")]
+    pub reset_lease_secs: Option<u64>,
     /// Write a signed checkpoint of the audit chain's head (its newest event's seq and hash)
     /// to the log and to syslog after this many audit events [default: 100]. With
     /// --audit-checkpoint-secs it bounds how many newest events can be deleted unseen.

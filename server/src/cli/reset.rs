@@ -166,6 +166,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         0,
         crate::reset::ssh::Timeouts::default(),
         None,
+        crate::reset::pipeline::DEFAULT_LEASE,
     );
     let ended = engine.reconcile_all().await?;
     store.close().await;

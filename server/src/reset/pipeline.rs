@@ -38,9 +38,11 @@ use crate::store::resets::{ItemRow, JobRow};
 use crate::store::{self, Store};
 use crate::vault::{Secret, Vault, account_password_aad};
 
-/// How long a claim lasts without a heartbeat.
-const LEASE: Duration = Duration::from_secs(15);
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a claim lasts without a heartbeat, unless the server says otherwise
+/// (`--reset-lease-secs`); a heartbeat renews it every third of it. It is also the shortest
+/// wait before an item stuck on an error is tried again.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+const LEASE: Duration = DEFAULT_LEASE;
 /// How often an idle worker looks for work it was not woken for (expired leases).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Generated passwords the target may refuse before the account is parked for a person.
@@ -84,6 +86,8 @@ mod state {
 
 /// The reset engine: owns the workers.
 pub struct Engine {
+    /// How long a claim lasts without a heartbeat.
+    lease: Duration,
     store: Store,
     vault: Arc<Vault>,
     registry: Registry,
@@ -180,8 +184,10 @@ impl Engine {
         workers: usize,
         timeouts: Timeouts,
         rotation_check: Option<Duration>,
+        lease: Duration,
     ) -> Arc<Engine> {
         let engine = Arc::new(Engine {
+            lease,
             store,
             vault,
             registry,
@@ -303,8 +309,8 @@ impl Engine {
         }
     }
 
-    fn lease_until() -> String {
-        crate::time::format(chrono::Utc::now() + LEASE)
+    fn lease_until(&self) -> String {
+        crate::time::format(chrono::Utc::now() + self.lease)
     }
 
     async fn claim(&self) -> Result<Option<ItemRow>> {
@@ -319,7 +325,7 @@ impl Engine {
             backend,
             &self.owner,
             &crate::time::now(),
-            &Self::lease_until(),
+            &self.lease_until(),
             in_flight_only,
         )
         .await?;
@@ -357,10 +363,11 @@ impl Engine {
     async fn run(self: Arc<Self>, item: ItemRow) -> Result<()> {
         let heartbeat = {
             let (store, id, owner) = (self.store.clone(), item.id.clone(), self.owner.clone());
+            let engine = self.clone();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    let until = Self::lease_until();
+                    tokio::time::sleep(engine.lease / 3).await;
+                    let until = engine.lease_until();
                     if !matches!(
                         store::resets::renew_lease(store.pool(), &id, &owner, &until).await,
                         Ok(true)
