@@ -18,6 +18,7 @@ pub mod open_files;
 pub mod registry;
 pub mod reset;
 pub mod serve;
+pub mod states;
 pub mod store;
 pub mod time;
 pub mod tls;

@@ -369,6 +369,91 @@ fn comments_and_docs_cite_only_what_is_in_the_repository() {
     );
 }
 
+/// The string literals on a line of code (escapes are not decoded; names never have any).
+fn literals(line: &str) -> Vec<&str> {
+    let code = match line.find("//") {
+        // A `//` inside a literal (a URL) is not a comment: cut only outside literals.
+        Some(i) if line[..i].matches('"').count().is_multiple_of(2) => &line[..i],
+        _ => line,
+    };
+    code.split('"').skip(1).step_by(2).collect()
+}
+
+/// Where a stored state's name is spelled as a literal outside `server/src/states.rs`, the
+/// store's SQL and tests (a file's `#[cfg(test)]` module and everything after it).
+fn state_names_outside_their_enum(files: &[(String, String)], names: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, text) in files {
+        if !path.starts_with("server/src/")
+            || path == "server/src/states.rs"
+            || path.starts_with("server/src/store/")
+        {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for lit in literals(line) {
+                if names.contains(&lit) {
+                    found.push(format!("{path}:{}: \"{lit}\"", n + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Literals that spell a state's name but name something else: (file, literal, what it is).
+const NOT_STATES: &[(&str, &str, &str)] = &[
+    (
+        "server/src/cli/reset.rs",
+        "succeeded",
+        "a field of a job's progress",
+    ),
+    (
+        "server/src/cli/reset.rs",
+        "vetoed",
+        "a field of a job's progress",
+    ),
+    (
+        "server/src/cli/reset.rs",
+        "failed",
+        "a field of a job's progress",
+    ),
+    (
+        "server/src/reset/watch.rs",
+        "finished",
+        "the name of a server-sent event",
+    ),
+    (
+        "server/src/reset/pipeline.rs",
+        "refused",
+        "a listener's outcome in an item's record",
+    ),
+];
+
+#[test]
+fn state_names_are_spelled_only_in_their_enum() {
+    let names = lockstep_server::states::all_names();
+    let found: Vec<String> = state_names_outside_their_enum(&sources(), &names)
+        .into_iter()
+        .filter(|f| {
+            !NOT_STATES
+                .iter()
+                .any(|(path, lit, _)| f.starts_with(path) && f.ends_with(&format!("\"{lit}\"")))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "state names spelled as strings: {found:#?}; hint: use the enum in \
+         server/src/states.rs (`ItemState::Done.as_str()`, `KeyStatus::Trusted.is(&row.status)`)"
+    );
+}
+
 #[test]
 fn the_rules_catch_what_they_are_for() {
     let files = vec![
@@ -401,6 +486,22 @@ fn the_rules_catch_what_they_are_for() {
     assert_eq!(
         outside_citations(cited),
         ["a (seed 002, 4.8)", "c see ../shared/notes/x.md"]
+    );
+    let files = vec![
+        (
+            "server/src/reset/x.rs".to_string(),
+            "//! x\nlet a = \"done\"; // \"done\"\nlet u = \"http://x\"; // done\n\
+             #[cfg(test)]\nlet b = \"done\";\n"
+                .to_string(),
+        ),
+        (
+            "server/src/store/y.rs".to_string(),
+            "//! y\nlet a = \"done\";\n".to_string(),
+        ),
+    ];
+    assert_eq!(
+        state_names_outside_their_enum(&files, &["done"]),
+        ["server/src/reset/x.rs:2: \"done\""]
     );
 }
 

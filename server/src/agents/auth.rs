@@ -10,6 +10,7 @@ use super::networks;
 use super::refusals::{Admission, RefusalBudget, refusal_detail};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::AgentStatus;
 use crate::store::agents::AgentRow;
 use crate::store::{self, Store};
 
@@ -97,10 +98,10 @@ pub async fn authenticate(
         };
         return refuse(&agent.id, e.to_string(), Error::Unauthenticated(msg)).await;
     }
-    if agent.status != "active" {
+    if !AgentStatus::Active.is(&agent.status) {
         return refuse(
             &agent.id,
-            "revoked".into(),
+            AgentStatus::Revoked.as_str().into(),
             Error::Unauthenticated("this agent was revoked; enroll it again with a new token"),
         )
         .await;

@@ -10,6 +10,7 @@ use super::networks;
 use super::refusals::{Admission, RefusalBudget, refusal_detail};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::AgentStatus;
 use crate::store::agents::{AgentRow, EnrollmentTokenRow};
 use crate::store::{self, Store};
 
@@ -244,7 +245,7 @@ pub async fn enroll(
         owner: row.owner.clone(),
         allowed_networks: row.allowed_networks.clone(),
         resource_id: None,
-        status: "active".into(),
+        status: AgentStatus::Active.as_str().into(),
         version: req.version.chars().take(64).collect(),
         session: None,
         last_seen_at: None,

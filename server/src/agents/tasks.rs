@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::AgentHub;
 use crate::audit::{self, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::{AgentStatus, SyncStatus, TaskState};
 use crate::store::agents::{AgentRow, FINAL_TASK_STATES, TaskRow};
 use crate::store::{self, Store};
 use crate::vault::{Secret, Vault};
@@ -153,7 +154,7 @@ pub async fn queue(store: &Store, vault: &Vault, hub: &AgentHub, t: NewTask<'_>)
         account_id: t.account_id.map(str::to_string),
         login_name: t.login_name.to_string(),
         requested_by: t.requested_by.to_string(),
-        state: "queued".into(),
+        state: TaskState::Queued.as_str().into(),
         attempts: 0,
         lease_session: None,
         lease_until: None,
@@ -416,7 +417,7 @@ pub async fn report(
             .await?
             .map(|t| t.state)
             .unwrap_or_default();
-        if current == "queued" {
+        if TaskState::Queued.is(&current) {
             return Err(Error::Conflict(format!(
                 "task '{task_id}' was handed out again; report it after taking it"
             )));
@@ -431,8 +432,8 @@ pub async fn report(
         && let Some(account) = &task.account_id
     {
         let status = match result.outcome {
-            TaskOutcome::Succeeded => Some("in-sync"),
-            TaskOutcome::Refused => Some("out-of-sync"),
+            TaskOutcome::Succeeded => Some(SyncStatus::InSync.as_str()),
+            TaskOutcome::Refused => Some(SyncStatus::OutOfSync.as_str()),
             TaskOutcome::Failed | TaskOutcome::Unconfirmed => None,
         };
         if let Some(status) = status {
@@ -488,7 +489,7 @@ pub async fn wait(
             let now = crate::time::now();
             let expired = task.lease_until.as_deref().is_none_or(|u| u < now.as_str());
             let mut tx = store.begin_write().await?;
-            let ended = if task.state == "queued" && task.attempts == 0 {
+            let ended = if TaskState::Queued.is(&task.state) && task.attempts == 0 {
                 store::agents::cancel_if_queued(
                     tx.conn(),
                     task_id,
@@ -588,7 +589,7 @@ pub async fn request_verify(
     let account = crate::inventory::accounts::get(store, account_id).await?;
     let agent = store::agents::agent_of_resource(store.pool(), &account.resource_id)
         .await?
-        .filter(|a| a.status == "active")
+        .filter(|a| AgentStatus::Active.is(&a.status))
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "account '{account_id}' is not on a machine with an active agent; resets over \

@@ -13,6 +13,7 @@ use crate::reset::jobs::{self, BulkResetRequest, Job, ResetRequest};
 use crate::reset::policy::PasswordPolicy;
 use crate::reset::scheduler::{self, RotationSchedule};
 use crate::reset::settings::{self, ResetSettings, ResetSettingsInput};
+use crate::states::JobStatus;
 
 /// The `Idempotency-Key` header, if sent (1–200 visible ASCII characters).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -107,7 +108,7 @@ pub async fn get_job(
 ) -> Result<Json<Job>> {
     let first = jobs::get_job(&s.store, &id).await?;
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0).min(60));
-    if wait.is_zero() || first.status == "finished" {
+    if wait.is_zero() || JobStatus::Finished.is(&first.status) {
         return Ok(Json(first));
     }
     let deadline = tokio::time::Instant::now() + wait;
@@ -115,7 +116,8 @@ pub async fn get_job(
         tokio::time::sleep(JOB_POLL).await;
         let now = jobs::get_job(&s.store, &id).await?;
         let changed = now.progress != first.progress;
-        if changed || now.status == "finished" || tokio::time::Instant::now() >= deadline {
+        if changed || JobStatus::Finished.is(&now.status) || tokio::time::Instant::now() >= deadline
+        {
             return Ok(Json(now));
         }
     }

@@ -9,6 +9,7 @@ use crate::cli::api_client::ApiClient;
 use crate::cli::args::{ReconcileArgs, ResetArgs};
 use crate::cli::listener_files::read_text;
 use crate::error::{Error, Result};
+use crate::states::{ItemState, JobStatus};
 
 /// Runs the command; the exit code says whether every account was reset.
 pub async fn run(args: ResetArgs) -> Result<ExitCode> {
@@ -91,7 +92,7 @@ pub async fn run(args: ResetArgs) -> Result<ExitCode> {
             n("failed"),
             n("out_of_sync")
         ));
-        if job["status"] == "finished" {
+        if job["status"] == JobStatus::Finished.as_str() {
             bar.finish();
             break job;
         }
@@ -175,17 +176,19 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for (state, n) in &ended {
-        let what = match state.as_str() {
-            "done" => "committed (the target accepts the new password)",
-            "planned" => {
+        let what = match ItemState::parse(state) {
+            Some(ItemState::Done) => "committed (the target accepts the new password)",
+            Some(ItemState::Planned) => {
                 "back to planned (the target kept the old password; a server will redo them)"
             }
-            "out-of-sync" => "OUT OF SYNC (the target accepts neither password; both are kept)",
-            other => other,
+            Some(ItemState::OutOfSync) => {
+                "OUT OF SYNC (the target accepts neither password; both are kept)"
+            }
+            _ => state.as_str(),
         };
         println!("{n:>6}  {what}");
     }
-    Ok(if ended.iter().any(|(s, _)| s == "out-of-sync") {
+    Ok(if ended.iter().any(|(s, _)| ItemState::OutOfSync.is(s)) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

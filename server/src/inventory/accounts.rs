@@ -9,6 +9,7 @@ use super::fields::{
 };
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
+use crate::states::SyncStatus;
 use crate::store::accounts::AccountRow;
 use crate::store::{self, Page, PageRequest, Store};
 use crate::vault::{Secret, Vault, account_password_aad};
@@ -201,7 +202,7 @@ pub async fn create(
         compliant_status: "unknown".into(),
         compliant_reason: None,
         expiry_status: "unknown".into(),
-        password_sync_status: "not-verified".into(),
+        password_sync_status: SyncStatus::NotVerified.as_str().into(),
         custom_fields: encode_custom(&input.custom_fields),
         password_changed_at: now.clone(),
         created_at: now.clone(),

@@ -6,6 +6,7 @@ use super::ledger::{self, Change, Entry, EntryKind, Ledger};
 use super::{Association, ChangeKind, ChangeRequest, Registry, comment, request_seal};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::{ChangeStatus, KeyStatus, ListenerStatus};
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::{self, WriteTx};
 
@@ -21,9 +22,9 @@ enum Verdict {
 impl Verdict {
     fn status(&self) -> &'static str {
         match self {
-            Verdict::Approve(_) => "approved",
-            Verdict::Reject => "rejected",
-            Verdict::Withdraw => "withdrawn",
+            Verdict::Approve(_) => ChangeStatus::Approved.as_str(),
+            Verdict::Reject => ChangeStatus::Rejected.as_str(),
+            Verdict::Withdraw => ChangeStatus::Withdrawn.as_str(),
         }
     }
 
@@ -136,7 +137,7 @@ impl Registry {
                 .await?;
             return Err(Error::NotAllowed(why));
         }
-        if cr.status != "pending" {
+        if !ChangeStatus::Pending.is(&cr.status) {
             return Err(Error::Conflict(format!(
                 "change request {id} is already {}",
                 cr.status
@@ -349,7 +350,7 @@ impl Registry {
                     None => lockstep_runtime::signature::parse_public_key(&k.public_key)
                         .is_ok_and(|p| lockstep_runtime::signature::key_id(&p) == key_id),
                 };
-                if !requested || k.status != "pending" {
+                if !requested || !KeyStatus::Pending.is(&k.status) {
                     return Ok(Err(format!(
                         "key {key_id} is not the key that was requested (its public key or \
                          status was edited in the database?); reject this request"
@@ -358,12 +359,25 @@ impl Registry {
                 let seal = self
                     .vault
                     .attest(&trust_binding(&k.key_id, &k.public_key))?;
-                store::publisher_keys::set_status(tx.conn(), &key_id, "trusted", Some(&seal), now)
-                    .await?;
+                store::publisher_keys::set_status(
+                    tx.conn(),
+                    &key_id,
+                    KeyStatus::Trusted.as_str(),
+                    Some(&seal),
+                    now,
+                )
+                .await?;
                 Change::Put(Entry::key(&key_id, &seal))
             }
             ChangeKind::KeyRemove => {
-                store::publisher_keys::set_status(tx.conn(), &key_id, "removed", None, now).await?;
+                store::publisher_keys::set_status(
+                    tx.conn(),
+                    &key_id,
+                    KeyStatus::Removed.as_str(),
+                    None,
+                    now,
+                )
+                .await?;
                 Change::Remove(EntryKind::Key, key_id)
             }
             ChangeKind::ListenerAdd | ChangeKind::ListenerEdit => {
@@ -371,7 +385,7 @@ impl Registry {
                 let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
                     return Ok(Err("the listener is gone".into()));
                 };
-                if kind == ChangeKind::ListenerEdit && l.status != "active" {
+                if kind == ChangeKind::ListenerEdit && !ListenerStatus::Active.is(&l.status) {
                     return Ok(Err(format!("the listener is {} now", l.status)));
                 }
                 // The ledger records the name the request was made for (sealed with it), so a
@@ -401,7 +415,7 @@ impl Registry {
                     &key_id,
                     &association_json,
                 ))?;
-                l.status = "active".into();
+                l.status = ListenerStatus::Active.as_str().into();
                 l.current_version_id = Some(version_id.clone());
                 l.position = Some(association.order);
                 l.approval_seal = Some(seal.clone());
@@ -425,7 +439,7 @@ impl Registry {
                 let Some(mut l) = store::listeners::get(tx.conn(), &listener_id).await? else {
                     return Ok(Err("the listener is gone".into()));
                 };
-                l.status = "deleted".into();
+                l.status = ListenerStatus::Deleted.as_str().into();
                 l.current_version_id = None;
                 l.association = None;
                 l.position = None;
@@ -486,18 +500,30 @@ impl Registry {
             ChangeKind::KeyAdd if request_seal::holds(&self.vault, cr) => {
                 let key_id = cr.key_id.clone().unwrap_or_default();
                 if let Some(k) = store::publisher_keys::get(tx.conn(), &key_id).await?
-                    && k.status == "pending"
+                    && KeyStatus::Pending.is(&k.status)
                 {
-                    store::publisher_keys::set_status(tx.conn(), &key_id, "rejected", None, now)
-                        .await?;
+                    store::publisher_keys::set_status(
+                        tx.conn(),
+                        &key_id,
+                        KeyStatus::Rejected.as_str(),
+                        None,
+                        now,
+                    )
+                    .await?;
                 }
             }
             ChangeKind::ListenerAdd if request_seal::holds(&self.vault, cr) => {
                 let listener_id = cr.listener_id.clone().unwrap_or_default();
                 if let Some(l) = store::listeners::get(tx.conn(), &listener_id).await?
-                    && l.status == "pending"
+                    && ListenerStatus::Pending.is(&l.status)
                 {
-                    store::listeners::set_status(tx.conn(), &listener_id, "rejected", now).await?;
+                    store::listeners::set_status(
+                        tx.conn(),
+                        &listener_id,
+                        ListenerStatus::Rejected.as_str(),
+                        now,
+                    )
+                    .await?;
                 }
             }
             // A tampered request unwinds nothing; the others changed nothing in advance.

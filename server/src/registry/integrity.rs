@@ -13,6 +13,7 @@ use super::ledger::{EntryKind, Ledger};
 use super::{Association, Registry};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::{KeyStatus, ListenerStatus};
 use crate::store::listeners::{ListenerRow, VersionRow};
 use crate::store::{self};
 use crate::vault::Vault;
@@ -156,9 +157,9 @@ impl Registry {
             .await
             .map_err(|e| format!("cannot read publisher keys: {e}"))?
             .ok_or_else(untrusted)?;
-        match row.status.as_str() {
-            "trusted" => {}
-            "removed" => {
+        match KeyStatus::parse(&row.status) {
+            Some(KeyStatus::Trusted) => {}
+            Some(KeyStatus::Removed) => {
                 return Err(format!(
                     "publisher key {key_id} is no longer trusted (removed)"
                 ));
@@ -432,7 +433,7 @@ impl Registry {
         for l in rows {
             // Approval clears the seal of a deleted listener: a sealed one that is not active
             // had its status edited (a guard lifted by one UPDATE): refuse it everywhere.
-            if l.status != "active" {
+            if !ListenerStatus::Active.is(&l.status) {
                 let reason = format!(
                     "its status says '{}' but it still carries an approval (edited outside \
                      Lockstep?)",

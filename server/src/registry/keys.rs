@@ -7,6 +7,7 @@ use lockstep_runtime::signature;
 use super::{ChangeKind, ChangeRequest, Registry, comment, new_request};
 use crate::audit::Actor;
 use crate::error::{Error, FieldProblem, Result};
+use crate::states::KeyStatus;
 use crate::store::publisher_keys::PublisherKeyRow;
 use crate::store::{self};
 
@@ -102,8 +103,8 @@ impl Registry {
         // A pending key whose request was decided without unwinding it (its seal failed) may
         // be proposed again.
         if let Some(existing) = store::publisher_keys::get(tx.conn(), &key_id).await?
-            && (existing.status == "trusted"
-                || (existing.status == "pending"
+            && (KeyStatus::Trusted.is(&existing.status)
+                || (KeyStatus::Pending.is(&existing.status)
                     && store::change_requests::pending_for(tx.conn(), &key_id)
                         .await?
                         .is_some()))
@@ -120,7 +121,7 @@ impl Registry {
                 key_id: key_id.clone(),
                 name,
                 public_key: public_key.clone(),
-                status: "pending".into(),
+                status: KeyStatus::Pending.as_str().into(),
                 trust_seal: None,
                 created_by: requester.to_string(),
                 created_at: now.clone(),
@@ -159,7 +160,7 @@ impl Registry {
                 what: "publisher key",
                 id: key_id.to_string(),
             })?;
-        if existing.status != "trusted" {
+        if !KeyStatus::Trusted.is(&existing.status) {
             return Err(Error::Conflict(format!(
                 "key {key_id} is {}, not trusted; there is nothing to remove",
                 existing.status

@@ -33,6 +33,7 @@ use super::keys::trust_binding;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::command_binding;
+use crate::states::{KeyStatus, ListenerStatus};
 use crate::store::registry_ledger::{GENERATION_ACTION, LedgerRead, LedgerRow};
 use crate::store::{self, Store, WriteTx};
 use crate::vault::Vault;
@@ -479,7 +480,7 @@ async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>>
         let (Some(seal), Some(version_id)) = (&l.approval_seal, &l.current_version_id) else {
             continue;
         };
-        if l.status != "active" {
+        if !ListenerStatus::Active.is(&l.status) {
             continue;
         }
         let Some(v) = store::listeners::get_version(tx.conn(), version_id).await? else {
@@ -494,7 +495,7 @@ async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>>
     }
     for k in store::publisher_keys::list(tx.conn()).await? {
         if let Some(seal) = &k.trust_seal
-            && k.status == "trusted"
+            && KeyStatus::Trusted.is(&k.status)
             && vault.check_attestation(&trust_binding(&k.key_id, &k.public_key), seal)
         {
             entries.push(Entry::key(&k.key_id, seal));

@@ -42,6 +42,7 @@ use lockstep_runtime::{LoadedListener, Runtime};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::identity::Privilege;
+use crate::states::ChangeStatus;
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::registry_ledger::LedgerRead;
 use crate::store::{self, Store, WriteTx};
@@ -404,7 +405,7 @@ fn new_request(
     ChangeRequestRow {
         id: crate::time::new_id("chg"),
         kind: kind.as_str().to_string(),
-        status: "pending".into(),
+        status: ChangeStatus::Pending.as_str().into(),
         subject: subject.to_string(),
         listener_id: None,
         version_id: None,

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{Association, ChangeRequest, Registry};
 use crate::error::{Error, Result};
 use crate::inventory::resources::Resource;
+use crate::states::ChangeStatus;
 use crate::store::listeners::ListenerRow;
 use crate::store::{self, Page, PageRequest};
 
@@ -112,7 +113,7 @@ impl Registry {
         page: &PageRequest,
     ) -> Result<Page<ChangeRequest>> {
         if let Some(s) = status
-            && !matches!(s, "pending" | "approved" | "rejected" | "withdrawn")
+            && ChangeStatus::parse(s).is_none()
         {
             return Err(Error::validation(
                 "status",

@@ -10,6 +10,7 @@ use lockstep_runtime::signature::{self, ListenerSignature};
 use super::{Association, ChangeKind, ChangeRequest, Registry, comment, new_request};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
+use crate::states::ListenerStatus;
 use crate::store::change_requests::ChangeRequestRow;
 use crate::store::listeners::{ListenerRow, VersionRow};
 use crate::store::{self, WriteTx};
@@ -80,8 +81,8 @@ impl Registry {
         let mut tx = self.store.begin_write().await?;
         let listener_id = match store::listeners::get_by_name(tx.conn(), &name).await? {
             Some(l)
-                if l.status == "active"
-                    || (l.status == "pending"
+                if ListenerStatus::Active.is(&l.status)
+                    || (ListenerStatus::Pending.is(&l.status)
                         && store::change_requests::pending_for(tx.conn(), &name)
                             .await?
                             .is_some()) =>
@@ -99,7 +100,7 @@ impl Registry {
                 let row = ListenerRow {
                     id: crate::time::new_id("lsn"),
                     name: name.clone(),
-                    status: "pending".into(),
+                    status: ListenerStatus::Pending.as_str().into(),
                     current_version_id: None,
                     association: None,
                     position: None,
@@ -262,12 +263,14 @@ impl Registry {
                 what: "listener",
                 id: name.to_string(),
             })?;
-        if l.status != "active" {
+        if !ListenerStatus::Active.is(&l.status) {
             return Err(Error::Conflict(format!(
                 "listener '{name}' is {}; only an approved, active listener can be changed",
-                match l.status.as_str() {
-                    "pending" => "still waiting for its first approval",
-                    "deleted" => "deleted (upload it again with POST /v1/listeners)",
+                match ListenerStatus::parse(&l.status) {
+                    Some(ListenerStatus::Pending) => "still waiting for its first approval",
+                    Some(ListenerStatus::Deleted) => {
+                        "deleted (upload it again with POST /v1/listeners)"
+                    }
                     _ => "not active (its addition was rejected)",
                 }
             )));

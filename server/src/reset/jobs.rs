@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::settings::from_row;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::states::{ItemState, JobStatus};
 use crate::store::resets::{ItemRow, JobRow};
 use crate::store::{self, Store};
 use crate::vault::{Secret, Vault};
@@ -97,11 +98,13 @@ fn view(j: JobRow, items: Vec<ItemRow>) -> Job {
         ..Progress::default()
     };
     for i in &items {
-        match i.state.as_str() {
-            "done" | "committed" | "post-listeners" => p.succeeded += 1,
-            "vetoed" => p.vetoed += 1,
-            "failed" | "parked" => p.failed += 1,
-            "out-of-sync" => p.out_of_sync += 1,
+        match ItemState::parse(&i.state) {
+            Some(ItemState::Done | ItemState::Committed | ItemState::PostListeners) => {
+                p.succeeded += 1
+            }
+            Some(ItemState::Vetoed) => p.vetoed += 1,
+            Some(ItemState::Failed | ItemState::Parked) => p.failed += 1,
+            Some(ItemState::OutOfSync) => p.out_of_sync += 1,
             _ => p.in_progress += 1,
         }
     }
@@ -403,7 +406,7 @@ pub(super) async fn create(
         id: crate::time::new_id("job"),
         kind: spec.kind.into(),
         trigger: spec.trigger.into(),
-        status: "running".into(),
+        status: JobStatus::Running.as_str().into(),
         requested_by: spec.user.to_string(),
         reason: spec.reason.clone(),
         apply_remote: spec.apply_remote.into(),
@@ -429,7 +432,7 @@ pub(super) async fn create(
             id: crate::time::new_id("rst"),
             job_id: job.id.clone(),
             account_id: account_id.clone(),
-            state: "planned".into(),
+            state: ItemState::Planned.as_str().into(),
             attempts: 0,
             detail: None,
             listeners: "[]".into(),

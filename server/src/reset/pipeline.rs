@@ -33,6 +33,7 @@ use crate::inventory::accounts::Account;
 use crate::inventory::resource_types::ResetMethod;
 use crate::inventory::resources::Resource;
 use crate::registry::Registry;
+use crate::states::{AgentStatus, SyncStatus, TaskState};
 use crate::store::agents::{AgentRow, TaskRow};
 use crate::store::resets::{ItemRow, JobRow};
 use crate::store::{self, Store};
@@ -70,18 +71,19 @@ const AGENT_PICKUP: Duration = Duration::from_secs(15 * 60);
 
 /// Where the pipeline is, as stored.
 mod state {
-    pub const PLANNED: &str = "planned";
-    pub const PRE_LISTENERS: &str = "pre-listeners";
-    pub const PENDING_WRITTEN: &str = "pending-written";
-    pub const APPLIED: &str = "applied";
-    pub const VERIFIED: &str = "verified";
-    pub const COMMITTED: &str = "committed";
-    pub const POST_LISTENERS: &str = "post-listeners";
-    pub const DONE: &str = "done";
-    pub const VETOED: &str = "vetoed";
-    pub const FAILED: &str = "failed";
-    pub const OUT_OF_SYNC: &str = "out-of-sync";
-    pub const PARKED: &str = "parked";
+    use crate::states::ItemState;
+    pub const PLANNED: &str = ItemState::Planned.as_str();
+    pub const PRE_LISTENERS: &str = ItemState::PreListeners.as_str();
+    pub const PENDING_WRITTEN: &str = ItemState::PendingWritten.as_str();
+    pub const APPLIED: &str = ItemState::Applied.as_str();
+    pub const VERIFIED: &str = ItemState::Verified.as_str();
+    pub const COMMITTED: &str = ItemState::Committed.as_str();
+    pub const POST_LISTENERS: &str = ItemState::PostListeners.as_str();
+    pub const DONE: &str = ItemState::Done.as_str();
+    pub const VETOED: &str = ItemState::Vetoed.as_str();
+    pub const FAILED: &str = ItemState::Failed.as_str();
+    pub const OUT_OF_SYNC: &str = ItemState::OutOfSync.as_str();
+    pub const PARKED: &str = ItemState::Parked.as_str();
 }
 
 /// The reset engine: owns the workers.
@@ -151,7 +153,7 @@ impl Subject {
     fn unreachable(&self) -> Option<String> {
         match (&self.agent, self.remote()) {
             (_, false) => None,
-            (Some(a), true) if a.status != "active" => Some(format!(
+            (Some(a), true) if !AgentStatus::Active.is(&a.status) => Some(format!(
                 "agent {} of resource '{}' was revoked; enroll a new agent on the machine, or \
                  reset with apply_remote false to change only the vault",
                 a.id, self.resource.name
@@ -528,8 +530,13 @@ impl Engine {
                 store::resets::set_pending(tx.conn(), &item.id, None).await?;
             }
             if to == state::OUT_OF_SYNC {
-                store::accounts::set_sync_status(tx.conn(), &item.account_id, "out-of-sync", &now)
-                    .await?;
+                store::accounts::set_sync_status(
+                    tx.conn(),
+                    &item.account_id,
+                    SyncStatus::OutOfSync.as_str(),
+                    &now,
+                )
+                .await?;
             }
             audit::append(
                 &mut tx,
@@ -689,9 +696,9 @@ impl Engine {
                 let task = self
                     .apply_via_agent(&item, &s, agent, &new, attempts)
                     .await?;
-                match task.state.as_str() {
+                match TaskState::parse(&task.state) {
                     // The agent set the password and checked the account accepts it.
-                    "succeeded" => {
+                    Some(TaskState::Succeeded) => {
                         self.step(&item, state::APPLIED, None, &listeners, attempts)
                             .await?;
                         self.step(&item, state::VERIFIED, None, &listeners, attempts)
@@ -700,7 +707,9 @@ impl Engine {
                             .commit(item, s, new, Some(old), listeners, attempts)
                             .await;
                     }
-                    "refused" if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS => {
+                    Some(TaskState::Refused)
+                        if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
+                    {
                         new = self.fresh_password(&s).await?;
                         continue;
                     }
@@ -1247,14 +1256,16 @@ impl Engine {
             }
             tracing::info!(item = %item.id, task = %id, "waiting for the agent's result of a reset left in flight");
             let task = agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await?;
-            return match task.state.as_str() {
-                "succeeded" => {
+            return match TaskState::parse(&task.state) {
+                Some(TaskState::Succeeded) => {
                     self.step(&item, state::VERIFIED, None, &listeners, attempts)
                         .await?;
                     self.commit(item, s, new, Some(old), listeners, attempts)
                         .await
                 }
-                "refused" | "failed" | "cancelled" if attempts < MAX_GENERATED_ATTEMPTS => {
+                Some(TaskState::Refused | TaskState::Failed | TaskState::Cancelled)
+                    if attempts < MAX_GENERATED_ATTEMPTS =>
+                {
                     self.restart(&item, attempts).await
                 }
                 _ => {
@@ -1367,20 +1378,20 @@ impl Engine {
         generated: bool,
     ) -> Result<()> {
         let message = task.message.unwrap_or_default();
-        let (to, why) = match task.state.as_str() {
-            "refused" if generated => (
+        let (to, why) = match TaskState::parse(&task.state) {
+            Some(TaskState::Refused) if generated => (
                 state::PARKED,
                 format!(
                     "the target refused {attempts} generated passwords; a person must look: {message}"
                 ),
             ),
-            "lost" | "unconfirmed" => (
+            Some(TaskState::Lost | TaskState::Unconfirmed) => (
                 state::OUT_OF_SYNC,
                 format!("agent task {} {}: {message}", task.id, task.state),
             ),
-            other => (
+            _ => (
                 state::FAILED,
-                format!("the agent's task {other}: {message}"),
+                format!("the agent's task {}: {message}", task.state),
             ),
         };
         self.step(&item, to, Some(&why), &listeners, attempts).await
@@ -1450,7 +1461,7 @@ impl Engine {
                 }
             }
         }
-        if let Some(agent) = s.via_agent().filter(|a| a.status == "active")
+        if let Some(agent) = s.via_agent().filter(|a| AgentStatus::Active.is(&a.status))
             && !(phase == Phase::PreReset && stop.is_some())
         {
             let on_agent = self

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::jobs::{Job, Progress};
+use crate::states::JobStatus;
 
 /// One account's new state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -95,7 +96,7 @@ impl Seen {
                 progress: job.progress.clone(),
             }));
         }
-        if job.status == "finished" {
+        if JobStatus::Finished.is(&job.status) {
             self.finished = true;
             out.push(JobChange::Finished(Box::new(job)));
         }
