@@ -2,7 +2,7 @@
 # Installs what the SSH reset tests need without touching this machine's own /etc or accounts:
 # OpenSSH's sshd and sudo (and sshpass, for the benchmark's baseline), extracted from Debian
 # packages into a private folder. The tests run
-# them inside mount/PID namespaces with a private /etc (tests/tests/common/sshd.rs), never on
+# them inside mount/PID namespaces with a private /etc (testkit/src/sshd.rs), never on
 # the host. Idempotent. Prints the folder.
 set -euo pipefail
 

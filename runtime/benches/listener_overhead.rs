@@ -7,11 +7,8 @@
 //! Run: `cargo bench -p lockstep-runtime --bench listener_overhead` (see docs/performance.md).
 
 /// The tests' hand-written listener components (WAT wrapped for the listener world).
-#[path = "../../tests/tests/common/components.rs"]
-#[allow(dead_code)]
-mod components;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use lockstep_testkit::components;
+use lockstep_testkit::listeners;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +135,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    let wasm = support::wasm("test_probe");
+    let wasm = listeners::wasm("test_probe");
     let runtime = Runtime::new(None).expect("runtime");
 
     // Compile and cache-hit times.
@@ -162,7 +159,7 @@ fn main() {
 
     let freeze = runtime
         .load(
-            &support::wasm("change_freeze"),
+            &listeners::wasm("change_freeze"),
             Manifest::parse(include_str!("../../listeners/change-freeze/manifest.toml"))
                 .expect("manifest"),
         )

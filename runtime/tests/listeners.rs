@@ -9,12 +9,9 @@ use lockstep_runtime::{
     RunContext, RunFailure, Runtime, TargetExec, Trigger,
 };
 
-mod support;
-use support::wasm;
 /// The hostile suite's hand-written components (WAT wrapped for the listener world).
-#[path = "../../tests/tests/common/components.rs"]
-#[allow(dead_code)]
-mod components;
+use lockstep_testkit::components;
+use lockstep_testkit::listeners::wasm;
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();

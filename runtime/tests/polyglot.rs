@@ -3,14 +3,12 @@
 //! Their compiled form is cached under the target dir: an 18 MB component takes a while to
 //! compile, and the cache is exactly what the server does too.
 
-mod support;
-
 use std::sync::OnceLock;
 
 use lockstep_runtime::{
     Error, HookOutcome, LoadedListener, Manifest, Phase, ResetEvent, RunContext, Runtime, Trigger,
 };
-use support::{wasm, wasm_dir};
+use lockstep_testkit::listeners::{wasm, wasm_dir};
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();

@@ -1,15 +1,12 @@
 //! The agentless SSH reset against real OpenSSH targets (sshd in namespaces with a private
-//! /etc; see tests/tests/common/sshd.rs): root and sudo admins, verification by login, and the
+//! /etc; see testkit/src/sshd.rs): root and sudo admins, verification by login, and the
 //! failures a user meets (wrong admin password, target down, host key changed).
-
-#[path = "../../tests/tests/common/sshd.rs"]
-mod sshd;
 
 use lockstep_server::inventory::reset_command::ResetCommand;
 use lockstep_server::reset::remote::{self, AdminKind, ApplyFailure};
 use lockstep_server::reset::ssh::{self, Endpoint, SshFailure, Timeouts};
 use lockstep_server::vault::Secret;
-use sshd::{SshTarget, TargetUser};
+use lockstep_testkit::sshd::{SshTarget, TargetUser};
 
 fn secret(s: &str) -> Secret {
     Secret::new(s.to_string())

@@ -7,6 +7,7 @@ use lockstep_server::inventory::resources::{self, NewResource, ResourcePatch};
 use lockstep_server::store::{PageRequest, Store};
 use lockstep_server::vault::{MasterKey, Secret, Vault};
 use lockstep_server::{Error, identity, inventory, serve};
+use lockstep_testkit::PostgresDatabase;
 use sqlx::{AnyConnection, Connection, Executor};
 
 /// A store on one backend, and how to clean it up.
@@ -14,10 +15,9 @@ struct TestDb {
     store: Store,
     url: String,
     _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
+    /// The PostgreSQL database, dropped with this (after the store) whatever the test's outcome.
+    _postgres: Option<PostgresDatabase>,
 }
-
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 impl TestDb {
     async fn sqlite() -> TestDb {
@@ -29,31 +29,14 @@ impl TestDb {
                 .unwrap(),
             url,
             _dir: Some(dir),
-            pg_name: None,
+            _postgres: None,
         }
     }
 
     async fn postgres() -> Option<TestDb> {
         sqlx::any::install_default_drivers();
-        let mut admin = match AnyConnection::connect(PG_ADMIN).await {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "PostgreSQL is required in CI: {e}"
-                );
-                eprintln!("skipping the PostgreSQL half: {e}");
-                return None;
-            }
-        };
-        let mut b = [0u8; 6];
-        getrandom::fill(&mut b).unwrap();
-        let name = format!("lockstep_store_{}", hex::encode(b));
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let db = lockstep_testkit::postgres_database().await?;
+        let url = db.url().to_string();
         let store = serve::open_store(&url, std::sync::Arc::new(vault()))
             .await
             .unwrap();
@@ -61,21 +44,12 @@ impl TestDb {
             store,
             url,
             _dir: None,
-            pg_name: Some(name),
+            _postgres: Some(db),
         })
     }
 
     async fn cleanup(self) {
         self.store.close().await;
-        if let Some(name) = self.pg_name {
-            let mut admin = AnyConnection::connect(PG_ADMIN).await.unwrap();
-            admin
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await
-                .unwrap();
-        }
     }
 }
 

@@ -13,8 +13,7 @@
 //! the real protocol (enrollment, signed requests, long-poll, reports) but change no password,
 //! so what is measured is the server and the channel, not `chpasswd`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 

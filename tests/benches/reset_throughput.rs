@@ -11,11 +11,7 @@
 //! `LOCKSTEP_BENCH_BASELINE_ACCOUNTS` (default 200) for the loop. Needs root (the targets run
 //! in namespaces) and takes a few minutes. Results go to stdout; docs/performance.md has them.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -222,7 +218,7 @@ async fn register(
 /// and approved like in production.
 async fn publish_listeners(api: &Api, root: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir();
+    let wasm = common::listeners::wasm_dir();
     publish_approved(
         api,
         root,

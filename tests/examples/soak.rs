@@ -10,8 +10,7 @@
 //! Needs root (the targets run in namespaces) and `scripts/testbed-deps.sh` run once. Exits
 //! non-zero if any password was lost or any answer was a 5xx; prints the seed to repeat a run.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use lockstep_testkit as common;
 
 use common::soak::{SoakPlan, run};
 
@@ -58,20 +57,19 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let database = if postgres {
-        let Some((url, name)) = runtime.block_on(common::postgres_database()) else {
+        let Some(db) = runtime.block_on(common::postgres_database()) else {
             eprintln!("--postgres: no PostgreSQL on 127.0.0.1:5432");
             std::process::exit(2);
         };
-        plan.database_url = Some(url);
-        Some(name)
+        plan.database_url = Some(db.url().to_string());
+        Some(db)
     } else {
         None
     };
     eprintln!("soak: {plan:?}");
     let report = runtime.block_on(run(&plan));
-    if let Some(name) = database {
-        runtime.block_on(common::drop_postgres_database(&name));
-    }
+    // Dropped here, before any `exit` (which would skip its guard).
+    drop(database);
     println!("soak (seed {}): {report}", plan.seed);
     for lost in &report.lost {
         println!("lost: {lost}");

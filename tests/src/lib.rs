@@ -1,1 +1,2 @@
-//! Shared helpers live in `tests/tests/common`; this library is intentionally empty of code.
+//! End-to-end tests live in `tests/`; what they share is the `lockstep-testkit` crate
+//! (`testkit/`). This library is intentionally empty of code.

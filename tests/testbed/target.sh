@@ -3,7 +3,7 @@
 # PID 1 of fresh mount/PID/UTS namespaces with a private /etc, /home, /root, /run and /var/log.
 # The machine's own accounts are never touched: every write lands in $STATE/upper.
 #
-# Usage (by tests/tests/common/sshd.rs, as root):
+# Usage (by testkit/src/sshd.rs, as root):
 #   unshare --mount --uts --pid --fork --kill-child --mount-proc --propagation private \
 #     tests/testbed/target.sh STATE TESTBED
 # STATE holds upper/ (the private /etc: passwd, shadow, group, gshadow, ssh/, pam.d/, sudoers,

@@ -3,10 +3,7 @@
 //! passwords in that private shadow file; the target's real sshd proves every change by
 //! logging in with the password the vault holds.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 
@@ -502,7 +499,7 @@ async fn publish_proof_hook(api: &Api, root: &str, dir: &std::path::Path) {
         dir,
         &[(
             "exec-hook",
-            support::wasm_dir().join("exec_hook.wasm"),
+            common::listeners::wasm_dir().join("exec_hook.wasm"),
             json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
                    "order": 10, "parameters": ["/usr/bin/dd", "of=/etc/lockstep-proof"]}),
         )],
@@ -726,7 +723,7 @@ async fn an_agent_gets_only_the_components_its_tasks_name() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir().join("exec_hook.wasm");
+    let wasm = common::listeners::wasm_dir().join("exec_hook.wasm");
     publish_approved(
         &api,
         &root,

@@ -1,7 +1,7 @@
 //! The role × endpoint authorization matrix, through real HTTP against a real server process:
 //! 401 without (or with a bad) token, 403 without the privilege (and audited), allowed with it.
 
-mod common;
+use lockstep_testkit as common;
 
 use common::{Api, Server, resource_with_account, user_with_role};
 use serde_json::json;

@@ -7,7 +7,7 @@
 //! one: `LOCKSTEP_FUZZ_EXAMPLES=500 cargo test -p lockstep-tests --test api_fuzz`.
 //! The token goes to schemathesis in a 0600 configuration file, never in its argv.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;

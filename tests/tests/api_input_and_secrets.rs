@@ -1,7 +1,7 @@
 //! Bad input gets a clear 4xx problem document and never a 5xx; secrets appear in no response
 //! but an authorized retrieval, and in no log line, argv or environment.
 
-mod common;
+use lockstep_testkit as common;
 
 use common::{Api, Server, random_hex, user_with_role};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! they could when the chain was unkeyed; they delete the newest events; they forge a
 //! checkpoint. `lockstep audit verify` and `GET /v1/audit/verify` name what they did.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 

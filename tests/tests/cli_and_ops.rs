@@ -2,13 +2,12 @@
 //! PostgreSQL), HTTPS by default with a pinned-able fingerprint, `--dev` only on loopback,
 //! graceful shutdown, syslog forwarding, and the PostgreSQL server end to end.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::time::Duration;
 
 use common::{
-    Api, Server, ServerOptions, admin_create, drop_postgres_database, lockstep, postgres_database,
-    resource_with_account,
+    Api, Server, ServerOptions, admin_create, lockstep, postgres_database, resource_with_account,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -123,11 +122,12 @@ async fn audit_verify_names_the_edited_deleted_or_reordered_sqlite_row() {
 
 #[tokio::test]
 async fn postgres_end_to_end_and_audit_verify() {
-    let Some((url, name)) = postgres_database().await else {
+    let Some(pg) = postgres_database().await else {
         return;
     };
+    let url = pg.url();
     let mut server = Server::start_with(ServerOptions {
-        database_url: Some(url.clone()),
+        database_url: Some(url.to_string()),
         ..Default::default()
     });
     make_some_history(&server).await;
@@ -149,12 +149,8 @@ async fn postgres_end_to_end_and_audit_verify() {
     // The server's key is in its data directory; `audit verify` needs it.
     let key = server.data_dir().join("master.key");
     let key = key.to_str().unwrap();
-    assert_verify(
-        &["--database-url", &url, "--master-key-file", key],
-        true,
-        "",
-    );
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    assert_verify(&["--database-url", url, "--master-key-file", key], true, "");
+    let mut db = sqlx::PgConnection::connect(url).await.unwrap();
     let plain: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM accounts WHERE position(convert_to('pg-Sentinel-9', 'UTF8') in password_ciphertext) > 0",
     )
@@ -171,12 +167,11 @@ async fn postgres_end_to_end_and_audit_verify() {
         .await
         .unwrap();
     assert_verify(
-        &["--database-url", &url, "--master-key-file", key],
+        &["--database-url", url, "--master-key-file", key],
         false,
         &format!("seq 2 (id {id2})"),
     );
     db.close().await.unwrap();
-    drop_postgres_database(&name).await;
 }
 
 #[tokio::test]

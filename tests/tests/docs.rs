@@ -3,7 +3,7 @@
 //! subcommands and flags that exist, and every `METHOD /v1/...` they name is an operation of
 //! the served OpenAPI document.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

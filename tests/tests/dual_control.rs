@@ -3,7 +3,7 @@
 //! custody existed (tokens minted for another user, a privileged user created and approved
 //! as, a second account laundering the approval, a role handing out more than its holder has).
 
-mod common;
+use lockstep_testkit as common;
 
 use common::{Api, Server, activate, lockstep, user_with_role};
 use serde_json::{Value, json};

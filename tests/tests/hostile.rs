@@ -10,10 +10,7 @@
 //! listener world, for what no compiler emits: a lying allocator, pointers out of bounds,
 //! invalid UTF-8, an unknown variant tag, table growth.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -559,7 +556,7 @@ async fn every_hostile_listener_is_contained_audited_and_the_server_keeps_servin
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let probe_wasm = support::wasm_dir().join("test_probe.wasm");
+    let probe_wasm = common::listeners::wasm_dir().join("test_probe.wasm");
 
     // One resource type, resource and account per case: each case is its own reset. The
     // honest listener runs after the corpus, on a type of its own.

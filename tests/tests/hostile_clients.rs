@@ -2,10 +2,7 @@
 //! server's memory, the audit trail or a job record without bound, nor carry control characters
 //! to whoever reads them.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::time::Duration;
 
@@ -112,7 +109,7 @@ async fn listener_task_at_hand() -> ListenerTaskAtHand {
         dir.path(),
         &[(
             "exec-hook",
-            support::wasm_dir().join("exec_hook.wasm"),
+            common::listeners::wasm_dir().join("exec_hook.wasm"),
             json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
                    "order": 10, "parameters": ["/usr/bin/wc", "-c"]}),
         )],

@@ -1,10 +1,7 @@
 //! `lockstep listener test`: a real component, a manifest and a sample event, through the
 //! real binary.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use common::lockstep;
 
@@ -14,7 +11,7 @@ fn root() -> std::path::PathBuf {
 
 #[test]
 fn runs_a_listener_locally_and_reports_outcome_denials_and_time() {
-    let wasm = support::wasm_dir().join("change_freeze.wasm");
+    let wasm = common::listeners::wasm_dir().join("change_freeze.wasm");
     let manifest = root().join("listeners/change-freeze/manifest.toml");
     let event = root().join("listeners/change-freeze/samples/frozen.toml");
     let (status, stdout, stderr) = lockstep(&[
@@ -52,7 +49,7 @@ fn runs_a_listener_locally_and_reports_outcome_denials_and_time() {
          [secrets]\nold_password = \"Sample-Old-1\"\nnew_password = \"Sample-New-2\"\n",
     )
     .unwrap();
-    let probe = support::wasm_dir().join("test_probe.wasm");
+    let probe = common::listeners::wasm_dir().join("test_probe.wasm");
     let args = [
         "listener",
         "test",
@@ -113,7 +110,11 @@ fn keygen_sign_and_verify_bind_component_and_manifest() {
     assert!(stderr.contains("cannot create key file"), "{stderr}");
 
     let wasm = dir.path().join("change_freeze.wasm");
-    std::fs::copy(support::wasm_dir().join("change_freeze.wasm"), &wasm).unwrap();
+    std::fs::copy(
+        common::listeners::wasm_dir().join("change_freeze.wasm"),
+        &wasm,
+    )
+    .unwrap();
     let manifest = dir.path().join("manifest.toml");
     std::fs::copy(
         root().join("listeners/change-freeze/manifest.toml"),

@@ -3,17 +3,14 @@
 //! gets its own answer, and a listener whose stored bytes were edited in the database (SQLite or
 //! PostgreSQL) is refused before it could run.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Api, Reply, Server, ServerOptions, drop_postgres_database, lockstep, lockstep_env,
-    postgres_database, random_hex, user_with_role,
+    Api, Reply, Server, ServerOptions, lockstep, lockstep_env, postgres_database, random_hex,
+    user_with_role,
 };
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -43,7 +40,7 @@ fn manifest_v2() -> String {
 }
 
 fn wasm() -> Vec<u8> {
-    support::wasm("change_freeze")
+    common::listeners::wasm("change_freeze")
 }
 
 /// `text` with `from` replaced by `to`; `from` must be there, so the edit always bites.
@@ -1043,16 +1040,15 @@ async fn an_edited_postgres_row_is_refused_before_any_run() {
 /// Runs `scenario` against a server on a fresh database of the machine's PostgreSQL, then stops
 /// the server and drops the database (skipped where there is none, outside CI).
 async fn on_postgres(scenario: impl AsyncFn(&Server, &str)) {
-    let Some((url, name)) = postgres_database().await else {
+    let Some(db) = postgres_database().await else {
         return;
     };
     let mut server = Server::start_with(ServerOptions {
-        database_url: Some(url.clone()),
+        database_url: Some(db.url().to_string()),
         ..Default::default()
     });
-    scenario(&server, &url).await;
+    scenario(&server, db.url()).await;
     assert_eq!(server.stop().code(), Some(0));
-    drop_postgres_database(&name).await;
 }
 
 /// The approved state of change-freeze's row: (version id, association, position, seal).

@@ -2,10 +2,7 @@
 //! (sshd in namespaces with a private /etc), with real listeners from `listeners/` in the
 //! pipeline; every outcome is checked on the target itself, in the vault and in the audit trail.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 
@@ -275,7 +272,7 @@ async fn listeners_veto_before_and_fail_after_without_undoing_the_reset() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir();
+    let wasm = common::listeners::wasm_dir();
     publish_approved(
         &api,
         &root,
@@ -1094,7 +1091,7 @@ async fn a_pre_reset_guard_that_cannot_run_stops_the_reset() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_dir();
+    let wasm = common::listeners::wasm_dir();
     publish_approved(
         &api,
         &root,
@@ -1302,7 +1299,7 @@ async fn change_freeze_in_dc1(api: &Api, root: &str, dir: &Path, resource_type: 
         dir,
         &[(
             "change-freeze",
-            support::wasm_dir().join("change_freeze.wasm"),
+            common::listeners::wasm_dir().join("change_freeze.wasm"),
             json!({"phases": ["pre-reset"], "modes": ["agentless"],
                 "resource_types": [resource_type], "order": 10, "parameters": ["DC1"]}),
         )],

@@ -2,7 +2,7 @@
 //! SIGKILL in the middle of a bulk job, started again, and every account's stored password must
 //! still log in on its target.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -89,15 +89,14 @@ async fn killing_the_server_mid_job_loses_no_password() {
 
 #[tokio::test]
 async fn killing_the_server_mid_job_loses_no_password_on_postgresql() {
-    let Some((url, db)) = common::postgres_database().await else {
+    let Some(db) = common::postgres_database().await else {
         return;
     };
     kill_mid_job(common::ServerOptions {
-        database_url: Some(url),
+        database_url: Some(db.url().to_string()),
         ..Default::default()
     })
     .await;
-    common::drop_postgres_database(&db).await;
 }
 
 /// Kills the server with SIGKILL once a 30-account job over two targets is under way, starts
@@ -181,12 +180,12 @@ async fn kill_mid_job(options: common::ServerOptions) {
 
 #[tokio::test]
 async fn a_bulk_job_runs_the_same_on_postgresql() {
-    let Some((url, db)) = common::postgres_database().await else {
+    let Some(db) = common::postgres_database().await else {
         return;
     };
     let t = SshTarget::start("Root-Pw-1", &users(6));
     let server = Server::start_with(common::ServerOptions {
-        database_url: Some(url),
+        database_url: Some(db.url().to_string()),
         ..Default::default()
     });
     let api = Api::new(&server);
@@ -226,7 +225,7 @@ async fn a_bulk_job_runs_the_same_on_postgresql() {
         assert!(logs_in(&t, login, &pw).await, "{login}");
     }
     drop(server);
-    common::drop_postgres_database(&db).await;
+    drop(db);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! which password it accepts before anything is retried, regenerated, parked or failed. Every
 //! test ends by logging in with each account's stored password on the real target.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -11,10 +11,7 @@
 //! GET the OpenAPI document lists, called with each id the run made (authorized retrievals
 //! are the only answers allowed to hold a password); the database files.
 
-mod common;
-#[path = "../../runtime/tests/support/mod.rs"]
-#[allow(dead_code)]
-mod support;
+use lockstep_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -224,14 +221,14 @@ async fn no_password_appears_in_argv_environ_logs_audit_database_or_api_answers(
         &[
             (
                 "exec-hook",
-                support::wasm_dir().join("exec_hook.wasm"),
+                common::listeners::wasm_dir().join("exec_hook.wasm"),
                 json!({"phases": ["post-reset"], "modes": ["agentless", "agent"],
                        "resource_types": ["Linux"], "order": 10,
                        "parameters": ["/usr/bin/wc", "-c"]}),
             ),
             (
                 "leak-probe",
-                support::wasm_dir().join("test_probe.wasm"),
+                common::listeners::wasm_dir().join("test_probe.wasm"),
                 json!({"phases": ["post-reset"], "modes": ["agentless"],
                        "resource_types": ["Linux"], "order": 20,
                        "parameters": ["new-password"]}),

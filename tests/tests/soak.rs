@@ -1,8 +1,8 @@
 //! A short crash-kill soak for CI, on SQLite and on PostgreSQL (the harness runs 50 iterations
 //! by default: `cargo run -p lockstep-tests --example soak [-- --postgres]`). See
-//! `common/soak.rs`.
+//! `testkit/src/soak.rs`.
 
-mod common;
+use lockstep_testkit as common;
 
 use common::soak::{SoakPlan, run};
 
@@ -31,9 +31,8 @@ async fn a_short_crash_kill_soak_loses_no_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_crash_kill_soak_on_postgresql_loses_no_password() {
-    let Some((url, name)) = common::postgres_database().await else {
+    let Some(db) = common::postgres_database().await else {
         return;
     };
-    short_soak(2, Some(url)).await;
-    common::drop_postgres_database(&name).await;
+    short_soak(2, Some(db.url().to_string())).await;
 }

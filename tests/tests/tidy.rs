@@ -1,9 +1,9 @@
 //! House rules that check themselves (issue 24), in the manner of rust-analyzer's `tidy.rs`:
-//! the layering `docs/ARCHITECTURE.md` states, module docs, and SQLite and PostgreSQL schemas
-//! that stay in step. Each rule is also run on a deliberately broken input, so a rule that
+//! the layering `docs/ARCHITECTURE.md` states, module docs, no module included by path, and
+//! SQLite and PostgreSQL schemas that stay in step. Each rule is also run on a deliberately broken input, so a rule that
 //! stopped seeing anything would fail too.
 
-mod common;
+use lockstep_testkit as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The product crates (not the tests, not the listeners).
+/// The product crates (not the tests, not the test kit, not the listeners).
 const CRATES: [&str; 6] = [
     "server",
     "runtime",
@@ -24,6 +24,11 @@ const CRATES: [&str; 6] = [
 
 /// The Rust sources of the product crates, as (path from the repository root, text).
 fn sources() -> Vec<(String, String)> {
+    sources_of(&CRATES)
+}
+
+/// The Rust sources of `crates` (their `src/`), as (path from the repository root, text).
+fn sources_of(crates: &[&str]) -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -35,14 +40,7 @@ fn sources() -> Vec<(String, String)> {
         }
     }
     let mut files = Vec::new();
-    for krate in [
-        "server",
-        "runtime",
-        "agent",
-        "protocol",
-        "sdk",
-        "canonical-json",
-    ] {
+    for krate in crates {
         walk(&repo().join(krate).join("src"), &mut files);
     }
     files.sort();
@@ -223,12 +221,13 @@ fn unused_dependencies(manifest: &str, code: &str) -> Vec<String> {
 #[test]
 fn every_dependency_is_used() {
     let mut unused = Vec::new();
-    for krate in CRATES {
+    // The test kit is no product crate (the layering rules do not apply to it), but a library
+    // all the same: what it depends on, it uses.
+    for krate in CRATES.into_iter().chain(["testkit"]) {
         let dir = repo().join(krate);
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        let code: String = sources()
+        let code: String = sources_of(&[krate])
             .into_iter()
-            .filter(|(path, _)| path.starts_with(&format!("{krate}/")))
             .map(|(_, text)| text)
             .collect();
         for name in unused_dependencies(&manifest, &code) {
@@ -318,6 +317,39 @@ fn repository_paths() -> Vec<String> {
     let mut out = Vec::new();
     walk(&repo(), &repo(), &mut out);
     out
+}
+
+/// Files with a `#[path = ...]` attribute (also inside `cfg_attr`): a module included from a
+/// file of another crate or test target instead of used as a crate.
+fn path_includes(files: &[(String, String)]) -> Vec<String> {
+    offenders(
+        files,
+        |_| true,
+        |l| {
+            let l: String = l.split_whitespace().collect();
+            l.starts_with("#[path") || (l.starts_with("#[cfg_attr(") && l.contains(",path="))
+        },
+    )
+}
+
+#[test]
+fn no_module_is_included_by_path() {
+    let files: Vec<(String, String)> = repository_paths()
+        .into_iter()
+        .filter(|p| p.ends_with(".rs"))
+        .map(|p| {
+            let text = std::fs::read_to_string(repo().join(&p[1..])).unwrap();
+            (p[1..].to_string(), text)
+        })
+        .collect();
+    assert!(files.len() > 100, "{} Rust files", files.len());
+    let found = path_includes(&files);
+    assert!(
+        found.is_empty(),
+        "`#[path]` includes in {found:?}: code shared between crates or test targets is a crate, \
+         not a file compiled again in each; hint: test helpers live in the test kit \
+         (`testkit/`, package `lockstep-testkit`), a normal dev-dependency"
+    );
 }
 
 #[test]
@@ -503,6 +535,25 @@ fn the_rules_catch_what_they_are_for() {
         state_names_outside_their_enum(&files, &["done"]),
         ["server/src/reset/x.rs:2: \"done\""]
     );
+    let included = vec![
+        (
+            "tests/tests/x.rs".to_string(),
+            "//! x\n#[path = \"../../runtime/tests/support/mod.rs\"]\nmod support;\n".to_string(),
+        ),
+        (
+            "tests/tests/y.rs".to_string(),
+            "//! y\n// #[path = \"a.rs\"] in a comment\nconst S: &str = \"#[path]\";\nmod common;\n"
+                .to_string(),
+        ),
+        (
+            "server/tests/z.rs".to_string(),
+            "//! z\n  #[cfg_attr(unix, path = \"unix.rs\")]\nmod os;\n".to_string(),
+        ),
+    ];
+    assert_eq!(
+        path_includes(&included),
+        ["tests/tests/x.rs", "server/tests/z.rs"]
+    );
 }
 
 /// Every (table, column) of a fresh database migrated by the server.
@@ -544,11 +595,11 @@ async fn sqlite_and_postgresql_migrations_make_the_same_tables_and_columns() {
         dir.path().join("tidy.db").display()
     ))
     .await;
-    let Some((url, name)) = common::postgres_database().await else {
+    let Some(db) = common::postgres_database().await else {
         return;
     };
-    let postgres = schema(&url).await;
-    common::drop_postgres_database(&name).await;
+    let postgres = schema(db.url()).await;
+    drop(db);
     let only_sqlite: Vec<_> = sqlite.difference(&postgres).collect();
     let only_postgres: Vec<_> = postgres.difference(&sqlite).collect();
     assert!(sqlite.len() > 50, "{} columns", sqlite.len());

@@ -6,8 +6,6 @@
 //! loopback address (127.0.0.2–254) and port. `scripts/testbed-deps.sh` provides sshd and sudo;
 //! `tests/testbed/target.sh` does the mounts. `docs/CONTRIBUTING.md` ("Test targets") says more.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

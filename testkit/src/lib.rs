@@ -1,14 +1,42 @@
-//! Shared harness: a real `lockstep` process on loopback, its log, and a JSON client.
-
-#![allow(dead_code)]
+//! The test kit: what the workspace's tests, benchmarks and examples share, as a normal
+//! dev-dependency (`use lockstep_testkit as common;`) instead of files included by path.
+//!
+//! - the root: a real `lockstep` process on loopback ([`Server`], [`spawn_serve`]), its log, a
+//!   JSON client ([`Api`]), the CLI ([`lockstep`], [`admin_create`]) and users;
+//! - [`postgres`]: a fresh PostgreSQL database per test, dropped by its guard whatever the
+//!   test's outcome;
+//! - [`sshd`]: real OpenSSH reset targets in namespaces; [`agent`]: `lockstep-agent`
+//!   processes inside them; [`sim_agent`]: an agent simulated in the test process;
+//! - [`registry`]: listeners approved the way production does; [`listeners`]: the components
+//!   in `listeners/`, built by `scripts/build-listeners.sh`; [`components`]: hand-written
+//!   hostile components;
+//! - with the `server` feature: `resets` (waiting for jobs, reading the vault, logging in on a
+//!   target with the server's own SSH client) and `soak` (the crash-kill soak).
+//!
+//! **Dependencies.** `lockstep-server` depends on `lockstep-runtime`, and the runtime's own
+//! tests use [`components`] and [`listeners`]. So the only link to the server is optional,
+//! behind the `server` feature (which `lockstep-tests` turns on): the runtime and the server
+//! dev-depend on this crate without it, and a build of either alone (`-p`) never builds the
+//! server for a dev-dependency. In a `--workspace` build cargo unifies the feature, so the
+//! runtime's and the server's test binaries see it on; that is a dev-dependency cycle, which
+//! cargo allows, and their tests link the same `lockstep-server` library the test kit does.
+//!
+//! Not a product crate: the tidy test's layering rules (no SQL outside the store, no HTTP
+//! outside the API) do not apply here, but `every_dependency_is_used` does.
 
 pub mod agent;
 pub mod components;
+pub mod listeners;
+pub mod postgres;
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod resets;
 pub mod sim_agent;
+#[cfg(feature = "server")]
 pub mod soak;
 pub mod sshd;
+
+pub use postgres::{PostgresDatabase, postgres_database};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -48,7 +76,6 @@ pub fn lockstep_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String,
     )
 }
 
-/// Creates a user through the CLI and returns its token (the last line of stdout).
 /// A database connection beside the running server, as a database writer without the master
 /// key has one (SQLite waits for the server's writer).
 pub async fn database_writer(db_url: &str) -> sqlx::AnyConnection {
@@ -61,6 +88,7 @@ pub async fn database_writer(db_url: &str) -> sqlx::AnyConnection {
     db
 }
 
+/// Creates a user through the CLI and returns its token (the last line of stdout).
 pub fn admin_create(store_args: &[&str], name: &str, role: &str) -> String {
     let mut args = vec!["admin", "create", name, "--role", role];
     args.extend_from_slice(store_args);
@@ -456,43 +484,6 @@ pub async fn resource_with_account(
     assert_eq!(acc.status, 201, "{}", acc.text);
     let aid = acc.json()["id"].as_str().expect("account id").to_string();
     (rid, aid)
-}
-
-/// A fresh PostgreSQL database on the machine's server, or None when there is none and CI is
-/// not set (in CI the PostgreSQL tests are mandatory).
-pub async fn postgres_database() -> Option<(String, String)> {
-    use sqlx::Connection;
-    let admin_url = "postgres://postgres@127.0.0.1:5432/test";
-    let mut conn = match sqlx::PgConnection::connect(admin_url).await {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "PostgreSQL is required in CI: {e}"
-            );
-            eprintln!("skipping PostgreSQL part: {e}");
-            return None;
-        }
-    };
-    let name = format!("lockstep_e2e_{}", random_hex(6));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    Some((format!("postgres://postgres@127.0.0.1:5432/{name}"), name))
-}
-
-pub async fn drop_postgres_database(name: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) =
-        sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test").await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
 }
 
 pub fn random_hex(bytes: usize) -> String {
