@@ -163,13 +163,19 @@ impl ServeConfig {
                 ));
             }
         };
+        // A lease must outlast a renewal that waits on a busy database (up to the store's
+        // 10 s busy timeout), or a second worker could take an item still being worked. Only a
+        // --dev server (tests on loopback) may use shorter ones.
+        let shortest = if dev { 3 } else { 15 };
         let reset_lease = match args.reset_lease_secs.or(file.reset_lease_secs) {
             None => crate::reset::pipeline::DEFAULT_LEASE,
-            Some(s @ 3..=600) => std::time::Duration::from_secs(s),
+            Some(s) if (shortest..=600).contains(&s) => std::time::Duration::from_secs(s),
             Some(_) => {
-                return Err(Error::Config(
-                    "--reset-lease-secs must be between 3 and 600".into(),
-                ));
+                return Err(Error::Config(format!(
+                    "--reset-lease-secs must be between {shortest} and 600 (shorter leases \
+                     only with --dev: a lease must outlast a renewal that waits on a busy \
+                     database)"
+                )));
             }
         };
         let every_events = args

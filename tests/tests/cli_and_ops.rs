@@ -394,6 +394,20 @@ async fn a_config_file_sets_what_flags_do_and_typos_are_refused() {
     let (status, _, stderr) = lockstep(&["serve", "--config", config.to_str().unwrap()]);
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("unknown field `devv`"), "{stderr}");
+
+    // A lease shorter than a renewal may wait on a busy database is refused, except on a --dev
+    // (test) server.
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\nreset_lease_secs = 5\n", data.display()),
+    )
+    .unwrap();
+    let (status, _, stderr) = lockstep(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--reset-lease-secs must be between 15 and 600"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use super::AgentHub;
 use crate::audit::{self, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::states::{AgentStatus, SyncStatus, TaskState};
-use crate::store::agents::{AgentRow, FINAL_TASK_STATES, TaskRow};
+use crate::store::agents::{AgentRow, TaskRow};
 use crate::store::{self, Store};
 use crate::vault::{Secret, Vault};
 
@@ -482,7 +482,7 @@ pub async fn wait(
         let task = store::agents::get_task(store.pool(), task_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("task {task_id} is gone")))?;
-        if FINAL_TASK_STATES.contains(&task.state.as_str()) {
+        if TaskState::parse(&task.state).is_some_and(TaskState::is_final) {
             break task;
         }
         if started.elapsed() > pickup {

@@ -231,8 +231,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LOCKSTEP_SSH_COMMAND_TIMEOUT_SECS")]
     pub ssh_command_timeout_secs: Option<u64>,
     /// How long this server's claim on a reset in progress lasts without a heartbeat, in
-    /// seconds [default: 15; 3 to 600]. When a server dies, another server (or `lockstep
-    /// reconcile`) takes its resets up once their leases have run out.
+    /// seconds [default: 15; 15 to 600, from 3 with --dev]. When a server dies, another server
+    /// (or `lockstep reconcile`) takes its resets up once their leases have run out.
     #[arg(long, env = "LOCKSTEP_RESET_LEASE_SECS")]
     pub reset_lease_secs: Option<u64>,
     /// Write a signed checkpoint of the audit chain's head (its newest event's seq and hash)

@@ -86,6 +86,15 @@ mod state {
     pub const PARKED: &str = ItemState::Parked.as_str();
 }
 
+/// A task that stops when its handle goes, even when the handle goes with a panic.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The reset engine: owns the workers.
 pub struct Engine {
     /// How long a claim lasts without a heartbeat.
@@ -366,22 +375,23 @@ impl Engine {
         let heartbeat = {
             let (store, id, owner) = (self.store.clone(), item.id.clone(), self.owner.clone());
             let engine = self.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(engine.lease / 3).await;
                     let until = engine.lease_until();
-                    if !matches!(
-                        store::resets::renew_lease(store.pool(), &id, &owner, &until).await,
-                        Ok(true)
-                    ) {
-                        break;
+                    match store::resets::renew_lease(store.pool(), &id, &owner, &until).await {
+                        Ok(true) => {}
+                        // Another claim holds it now: stop renewing.
+                        Ok(false) => break,
+                        // A busy or lost connection: try again at the next beat.
+                        Err(e) => tracing::warn!(item = %id, error = %e, "lease renewal failed"),
                     }
                 }
-            })
+            }))
         };
         let (id, updated_at) = (item.id.clone(), item.updated_at.clone());
         let result = self.clone().process(item).await;
-        heartbeat.abort();
+        drop(heartbeat);
         if result.is_err() {
             // Left in flight (a target that cannot be asked, a store error): it is taken up
             // again when its lease runs out, later the longer it has been stuck.

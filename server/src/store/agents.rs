@@ -81,15 +81,6 @@ macro_rules! task_columns {
     };
 }
 
-/// Task states that are final.
-pub const FINAL_TASK_STATES: &[&str] = &[
-    "succeeded",
-    "refused",
-    "failed",
-    "unconfirmed",
-    "cancelled",
-    "lost",
-];
 /// Hand-outs of one task before it is no longer handed out (an agent that dies on it every
 /// time); its reset then settles as lost.
 pub const MAX_TASK_ATTEMPTS: i64 = 5;

@@ -35,11 +35,13 @@ impl From<sqlx::Error> for Error {
         match kind {
             Some((ErrorKind::UniqueViolation, _)) => Error::Unique(e),
             Some((ErrorKind::ForeignKeyViolation, _)) => Error::ForeignKey(e),
-            // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes; PostgreSQL:
-            // serialization_failure, deadlock_detected, lock_not_available.
+            // PostgreSQL (five-character SQLSTATEs): serialization_failure, deadlock_detected,
+            // lock_not_available. SQLite (numbers below 10,000): SQLITE_BUSY (5) and
+            // SQLITE_LOCKED (6), with their extended codes (primary | n << 8).
             Some((_, code))
-                if matches!(code.as_str(), "5" | "6" | "40001" | "40P01" | "55P03")
-                    || code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)) =>
+                if matches!(code.as_str(), "40001" | "40P01" | "55P03")
+                    || (code.len() < 5
+                        && code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))) =>
             {
                 Error::Busy(e)
             }
