@@ -17,8 +17,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockstep_server::inventory::resource_types::stored_command;
 use lockstep_server::inventory::reset_command::ResetCommand;
+use lockstep_server::inventory::resource_types::stored_command;
 use lockstep_server::reset::remote::command_input;
 use lockstep_server::vault::Secret;
 
