@@ -339,6 +339,114 @@ on_both_databases!(
     inventory_crud_and_pagination
 );
 
+/// A reset step is written only by the claim that holds the item: a worker whose lease ran
+/// out, and whose item another worker claimed, writes nothing (it used to overwrite the new
+/// claim's journal, which could lose a password).
+async fn reset_steps_are_fenced_by_their_claim(db: &TestDb) {
+    use lockstep_server::states::{ItemState, JobStatus};
+    use lockstep_server::store::resets::{self, ItemRow, JobRow};
+    let s = &db.store;
+    let a = actor();
+    let rid = resources::create(s, &a, new_resource("fenced", "Linux"))
+        .await
+        .unwrap()
+        .id;
+    let account = accounts::create(
+        s,
+        &vault(),
+        &a,
+        &rid,
+        NewAccount {
+            login_name: "app".into(),
+            password: Secret::new("App-Pw-1".into()),
+            description: None,
+            domain_name: None,
+            custom_fields: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let t = |second: u32| format!("2026-01-01T00:00:{second:02}.000000Z");
+    let mut tx = s.begin_write().await.unwrap();
+    let job = JobRow {
+        id: "job_fenced".into(),
+        kind: "single".into(),
+        trigger: "manual".into(),
+        status: JobStatus::Running.as_str().into(),
+        requested_by: "tester".into(),
+        reason: "fencing".into(),
+        apply_remote: 1,
+        idempotency_key: None,
+        created_at: t(0),
+        finished_at: None,
+        notify: None,
+    };
+    resets::insert_job(tx.conn(), &job).await.unwrap();
+    let item = ItemRow {
+        id: "itm_fenced".into(),
+        job_id: job.id.clone(),
+        account_id: account.id.clone(),
+        state: ItemState::Planned.as_str().into(),
+        attempts: 0,
+        detail: None,
+        listeners: "[]".into(),
+        lease_owner: None,
+        lease_until: None,
+        created_at: t(0),
+        updated_at: t(0),
+    };
+    resets::insert_item(tx.conn(), &item, None).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let backend = s.backend();
+    let claim = |owner: &'static str, now: String, until: String| async move {
+        let mut tx = s.begin_write().await.unwrap();
+        let claimed = resets::claim(tx.conn(), backend, owner, &now, &until, false)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        claimed
+    };
+    // Worker A claims it until second 5; at second 10 its lease has run out and B claims it.
+    let by_a = claim("srv_a/lease_1", t(1), t(5)).await.expect("A claims");
+    assert_eq!(by_a.lease_owner.as_deref(), Some("srv_a/lease_1"));
+    let by_b = claim("srv_a/lease_2", t(10), t(40))
+        .await
+        .expect("B claims");
+    assert_eq!(by_b.lease_owner.as_deref(), Some("srv_a/lease_2"));
+    let step = |lease: &'static str, to: ItemState| async move {
+        let mut tx = s.begin_write().await.unwrap();
+        let written = resets::set_state(
+            tx.conn(),
+            "itm_fenced",
+            lease,
+            to.as_str(),
+            None,
+            "[]",
+            1,
+            &t(11),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        written
+    };
+    assert!(
+        !step("srv_a/lease_1", ItemState::Applied).await,
+        "A's step is refused"
+    );
+    let now = resets::item(s.pool(), "itm_fenced").await.unwrap().unwrap();
+    assert_eq!(now.state, ItemState::Planned.as_str(), "A wrote nothing");
+    assert!(
+        step("srv_a/lease_2", ItemState::PreListeners).await,
+        "B holds it"
+    );
+    let now = resets::item(s.pool(), "itm_fenced").await.unwrap().unwrap();
+    assert_eq!(now.state, ItemState::PreListeners.as_str());
+}
+
+on_both_databases!(reset_fencing, reset_steps_are_fenced_by_their_claim);
+
 async fn passwords_sealed_at_rest(db: &TestDb) {
     let s = &db.store;
     let a = actor();

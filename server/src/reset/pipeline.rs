@@ -86,6 +86,25 @@ mod state {
     pub const PARKED: &str = ItemState::Parked.as_str();
 }
 
+/// The claim that holds `item` (its lease owner when this worker claimed it).
+fn lease_of(item: &ItemRow) -> &str {
+    item.lease_owner.as_deref().unwrap_or_default()
+}
+
+/// Stops a worker whose claim on `item` was taken over (its lease ran out and another worker
+/// claimed the item): the step's transaction is dropped, so nothing of it is written.
+fn still_held(item: &ItemRow, written: bool) -> Result<()> {
+    if written {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "reset item {}: another worker took it over after this one's lease ran out; this \
+             one stops without writing",
+            item.id
+        )))
+    }
+}
+
 /// A task that stops when its handle goes, even when the handle goes with a panic.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -331,10 +350,12 @@ impl Engine {
     async fn claim_where(&self, in_flight_only: bool) -> Result<Option<ItemRow>> {
         let mut tx = self.store.begin_write().await?;
         let backend = tx.backend();
+        // Each claim is its own lease owner, so two workers of this server are told apart too.
+        let lease = format!("{}/{}", self.owner, crate::time::new_id("lease"));
         let item = store::resets::claim(
             tx.conn(),
             backend,
-            &self.owner,
+            &lease,
             &crate::time::now(),
             &self.lease_until(),
             in_flight_only,
@@ -373,7 +394,8 @@ impl Engine {
     /// Runs one claimed item with a heartbeat keeping its lease.
     async fn run(self: Arc<Self>, item: ItemRow) -> Result<()> {
         let heartbeat = {
-            let (store, id, owner) = (self.store.clone(), item.id.clone(), self.owner.clone());
+            let (store, id) = (self.store.clone(), item.id.clone());
+            let owner = lease_of(&item).to_string();
             let engine = self.clone();
             AbortOnDrop(tokio::spawn(async move {
                 loop {
@@ -390,13 +412,14 @@ impl Engine {
             }))
         };
         let (id, updated_at) = (item.id.clone(), item.updated_at.clone());
+        let lease = lease_of(&item).to_string();
         let result = self.clone().process(item).await;
         drop(heartbeat);
         if result.is_err() {
             // Left in flight (a target that cannot be asked, a store error): it is taken up
             // again when its lease runs out, later the longer it has been stuck.
             let until = Self::retry_after(&updated_at);
-            let _ = store::resets::renew_lease(self.store.pool(), &id, &self.owner, &until).await;
+            let _ = store::resets::renew_lease(self.store.pool(), &id, &lease, &until).await;
         }
         result
     }
@@ -519,8 +542,18 @@ impl Engine {
         let now = crate::time::now();
         let mut tx = self.store.begin_write().await?;
         let listeners = serde_json::Value::Array(listeners.to_vec()).to_string();
-        store::resets::set_state(tx.conn(), &item.id, to, detail, &listeners, attempts, &now)
-            .await?;
+        let written = store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            lease_of(item),
+            to,
+            detail,
+            &listeners,
+            attempts,
+            &now,
+        )
+        .await?;
+        still_held(item, written)?;
         let final_state = matches!(
             to,
             state::DONE | state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
@@ -906,9 +939,10 @@ impl Engine {
         store::resets::set_pending(tx.conn(), &item.id, Some(&sealed)).await?;
         store::resets::clear_given(tx.conn(), &item.id).await?;
         let listeners = serde_json::Value::Array(listeners.to_vec()).to_string();
-        store::resets::set_state(
+        let written = store::resets::set_state(
             tx.conn(),
             &item.id,
+            lease_of(item),
             state::PENDING_WRITTEN,
             None,
             &listeners,
@@ -916,6 +950,7 @@ impl Engine {
             &now,
         )
         .await?;
+        still_held(item, written)?;
         tx.commit().await
     }
 
@@ -995,9 +1030,10 @@ impl Engine {
         store::resets::add_history(tx.conn(), &s.account.id, &fp, &now).await?;
         store::resets::set_pending(tx.conn(), &item.id, None).await?;
         let record = serde_json::Value::Array(listeners.clone()).to_string();
-        store::resets::set_state(
+        let written = store::resets::set_state(
             tx.conn(),
             &item.id,
+            lease_of(&item),
             state::COMMITTED,
             None,
             &record,
@@ -1005,6 +1041,7 @@ impl Engine {
             &now,
         )
         .await?;
+        still_held(&item, written)?;
         audit::append(
             &mut tx,
             NewEvent {
@@ -1209,9 +1246,10 @@ impl Engine {
                 .await?;
         }
         store::resets::set_pending(tx.conn(), &item.id, None).await?;
-        store::resets::set_state(
+        let written = store::resets::set_state(
             tx.conn(),
             &item.id,
+            lease_of(item),
             state::PLANNED,
             Some("interrupted before the target changed; started again"),
             "[]",
@@ -1219,6 +1257,7 @@ impl Engine {
             &now,
         )
         .await?;
+        still_held(item, written)?;
         store::resets::release(tx.conn(), &item.id).await?;
         tx.commit().await?;
         self.wake();

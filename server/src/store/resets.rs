@@ -284,19 +284,22 @@ pub async fn renew_lease(
     Ok(done.rows_affected() > 0)
 }
 
-/// Moves an item to `state` (keeping its pending password).
+/// Moves an item to `state` (keeping its pending password), fenced by the claim that holds
+/// it: false (and nothing written) when `lease` is no longer the item's lease owner.
+#[allow(clippy::too_many_arguments)]
 pub async fn set_state(
     conn: &mut AnyConnection,
     id: &str,
+    lease: &str,
     state: &str,
     detail: Option<&str>,
     listeners: &str,
     attempts: i64,
     at: &str,
-) -> Result<(), super::Error> {
-    sqlx::query(
+) -> Result<bool, super::Error> {
+    let done = sqlx::query(
         "UPDATE reset_items SET state = $2, detail = $3, listeners = $4, attempts = $5, \
-         updated_at = $6 WHERE id = $1",
+         updated_at = $6 WHERE id = $1 AND lease_owner = $7",
     )
     .bind(id)
     .bind(state)
@@ -304,9 +307,10 @@ pub async fn set_state(
     .bind(listeners)
     .bind(attempts)
     .bind(at)
+    .bind(lease)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Releases an item's lease (it is finished, or will be picked up again).
