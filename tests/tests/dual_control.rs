@@ -99,10 +99,7 @@ async fn an_admin_cannot_approve_as_a_user_they_created_or_credentialed() {
 
     // 3. Re-credentialing an independent admin (dave) makes alice dave's custodian too.
     let dave = user_with_role(&api, &root, "dave", "admin").await;
-    let dave_id = api.get("/v1/me", &dave).await.json()["user_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dave_id = user_id(&api, &dave).await;
     let change2 = request_key_change(&api, &alice, "dave").await;
     let r = api
         .post(
@@ -262,10 +259,7 @@ async fn nobody_hands_out_a_role_with_privileges_they_do_not_hold() {
         assert_eq!(r.status, 403, "{}", r.text);
     }
     // Re-credentialing a more privileged account is refused too.
-    let root_id = api.get("/v1/me", &root).await.json()["user_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let root_id = user_id(&api, &root).await;
     let r = api
         .post(
             &format!("/v1/users/{root_id}/activation"),

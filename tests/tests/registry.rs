@@ -405,6 +405,21 @@ impl Team {
         change_id(&c)
     }
 
+    /// alice asks for `template` as the Sealed type's reset command, bob to approve; returns the
+    /// change request's id.
+    async fn propose_template(&self, template: &Value) -> String {
+        let r = self
+            .api
+            .call(
+                "PUT",
+                "/v1/resource-types/Sealed/reset-command",
+                Some(&self.alice),
+                Some(json!({"reset_command": template, "approver": "bob"})),
+            )
+            .await;
+        change_id(&pending(&r, "reset-command"))
+    }
+
     async fn key_status(&self, key_id: &str) -> String {
         let keys = list(&self.get("/v1/publisher-keys").await);
         let key = keys.iter().find(|k| k["key_id"] == key_id);
@@ -580,16 +595,7 @@ async fn an_edited_pending_request_is_never_approved() {
     assert_eq!(r.status, 201, "{}", r.text);
     let template = json!({"program": "/usr/sbin/chpasswd", "args": ["-c", "SHA512"],
         "stdin": "{login}:{password}\n"});
-    let r = t
-        .api
-        .call(
-            "PUT",
-            "/v1/resource-types/Sealed/reset-command",
-            Some(&t.alice),
-            Some(json!({"reset_command": template, "approver": "bob"})),
-        )
-        .await;
-    let change = change_id(&pending(&r, "reset-command"));
+    let change = t.propose_template(&template).await;
     let seen = t.get(&format!("/v1/change-requests/{change}")).await["digest"].clone();
     let shell = json!({"program": "/bin/sh", "args": ["-c", "cat >/tmp/x"], "stdin": "{password}"});
     sqlx::query("UPDATE change_requests SET reset_command = $1 WHERE id = $2")
@@ -611,16 +617,7 @@ async fn an_edited_pending_request_is_never_approved() {
     // for approval again: the audit trail says it was decided.
     let r = t.decide(&t.bob, &change, "reject").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = t
-        .api
-        .call(
-            "PUT",
-            "/v1/resource-types/Sealed/reset-command",
-            Some(&t.alice),
-            Some(json!({"reset_command": template, "approver": "bob"})),
-        )
-        .await;
-    let rejected = change_id(&pending(&r, "reset-command"));
+    let rejected = t.propose_template(&template).await;
     let r = t.decide(&t.bob, &rejected, "reject").await;
     assert_eq!(r.status, 200, "{}", r.text);
     sqlx::query(

@@ -29,26 +29,23 @@ fn sources() -> Vec<(String, String)> {
 
 /// The Rust sources of `crates` (their `src/`), as (path from the repository root, text).
 fn sources_of(crates: &[&str]) -> Vec<(String, String)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for krate in crates {
-        walk(&repo().join(krate).join("src"), &mut files);
-    }
-    files.sort();
-    files
+    let mut paths: Vec<String> = repository_paths()
+        .into_iter()
+        .filter(|p| {
+            p.ends_with(".rs") && crates.iter().any(|k| p.starts_with(&format!("/{k}/src/")))
+        })
+        .collect();
+    paths.sort();
+    contents(paths)
+}
+
+/// Each of `paths` (from [`repository_paths`]) as (path from the repository root, text).
+fn contents(paths: Vec<String>) -> Vec<(String, String)> {
+    paths
         .into_iter()
         .map(|p| {
-            let rel = p.strip_prefix(repo()).unwrap().display().to_string();
-            (rel, std::fs::read_to_string(&p).unwrap())
+            let text = std::fs::read_to_string(repo().join(&p[1..])).unwrap();
+            (p[1..].to_string(), text)
         })
         .collect()
 }
@@ -334,14 +331,12 @@ fn path_includes(files: &[(String, String)]) -> Vec<String> {
 
 #[test]
 fn no_module_is_included_by_path() {
-    let files: Vec<(String, String)> = repository_paths()
-        .into_iter()
-        .filter(|p| p.ends_with(".rs"))
-        .map(|p| {
-            let text = std::fs::read_to_string(repo().join(&p[1..])).unwrap();
-            (p[1..].to_string(), text)
-        })
-        .collect();
+    let files = contents(
+        repository_paths()
+            .into_iter()
+            .filter(|p| p.ends_with(".rs"))
+            .collect(),
+    );
     assert!(files.len() > 100, "{} Rust files", files.len());
     let found = path_includes(&files);
     assert!(

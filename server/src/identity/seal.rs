@@ -156,16 +156,25 @@ impl IdentityChange {
     pub async fn commit(mut self, users: &[&str], cause: &str) -> Result<()> {
         let mut changes = Vec::new();
         for user_id in users {
-            let rows = store::user_identity::read(self.tx.conn(), user_id)
+            let change = seal_now(&mut self.tx, &self.vault, user_id)
                 .await?
                 .ok_or_else(|| Error::Internal(format!("identity seal: no user '{user_id}'")))?;
-            let seal = self.vault.attest(&binding(&rows))?;
-            store::user_identity::set_seal(self.tx.conn(), user_id, &seal).await?;
-            changes.push(Change::Put(Entry::identity(user_id, &seal)));
+            changes.push(change);
         }
         ledger::advance_all(&mut self.tx, &self.vault, &self.ledger, changes, cause).await?;
         self.tx.commit().await
     }
+}
+
+/// Seals the identity of `user_id` as its rows stand in `tx` and stores the seal; returns the
+/// ledger change that pins it (`None` when there is no such user).
+async fn seal_now(tx: &mut WriteTx, vault: &Vault, user_id: &str) -> Result<Option<Change>> {
+    let Some(rows) = store::user_identity::read(tx.conn(), user_id).await? else {
+        return Ok(None);
+    };
+    let seal = vault.attest(&binding(&rows))?;
+    store::user_identity::set_seal(tx.conn(), user_id, &seal).await?;
+    Ok(Some(Change::Put(Entry::identity(user_id, &seal))))
 }
 
 /// Why `rows` are not the identity `ledger` pins, if they are not.
@@ -282,12 +291,7 @@ pub async fn pin_existing(store: &Store, vault: &Vault) -> Result<()> {
     store::user_identity::lock_tables(tx.conn(), backend).await?;
     let mut changes = Vec::new();
     for id in store::user_identity::user_ids(tx.conn()).await? {
-        let Some(rows) = store::user_identity::read(tx.conn(), &id).await? else {
-            continue;
-        };
-        let seal = vault.attest(&binding(&rows))?;
-        store::user_identity::set_seal(tx.conn(), &id, &seal).await?;
-        changes.push(Change::Put(Entry::identity(&id, &seal)));
+        changes.extend(seal_now(&mut tx, vault, &id).await?);
     }
     if changes.is_empty() {
         return Ok(());

@@ -54,12 +54,7 @@ pub async fn read(conn: &mut AnyConnection, user_id: &str) -> Result<Option<Iden
             .bind(user_id)
             .fetch_one(&mut *conn)
             .await?;
-    let custodians = sqlx::query_scalar(
-        "SELECT custodian FROM user_custody WHERE user_name = $1 ORDER BY custodian",
-    )
-    .bind(&user.name)
-    .fetch_all(&mut *conn)
-    .await?;
+    let custodians = super::user_custody::custodians(&mut *conn, &user.name).await?;
     let role_privileges = sqlx::query_scalar("SELECT privileges FROM roles WHERE name = $1")
         .bind(&user.role)
         .fetch_optional(&mut *conn)
