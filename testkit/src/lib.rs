@@ -172,6 +172,49 @@ impl Server {
         }
     }
 
+    /// Starts another node of `first`'s deployment: its own data directory (listener cache,
+    /// TLS), `first`'s database (which must be PostgreSQL) and master key. `extra` are more
+    /// `serve` options. Its root token is `first`'s.
+    pub fn join(first: &Server, extra: &[&str]) -> Server {
+        let url = first
+            .store_args
+            .iter()
+            .skip_while(|a| *a != "--database-url")
+            .nth(1)
+            .expect("a node joins a deployment on a shared database (--database-url)")
+            .clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let data_s = data.to_str().expect("utf-8 path").to_string();
+        let key = first.data_dir().join("master.key");
+        let store_args = vec![
+            "--data-dir".to_string(),
+            data_s,
+            "--database-url".into(),
+            url,
+        ];
+        let mut args = vec!["serve".to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        args.extend(store_args.iter().cloned());
+        args.push("--master-key-file".into());
+        args.push(key.to_str().expect("utf-8 path").to_string());
+        if first.dev {
+            args.push("--dev".into());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let log = dir.path().join("server.log");
+        let (child, base) = spawn_serve(&args, &[], &log, first.dev);
+        Server {
+            child,
+            dir,
+            base,
+            log,
+            root_token: first.root_token.clone(),
+            store_args,
+            args,
+            dev: first.dev,
+        }
+    }
+
     /// Kills the server with SIGKILL (no chance to clean up) and starts it again on the same
     /// data; the new log goes to `server-N.log`. Returns the new base URL.
     pub fn kill_and_restart(&mut self) -> String {

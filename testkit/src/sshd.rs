@@ -426,6 +426,47 @@ impl SshTarget {
         );
     }
 
+    /// From now on, every password the target's PAM stack changes (chpasswd's, one per line it
+    /// applies) is written down: [`Self::password_changes`] reads them back. `pam_exec` runs after
+    /// `pam_unix` has stored the new hash, in the update phase only.
+    pub fn count_password_changes(&self) {
+        self.write_inside(
+            "/etc/lockstep-count-change",
+            "#!/bin/sh\n[ \"$PAM_TYPE\" = password ] && echo \"$PAM_USER\" >> /etc/lockstep-changes\n\
+             exit 0\n",
+        );
+        let pid = self.namespace_pid().to_string();
+        let chmod = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-m",
+                "--",
+                "/bin/chmod",
+                "0755",
+                "/etc/lockstep-count-change",
+            ])
+            .status()
+            .expect("nsenter chmod");
+        assert!(chmod.success(), "chmod in the target");
+        self.write_inside(
+            "/etc/pam.d/chpasswd",
+            "@include common-password\n\
+             password optional pam_exec.so quiet /etc/lockstep-count-change\n",
+        );
+    }
+
+    /// How many times each login's password was changed since [`Self::count_password_changes`].
+    pub fn password_changes(&self) -> std::collections::BTreeMap<String, usize> {
+        let text = std::fs::read_to_string(self.state.path().join("upper/lockstep-changes"))
+            .unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
+        for login in text.lines() {
+            *counts.entry(login.to_string()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Makes the target refuse password changes for `user` only (its PAM password stack
     /// denies that user), as a target whose rules reject one account's new password would.
     pub fn refuse_password_changes_for(&self, user: &str) {
