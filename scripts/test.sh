@@ -14,6 +14,13 @@ if command -v dpkg >/dev/null && ! dpkg -s libcrypt-dev >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends libcrypt-dev >/dev/null \
     || { echo "install libcrypt-dev: lockstep-agent links libcrypt" >&2; exit 1; }
 fi
+# Debian's libfaketime runs one cluster node with its clock 90 s ahead
+# (tests/tests/cluster.rs): leases must follow the database's clock, not the node's.
+if command -v dpkg >/dev/null && ! dpkg -s libfaketime >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends libfaketime >/dev/null \
+    || { apt-get update -qq && apt-get install -y --no-install-recommends libfaketime >/dev/null; } \
+    || { echo "install libfaketime: the clock-skew cluster test runs a node under it" >&2; exit 1; }
+fi
 # Debian's curl is the HTTP/2 client of tests/tests/hostile_clients.rs (a 413 it must hear).
 if ! command -v curl >/dev/null; then
   apt-get install -y --no-install-recommends curl >/dev/null \

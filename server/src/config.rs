@@ -36,9 +36,14 @@ struct ConfigFile {
     rotation_check_secs: Option<u64>,
     ssh_command_timeout_secs: Option<u64>,
     reset_lease_secs: Option<u64>,
+    reset_workers: Option<usize>,
     audit_checkpoint_events: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
 }
+
+/// Accounts reset at once by one node unless `--reset-workers` says otherwise (each holds at
+/// most one SSH connection at a time).
+pub const DEFAULT_RESET_WORKERS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -53,6 +58,8 @@ pub struct ServeConfig {
     pub ssh_command_timeout: std::time::Duration,
     /// How long a claim on a reset in progress lasts without a heartbeat.
     pub reset_lease: std::time::Duration,
+    /// Workers claiming reset items on this node (0: it serves the API and agents only).
+    pub reset_workers: usize,
     pub max_listener_bytes: usize,
     /// The SMTP relay for notification mail and the sender address, if configured.
     pub smtp: Option<SmtpConfig>,
@@ -178,6 +185,16 @@ impl ServeConfig {
                 )));
             }
         };
+        let reset_workers = match args.reset_workers.or(file.reset_workers) {
+            None => DEFAULT_RESET_WORKERS,
+            Some(n @ 0..=256) => n,
+            Some(_) => {
+                return Err(Error::Config(
+                    "--reset-workers must be between 0 and 256 (0: this node claims no resets)"
+                        .into(),
+                ));
+            }
+        };
         let every_events = args
             .audit_checkpoint_events
             .or(file.audit_checkpoint_events)
@@ -201,6 +218,7 @@ impl ServeConfig {
             audit_checkpoints,
             ssh_command_timeout,
             reset_lease,
+            reset_workers,
             data_dir,
             listen,
             database_url,

@@ -9,6 +9,7 @@ pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod identity;

@@ -12,10 +12,8 @@ use crate::store::audit::AuditRow;
 use crate::store::{Store, redact_url};
 use crate::vault::{MasterKey, MasterKeySource, Vault};
 
-/// Accounts reset at once by this server (each holds at most one SSH connection at a time).
-const RESET_WORKERS: usize = 16;
-
-/// How long in-flight requests get to finish after a shutdown signal.
+/// How long in-flight requests, and then resets in progress, get to finish after a shutdown
+/// signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The master key of a command that opens the store itself (`admin create`, `audit verify`,
@@ -219,19 +217,50 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         cfg.max_listener_bytes,
     );
     let agents = Arc::new(crate::agents::AgentHub::default());
+    // A node of the cluster: its clock follows the database's before the first lease.
+    let duties = match cfg.rotation_check {
+        Some(_) => vec![crate::cluster::Duty::Scheduler],
+        None => Vec::new(),
+    };
+    let node = crate::cluster::node::Node::register(store.clone(), &cfg.listen.to_string(), duties)
+        .await?;
+    let cluster_stop = tokio_util::sync::CancellationToken::new();
+    let heartbeat = node.spawn_heartbeat(cluster_stop.clone());
     let resets = crate::reset::pipeline::Engine::start(
         store.clone(),
         vault.clone(),
         registry.clone(),
         agents.clone(),
-        RESET_WORKERS,
-        crate::reset::ssh::Timeouts {
-            command: cfg.ssh_command_timeout,
-            ..Default::default()
+        crate::reset::pipeline::EngineOptions {
+            workers: cfg.reset_workers,
+            offline: false,
+            timeouts: crate::reset::ssh::Timeouts {
+                command: cfg.ssh_command_timeout,
+                ..Default::default()
+            },
+            rotation_check: cfg.rotation_check,
+            lease: cfg.reset_lease,
+            node: node.id.clone(),
         },
-        cfg.rotation_check,
-        cfg.reset_lease,
     );
+    {
+        use crate::cluster::bells::Bell;
+        let (hub, engine, metrics) = (agents.clone(), resets.clone(), metrics.clone());
+        crate::cluster::bells::start(
+            &store,
+            &cfg.database_url,
+            &agents.bells,
+            Arc::new(move |bell| {
+                metrics.count_bell_heard(&bell);
+                match bell {
+                    Bell::Work => engine.wake_here(),
+                    Bell::Agent(id) => hub.ring_agent_here(&id),
+                    Bell::Task(id) => hub.ring_task_here(&id),
+                }
+            }),
+            cluster_stop.clone(),
+        );
+    }
     let last_checkpointer = Checkpointer {
         store: store.clone(),
         vault: vault.clone(),
@@ -242,7 +271,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         vault,
         metrics,
         registry,
-        resets,
+        resets: resets.clone(),
         agents,
         checkpoints: checkpoints.clone(),
     };
@@ -254,8 +283,11 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     let listening = {
         let handle = handle.clone();
         let scheme = if cfg.dev { "http" } else { "https" };
+        let node = node.clone();
         tokio::spawn(async move {
             if let Some(addr) = handle.listening().await {
+                // The port the system chose, when the configuration said 0.
+                node.listening_on(&addr.to_string()).await;
                 tracing::info!("lockstep listening on {scheme}://{addr}");
             }
         })
@@ -287,6 +319,12 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
             .await
     };
     listening.abort();
+    // Resets in progress get their grace, then hand their leases back; the duties go and the
+    // node says it stopped, so other nodes take over at once.
+    resets.shutdown(SHUTDOWN_GRACE).await;
+    cluster_stop.cancel();
+    let _ = heartbeat.await;
+    node.stop().await;
     served.map_err(Error::io(format!("cannot serve on {}", cfg.listen)))?;
     // A last checkpoint to the log: the events of the last minutes before a stop are covered.
     last_checkpointer.write(&mut None).await;

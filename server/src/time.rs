@@ -1,11 +1,38 @@
 //! Timestamps as stored and served: RFC 3339 in UTC with a fixed width (microseconds, `Z`), so
 //! that text comparison in SQL orders them correctly on both SQLite and PostgreSQL.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// Now, formatted for storage and the API.
+/// How far the database's clock is ahead of this machine's, in microseconds
+/// (`cluster::clock::align`); 0 until measured, and always on SQLite.
+static OFFSET_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Now in the cluster's time (the database's clock): what every lease and timestamp is
+/// written in, so that nodes whose clocks disagree still agree on when a lease runs out.
+pub fn now_utc() -> DateTime<Utc> {
+    machine_now() + chrono::Duration::microseconds(OFFSET_MICROS.load(Ordering::Relaxed))
+}
+
+/// Now, formatted for storage and the API (in the cluster's time).
 pub fn now() -> String {
-    format(Utc::now())
+    format(now_utc())
+}
+
+/// This machine's own clock, unmoved: only for measuring the offset.
+pub fn machine_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Sets the offset of the cluster's time from this machine's clock.
+pub fn set_offset(micros: i64) {
+    OFFSET_MICROS.store(micros, Ordering::Relaxed);
+}
+
+/// The offset now in use.
+pub fn offset_micros() -> i64 {
+    OFFSET_MICROS.load(Ordering::Relaxed)
 }
 
 pub fn format(t: DateTime<Utc>) -> String {

@@ -394,6 +394,8 @@ async fn reset_steps_are_fenced_by_their_claim(db: &TestDb) {
         lease_until: None,
         created_at: t(0),
         updated_at: t(0),
+        claims: 0,
+        steps: String::new(),
     };
     resets::insert_item(tx.conn(), &item, None).await.unwrap();
     tx.commit().await.unwrap();
@@ -443,9 +445,49 @@ async fn reset_steps_are_fenced_by_their_claim(db: &TestDb) {
     );
     let now = resets::item(s.pool(), "itm_fenced").await.unwrap().unwrap();
     assert_eq!(now.state, ItemState::PreListeners.as_str());
+    // Two claims; only the holder's step is in the trail, with its node.
+    assert_eq!(now.claims, 2);
+    assert_eq!(now.steps, format!("{} srv_a pre-listeners\n", t(11)));
 }
 
 on_both_databases!(reset_fencing, reset_steps_are_fenced_by_their_claim);
+
+async fn duties_pass_on_only_when_their_lease_ran_out(db: &TestDb) {
+    use lockstep_server::store::cluster::{duty_holders, hold_duty, release_duty};
+    let s = &db.store;
+    let t = |second: u32| format!("2026-01-01T00:00:{second:02}.000000Z");
+    let hold = |node: &'static str, now: String, until: String| async move {
+        let mut tx = s.begin_write().await.unwrap();
+        let fence = hold_duty(tx.conn(), "scheduler", node, &now, &until)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        fence
+    };
+    assert_eq!(
+        hold("srv_a", t(0), t(20)).await,
+        Some(1),
+        "the first takes it"
+    );
+    assert_eq!(hold("srv_b", t(5), t(25)).await, None, "A's lease is live");
+    assert_eq!(hold("srv_a", t(10), t(30)).await, Some(1), "A renews it");
+    assert_eq!(hold("srv_b", t(29), t(49)).await, None, "still A's");
+    // A went silent: past its lease B takes it, with a higher fence, and A cannot renew.
+    assert_eq!(hold("srv_b", t(31), t(51)).await, Some(2));
+    assert_eq!(hold("srv_a", t(32), t(52)).await, None, "A lost it");
+    assert_eq!(
+        duty_holders(s.pool(), &t(33)).await.unwrap(),
+        vec![("scheduler".to_string(), "srv_b".to_string())]
+    );
+    // A graceful stop lets it go at once.
+    let mut tx = s.begin_write().await.unwrap();
+    release_duty(tx.conn(), "scheduler", "srv_b").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(duty_holders(s.pool(), &t(34)).await.unwrap().is_empty());
+    assert_eq!(hold("srv_a", t(35), t(55)).await, Some(3));
+}
+
+on_both_databases!(duty_leases, duties_pass_on_only_when_their_lease_ran_out);
 
 async fn passwords_sealed_at_rest(db: &TestDb) {
     let s = &db.store;

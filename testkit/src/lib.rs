@@ -176,6 +176,12 @@ impl Server {
     /// TLS), `first`'s database (which must be PostgreSQL) and master key. `extra` are more
     /// `serve` options. Its root token is `first`'s.
     pub fn join(first: &Server, extra: &[&str]) -> Server {
+        Server::join_with_env(first, extra, &[])
+    }
+
+    /// [`Server::join`] with more environment for the new node's process (`LD_PRELOAD` of a
+    /// fake clock, say).
+    pub fn join_with_env(first: &Server, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let url = first
             .store_args
             .iter()
@@ -202,7 +208,7 @@ impl Server {
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = dir.path().join("server.log");
-        let (child, base) = spawn_serve(&args, &[], &log, first.dev);
+        let (child, base) = spawn_serve(&args, env, &log, first.dev);
         Server {
             child,
             dir,

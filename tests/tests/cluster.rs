@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::resets::{logs_in, register, stored_password, users, wait_finished};
+use common::sim_agent::SimAgent;
 use common::sshd::SshTarget;
 use common::{Api, Server, audit_events};
 use serde_json::{Value, json};
@@ -175,5 +176,416 @@ async fn three_nodes_lose_nothing_and_run_nothing_twice_when_one_is_killed_mid_j
     eprintln!(
         "{rounds} rounds, {total} accounts each over {target_count} targets, one node killed \
          per round: nothing lost, nothing twice"
+    );
+}
+
+/// A deployment of `n` nodes on a fresh PostgreSQL database (`None` without PostgreSQL).
+async fn cluster(
+    n: usize,
+    extra: &[&str],
+) -> Option<(common::postgres::PostgresDatabase, Vec<Server>)> {
+    let db = common::postgres_database().await?;
+    let first = Server::start_with(common::ServerOptions {
+        database_url: Some(db.url().to_string()),
+        extra: extra.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    });
+    let mut nodes = vec![first];
+    for _ in 1..n {
+        let node = Server::join(&nodes[0], extra);
+        nodes.push(node);
+    }
+    Some((db, nodes))
+}
+
+/// `GET /v1/cluster` as `node` answers it.
+async fn view(node: &Server) -> Value {
+    let r = Api::new(node).get("/v1/cluster", &node.root_token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}
+
+/// The node ids of `view` whose state is `state`.
+fn in_state(view: &Value, state: &str) -> Vec<String> {
+    view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == state)
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The node that holds `duty` in `view`, if one does.
+fn holder(view: &Value, duty: &str) -> Option<String> {
+    view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["duties"].as_array().unwrap().iter().any(|d| d == duty))
+        .map(|n| n["id"].as_str().unwrap().to_string())
+}
+
+/// Polls `node`'s view until `ok` holds (at most `limit`); returns that view.
+async fn view_until(node: &Server, limit: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = view(node).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never got there: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn nodes_see_each_other_and_a_stopping_node_hands_its_duty_over_at_once() {
+    let Some((_db, mut nodes)) = cluster(2, &[]).await else {
+        return;
+    };
+    // Both live, one scheduler between them, and either node tells the same story.
+    let v = view_until(&nodes[1], Duration::from_secs(15), |v| {
+        in_state(v, "live").len() == 2 && holder(v, "scheduler").is_some()
+    })
+    .await;
+    let other = view(&nodes[0]).await;
+    assert_eq!(holder(&v, "scheduler"), holder(&other, "scheduler"));
+    assert_ne!(v["answered_by"], other["answered_by"]);
+    for n in v["nodes"].as_array().unwrap() {
+        let address = n["address"].as_str().unwrap();
+        assert!(
+            address.starts_with("127.0.0.1:") && !address.ends_with(":0"),
+            "{n}"
+        );
+        assert_eq!(n["resets_held"], 0, "{n}");
+    }
+    // The holder stops gracefully: it says so, and the other node takes the duty with its
+    // next heartbeat rather than after the duty's 20-second lease.
+    let duty_holder = holder(&v, "scheduler").unwrap();
+    let (stopping, staying) = if v["answered_by"] == duty_holder.as_str() {
+        (1, 0)
+    } else {
+        (0, 1)
+    };
+    let status = nodes[stopping].stop();
+    assert!(status.success(), "{status}");
+    let stopped_at = Instant::now();
+    let after = view_until(&nodes[staying], Duration::from_secs(15), |v| {
+        holder(v, "scheduler").is_some_and(|h| h != duty_holder)
+    })
+    .await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(15),
+        "taken over only after {:?}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(in_state(&after, "stopped"), vec![duty_holder], "{after:#}");
+    assert_eq!(in_state(&after, "live").len(), 1, "{after:#}");
+}
+
+#[tokio::test]
+async fn a_stopping_node_hands_back_the_reset_it_cannot_finish() {
+    let Some((db, mut nodes)) = cluster(1, &[]).await else {
+        return;
+    };
+    let api = Api::new(&nodes[0]);
+    let root = nodes[0].root_token.clone();
+    // A reset through an agent that never polls: it waits for its agent far beyond the stop's
+    // grace, holding its lease.
+    let token = common::agent::enrollment_token(&api, &root, json!({})).await;
+    let agent = SimAgent::enroll(&api.http, &nodes[0].base, &token, "silent").await;
+    let rid = agent.discover("svc").await;
+    let accounts = common::agent::accounts_of(&api, &root, &rid).await;
+    let account = common::agent::account_id(&accounts, "svc");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{account}/reset"),
+            &root,
+            json!({"reason": "waits for an agent that never comes"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    view_until(&nodes[0], Duration::from_secs(15), |v| {
+        v["nodes"][0]["resets_held"] == 1
+    })
+    .await;
+
+    let status = nodes[0].stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        nodes[0]
+            .log_text()
+            .contains("handed the reset back for another node"),
+        "{}",
+        nodes[0].log_text()
+    );
+    // Its lease ends now, not a lease from now: the next node claims it at once.
+    let mut db_conn = common::database_writer(db.url()).await;
+    let (until, owner): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT i.lease_until, i.lease_owner FROM reset_items i WHERE i.job_id = $1",
+    )
+    .bind(&job)
+    .fetch_one(&mut db_conn)
+    .await
+    .unwrap();
+    let now: String = sqlx::query_scalar(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .fetch_one(&mut db_conn)
+    .await
+    .unwrap();
+    assert!(
+        owner.is_some(),
+        "the item keeps its last owner for the record"
+    );
+    assert!(
+        until.as_deref().is_some_and(|u| u <= now.as_str()),
+        "{until:?} vs {now}"
+    );
+    // A node that comes up takes it over and waits for the agent in its turn.
+    let next = Server::join(&nodes[0], &[]);
+    let next_api = Api::new(&next);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = next_api
+            .get(&format!("/v1/reset-jobs/{job}"), &root)
+            .await
+            .json();
+        if j["items"][0]["claims"] == 2 {
+            let steps = j["items"][0]["steps"].as_array().unwrap();
+            assert!(!steps.is_empty(), "{j}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not taken over: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// libfaketime moves a process's clock; Debian's `libfaketime` package (the test command
+/// installs it).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_ninety_seconds_ahead_takes_over_nothing() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing; run ./scripts/test.sh, which installs libfaketime"
+    );
+    let Some(db) = common::postgres_database().await else {
+        return;
+    };
+    let per_target = 12;
+    let targets = [
+        SshTarget::start("Root-Pw-1", &users(per_target)),
+        SshTarget::start("Root-Pw-1", &users(per_target)),
+    ];
+    let first = Server::start_with(common::ServerOptions {
+        database_url: Some(db.url().to_string()),
+        extra: NODE_OPTIONS.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    });
+    // Its leases, read with its own clock, would all look expired to the other node, and the
+    // other node's to it, if nodes kept their own time.
+    let ahead = Server::join_with_env(
+        &first,
+        &NODE_OPTIONS,
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME", "+90"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let api = Api::new(&first);
+    let root = first.root_token.clone();
+    let mut accounts = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        for (id, login) in register(&api, &root, t, &format!("skew{i}"), per_target).await {
+            accounts.push((i, id, login));
+        }
+    }
+    let v = view_until(&ahead, Duration::from_secs(15), |v| {
+        in_state(v, "live").len() == 2
+    })
+    .await;
+    for n in v["nodes"].as_array().unwrap() {
+        assert!(
+            n["heartbeat_at"].as_str().unwrap() <= v["now"].as_str().unwrap(),
+            "a heartbeat in the future: {v:#}"
+        );
+    }
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            &root,
+            json!({"resource_type": "Linux", "reason": "two nodes, two clocks"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let j = wait_finished(&api, &root, &id, Duration::from_secs(180)).await;
+    assert_eq!(
+        j["progress"]["succeeded"],
+        2 * per_target,
+        "{}",
+        j["progress"]
+    );
+    let mut nodes_seen = std::collections::BTreeSet::new();
+    for item in j["items"].as_array().unwrap() {
+        assert_eq!(
+            item["claims"], 1,
+            "taken over although no node died: {item:#}"
+        );
+        for step in item["steps"].as_array().unwrap() {
+            nodes_seen.insert(step["node"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        nodes_seen.len(),
+        2,
+        "both nodes worked the job: {nodes_seen:?}"
+    );
+    for (i, acc, login) in &accounts {
+        let pw = stored_password(&api, &root, acc).await;
+        assert!(logs_in(&targets[*i], login, &pw).await, "{login}");
+    }
+}
+
+#[tokio::test]
+async fn a_task_queued_on_one_node_answers_an_agent_long_polling_another() {
+    let Some(db) = common::postgres_database().await else {
+        return;
+    };
+    let first = Server::start_with(common::ServerOptions {
+        database_url: Some(db.url().to_string()),
+        ..Default::default()
+    });
+    // B claims no resets: A's worker queues the agent's task, and only A's bell can reach B.
+    let only_api = Server::join(&first, &["--reset-workers", "0"]);
+    let nodes = [first, only_api];
+    let (a, b) = (Api::new(&nodes[0]), Api::new(&nodes[1]));
+    let root = nodes[0].root_token.clone();
+    let token = common::agent::enrollment_token(&a, &root, json!({})).await;
+    // The agent talks to node B only.
+    let agent = SimAgent::enroll(&b.http, &nodes[1].base, &token, "b-side").await;
+    let rid = agent.discover("svc").await;
+    let account =
+        common::agent::account_id(&common::agent::accounts_of(&b, &root, &rid).await, "svc");
+    // A poll held on B for 20 s: it re-reads the database only every 30 s (and once at the
+    // end of the hold), so node A's bell (PostgreSQL NOTIFY) is what answers it.
+    let poll = {
+        let agent = agent.clone();
+        tokio::spawn(async move { agent.next("sess-b", 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a
+        .post(
+            &format!("/v1/accounts/{account}/reset"),
+            &root,
+            json!({"reason": "queued on A, taken on B"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let task = poll.await.unwrap().expect("the poll");
+    let task = task.expect("the held poll answered with the task, not an empty 204");
+    assert!(
+        matches!(&task.work, lockstep_agent_protocol::messages::Work::Reset { login_name, .. } if login_name == "svc"),
+        "{task:?}"
+    );
+    // B heard it from A (PostgreSQL NOTIFY): nothing on B queued it.
+    let metrics = b
+        .http
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let heard = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lockstep_cluster_bells_heard_total{bell=\"agent\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(heard >= 1, "node B heard no agent bell:\n{metrics}");
+    // The agent reports to B; the reset waiting on A goes on at A's bell from B.
+    agent.report("sess-b", &task.id).await;
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    let j = wait_finished(&a, &root, &job, Duration::from_secs(60)).await;
+    assert_eq!(j["items"][0]["state"], "done", "{j}");
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_is_taken_over_stops_at_once() {
+    let server = Server::start_with(common::ServerOptions {
+        extra: NODE_OPTIONS.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    });
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    // A reset through an agent that never polls: its worker waits, renewing its lease.
+    let token = common::agent::enrollment_token(&api, &root, json!({})).await;
+    let agent = SimAgent::enroll(&api.http, &server.base, &token, "silent").await;
+    let rid = agent.discover("svc").await;
+    let account =
+        common::agent::account_id(&common::agent::accounts_of(&api, &root, &rid).await, "svc");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{account}/reset"),
+            &root,
+            json!({"reason": "its lease is stolen"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let steps_before = loop {
+        let (state, steps): (String, String) =
+            sqlx::query_as("SELECT state, steps FROM reset_items WHERE job_id = $1")
+                .bind(&job)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if state == "pending-written" {
+            break steps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached the agent: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Another claim takes the item over (as a node whose clock ran ahead, or one that saw the
+    // lease run out, would).
+    sqlx::query(
+        "UPDATE reset_items SET lease_owner = 'srv_other/lease_1', \
+         lease_until = '9999-12-31T00:00:00.000000Z' WHERE job_id = $1",
+    )
+    .bind(&job)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.log_text().contains("lost the lease on this reset") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker kept going:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (owner, steps): (String, String) =
+        sqlx::query_as("SELECT lease_owner, steps FROM reset_items WHERE job_id = $1")
+            .bind(&job)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(owner, "srv_other/lease_1");
+    assert_eq!(
+        steps, steps_before,
+        "no step written after the lease was lost"
     );
 }

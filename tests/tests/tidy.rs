@@ -257,6 +257,22 @@ fn master_key_bytes_are_read_only_in_the_vault() {
 }
 
 #[test]
+fn the_server_reads_the_clock_only_through_time_rs() {
+    // Nodes agree on leases only in the database's time (`time::now_utc`, moved by the offset
+    // `cluster::clock` measures); a raw read of this machine's clock would not be.
+    let found = offenders(
+        &sources(),
+        |path| path.starts_with("server/src/") && path != "server/src/time.rs",
+        |l| l.contains("Utc::now()") || l.contains("SystemTime::now()"),
+    );
+    assert!(
+        found.is_empty(),
+        "the machine's clock read directly in {found:?}; hint: crate::time::now_utc() or \
+         crate::time::now()"
+    );
+}
+
+#[test]
 fn every_module_says_what_it_is() {
     let missing: Vec<String> = sources()
         .into_iter()

@@ -85,7 +85,7 @@ pub async fn authenticate(
         .ok_or_else(|| Error::Internal(format!("agent {} has a corrupt key", agent.id)))?;
     if let Err(e) = signed.verify(
         &key,
-        chrono::Utc::now().timestamp(),
+        crate::time::now_utc().timestamp(),
         method,
         path_and_query,
         body,
@@ -119,7 +119,7 @@ pub async fn authenticate(
         .await;
     }
     // Last, so only requests that would otherwise be served spend a nonce.
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::time::now_utc().timestamp();
     let keep_until = signed.unix.max(now) + MAX_CLOCK_SKEW_SECS;
     let mut tx = store.begin_write().await?;
     let fresh =

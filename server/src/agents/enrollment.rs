@@ -97,7 +97,7 @@ pub async fn issue(
         "{PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
-    let now = chrono::Utc::now();
+    let now = crate::time::now_utc();
     let allowed: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
     let row = EnrollmentTokenRow {
         id: crate::time::new_id("enr"),

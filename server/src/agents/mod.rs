@@ -29,13 +29,15 @@ use crate::error::{Error, Result};
 use crate::store::agents::AgentRow;
 use crate::store::{self, Store};
 
-/// In-process wake-ups: an agent's long-poll when a task is queued for it, and a reset waiting
-/// for a task's result. The store stays the truth; a missed bell only costs a poll interval
-/// (several servers on one database each ring only their own waiters).
+/// Wake-ups: an agent's long-poll when a task is queued for it, and a reset waiting for a
+/// task's result, in this process and (through `bells`) on the other nodes. The store stays
+/// the truth; a missed bell only costs a re-read interval.
 #[derive(Default)]
 pub struct AgentHub {
     agents: Mutex<HashMap<String, Arc<Notify>>>,
     tasks: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Rings the other nodes (`cluster::bells`).
+    pub bells: crate::cluster::bells::Bells,
     /// How many refused agent requests per source address are audited one by one.
     pub refusals: refusals::RefusalBudget,
 }
@@ -53,8 +55,16 @@ impl AgentHub {
         bell(&self.agents, agent_id)
     }
 
-    /// Wakes the agent's long-poll (or lets its next poll return at once).
+    /// Wakes the agent's long-poll (or lets its next poll return at once), on whichever node
+    /// holds it.
     pub fn ring_agent(&self, agent_id: &str) {
+        self.ring_agent_here(agent_id);
+        self.bells
+            .ring_others(crate::cluster::bells::Bell::Agent(agent_id.to_string()));
+    }
+
+    /// [`Self::ring_agent`] in this process only (a bell another node rang).
+    pub fn ring_agent_here(&self, agent_id: &str) {
         self.agent_bell(agent_id).notify_one();
     }
 
@@ -62,7 +72,15 @@ impl AgentHub {
         bell(&self.tasks, task_id)
     }
 
+    /// Wakes the reset waiting for the task's result, on whichever node runs it.
     pub(crate) fn ring_task(&self, task_id: &str) {
+        self.ring_task_here(task_id);
+        self.bells
+            .ring_others(crate::cluster::bells::Bell::Task(task_id.to_string()));
+    }
+
+    /// [`Self::ring_task`] in this process only (a bell another node rang).
+    pub fn ring_task_here(&self, task_id: &str) {
         let map = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get(task_id) {
             n.notify_one();

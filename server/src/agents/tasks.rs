@@ -25,9 +25,14 @@ use crate::vault::{Secret, Vault};
 
 /// How long an agent holds a task it took before it is handed out again.
 pub const TASK_LEASE: Duration = Duration::from_secs(120);
-/// How often a held long-poll looks at the store without being rung (tasks queued by another
-/// server on the same database, leases run out).
-const RECHECK: Duration = Duration::from_secs(5);
+/// How often a held long-poll looks at the store without being rung: longer than a default
+/// hold, so the bells (`cluster::bells`, across nodes too) are the only hot path, and a task
+/// whose agent lease ran out, or a bell lost with a dropped connection, waits at most for the
+/// agent's next poll.
+const RECHECK: Duration = Duration::from_secs(30);
+/// How often a reset waiting for its task's result looks at the store without being rung
+/// (whether the agent took the task in time, a bell lost).
+const RESULT_RECHECK: Duration = Duration::from_secs(5);
 /// How long the long-poll holds when the agent asks for nothing else.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(25);
 
@@ -226,8 +231,8 @@ pub async fn next(
         if left.is_zero() {
             return Ok(None);
         }
-        // Woken by a queued task, or a look at the store now and then for tasks queued by
-        // another server on the same database.
+        // Woken by a queued task (on this node or, by its bell, another), or a look at the
+        // store now and then.
         let _ = tokio::time::timeout(left.min(RECHECK), rung).await;
     }
 }
@@ -238,7 +243,7 @@ async fn claim(
     agent: &AgentRow,
     session: &str,
 ) -> Result<Option<Task>> {
-    let now = chrono::Utc::now();
+    let now = crate::time::now_utc();
     let until = crate::time::format(
         now + chrono::Duration::from_std(TASK_LEASE).unwrap_or(chrono::Duration::seconds(120)),
     );
@@ -514,7 +519,7 @@ pub async fn wait(
                 continue;
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), rung).await;
+        let _ = tokio::time::timeout(RESULT_RECHECK, rung).await;
     };
     hub.forget_task(task_id);
     Ok(result)

@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod cluster;
 pub mod drain;
 pub mod extract;
 pub mod identity;
@@ -54,7 +55,7 @@ pub struct AppState {
 #[openapi(
     info(title = "Lockstep", description = "Privileged password rotation with sandboxed listeners"),
     paths(
-        ops::healthz, ops::metrics,
+        ops::healthz, ops::metrics, cluster::get,
         identity::me, identity::list_users, identity::create_user, identity::get_user,
         identity::reissue_activation, identity::activate, identity::list_user_tokens, identity::list_my_tokens,
         identity::issue_my_token, identity::revoke_token, identity::list_roles,
@@ -221,7 +222,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/notifications", get(notifications::list))
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))
-        .route("/audit/verify", get(audit::verify));
+        .route("/audit/verify", get(audit::verify))
+        .route("/cluster", get(cluster::get));
 
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -25,6 +25,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     audit_events: AtomicU64,
     audit_forward_failures: AtomicU64,
+    /// Bells heard from the nodes (`cluster::bells`): work, agent, task.
+    bells_heard: [AtomicU64; 3],
 }
 
 /// The method label of a request: a standard method by name, anything else `other` (a
@@ -55,6 +57,17 @@ impl Metrics {
 
     pub fn count_audit_event(&self) {
         self.audit_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bell heard from a node (this one's own included).
+    pub fn count_bell_heard(&self, bell: &crate::cluster::bells::Bell) {
+        use crate::cluster::bells::Bell;
+        let i = match bell {
+            Bell::Work => 0,
+            Bell::Agent(_) => 1,
+            Bell::Task(_) => 2,
+        };
+        self.bells_heard[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_audit_forward_failure(&self) {
@@ -105,6 +118,18 @@ impl Metrics {
             "lockstep_audit_forward_failures_total {}",
             self.audit_forward_failures.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP lockstep_cluster_bells_heard_total Wake-ups heard from the cluster's nodes \
+             (PostgreSQL NOTIFY), by what they wake.\n# TYPE lockstep_cluster_bells_heard_total counter"
+        );
+        for (i, bell) in ["work", "agent", "task"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lockstep_cluster_bells_heard_total{{bell=\"{bell}\"}} {}",
+                self.bells_heard[i].load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

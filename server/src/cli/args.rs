@@ -191,7 +191,7 @@ pub struct StoreArgs {
 pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
     /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs,
-    /// ssh_command_timeout_secs, reset_lease_secs, audit_checkpoint_events,
+    /// ssh_command_timeout_secs, reset_lease_secs, reset_workers, audit_checkpoint_events,
     /// audit_checkpoint_secs.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
@@ -235,6 +235,10 @@ pub struct ServeArgs {
     /// (or `lockstep reconcile`) takes its resets up once their leases have run out.
     #[arg(long, env = "LOCKSTEP_RESET_LEASE_SECS")]
     pub reset_lease_secs: Option<u64>,
+    /// How many accounts this node resets at once [default: 16; 0 to 256]. 0 makes a node of
+    /// a cluster that serves the API and agents but claims no resets.
+    #[arg(long, env = "LOCKSTEP_RESET_WORKERS")]
+    pub reset_workers: Option<usize>,
     /// Write a signed checkpoint of the audit chain's head (its newest event's seq and hash)
     /// to the log and to syslog after this many audit events [default: 100]. With
     /// --audit-checkpoint-secs it bounds how many newest events can be deleted unseen.

@@ -164,10 +164,15 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         vault,
         registry,
         Arc::new(crate::agents::AgentHub::default()),
-        0,
-        crate::reset::ssh::Timeouts::default(),
-        None,
-        crate::reset::pipeline::DEFAULT_LEASE,
+        crate::reset::pipeline::EngineOptions {
+            workers: 0,
+            offline: true,
+            timeouts: crate::reset::ssh::Timeouts::default(),
+            rotation_check: None,
+            lease: crate::reset::pipeline::DEFAULT_LEASE,
+            // Not a node: its steps name the command that wrote them.
+            node: crate::time::new_id("reconcile"),
+        },
     );
     let ended = engine.reconcile_all().await?;
     store.close().await;

@@ -4,7 +4,7 @@
 //! ([`super::custody`]): nobody can quietly obtain a credential for another user, and an
 //! account one person could have used never counts as a second person's approval.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -67,7 +67,8 @@ pub(super) async fn write_code(
     issuer: Option<&str>,
 ) -> Result<Activation> {
     let code: Zeroizing<String> = token::generate_with(token::ACTIVATION_PREFIX)?;
-    let expires_at = crate::time::format(Utc::now() + Duration::hours(ACTIVATION_HOURS));
+    let expires_at =
+        crate::time::format(crate::time::now_utc() + Duration::hours(ACTIVATION_HOURS));
     store::user_custody::set_activation(
         tx.conn(),
         user_id,

@@ -11,7 +11,7 @@ pub mod token;
 
 pub use privilege::{BUILTIN_ROLES, Privilege};
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -420,7 +420,7 @@ pub(crate) async fn write_token(
         return Err(Error::validation("name", "must be 1 to 64 characters long"));
     }
     let text: Zeroizing<String> = token::generate()?;
-    let now = Utc::now();
+    let now = crate::time::now_utc();
     let row = TokenRow {
         id: crate::time::new_id("tok"),
         user_id: user_id.to_string(),

@@ -76,11 +76,42 @@ pub struct Item {
     #[schema(value_type = Vec<Object>)]
     pub listeners: serde_json::Value,
     pub updated_at: String,
+    /// How often a worker claimed it: more than once when a node died or lost its lease
+    /// while it held the item and another node took it over.
+    pub claims: i64,
+    /// Which node wrote each step, oldest first.
+    pub steps: Vec<Step>,
+}
+
+/// One step of an item as the journal wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Step {
+    pub at: String,
+    /// The node (`srv_…`, or the `lockstep reconcile` run) that wrote it.
+    pub node: String,
+    /// The state it moved the item to.
+    pub state: String,
+}
+
+/// The steps stored as lines of `time node state`.
+fn steps_of(text: &str) -> Vec<Step> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            Some(Step {
+                at: f.next()?.to_string(),
+                node: f.next()?.to_string(),
+                state: f.next()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 impl From<ItemRow> for Item {
     fn from(i: ItemRow) -> Item {
         Item {
+            steps: steps_of(&i.steps),
+            claims: i.claims,
             listeners: serde_json::from_str(&i.listeners).unwrap_or_default(),
             id: i.id,
             account_id: i.account_id,
@@ -440,6 +471,8 @@ pub(super) async fn create(
             lease_until: None,
             created_at: now.clone(),
             updated_at: now.clone(),
+            claims: 0,
+            steps: String::new(),
         };
         let given = spec
             .password
@@ -474,4 +507,32 @@ pub(super) async fn create(
     .await?;
     tx.commit().await?;
     Ok((view(job, items), true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_step_trail_reads_back_line_by_line_and_skips_a_cut_line() {
+        let steps = steps_of(
+            "2026-12-01T10:00:00.000000Z srv_a pre-listeners\n\
+             2026-12-01T10:00:01.000000Z srv_b committed\ncut",
+        );
+        assert_eq!(
+            steps,
+            vec![
+                Step {
+                    at: "2026-12-01T10:00:00.000000Z".into(),
+                    node: "srv_a".into(),
+                    state: "pre-listeners".into(),
+                },
+                Step {
+                    at: "2026-12-01T10:00:01.000000Z".into(),
+                    node: "srv_b".into(),
+                    state: "committed".into(),
+                },
+            ]
+        );
+    }
 }

@@ -16,6 +16,8 @@ use lockstep_agent_protocol::messages::ListenerReport;
 use lockstep_runtime::manifest::Phase;
 use lockstep_runtime::{ResetEvent, RunContext, Trigger};
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use super::batch::CommandBatcher;
@@ -114,6 +116,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How a claimed item's run was cut short, when it was.
+enum Interrupted {
+    /// Its lease was taken over (or could not be renewed before it ran out): the item is
+    /// another claim's now, and this one writes nothing more for it.
+    LeaseLost,
+    /// This server is stopping and the grace ran out: the lease is handed back at once.
+    Stopping,
+}
+
+/// How the engine runs on this server.
+pub struct EngineOptions {
+    /// Workers claiming items; 0 for `lockstep reconcile` (only what the caller drives runs)
+    /// and for a node that serves only the API and agents.
+    pub workers: usize,
+    /// No API (`lockstep reconcile`): agents cannot report here, so their resets are left for
+    /// a server.
+    pub offline: bool,
+    pub timeouts: Timeouts,
+    /// How often the rotation scheduler looks for due accounts (`None`: never). It runs on
+    /// the one node that holds the cluster's scheduler duty.
+    pub rotation_check: Option<Duration>,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// The node id (`cluster::node`), the prefix of every lease this engine writes.
+    pub node: String,
+}
+
 /// The reset engine: owns the workers.
 pub struct Engine {
     /// How long a claim lasts without a heartbeat.
@@ -121,8 +150,8 @@ pub struct Engine {
     store: Store,
     vault: Arc<Vault>,
     registry: Registry,
-    /// This server's lease owner id.
-    owner: String,
+    /// This server's node id: every claim's lease owner is `NODE/lease_…`.
+    node: String,
     timeouts: Timeouts,
     wake: Notify,
     post_slots: Arc<Semaphore>,
@@ -139,6 +168,13 @@ pub struct Engine {
     /// No workers and no API (`lockstep reconcile`): agents cannot report, so their resets
     /// are left for the server.
     offline: bool,
+    /// Cancelled when the server stops: nothing new is claimed or scheduled.
+    stop: CancellationToken,
+    /// Cancelled when the stop's grace runs out: items still running are cut off and their
+    /// leases handed back.
+    abort: CancellationToken,
+    /// Every task the engine started (workers, resets beside them, scheduler, sweeper).
+    tasks: TaskTracker,
 }
 
 /// Everything one item's reset needs to know about its account.
@@ -204,24 +240,28 @@ fn agent_task_id(item_id: &str, attempt: i64) -> String {
 }
 
 impl Engine {
-    /// Starts `workers` workers on this server (and the scheduler, every `rotation_check`).
-    #[allow(clippy::too_many_arguments)]
+    /// Starts the workers on this server (and the scheduler, every `rotation_check`).
     pub fn start(
         store: Store,
         vault: Arc<Vault>,
         registry: Registry,
         hub: Arc<AgentHub>,
-        workers: usize,
-        timeouts: Timeouts,
-        rotation_check: Option<Duration>,
-        lease: Duration,
+        options: EngineOptions,
     ) -> Arc<Engine> {
+        let EngineOptions {
+            workers,
+            timeouts,
+            rotation_check,
+            lease,
+            node,
+            offline,
+        } = options;
         let engine = Arc::new(Engine {
             lease,
             store,
             vault,
             registry,
-            owner: crate::time::new_id("srv"),
+            node,
             timeouts,
             wake: Notify::new(),
             post_slots: Arc::new(Semaphore::new(POST_LISTENER_SLOTS)),
@@ -230,34 +270,83 @@ impl Engine {
             batcher: CommandBatcher::default(),
             hub,
             agent_slots: Arc::new(Semaphore::new(AGENT_RESETS)),
-            offline: workers == 0,
+            offline,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         {
             let e = engine.clone();
-            tokio::spawn(async move {
+            engine.tasks.spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(15)).await;
-                    e.admins.sweep().await;
+                    tokio::select! {
+                        _ = e.stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(15)) => e.admins.sweep().await,
+                    }
                 }
             });
         }
         if let Some(every) = rotation_check {
             let e = engine.clone();
-            tokio::spawn(async move { e.schedule(every).await });
+            engine.tasks.spawn(async move { e.schedule(every).await });
         }
         // No workers (`lockstep reconcile`): only what the caller drives runs.
         for _ in 0..workers {
             let e = engine.clone();
-            tokio::spawn(async move { e.work().await });
+            engine.tasks.spawn(async move { e.work().await });
         }
         engine
     }
 
-    /// Every `every`, starts a job for the accounts past their maximum age.
+    /// Stops the engine: nothing new is claimed or scheduled, items in progress get `grace`
+    /// to finish, and those still running then are cut off with their leases handed back, so
+    /// another node takes them up at once instead of after the lease (`Interrupted::Stopping`).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "resets still running after the stop's grace: cutting them off and handing \
+                 their leases back"
+            );
+            self.abort.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("reset tasks did not end; their leases run out by themselves");
+            }
+        }
+    }
+
+    /// Every `every`, starts a job for the accounts past their maximum age, on the node that
+    /// holds the scheduler duty.
     async fn schedule(self: Arc<Self>, every: Duration) {
         loop {
-            tokio::time::sleep(every).await;
-            let bucket = chrono::Utc::now().timestamp() / every.as_secs().max(1) as i64;
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match crate::cluster::duty::hold(
+                &self.store,
+                crate::cluster::Duty::Scheduler,
+                &self.node,
+            )
+            .await
+            {
+                Ok(Some(_)) => {}
+                // Another node holds the duty.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the scheduler duty; skipping this check");
+                    continue;
+                }
+            }
+            let bucket = crate::time::now_utc().timestamp() / every.as_secs().max(1) as i64;
             match super::scheduler::rotate_due(&self.store, &self.vault, &bucket.to_string()).await
             {
                 Ok(Some(job)) => {
@@ -287,13 +376,29 @@ impl Engine {
             .clone()
     }
 
-    /// Tells idle workers there is new work.
+    /// This server's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Tells idle workers there is new work, on every node.
     pub fn wake(&self) {
+        self.wake_here();
+        self.hub
+            .bells
+            .ring_others(crate::cluster::bells::Bell::Work);
+    }
+
+    /// Tells this server's idle workers there is new work (a bell another node rang).
+    pub fn wake_here(&self) {
         self.wake.notify_waiters();
     }
 
     async fn work(self: Arc<Self>) {
         loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
             match self.claim().await {
                 Ok(Some(item)) => {
                     let id = item.id.clone();
@@ -311,7 +416,7 @@ impl Engine {
                     ) && let Ok(slot) = self.agent_slots.clone().try_acquire_owned()
                     {
                         let e = self.clone();
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             if let Err(err) = e.run(item).await {
                                 tracing::error!(item = %id, error = %err, "reset step failed; the item will be retried after its lease");
                             }
@@ -324,7 +429,10 @@ impl Engine {
                     }
                 }
                 Ok(None) => {
-                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()) => {}
+                    }
                 }
                 // A graceful stop closes the pool: the worker ends quietly, with nothing to do.
                 Err(_) if self.store.pool().is_closed() => {
@@ -340,7 +448,7 @@ impl Engine {
     }
 
     fn lease_until(&self) -> String {
-        crate::time::format(chrono::Utc::now() + self.lease)
+        crate::time::format(crate::time::now_utc() + self.lease)
     }
 
     async fn claim(&self) -> Result<Option<ItemRow>> {
@@ -351,7 +459,7 @@ impl Engine {
         let mut tx = self.store.begin_write().await?;
         let backend = tx.backend();
         // Each claim is its own lease owner, so two workers of this server are told apart too.
-        let lease = format!("{}/{}", self.owner, crate::time::new_id("lease"));
+        let lease = format!("{}/{}", self.node, crate::time::new_id("lease"));
         let item = store::resets::claim(
             tx.conn(),
             backend,
@@ -391,43 +499,73 @@ impl Engine {
         Ok(ended.into_iter().collect())
     }
 
-    /// Runs one claimed item with a heartbeat keeping its lease.
+    /// Runs one claimed item with a heartbeat keeping its lease. The run stops at once when
+    /// the lease is lost (taken over, or not renewed before it ran out) or when the server's
+    /// stop cuts it off.
     async fn run(self: Arc<Self>, item: ItemRow) -> Result<()> {
+        let lost = Arc::new(Notify::new());
         let heartbeat = {
             let (store, id) = (self.store.clone(), item.id.clone());
             let owner = lease_of(&item).to_string();
             let engine = self.clone();
+            let lost = lost.clone();
             AbortOnDrop(tokio::spawn(async move {
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(engine.lease / 3).await;
                     let until = engine.lease_until();
                     match store::resets::renew_lease(store.pool(), &id, &owner, &until).await {
-                        Ok(true) => {}
-                        // Another claim holds it now: stop renewing.
+                        Ok(true) => renewed = tokio::time::Instant::now(),
+                        // Another claim holds it now.
                         Ok(false) => break,
-                        // A busy or lost connection: try again at the next beat.
-                        Err(e) => tracing::warn!(item = %id, error = %e, "lease renewal failed"),
+                        // A busy or lost connection: try again at the next beat, unless the
+                        // lease may have run out meanwhile (another node may hold it now).
+                        Err(e) if renewed.elapsed() + engine.lease / 3 < engine.lease => {
+                            tracing::warn!(item = %id, error = %e, "lease renewal failed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(item = %id, error = %e, "lease renewal failed until the lease ran out");
+                            break;
+                        }
                     }
                 }
+                lost.notify_one();
             }))
         };
         let (id, updated_at) = (item.id.clone(), item.updated_at.clone());
         let lease = lease_of(&item).to_string();
-        let result = self.clone().process(item).await;
+        let outcome = tokio::select! {
+            result = self.clone().process(item) => Ok(result),
+            _ = lost.notified() => Err(Interrupted::LeaseLost),
+            _ = self.abort.cancelled() => Err(Interrupted::Stopping),
+        };
         drop(heartbeat);
-        if result.is_err() {
-            // Left in flight (a target that cannot be asked, a store error): it is taken up
-            // again when its lease runs out, later the longer it has been stuck.
-            let until = Self::retry_after(&updated_at);
-            let _ = store::resets::renew_lease(self.store.pool(), &id, &lease, &until).await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // Left in flight (a target that cannot be asked, a store error): it is taken
+                // up again when its lease runs out, later the longer it has been stuck.
+                let until = Self::retry_after(&updated_at);
+                let _ = store::resets::renew_lease(self.store.pool(), &id, &lease, &until).await;
+                Err(e)
+            }
+            Err(Interrupted::LeaseLost) => {
+                tracing::warn!(item = %id, "lost the lease on this reset; stopped it without another step");
+                Ok(())
+            }
+            Err(Interrupted::Stopping) => {
+                let now = crate::time::now();
+                let _ = store::resets::renew_lease(self.store.pool(), &id, &lease, &now).await;
+                tracing::info!(item = %id, "stopping: handed the reset back for another node");
+                Ok(())
+            }
         }
-        result
     }
 
     /// When an item stuck since `updated_at` is tried again: after as long as it has been
     /// stuck, at least a lease and at most [`MAX_RETRY_BACKOFF`].
     fn retry_after(updated_at: &str) -> String {
-        let now = chrono::Utc::now();
+        let now = crate::time::now_utc();
         let stuck = chrono::DateTime::parse_from_rfc3339(updated_at)
             .map(|t| now - t.with_timezone(&chrono::Utc))
             .ok()
@@ -1739,7 +1877,7 @@ mod tests {
     /// How far in the future `until` is.
     fn wait(until: &str) -> Duration {
         let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
-        (until.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        (until.with_timezone(&chrono::Utc) - crate::time::now_utc())
             .to_std()
             .unwrap_or_default()
     }
@@ -1749,13 +1887,14 @@ mod tests {
         let just_now = crate::time::now();
         assert!(wait(&Engine::retry_after(&just_now)) <= LEASE);
         assert!(wait(&Engine::retry_after(&just_now)) > LEASE - Duration::from_secs(2));
-        let minutes_ago = crate::time::format(chrono::Utc::now() - chrono::Duration::minutes(3));
+        let minutes_ago =
+            crate::time::format(crate::time::now_utc() - chrono::Duration::minutes(3));
         let w = wait(&Engine::retry_after(&minutes_ago));
         assert!(
             w > Duration::from_secs(170) && w <= Duration::from_secs(181),
             "{w:?}"
         );
-        let day_ago = crate::time::format(chrono::Utc::now() - chrono::Duration::days(1));
+        let day_ago = crate::time::format(crate::time::now_utc() - chrono::Duration::days(1));
         assert!(wait(&Engine::retry_after(&day_ago)) <= MAX_RETRY_BACKOFF);
         assert!(wait(&Engine::retry_after("not a time")) <= LEASE);
     }

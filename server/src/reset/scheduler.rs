@@ -197,7 +197,7 @@ pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>>
         let mut next = chrono::DateTime::parse_from_rfc3339(&s.next_run_at)
             .map_err(|e| Error::Internal(format!("schedule {}: {e}", s.name)))?
             .with_timezone(&chrono::Utc);
-        let now_t = chrono::Utc::now();
+        let now_t = crate::time::now_utc();
         while next <= now_t {
             next += chrono::Duration::hours(s.every_hours);
         }

@@ -118,6 +118,8 @@ mod tests {
             detail: None,
             listeners: serde_json::Value::Array(vec![]),
             updated_at: "now".into(),
+            claims: 1,
+            steps: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod change_requests;
+pub mod cluster;
 mod error;
 pub mod listeners;
 pub mod notifications;

@@ -44,14 +44,21 @@ pub struct ItemRow {
     pub lease_until: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// How often it was claimed: more than once means a take-over after a lease ran out.
+    pub claims: i64,
+    /// Lines of `time node state`, one per step written (bounded, see [`set_state`]).
+    pub steps: String,
 }
 
 macro_rules! item_columns {
     () => {
         "id, job_id, account_id, state, attempts, detail, listeners, lease_owner, lease_until, \
-         created_at, updated_at"
+         created_at, updated_at, claims, steps"
     };
 }
+
+/// The trail of steps stops growing at this length (an item retried for days).
+const MAX_STEPS_TEXT: i64 = 4000;
 
 pub async fn insert_job(conn: &mut AnyConnection, j: &JobRow) -> Result<(), super::Error> {
     sqlx::query(concat!(
@@ -167,7 +174,7 @@ pub async fn insert_item(
         "INSERT INTO reset_items (",
         item_columns!(),
         ", given_key_id, given_nonce, given_ciphertext) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     ))
     .bind(&i.id)
     .bind(&i.job_id)
@@ -180,6 +187,8 @@ pub async fn insert_item(
     .bind(&i.lease_until)
     .bind(&i.created_at)
     .bind(&i.updated_at)
+    .bind(i.claims)
+    .bind(&i.steps)
     .bind(given.map(|s| s.key_id.clone()))
     .bind(given.map(|s| s.nonce.clone()))
     .bind(given.map(|s| s.ciphertext.clone()))
@@ -250,12 +259,15 @@ pub async fn claim(
         .fetch_optional(&mut *conn)
         .await?;
     let Some(id) = id else { return Ok(None) };
-    sqlx::query("UPDATE reset_items SET lease_owner = $2, lease_until = $3 WHERE id = $1")
-        .bind(&id)
-        .bind(owner)
-        .bind(until)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE reset_items SET lease_owner = $2, lease_until = $3, claims = claims + 1 \
+         WHERE id = $1",
+    )
+    .bind(&id)
+    .bind(owner)
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_as(concat!(
         "SELECT ",
         item_columns!(),
@@ -297,9 +309,12 @@ pub async fn set_state(
     attempts: i64,
     at: &str,
 ) -> Result<bool, super::Error> {
+    // The node is the lease's prefix (`srv_…/lease_…`).
+    let node = lease.split('/').next().unwrap_or_default();
     let done = sqlx::query(
         "UPDATE reset_items SET state = $2, detail = $3, listeners = $4, attempts = $5, \
-         updated_at = $6 WHERE id = $1 AND lease_owner = $7",
+         updated_at = $6, steps = CASE WHEN LENGTH(steps) < $9 THEN steps || $8 ELSE steps END \
+         WHERE id = $1 AND lease_owner = $7",
     )
     .bind(id)
     .bind(state)
@@ -308,6 +323,8 @@ pub async fn set_state(
     .bind(attempts)
     .bind(at)
     .bind(lease)
+    .bind(format!("{at} {node} {state}\n"))
+    .bind(MAX_STEPS_TEXT)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
