@@ -323,8 +323,15 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     // node says it stopped, so other nodes take over at once.
     resets.shutdown(SHUTDOWN_GRACE).await;
     cluster_stop.cancel();
-    let _ = heartbeat.await;
-    node.stop().await;
+    // A database that stopped answering must not hold the stop up: the node's row then
+    // shows it silent, and its duty passes on when the lease runs out.
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
+    if tokio::time::timeout(Duration::from_secs(5), node.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not mark this node stopped in time");
+    }
     served.map_err(Error::io(format!("cannot serve on {}", cfg.listen)))?;
     // A last checkpoint to the log: the events of the last minutes before a stop are covered.
     last_checkpointer.write(&mut None).await;

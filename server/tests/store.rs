@@ -445,6 +445,15 @@ async fn reset_steps_are_fenced_by_their_claim(db: &TestDb) {
     );
     let now = resets::item(s.pool(), "itm_fenced").await.unwrap().unwrap();
     assert_eq!(now.state, ItemState::PreListeners.as_str());
+    // A write that is not a step checks the claim the same way.
+    let holds = |lease: &'static str| async move {
+        let mut tx = s.begin_write().await.unwrap();
+        let held = resets::holds(tx.conn(), "itm_fenced", lease).await.unwrap();
+        tx.commit().await.unwrap();
+        held
+    };
+    assert!(!holds("srv_a/lease_1").await, "A's claim is gone");
+    assert!(holds("srv_a/lease_2").await, "B's claim holds");
     // Two claims; only the holder's step is in the trail, with its node.
     assert_eq!(now.claims, 2);
     assert_eq!(now.steps, format!("{} srv_a pre-listeners\n", t(11)));

@@ -473,7 +473,7 @@ const NOT_STATES: &[(&str, &str, &str)] = &[
         "the name of a server-sent event",
     ),
     (
-        "server/src/reset/pipeline.rs",
+        "server/src/reset/pipeline/",
         "refused",
         "a listener's outcome in an item's record",
     ),

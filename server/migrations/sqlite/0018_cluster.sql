@@ -6,7 +6,9 @@ CREATE TABLE cluster_nodes (
     version TEXT NOT NULL,
     started_at TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL,
-    stopped_at TEXT
+    stopped_at TEXT,
+    -- How far the database's clock was ahead of the node's at its last beat (cluster::clock).
+    clock_offset_ms INTEGER NOT NULL DEFAULT 0
 );
 
 -- Work that runs on one node at a time, by lease; every take-over raises the fence

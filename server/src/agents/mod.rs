@@ -58,14 +58,19 @@ impl AgentHub {
     /// Wakes the agent's long-poll (or lets its next poll return at once), on whichever node
     /// holds it.
     pub fn ring_agent(&self, agent_id: &str) {
-        self.ring_agent_here(agent_id);
+        self.agent_bell(agent_id).notify_one();
         self.bells
             .ring_others(crate::cluster::bells::Bell::Agent(agent_id.to_string()));
     }
 
-    /// [`Self::ring_agent`] in this process only (a bell another node rang).
+    /// Wakes the agent's long-poll if it is held on this node (a bell another node rang; an
+    /// agent that is not polling here looks at the store when it polls). Bells come from the
+    /// database, which anyone who can connect may ring: an unknown id adds nothing here.
     pub fn ring_agent_here(&self, agent_id: &str) {
-        self.agent_bell(agent_id).notify_one();
+        let map = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(agent_id) {
+            n.notify_one();
+        }
     }
 
     pub(crate) fn task_bell(&self, task_id: &str) -> Arc<Notify> {

@@ -152,6 +152,8 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         "reconcile",
     )?));
     let store = crate::serve::open_store(&store_url(&args.store), vault.clone()).await?;
+    // Its claims and leases must mean what the nodes' mean: in the database's time.
+    crate::cluster::clock::align(&store).await?;
     let runtime = lockstep_runtime::Runtime::new(Some(&data_dir.join("listener-cache")))?;
     let registry = crate::registry::Registry::new(
         store.clone(),

@@ -12,6 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{self, Store};
 
+/// The longest id a bell carries: the server's ids (`agt_…`, `rst_…-N`) are far shorter.
+const MAX_ID: usize = 80;
+/// Work bells closer together than this wake the workers once: woken workers claim until
+/// nothing is left, so a burst (or a flood rung by someone with a database login) costs one
+/// round of claims.
+const WORK_BELL_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What a bell asks the waiters to look at again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Bell {
@@ -32,12 +39,19 @@ impl Bell {
         }
     }
 
-    /// A payload another node rang; `None` for one this version does not know.
+    /// A payload another node rang; `None` for one this version does not know, or whose id
+    /// is not one the server makes (anyone who can connect to the database can ring).
     fn decode(payload: &str) -> Option<Bell> {
+        let id_ok = |id: &str| {
+            (1..=MAX_ID).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         match payload.split_once(':') {
             None if payload == "work" => Some(Bell::Work),
-            Some(("agent", id)) if !id.is_empty() => Some(Bell::Agent(id.into())),
-            Some(("task", id)) if !id.is_empty() => Some(Bell::Task(id.into())),
+            Some(("agent", id)) if id_ok(id) => Some(Bell::Agent(id.into())),
+            Some(("task", id)) if id_ok(id) => Some(Bell::Task(id.into())),
             _ => None,
         }
     }
@@ -114,17 +128,24 @@ async fn listen(url: String, here: Arc<dyn Fn(Bell) + Send + Sync>, stop: Cancel
                 }
             }
         };
+        let mut last_work: Option<tokio::time::Instant> = None;
         loop {
             let payload = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = listener.recv() => p,
             };
             match payload {
-                Ok(p) => {
-                    if let Some(bell) = Bell::decode(&p) {
-                        here(bell);
+                Ok(p) => match Bell::decode(&p) {
+                    Some(Bell::Work) => {
+                        let now = tokio::time::Instant::now();
+                        if last_work.is_none_or(|t| now.duration_since(t) >= WORK_BELL_GAP) {
+                            last_work = Some(now);
+                            here(Bell::Work);
+                        }
                     }
-                }
+                    Some(bell) => here(bell),
+                    None => {}
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "lost the connection that hears other nodes' bells");
                     break;
@@ -147,7 +168,17 @@ mod tests {
         ] {
             assert_eq!(Bell::decode(&bell.encode()), Some(bell));
         }
-        for unknown in ["", "agent:", "worker", "job:1", "task"] {
+        let long = format!("agent:{}", "a".repeat(MAX_ID + 1));
+        for unknown in [
+            "",
+            "agent:",
+            "worker",
+            "job:1",
+            "task",
+            "agent:a b",
+            "task:x;y",
+            &long,
+        ] {
             assert_eq!(Bell::decode(unknown), None, "{unknown}");
         }
     }

@@ -11,9 +11,15 @@ use crate::store::{self, Store};
 /// A measurement whose round trip took longer than this says little about the offset; the
 /// previous offset is kept.
 const MAX_ROUND_TRIP_MICROS: i64 = 500_000;
+/// The largest offset followed. The cluster's time also decides when tokens, activation codes
+/// and agent signatures expire, so a database host whose clock is wrong by more than this
+/// (or wound back on purpose) does not move them: the node keeps the offset it had, and says
+/// so at every beat until someone fixes the clocks (NTP).
+pub const MAX_OFFSET_MICROS: i64 = 5 * 60 * 1_000_000;
 
 /// Measures this machine's offset from the database's clock and applies it; returns it in
-/// microseconds (`None`: SQLite, or a round trip too slow to tell).
+/// microseconds (`None`: SQLite, or a round trip too slow to tell). An offset beyond
+/// [`MAX_OFFSET_MICROS`] is an error and is not applied.
 pub async fn align(store: &Store) -> Result<Option<i64>> {
     let sent = crate::time::machine_now();
     let started = Instant::now();
@@ -32,6 +38,14 @@ pub async fn align(store: &Store) -> Result<Option<i64>> {
     }
     let middle = sent.timestamp_micros() + round_trip / 2;
     let offset = offset_of(database, middle);
+    if offset.abs() > MAX_OFFSET_MICROS {
+        return Err(crate::error::Error::Config(format!(
+            "this machine's clock is {} s off the database's, more than the {} s a node \
+             follows; leases and expiries stay on this machine's clock; hint: run NTP on both",
+            offset / 1_000_000,
+            MAX_OFFSET_MICROS / 1_000_000
+        )));
+    }
     let before = crate::time::offset_micros();
     crate::time::set_offset(offset);
     if (offset - before).abs() > 1_000_000 {

@@ -16,6 +16,8 @@ use crate::store::{self, Store};
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node that has not beaten for this long is shown as silent (killed, hung or cut off).
 pub const SILENT_AFTER: Duration = Duration::from_secs(20);
+/// Measurements of the clock's offset tried at start before the node gives up and goes on.
+const FIRST_ALIGN_TRIES: u32 = 5;
 /// Rows of nodes gone for longer than this are deleted by the next node that starts.
 const FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -32,8 +34,21 @@ impl Node {
     /// Registers a new node listening on `address` that performs `duties`: aligns its clock,
     /// writes its row and forgets nodes long gone.
     pub async fn register(store: Store, address: &str, duties: Vec<Duty>) -> Result<Arc<Node>> {
-        if let Err(e) = super::clock::align(&store).await {
-            tracing::warn!(error = %e, "cannot read the database's clock; using this machine's");
+        // Before the first lease: a few tries when the database is slow to answer.
+        for attempt in 1..=FIRST_ALIGN_TRIES {
+            match super::clock::align(&store).await {
+                Ok(Some(_)) => break,
+                Ok(None) if store.backend() == store::Backend::Sqlite => break,
+                Ok(None) if attempt == FIRST_ALIGN_TRIES => tracing::warn!(
+                    "cannot measure this machine's clock against the database's (slow round \
+                     trips); leases use this machine's clock until a heartbeat can"
+                ),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "clock");
+                    break;
+                }
+            }
         }
         let node = Arc::new(Node {
             id: crate::time::new_id("srv"),
@@ -52,6 +67,7 @@ impl Node {
                 started_at: crate::time::format(now),
                 heartbeat_at: crate::time::format(now),
                 stopped_at: None,
+                clock_offset_ms: crate::time::offset_micros() / 1000,
             },
         )
         .await?;
@@ -63,9 +79,15 @@ impl Node {
     /// One beat: aligns the clock, writes the heartbeat, renews or takes the duties.
     pub async fn beat(&self) -> Result<()> {
         if let Err(e) = super::clock::align(&self.store).await {
-            tracing::debug!(error = %e, "clock alignment failed");
+            tracing::error!(error = %e, "clock");
         }
-        store::cluster::beat_node(self.store.pool(), &self.id, &crate::time::now()).await?;
+        store::cluster::beat_node(
+            self.store.pool(),
+            &self.id,
+            &crate::time::now(),
+            crate::time::offset_micros() / 1000,
+        )
+        .await?;
         for d in &self.duties {
             duty::hold(&self.store, *d, &self.id).await?;
         }
@@ -147,6 +169,9 @@ pub struct NodeView {
     pub started_at: String,
     pub heartbeat_at: String,
     pub stopped_at: Option<String>,
+    /// How far the database's clock was ahead of this node's at its last beat (negative:
+    /// behind), in milliseconds; every node writes leases in the database's time.
+    pub clock_offset_ms: i64,
     pub state: NodeState,
     /// Reset items it holds a live lease on (in progress there now).
     pub resets_held: usize,
@@ -190,6 +215,7 @@ pub async fn view(store: &Store, answered_by: &str) -> Result<ClusterView> {
                 started_at: r.started_at,
                 heartbeat_at: r.heartbeat_at,
                 stopped_at: r.stopped_at,
+                clock_offset_ms: r.clock_offset_ms,
             }
         })
         .collect();

@@ -78,8 +78,12 @@ impl CommandBatcher {
             .push(Entry { input, reply });
         {
             let _running = queue.running.lock().await;
-            let batch =
+            let mut batch =
                 std::mem::take(&mut *queue.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            // A caller that stopped waiting (its run was cut off: a lost lease, a stop) takes
+            // its password with it: the item is another claim's now, and nothing may be
+            // applied for it from here.
+            batch.retain(|e| !e.reply.is_closed());
             if !batch.is_empty() {
                 let (replies, lines): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|e| (e.reply, e.input)).unzip();

@@ -13,6 +13,7 @@ pub struct NodeRow {
     pub started_at: String,
     pub heartbeat_at: String,
     pub stopped_at: Option<String>,
+    pub clock_offset_ms: i64,
 }
 
 /// The database's clock in microseconds since the Unix epoch (`None` on SQLite, which runs on
@@ -35,8 +36,8 @@ pub async fn database_clock_micros(
 
 pub async fn insert_node(conn: &mut AnyConnection, n: &NodeRow) -> Result<(), super::Error> {
     sqlx::query(
-        "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, stopped_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO cluster_nodes (id, address, version, started_at, heartbeat_at, stopped_at, \
+         clock_offset_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&n.id)
     .bind(&n.address)
@@ -44,6 +45,7 @@ pub async fn insert_node(conn: &mut AnyConnection, n: &NodeRow) -> Result<(), su
     .bind(&n.started_at)
     .bind(&n.heartbeat_at)
     .bind(&n.stopped_at)
+    .bind(n.clock_offset_ms)
     .execute(conn)
     .await?;
     Ok(())
@@ -58,10 +60,16 @@ pub async fn forget_nodes(conn: &mut AnyConnection, before: &str) -> Result<(), 
     Ok(())
 }
 
-pub async fn beat_node(pool: &AnyPool, id: &str, at: &str) -> Result<(), super::Error> {
-    sqlx::query("UPDATE cluster_nodes SET heartbeat_at = $2 WHERE id = $1")
+pub async fn beat_node(
+    pool: &AnyPool,
+    id: &str,
+    at: &str,
+    clock_offset_ms: i64,
+) -> Result<(), super::Error> {
+    sqlx::query("UPDATE cluster_nodes SET heartbeat_at = $2, clock_offset_ms = $3 WHERE id = $1")
         .bind(id)
         .bind(at)
+        .bind(clock_offset_ms)
         .execute(pool)
         .await?;
     Ok(())
@@ -87,8 +95,8 @@ pub async fn stop_node(pool: &AnyPool, id: &str, at: &str) -> Result<(), super::
 
 pub async fn list_nodes(pool: &AnyPool) -> Result<Vec<NodeRow>, super::Error> {
     Ok(sqlx::query_as(
-        "SELECT id, address, version, started_at, heartbeat_at, stopped_at FROM cluster_nodes \
-         ORDER BY started_at DESC LIMIT 1000",
+        "SELECT id, address, version, started_at, heartbeat_at, stopped_at, clock_offset_ms \
+         FROM cluster_nodes ORDER BY started_at DESC LIMIT 1000",
     )
     .fetch_all(pool)
     .await?)

@@ -330,6 +330,20 @@ pub async fn set_state(
     Ok(done.rows_affected() == 1)
 }
 
+/// Whether `lease` still holds item `id`, locking the row until the transaction ends, so a
+/// write that is not a step (the vault taking a recovered password, a kept password) is fenced
+/// like one: a claim by another worker waits for this transaction, and this one sees it.
+pub async fn holds(conn: &mut AnyConnection, id: &str, lease: &str) -> Result<bool, super::Error> {
+    let done = sqlx::query(
+        "UPDATE reset_items SET lease_owner = lease_owner WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(lease)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Releases an item's lease (it is finished, or will be picked up again).
 pub async fn release(conn: &mut AnyConnection, id: &str) -> Result<(), super::Error> {
     sqlx::query("UPDATE reset_items SET lease_owner = NULL, lease_until = NULL WHERE id = $1")

@@ -1,0 +1,209 @@
+//! Resets through agents: the change and the agent-mode listeners become tasks for the
+//! resource's agent, and the reset waits for their results.
+
+use lockstep_agent_protocol::messages::ListenerReport;
+use lockstep_runtime::manifest::Phase;
+
+use super::listeners::guard_refused;
+use super::{AGENT_PICKUP, Engine, Subject, state};
+use crate::agents::tasks::{self as agent_tasks, Kind as TaskKind, NewTask};
+use crate::error::{Error, Result};
+use crate::states::TaskState;
+use crate::store::agents::{AgentRow, TaskRow};
+use crate::store::resets::ItemRow;
+use crate::vault::Secret;
+
+/// A reset item's task for its `attempt`-th password: one task per password, so a repeated
+/// hand-out never carries a different password than the one journaled.
+pub(super) fn agent_task_id(item_id: &str, attempt: i64) -> String {
+    format!("{item_id}-{attempt}")
+}
+
+impl Engine {
+    /// Queues the reset task for the agent and waits for its result.
+    pub(super) async fn apply_via_agent(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        agent: &AgentRow,
+        new: &Secret,
+        attempts: i64,
+    ) -> Result<TaskRow> {
+        let id = agent_task_id(&item.id, attempts);
+        agent_tasks::queue(
+            &self.store,
+            &self.vault,
+            &self.hub,
+            NewTask {
+                id: id.clone(),
+                agent_id: &agent.id,
+                kind: TaskKind::Reset,
+                item_id: Some(&item.id),
+                account_id: Some(&s.account.id),
+                login_name: &s.account.login_name,
+                requested_by: &s.job.requested_by,
+                password: new,
+                listener: None,
+            },
+        )
+        .await?;
+        agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await
+    }
+
+    /// An agent task that did not succeed ends the item: refused generated passwords park it,
+    /// a lost task leaves it out-of-sync (both passwords kept), anything else fails it.
+    pub(super) async fn agent_ended(
+        &self,
+        item: ItemRow,
+        task: TaskRow,
+        listeners: Vec<serde_json::Value>,
+        attempts: i64,
+        generated: bool,
+    ) -> Result<()> {
+        let message = task.message.unwrap_or_default();
+        let (to, why) = match TaskState::parse(&task.state) {
+            Some(TaskState::Refused) if generated => (
+                state::PARKED,
+                format!(
+                    "the target refused {attempts} generated passwords; a person must look: {message}"
+                ),
+            ),
+            Some(TaskState::Lost | TaskState::Unconfirmed) => (
+                state::OUT_OF_SYNC,
+                format!("agent task {} {}: {message}", task.id, task.state),
+            ),
+            _ => (
+                state::FAILED,
+                format!("the agent's task {}: {message}", task.state),
+            ),
+        };
+        self.step(&item, to, Some(&why), &listeners, attempts).await
+    }
+
+    /// Runs the agent-mode listeners of `phase` on the resource's agent, one task each, in
+    /// order; returns the first veto (pre) or failure (post). A task id names the item, phase
+    /// and listener, so a run repeated after a crash reuses the first run's result.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn agent_listeners(
+        &self,
+        item: &ItemRow,
+        s: &Subject,
+        agent: &AgentRow,
+        phase: Phase,
+        old: &Secret,
+        new: &Secret,
+        record: &mut Vec<serde_json::Value>,
+    ) -> Result<Option<String>> {
+        use lockstep_agent_protocol::messages::ListenerWork;
+        use lockstep_runtime::manifest::Secret as Grant;
+        let (runnable, refused) = self
+            .registry
+            .runnable(&s.resource.resource_type, phase.as_str(), "agent")
+            .await?;
+        let mut stop = None;
+        for r in refused {
+            record.push(serde_json::json!({
+                "listener": r.name, "phase": phase.as_str(), "outcome": "refused",
+                "message": r.reason, "ran_on": format!("agent:{}", agent.id),
+            }));
+            stop.get_or_insert_with(|| guard_refused(phase, &r.name, &r.reason));
+        }
+        if phase == Phase::PreReset && stop.is_some() {
+            return Ok(stop);
+        }
+        for l in runnable {
+            let m = l.listener.manifest();
+            let pass = |grant: Grant, p: &Secret| {
+                (m.allows_secret(grant) && !p.is_empty()).then(|| p.expose().to_string())
+            };
+            let secrets = agent_tasks::ListenerSecrets {
+                old: pass(Grant::OldPassword, old),
+                new: pass(Grant::NewPassword, new),
+            };
+            let sealed = Secret::new(
+                serde_json::to_string(&secrets).map_err(|e| Error::Internal(e.to_string()))?,
+            );
+            drop(secrets);
+            let work = ListenerWork {
+                name: l.name.clone(),
+                version: l.version.clone(),
+                phase: phase.as_str().into(),
+                component_sha256: l.component_sha256.clone(),
+                manifest: l.manifest_text.clone(),
+                signature: l.signature.clone(),
+                job_id: item.job_id.clone(),
+                trigger: s.job.trigger.clone(),
+                resource_type: s.resource.resource_type.clone(),
+                parameters: l.parameters.clone(),
+                resource: s.resource.properties(),
+                account: s.account.properties(),
+                old_password: None,
+                new_password: None,
+            };
+            // One run per item, phase, listener and new password: a crash repeats nothing, and
+            // a password chosen again after a crash gets its own run. The password appears only
+            // as a keyed fingerprint's prefix.
+            let fp = self.vault.fingerprint(
+                &format!("agent-listener:{}", item.id),
+                new.expose().as_bytes(),
+            )?;
+            let id = format!(
+                "{}-{}-{}-{}",
+                item.id,
+                phase.as_str(),
+                l.name,
+                &fp[..fp.len().min(12)]
+            );
+            agent_tasks::queue(
+                &self.store,
+                &self.vault,
+                &self.hub,
+                NewTask {
+                    id: id.clone(),
+                    agent_id: &agent.id,
+                    kind: TaskKind::Listener,
+                    item_id: Some(&item.id),
+                    account_id: Some(&s.account.id),
+                    login_name: &s.account.login_name,
+                    requested_by: &s.job.requested_by,
+                    password: &sealed,
+                    listener: Some(&work),
+                },
+            )
+            .await?;
+            let task = agent_tasks::wait(&self.store, &self.hub, &id, AGENT_PICKUP).await?;
+            let report: Option<ListenerReport> = task
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok());
+            let report = report.unwrap_or_else(|| ListenerReport {
+                outcome: "stopped".into(),
+                message: format!(
+                    "the agent could not run it ({}): {}",
+                    task.state,
+                    task.message.clone().unwrap_or_default()
+                ),
+                denials: Vec::new(),
+                elapsed_ms: 0.0,
+            });
+            let verdict = self
+                .judge(
+                    item,
+                    phase,
+                    &l.name,
+                    &l.version,
+                    report,
+                    Some(&agent.id),
+                    record,
+                )
+                .await?;
+            if let Some(v) = verdict {
+                stop.get_or_insert(v);
+                if phase == Phase::PreReset {
+                    break;
+                }
+            }
+        }
+        Ok(stop)
+    }
+}

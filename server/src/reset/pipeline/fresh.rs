@@ -1,0 +1,454 @@
+//! A fresh reset: pre-listeners, the new password sealed into the item before the target is
+//! touched, the apply, the verifying login, the commit.
+
+use lockstep_runtime::manifest::Phase;
+use std::sync::Arc;
+
+use super::journal::pending_aad;
+use super::lease::{lease_of, still_held};
+use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, state};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::inventory::resource_types::ResetMethod;
+use crate::reset::remote::{self, AdminKind, ApplyFailure, Held};
+use crate::reset::settings::get_settings;
+use crate::reset::target::SshTargetExec;
+use crate::reset::{history_purpose, jobs::given_aad};
+use crate::states::TaskState;
+use crate::store::resets::ItemRow;
+use crate::store::{self};
+use crate::vault::{Secret, account_password_aad};
+
+impl Engine {
+    /// A reset from the start: choose the password, ask the pre-reset listeners, journal the
+    /// pending password, apply, verify, commit.
+    pub(super) async fn fresh(self: Arc<Self>, item: ItemRow, mut s: Subject) -> Result<()> {
+        let mut listeners: Vec<serde_json::Value> = Vec::new();
+        self.step(&item, state::PRE_LISTENERS, None, &listeners, item.attempts)
+            .await?;
+        let given = match store::resets::given(self.store.pool(), &item.id).await? {
+            Some(sealed) => Some(self.vault.open_secret(&sealed, &given_aad(&item.id))?),
+            None => None,
+        };
+        let mut new = match &given {
+            Some(pw) => Secret::new(pw.expose().to_string()),
+            None => self.fresh_password(&s).await?,
+        };
+        let mut old = self.old_password(&s.account.id).await?;
+        if let Some(why) = s.unreachable() {
+            return self
+                .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                .await;
+        }
+        let over_ssh = s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none();
+        if over_ssh {
+            // The template runs as root on the target: only the approved one, sealed.
+            match self
+                .registry
+                .approved_command(&s.resource.resource_type)
+                .await?
+            {
+                Ok(command) => s.command = command,
+                Err(why) => {
+                    tracing::error!(resource_type = %s.resource.resource_type, "ALERT: {why}");
+                    audit::record(
+                        &self.store,
+                        NewEvent {
+                            actor: &Actor::system(),
+                            action: "resource-type.integrity",
+                            target: &s.resource.resource_type,
+                            outcome: Outcome::Failure,
+                            detail: serde_json::json!({ "item": item.id, "reason": why }),
+                        },
+                    )
+                    .await?;
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
+            }
+        }
+        let admin = if over_ssh {
+            match self.admin(&s).await {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+
+        // Pre-reset listeners, in order; any veto (or a listener that cannot answer) stops it.
+        let target = admin.as_ref().map(|(user, pw, _)| {
+            Arc::new(SshTargetExec::new(
+                self.admins.clone(),
+                s.endpoint(),
+                user.clone(),
+                Secret::new(pw.expose().to_string()),
+            ))
+        });
+        let vetoed = self
+            .run_listeners(
+                &item,
+                &s,
+                Phase::PreReset,
+                &old,
+                &new,
+                target.clone(),
+                &mut listeners,
+            )
+            .await?;
+        if let Some(why) = vetoed {
+            return self
+                .step(&item, state::VETOED, Some(&why), &listeners, item.attempts)
+                .await;
+        }
+
+        // From here on the target is touched: respect its concurrency limit.
+        let _slot = self
+            .target_slots(&s.endpoint().label())
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("target slots closed".into()))?;
+        let mut attempts = item.attempts;
+        // Whether a command carrying `new` was cut off: it may still apply it later, so `new`
+        // is then never discarded, only kept.
+        let mut sent_by_interrupted = false;
+        loop {
+            attempts += 1;
+            self.write_pending(&item, &new, &listeners, attempts)
+                .await?;
+            if let Some(agent) = s.via_agent() {
+                let task = self
+                    .apply_via_agent(&item, &s, agent, &new, attempts)
+                    .await?;
+                match TaskState::parse(&task.state) {
+                    // The agent set the password and checked the account accepts it.
+                    Some(TaskState::Succeeded) => {
+                        self.step(&item, state::APPLIED, None, &listeners, attempts)
+                            .await?;
+                        self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                            .await?;
+                        return self
+                            .commit(item, s, new, Some(old), listeners, attempts)
+                            .await;
+                    }
+                    Some(TaskState::Refused)
+                        if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
+                    {
+                        new = self.fresh_password(&s).await?;
+                        continue;
+                    }
+                    _ => {
+                        return self
+                            .agent_ended(item, task, listeners, attempts, given.is_none())
+                            .await;
+                    }
+                }
+            }
+            let Some((user, admin_pw, kind)) = &admin else {
+                // Vault only: nothing to apply or verify.
+                return self
+                    .commit(item, s, new, Some(old), listeners, attempts)
+                    .await;
+            };
+            let failure = match self.apply(&s, user, admin_pw, *kind, &new).await {
+                Ok(()) => break,
+                // Nothing reached the target: the reset fails cleanly.
+                Err(e) if !e.may_have_changed() => {
+                    return self
+                        .step(
+                            &item,
+                            state::FAILED,
+                            Some(&e.to_string()),
+                            &listeners,
+                            attempts,
+                        )
+                        .await;
+                }
+                Err(e) => e,
+            };
+            // The command may have set the password whatever it said: before anything is
+            // retried, regenerated or discarded, the target shows which password it holds.
+            // If it cannot be asked, the item stays in flight with its pending password and
+            // is reconciled when its lease runs out.
+            if s.settings.ssh_host_key.is_none() {
+                s = self.refresh_pin(s).await?;
+            }
+            // A command that was cut off may still be running on the target (a chpasswd
+            // working through a batch): its answer is asked until it stops changing.
+            let running = matches!(
+                failure,
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+            );
+            let held = self
+                .ask_target(&item, &s, &new, &mut old, running)
+                .await?
+                .map_err(|e| {
+                Error::Conflict(format!(
+                    "{}: the change may have been applied ({failure}) and the target cannot be                      asked which password it holds ({e}); both are kept and it is asked again",
+                    item.id
+                ))
+            })?;
+            match held {
+                Held::New => {
+                    tracing::info!(item = %item.id, error = %failure, "the change was applied although its command failed");
+                    self.step(&item, state::APPLIED, None, &listeners, attempts)
+                        .await?;
+                    self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                        .await?;
+                    return self
+                        .commit(item, s, new, Some(old), listeners, attempts)
+                        .await;
+                }
+                Held::Neither => {
+                    let why = format!(
+                        "the target accepts neither the stored nor the new password after: \
+                         {failure}; both are kept for a person to check"
+                    );
+                    return self
+                        .out_of_sync(&item, &s, &why, &listeners, attempts)
+                        .await;
+                }
+                Held::Old => {}
+            }
+            // The target holds the old password now. `new` can go unless a command carrying
+            // it was cut off (it may still apply it): then it is kept.
+            let generated = given.is_none();
+            sent_by_interrupted |= matches!(
+                failure,
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+            );
+            match failure {
+                ApplyFailure::Refused { .. } if generated && attempts < MAX_GENERATED_ATTEMPTS => {
+                    // The target's own rules refused a generated password: try a fresh one.
+                    if sent_by_interrupted {
+                        self.keep(&item, &new).await?;
+                        sent_by_interrupted = false;
+                    }
+                    new = self.fresh_password(&s).await?;
+                }
+                ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
+                    if attempts < MAX_GENERATED_ATTEMPTS => {}
+                // A command cut off before it applied may still be running on the target
+                // and apply its input later: the same password was retried, and it stays
+                // sealed in the item instead of being discarded.
+                e @ (ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned) => {
+                    let why = format!(
+                        "{e}; the target still accepts the stored password after {attempts} \
+                         tries; the new one is kept with this item in case the interrupted \
+                         command applies it later"
+                    );
+                    return self
+                        .step_keeping(&item, state::FAILED, Some(&why), &listeners, attempts, true)
+                        .await;
+                }
+                e => {
+                    let parked = matches!(e, ApplyFailure::Refused { .. }) && generated;
+                    let to = if parked { state::PARKED } else { state::FAILED };
+                    let why = if parked {
+                        format!(
+                            "the target refused {attempts} generated passwords and still accepts \
+                             the stored one; a person must look: {e}"
+                        )
+                    } else {
+                        format!(
+                            "{e}; the target still accepts the stored password, nothing changed"
+                        )
+                    };
+                    return self
+                        .step_keeping(
+                            &item,
+                            to,
+                            Some(&why),
+                            &listeners,
+                            attempts,
+                            sent_by_interrupted,
+                        )
+                        .await;
+                }
+            }
+        }
+        self.step(&item, state::APPLIED, None, &listeners, attempts)
+            .await?;
+        // The host key was pinned by this apply if none was: verify against the pin.
+        let s = if s.settings.ssh_host_key.is_none() {
+            self.refresh_pin(s).await?
+        } else {
+            s
+        };
+        match remote::accepts(&s.endpoint(), &s.account.login_name, &new, self.timeouts).await {
+            Ok(true) => {
+                self.step(&item, state::VERIFIED, None, &listeners, attempts)
+                    .await?;
+                self.commit(item, s, new, Some(old), listeners, attempts)
+                    .await
+            }
+            // The change was acknowledged but the new password does not log in: find out what
+            // the target holds now.
+            _ => {
+                self.settle(item, s, new, old, listeners, attempts, false)
+                    .await
+            }
+        }
+    }
+
+    /// A generated password that satisfies the policy and was not used recently.
+    pub(super) async fn fresh_password(&self, s: &Subject) -> Result<Secret> {
+        let recent =
+            store::resets::recent_history(self.store.pool(), &s.account.id, s.policy.history)
+                .await?;
+        loop {
+            let pw = s.policy.generate()?;
+            let fp = self
+                .vault
+                .fingerprint(&history_purpose(&s.account.id), pw.expose().as_bytes())?;
+            if !recent.contains(&fp) {
+                return Ok(pw);
+            }
+        }
+    }
+
+    pub(super) async fn write_pending(
+        &self,
+        item: &ItemRow,
+        new: &Secret,
+        listeners: &[serde_json::Value],
+        attempts: i64,
+    ) -> Result<()> {
+        let sealed = self.vault.seal_secret(new, &pending_aad(&item.id))?;
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        store::resets::set_pending(tx.conn(), &item.id, Some(&sealed)).await?;
+        store::resets::clear_given(tx.conn(), &item.id).await?;
+        let listeners = serde_json::Value::Array(listeners.to_vec()).to_string();
+        let written = store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            lease_of(item),
+            state::PENDING_WRITTEN,
+            None,
+            &listeners,
+            attempts,
+            &now,
+        )
+        .await?;
+        still_held(item, written)?;
+        tx.commit().await
+    }
+
+    /// Changes the password on the target through the admin account; pins the host key at
+    /// first use.
+    pub(super) async fn apply(
+        &self,
+        s: &Subject,
+        user: &str,
+        admin_pw: &Secret,
+        kind: AdminKind,
+        new: &Secret,
+    ) -> std::result::Result<(), ApplyFailure> {
+        let endpoint = s.endpoint();
+        let (conn, reused) = self.admins.get(&endpoint, user, admin_pw).await?;
+        if s.settings.ssh_host_key.is_none() {
+            let mut tx = self
+                .store
+                .begin_write()
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+            store::reset_settings::pin_host_key(tx.conn(), &s.resource.id, &conn.host_key)
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+            tx.commit()
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+        }
+        let key = format!("{}\n{user}", endpoint.label());
+        let login = &s.account.login_name;
+        let label = endpoint.label();
+        let r = self
+            .batcher
+            .apply(&key, &conn, kind, admin_pw, &s.command, login, new, &label)
+            .await;
+        match r {
+            // A kept connection may have died in between; one fresh try.
+            Err(ApplyFailure::Ssh(_)) if reused => {
+                self.admins.forget(&endpoint, user, admin_pw).await;
+                let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
+                remote::apply(&conn, kind, admin_pw, &s.command, login, new, &label).await
+            }
+            Err(e @ ApplyFailure::Ssh(_)) => {
+                self.admins.forget(&endpoint, user, admin_pw).await;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Re-reads the settings (the host key may have been pinned just now).
+    pub(super) async fn refresh_pin(&self, mut s: Subject) -> Result<Subject> {
+        s.settings = get_settings(&self.store, &s.resource.id).await?;
+        Ok(s)
+    }
+
+    /// Commits the new password to the vault (one transaction with its history and audit
+    /// event), then hands the item to the post-reset listeners.
+    pub(super) async fn commit(
+        self: Arc<Self>,
+        item: ItemRow,
+        s: Subject,
+        new: Secret,
+        old: Option<Secret>,
+        listeners: Vec<serde_json::Value>,
+        attempts: i64,
+    ) -> Result<()> {
+        let sealed = self
+            .vault
+            .seal_secret(&new, &account_password_aad(&s.account.id))?;
+        let fp = self
+            .vault
+            .fingerprint(&history_purpose(&s.account.id), new.expose().as_bytes())?;
+        let now = crate::time::now();
+        let mut tx = self.store.begin_write().await?;
+        store::accounts::set_password(tx.conn(), &s.account.id, &sealed, &now).await?;
+        store::resets::add_history(tx.conn(), &s.account.id, &fp, &now).await?;
+        store::resets::set_pending(tx.conn(), &item.id, None).await?;
+        let record = serde_json::Value::Array(listeners.clone()).to_string();
+        let written = store::resets::set_state(
+            tx.conn(),
+            &item.id,
+            lease_of(&item),
+            state::COMMITTED,
+            None,
+            &record,
+            attempts,
+            &now,
+        )
+        .await?;
+        still_held(&item, written)?;
+        audit::append(
+            &mut tx,
+            NewEvent {
+                actor: &Actor::system(),
+                action: "account.password.reset",
+                target: &s.account.id,
+                outcome: Outcome::Success,
+                detail: serde_json::json!({
+                    "job": item.job_id,
+                    "item": item.id,
+                    "applied_remotely": s.remote(),
+                    "attempts": attempts,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let mut item = item;
+        item.state = state::COMMITTED.into();
+        item.listeners = record;
+        item.attempts = attempts;
+        self.post_phase(item, s, old).await
+    }
+}
