@@ -36,7 +36,7 @@ const NODE_OPTIONS: [&str; 4] = ["--reset-lease-secs", "3", "--rotation-check-se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_and_run_nothing_twice_when_one_is_killed_mid_job() {
-    let Some(db) = common::postgres_database().await else {
+    let Some((_db, mut nodes)) = cluster(3, &NODE_OPTIONS).await else {
         return;
     };
     let rounds = knob("LOCKSTEP_KILL_ROUNDS", 2);
@@ -49,17 +49,7 @@ async fn three_nodes_lose_nothing_and_run_nothing_twice_when_one_is_killed_mid_j
     for t in &targets {
         t.count_password_changes();
     }
-    let first = Server::start_with(common::ServerOptions {
-        database_url: Some(db.url().to_string()),
-        extra: NODE_OPTIONS.iter().map(|a| a.to_string()).collect(),
-        ..Default::default()
-    });
-    let root = first.root_token.clone();
-    let mut nodes = vec![
-        Server::join(&first, &NODE_OPTIONS),
-        Server::join(&first, &NODE_OPTIONS),
-    ];
-    nodes.insert(0, first);
+    let root = nodes[0].root_token.clone();
     let mut accounts = Vec::new();
     {
         let api = Api::new(&nodes[0]);
