@@ -1,7 +1,13 @@
-//! The agent's only connection: HTTPS to the server, accepting exactly the pinned certificate,
-//! every request signed with the agent's key (see `lockstep_agent_protocol::auth`).
+//! The agent's only connection: HTTPS to the server's nodes, each accepting exactly its own
+//! pinned certificate, every request signed with the agent's key (see
+//! `lockstep_agent_protocol::auth`; a signature covers method, path, time, nonce and body, not
+//! the host, and the nodes share one database, so it verifies on any node). A request goes to
+//! the node in use; when that node cannot be reached (or its certificate is not its pin), the
+//! same request is tried on the next node of the list, round once; only when every node failed
+//! does the caller see the error (and back off before the next round).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -13,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::config::ServerNode;
 use crate::error::{Error, Result};
 
 /// Accepts the server's certificate only if its SHA-256 is the pinned one. The pin replaces
@@ -21,7 +28,14 @@ use crate::error::{Error, Result};
 struct PinnedCertificate {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
+    /// Why the last certificate this node showed was refused, if it was (read when a request
+    /// fails: the TLS cause does not survive the HTTP client's error chain in a form that can
+    /// be told apart).
+    refused: Refusal,
 }
+
+/// The pin refusal of one node's last handshake.
+type Refusal = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Why a certificate was refused, shown to the person running the agent (rustls prints it
 /// with `Debug`, so both say the same).
@@ -34,8 +48,9 @@ impl std::fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the server's certificate has fingerprint {} but {} is pinned; this is not the \
-             server you enrolled with (or its certificate changed: enroll again)",
+            "the server's certificate has fingerprint {} but {} is pinned for this URL; this is \
+             not the server you pinned (or its certificate changed: enroll again, or fix its \
+             [[servers]] entry in agent.toml)",
             self.got, self.expected
         )
     }
@@ -59,14 +74,18 @@ impl ServerCertVerifier for PinnedCertificate {
         _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         if got == self.pin {
+            *refused = None;
             Ok(ServerCertVerified::assertion())
         } else {
+            let why = PinMismatch {
+                expected: hex::encode(self.pin),
+                got: hex::encode(got),
+            };
+            *refused = Some(why.to_string());
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    expected: hex::encode(self.pin),
-                    got: hex::encode(got),
-                }))),
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
             ))
         }
     }
@@ -106,9 +125,9 @@ impl ServerCertVerifier for PinnedCertificate {
     }
 }
 
-/// The error chain of a failed request in one line (reqwest hides the TLS cause otherwise);
-/// a refused certificate is said plainly.
-fn describe(e: &reqwest::Error) -> String {
+/// The error chain of a failed request in one line (reqwest hides the TLS cause otherwise),
+/// and whether the node's certificate was refused (said plainly then).
+fn describe(e: &reqwest::Error) -> (String, bool) {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -118,68 +137,129 @@ fn describe(e: &reqwest::Error) -> String {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             .or_else(|| s.downcast_ref::<rustls::Error>());
         if let Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) = tls {
-            return o.0.to_string();
+            return (o.0.to_string(), true);
         }
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    (text, false)
 }
 
-/// A connection to one server.
-pub struct Client {
+/// The order in which one request tries `len` nodes: the node in use first, then round the
+/// list once.
+pub fn attempt_order(in_use: usize, len: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |k| (in_use + k) % len)
+}
+
+/// One server node: its base URL and an HTTPS client that accepts only its pinned certificate.
+struct Node {
     http: reqwest::Client,
     base: String,
-    agent_id: Option<String>,
-    key: SigningKey,
+    /// Set while the node shows a certificate other than its pin.
+    refused: Refusal,
 }
 
-impl Client {
-    pub fn new(
-        base: &str,
-        pin: [u8; 32],
-        agent_id: Option<String>,
-        key: SigningKey,
-    ) -> Result<Client> {
-        if !base.starts_with("https://") {
+impl Node {
+    fn new(node: &ServerNode) -> Result<Node> {
+        let pin = node.pin()?;
+        if !node.url.starts_with("https://") {
             return Err(Error::Config(format!(
-                "the server URL must start with https:// (got '{base}'): the agent talks only TLS"
+                "the server URL must start with https:// (got '{}'): the agent talks only TLS",
+                node.url
             )));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let refused = Refusal::default();
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate { pin, provider }))
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                pin,
+                provider,
+                refused: refused.clone(),
+            }))
             .with_no_client_auth();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("lockstep-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Transport(describe(&e)))?;
-        Ok(Client {
+            .map_err(|e| Error::Config(format!("HTTP client setup: {}", describe(&e).0)))?;
+        Ok(Node {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            base: node.url.trim_end_matches('/').to_string(),
+            refused,
+        })
+    }
+
+    /// A request that got no answer from this node.
+    fn failure(&self, e: &reqwest::Error) -> Error {
+        let node = self.base.clone();
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match (describe(e), refused) {
+            ((problem, true), _) | (_, Some(problem)) => Error::Certificate { node, problem },
+            ((problem, false), None) => Error::Unreachable { node, problem },
+        }
+    }
+}
+
+/// What one request sends; built again (signed afresh, with a new nonce) for each node tried.
+struct Request<'a> {
+    method: reqwest::Method,
+    path_and_query: &'a str,
+    body: Option<&'a [u8]>,
+    timeout: Duration,
+}
+
+/// The connection to the server: its nodes, the one in use, and the agent's key.
+pub struct Client {
+    nodes: Vec<Node>,
+    /// The node requests go to first: the last one that answered.
+    in_use: AtomicUsize,
+    /// The node last logged as in use (`usize::MAX`: none yet).
+    announced: AtomicUsize,
+    agent_id: Option<String>,
+    key: SigningKey,
+}
+
+impl Client {
+    /// A client of `nodes` (at least one), in that order.
+    pub fn new(nodes: &[ServerNode], agent_id: Option<String>, key: SigningKey) -> Result<Client> {
+        if nodes.is_empty() {
+            return Err(Error::Config(
+                "no server node to talk to; enroll with --server and --fingerprint".into(),
+            ));
+        }
+        Ok(Client {
+            nodes: nodes.iter().map(Node::new).collect::<Result<_>>()?,
+            in_use: AtomicUsize::new(0),
+            announced: AtomicUsize::new(usize::MAX),
             agent_id,
             key,
         })
     }
 
-    /// A request, signed when the agent is enrolled.
-    fn signed_request(
-        &self,
-        method: reqwest::Method,
-        path_and_query: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<reqwest::RequestBuilder> {
-        let mut req = self
+    /// The URL of the node in use.
+    pub fn server(&self) -> &str {
+        &self.nodes[self.in_use.load(Ordering::Relaxed) % self.nodes.len()].base
+    }
+
+    /// The request for one node, signed when the agent is enrolled.
+    fn build(&self, node: &Node, r: &Request<'_>) -> Result<reqwest::RequestBuilder> {
+        let mut req = node
             .http
-            .request(method.clone(), format!("{}{path_and_query}", self.base))
-            .timeout(timeout);
+            .request(
+                r.method.clone(),
+                format!("{}{}", node.base, r.path_and_query),
+            )
+            .timeout(r.timeout);
+        let body = r.body.unwrap_or_default();
         if let Some(id) = &self.agent_id {
             let mut nonce = [0u8; 12];
             getrandom::fill(&mut nonce)
@@ -193,15 +273,61 @@ impl Client {
                 lockstep_agent_protocol::auth::authorization(
                     id,
                     &self.key,
-                    method.as_str(),
-                    path_and_query,
+                    r.method.as_str(),
+                    r.path_and_query,
                     now,
                     &hex::encode(nonce),
                     body,
                 ),
             );
         }
+        if r.body.is_some() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
         Ok(req)
+    }
+
+    /// Sends `r` to the node in use and, while nodes cannot be reached, to the next ones in
+    /// turn; returns the first answer and its node's URL, or the last node's error.
+    async fn send(&self, r: &Request<'_>) -> Result<(reqwest::Response, &Node)> {
+        let len = self.nodes.len();
+        let mut last = None;
+        for (k, i) in attempt_order(self.in_use.load(Ordering::Relaxed), len).enumerate() {
+            let node = &self.nodes[i];
+            let answer = match self.build(node, r)?.send().await {
+                Ok(resp) if is_unavailable(resp.status()) => Err(Error::Refused {
+                    status: resp.status().as_u16(),
+                    detail: format!("{} is unavailable", node.base),
+                }),
+                Ok(resp) => Ok(resp),
+                Err(e) => Err(node.failure(&e)),
+            };
+            match answer {
+                Ok(resp) => {
+                    self.in_use.store(i, Ordering::Relaxed);
+                    if self.announced.swap(i, Ordering::Relaxed) != i {
+                        tracing::info!(node = %node.base, of = len, "using server node {}", node.base);
+                    }
+                    return Ok((resp, node));
+                }
+                Err(e) if !e.fails_over() => return Err(e),
+                Err(e) => {
+                    // The last node of the round fails to the caller, which backs off.
+                    if k + 1 < len {
+                        let next = &self.nodes[(i + 1) % len].base;
+                        if matches!(e, Error::Certificate { .. }) {
+                            tracing::error!(error = %e, next = %next, "server node refused: not its pinned certificate; trying the next node");
+                        } else {
+                            tracing::warn!(error = %e, next = %next, "server node unreachable; trying the next node");
+                        }
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Transport("no server node".into())))
     }
 
     /// One request: signed when the agent is enrolled; `None` for 204.
@@ -213,27 +339,22 @@ impl Client {
         timeout: Duration,
     ) -> Result<Option<R>> {
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| Error::Transport(e.to_string()))?,
-            None => Vec::new(),
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| Error::Transport(e.to_string()))?),
+            None => None,
         };
-        let mut req = self.signed_request(method, path_and_query, &bytes, timeout)?;
-        if body.is_some() {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
+        let (resp, node) = self
+            .send(&Request {
+                method,
+                path_and_query,
+                body: bytes.as_deref(),
+                timeout,
+            })
+            .await?;
         let status = resp.status();
         if status == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
+        let text = resp.text().await.map_err(|e| node.failure(&e))?;
         if !status.is_success() {
             let detail = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -244,9 +365,12 @@ impl Client {
                 detail,
             });
         }
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::Transport(format!("the server's answer is not understood: {e}")))
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::Transport(format!(
+                "{}: the server's answer is not understood: {e}",
+                node.base
+            ))
+        })
     }
 
     pub async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R> {
@@ -262,11 +386,14 @@ impl Client {
 
     /// A signed GET of raw bytes (a listener component).
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self
-            .signed_request(reqwest::Method::GET, path, &[], Duration::from_secs(120))?
-            .send()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
+        let (resp, node) = self
+            .send(&Request {
+                method: reqwest::Method::GET,
+                path_and_query: path,
+                body: None,
+                timeout: Duration::from_secs(120),
+            })
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(Error::Refused {
@@ -274,11 +401,7 @@ impl Client {
                 detail: resp.text().await.unwrap_or_default(),
             });
         }
-        Ok(resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Transport(describe(&e)))?
-            .to_vec())
+        Ok(resp.bytes().await.map_err(|e| node.failure(&e))?.to_vec())
     }
 
     /// A GET that may hold for `hold` (the long-poll).
@@ -294,5 +417,105 @@ impl Client {
             hold + Duration::from_secs(15),
         )
         .await
+    }
+}
+
+/// Answers that say the node itself cannot serve now (a proxy in front of a dead node, a node
+/// without its database): worth the next node.
+fn is_unavailable(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
+/// Whether `node` answers TLS with its pinned certificate (any HTTP answer to an unsigned
+/// `GET /healthz` will do). `Err(Certificate)` when it shows another certificate,
+/// `Err(Unreachable)` when it cannot be reached.
+pub async fn check_pin(node: &ServerNode) -> Result<()> {
+    let n = Node::new(node)?;
+    n.http
+        .get(format!("{}/healthz", n.base))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| n.failure(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_round_the_list_once_from_the_node_in_use() {
+        let order = |in_use, len| attempt_order(in_use, len).collect::<Vec<_>>();
+        assert_eq!(order(0, 1), [0]);
+        assert_eq!(order(0, 3), [0, 1, 2]);
+        assert_eq!(order(1, 3), [1, 2, 0]);
+        assert_eq!(order(2, 3), [2, 0, 1]);
+    }
+
+    #[test]
+    fn only_a_node_that_cannot_serve_sends_the_request_on() {
+        let node = || "https://a:1".to_string();
+        let on = |e: Error| e.fails_over();
+        assert!(on(Error::Unreachable {
+            node: node(),
+            problem: "connection refused".into()
+        }));
+        assert!(on(Error::Certificate {
+            node: node(),
+            problem: "fingerprint differs".into()
+        }));
+        for status in [502, 503, 504] {
+            assert!(on(Error::Refused {
+                status,
+                detail: String::new()
+            }));
+        }
+        // The nodes share one database: a refusal or a bad answer is the same on every node.
+        for status in [400, 401, 403, 404, 409, 413, 422, 500] {
+            assert!(!on(Error::Refused {
+                status,
+                detail: String::new()
+            }));
+        }
+        assert!(!on(Error::Transport("not understood".into())));
+        assert!(is_unavailable(reqwest::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!is_unavailable(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    #[tokio::test]
+    async fn a_dead_node_is_passed_over_and_each_node_keeps_its_own_pin() {
+        // Two ports nothing listens on: every node fails, each with its own URL named.
+        let dead = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            drop(l);
+            format!("https://127.0.0.1:{port}")
+        };
+        let nodes = [
+            ServerNode::new(&dead(), &"aa".repeat(32)).unwrap(),
+            ServerNode::new(&dead(), &"bb".repeat(32)).unwrap(),
+        ];
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let client = Client::new(&nodes, Some("agt_1".into()), key).unwrap();
+        let e = client
+            .get_held::<serde_json::Value>("/v1/agent/tasks/next", Duration::from_secs(1))
+            .await
+            .expect_err("nobody listens");
+        // The error is the last node's: both were tried, in order.
+        assert!(
+            matches!(&e, Error::Unreachable { node, .. } if *node == nodes[1].url),
+            "{e}"
+        );
+        assert!(e.fails_over());
+        assert_eq!(
+            client.server(),
+            nodes[0].url,
+            "no node answered: the first stays in use"
+        );
+        assert!(matches!(
+            check_pin(&nodes[0]).await,
+            Err(Error::Unreachable { .. })
+        ));
     }
 }

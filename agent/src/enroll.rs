@@ -1,17 +1,18 @@
-//! `lockstep-agent enroll`: make a key, spend the one-time token, write the configuration.
+//! `lockstep-agent enroll`: make a key, spend the one-time token, write the configuration;
+//! `lockstep-agent add-server`: one more node of the same deployment in the configuration.
 
 use std::path::{Path, PathBuf};
 
 use lockstep_agent_protocol::messages::{EnrollRequest, EnrollResponse, Password};
 
-use crate::client::Client;
-use crate::config::{AgentConfig, parse_fingerprint};
+use crate::client::{Client, check_pin};
+use crate::config::{AgentConfig, ServerNode, check_servers};
 use crate::error::{Error, Result};
 use crate::keyfile;
 
 pub struct EnrollArgs {
-    pub server: String,
-    pub fingerprint: String,
+    /// The nodes, each with its own pin; the token is spent on the first.
+    pub servers: Vec<ServerNode>,
     pub token: Password,
     pub config: PathBuf,
     pub state_dir: PathBuf,
@@ -21,7 +22,7 @@ pub struct EnrollArgs {
 }
 
 pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
-    let pin = parse_fingerprint(&args.fingerprint)?;
+    let servers = check_servers(&args.servers)?;
     for k in &args.publisher_keys {
         lockstep_runtime::signature::parse_public_key(k).map_err(|e| {
             Error::Config(format!(
@@ -29,12 +30,17 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
             ))
         })?;
     }
+    // The other nodes' pins are checked before the one-time token is spent: a mistyped
+    // fingerprint is refused while enrolling again is still free.
+    for node in &servers[1..] {
+        check_node(node).await?;
+    }
     // A new key replaces the old one only once the server has accepted it: a mistyped or
     // expired token leaves a working agent as it was.
     let key_path = args.state_dir.join("agent.key");
     let new_key_path = args.state_dir.join("agent.key.new");
     let key = keyfile::create(&new_key_path)?;
-    let client = Client::new(&args.server, pin, None, key.clone())?;
+    let client = Client::new(&servers[..1], None, key.clone())?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -67,8 +73,7 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     };
     let accounts = existing.map(|c| c.accounts).unwrap_or_default();
     AgentConfig {
-        server: args.server.trim_end_matches('/').to_string(),
-        fingerprint: hex::encode(pin),
+        servers,
         agent_id: done.agent_id.clone(),
         owner: done.owner.clone(),
         poll_interval_secs: args.poll_interval_secs,
@@ -78,6 +83,45 @@ pub async fn enroll(args: EnrollArgs) -> Result<EnrollResponse> {
     }
     .save(&args.config)?;
     Ok(done)
+}
+
+/// Checks that `node` shows its pinned certificate. One that cannot be reached now is only
+/// warned about (it may not be up yet; the agent passes over it until it is); one that shows
+/// another certificate is refused.
+async fn check_node(node: &ServerNode) -> Result<()> {
+    match check_pin(node).await {
+        Ok(()) => Ok(()),
+        Err(e @ Error::Unreachable { .. }) => {
+            eprintln!("warning: {e}; its certificate is not checked now");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds `node` to the configuration at `path` (after the nodes it has), once its certificate
+/// checks out; returns the node list as written. A URL already listed with the same pin is
+/// left as it is; with another pin it is refused (re-pinning a URL is enrolling again).
+pub async fn add_server(path: &Path, node: ServerNode) -> Result<Vec<ServerNode>> {
+    let mut cfg = AgentConfig::load(path)?;
+    let node = check_servers(std::slice::from_ref(&node))?.remove(0);
+    if let Some(known) = cfg.servers.iter().find(|s| s.url == node.url) {
+        if known.fingerprint == node.fingerprint {
+            return Ok(cfg.servers);
+        }
+        return Err(Error::Config(format!(
+            "add-server: {} is already listed with fingerprint {}; a URL keeps the pin it was \
+             added with (remove its [[servers]] entry from {} first if its certificate really \
+             changed)",
+            node.url,
+            known.fingerprint,
+            path.display()
+        )));
+    }
+    check_node(&node).await?;
+    cfg.servers.push(node);
+    cfg.save(path)?;
+    Ok(cfg.servers)
 }
 
 /// Reads the enrollment token from a file (`-` for stdin) or `LOCKSTEP_ENROLL_TOKEN`.

@@ -12,8 +12,17 @@ pub enum Error {
         context: String,
         source: std::io::Error,
     },
-    /// The server could not be reached, or its certificate is not the pinned one.
-    #[error("cannot reach the server: {0}")]
+    /// A server node could not be reached (refused, timed out, cut off mid-answer).
+    #[error(
+        "cannot reach the server node {node}: {problem}; is it running and reachable from \
+         here? (with several nodes in agent.toml the next one is tried)"
+    )]
+    Unreachable { node: String, problem: String },
+    /// A server node showed a certificate other than the one pinned for its URL.
+    #[error("server node {node}: {problem}")]
+    Certificate { node: String, problem: String },
+    /// The exchange with the server went wrong otherwise (an answer not understood).
+    #[error("talking to the server: {0}")]
     Transport(String),
     /// The server refused the request; `status` and its problem detail.
     #[error("the server refused ({status}): {detail}")]
@@ -24,6 +33,21 @@ impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+
+    /// Failures of one node that another node of the list may not have: it cannot be
+    /// reached, shows a certificate other than its pin, or answers that it cannot serve now
+    /// (502, 503, 504). A refusal is not one: the nodes share one database and answer alike.
+    pub fn fails_over(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. }
+                | Error::Certificate { .. }
+                | Error::Refused {
+                    status: 502..=504,
+                    ..
+                }
+        )
     }
 
     /// Refusals that retrying cannot fix (the agent is revoked, unknown, or not allowed).

@@ -34,12 +34,15 @@ struct Cli {
 enum Command {
     /// Enroll with a one-time token and write the configuration file.
     Enroll {
-        /// The server, https://HOST:PORT.
-        #[arg(long)]
-        server: String,
-        /// SHA-256 fingerprint of the server's certificate (the server prints it at start).
-        #[arg(long)]
-        fingerprint: String,
+        /// A server node, https://HOST:PORT. Repeat, each followed by its --fingerprint, for
+        /// every node of a deployment (the token is spent on the first; the agent passes over
+        /// a node it cannot reach for the next).
+        #[arg(long = "server", required = true)]
+        servers: Vec<String>,
+        /// SHA-256 fingerprint of a --server's certificate (the server prints it at start and
+        /// keeps it in DATA_DIR/tls/fingerprint); one per --server, paired in order.
+        #[arg(long = "fingerprint", required = true)]
+        fingerprints: Vec<String>,
         /// A file holding the enrollment token, or - for stdin. LOCKSTEP_ENROLL_TOKEN works too.
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -56,6 +59,16 @@ enum Command {
         /// repeat for several. Agent-mode listeners signed by no pinned key never run here.
         #[arg(long = "publisher-key")]
         publisher_keys: Vec<PathBuf>,
+    },
+    /// Add a server node of the same deployment to the configuration (restart the agent to
+    /// use it). Its certificate is checked now if it can be reached.
+    AddServer {
+        /// The node, https://HOST:PORT.
+        #[arg(long)]
+        server: String,
+        /// SHA-256 fingerprint of that node's certificate (its DATA_DIR/tls/fingerprint).
+        #[arg(long)]
+        fingerprint: String,
     },
     /// Register this machine and take tasks until stopped.
     Run,
@@ -93,8 +106,8 @@ fn main() -> ExitCode {
 async fn main_of(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Enroll {
-            server,
-            fingerprint,
+            servers,
+            fingerprints,
             token_file,
             token,
             state_dir,
@@ -108,6 +121,19 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
                      LOCKSTEP_ENROLL_TOKEN"
                 );
             }
+            if servers.len() != fingerprints.len() {
+                anyhow::bail!(
+                    "enroll: {} --server but {} --fingerprint; give each --server its own \
+                     --fingerprint (every node has its own certificate)",
+                    servers.len(),
+                    fingerprints.len()
+                );
+            }
+            let servers = servers
+                .iter()
+                .zip(&fingerprints)
+                .map(|(s, f)| config::ServerNode::new(s, f))
+                .collect::<Result<Vec<_>, _>>()?;
             if !(1..=3600).contains(&poll_interval) {
                 anyhow::bail!("--poll-interval must be 1 to 3600 seconds");
             }
@@ -121,8 +147,7 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<String>>>()?;
             let token = enroll::read_token(token_file.as_deref())?;
             let done = enroll::enroll(enroll::EnrollArgs {
-                server,
-                fingerprint,
+                servers,
                 token,
                 config: cli.config.clone(),
                 state_dir,
@@ -135,6 +160,24 @@ async fn main_of(cli: Cli) -> anyhow::Result<()> {
                 done.agent_id,
                 done.owner,
                 cli.config.display()
+            );
+            Ok(())
+        }
+        Command::AddServer {
+            server,
+            fingerprint,
+        } => {
+            let node = config::ServerNode::new(&server, &fingerprint)?;
+            let servers = enroll::add_server(&cli.config, node).await?;
+            println!(
+                "{} now lists {} server node(s): {}; restart the agent to use them",
+                cli.config.display(),
+                servers.len(),
+                servers
+                    .iter()
+                    .map(|s| s.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(())
         }

@@ -1,6 +1,8 @@
 //! `lockstep-agent run`: register the machine, then hold one long-poll open to the server and
-//! do each task as it arrives. Reconnects with capped exponential backoff and jitter; results
-//! are reported until the server has them (reports are idempotent).
+//! do each task as it arrives. A node that cannot be reached is passed over for the next one of
+//! the list (`client`); when none can be, the agent reconnects with capped exponential backoff
+//! and jitter. Results are reported until a node has them (reports are idempotent, so one that
+//! failed on a dying node is sent again to the next).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use lockstep_agent_protocol::messages::{
 use tokio::sync::Semaphore;
 
 use crate::client::Client;
-use crate::config::{AgentConfig, parse_fingerprint};
+use crate::config::AgentConfig;
 use crate::error::{Error, Result};
 use crate::listener::ListenerHost;
 use crate::{accounts, keyfile, password};
@@ -53,13 +55,7 @@ fn new_session() -> String {
 
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let key = keyfile::load(&cfg.key_path())?;
-    let pin = parse_fingerprint(&cfg.fingerprint)?;
-    let client = Arc::new(Client::new(
-        &cfg.server,
-        pin,
-        Some(cfg.agent_id.clone()),
-        key,
-    )?);
+    let client = Arc::new(Client::new(&cfg.servers, Some(cfg.agent_id.clone()), key)?);
     let listeners =
         Arc::new(ListenerHost::new(&cfg.state_dir, &cfg.publisher_keys).map_err(Error::Config)?);
     let cfg = Arc::new(cfg);
@@ -68,12 +64,13 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         failures: 0,
         cap: Duration::from_secs(cfg.poll_interval_secs),
     };
-    tracing::info!(agent = %cfg.agent_id, server = %cfg.server, session = %session, "lockstep-agent started");
+    let servers: Vec<&str> = cfg.servers.iter().map(|s| s.url.as_str()).collect();
+    tracing::info!(agent = %cfg.agent_id, servers = %servers.join(" "), session = %session, "lockstep-agent started");
 
     // Register the machine and its accounts first (again at every start: new accounts appear,
     // nothing is duplicated).
     loop {
-        let report = accounts::discover(&cfg.server, &cfg.accounts)?;
+        let report = accounts::discover(client.server(), &cfg.accounts)?;
         match client
             .post::<_, DiscoveryResult>(lockstep_agent_protocol::DISCOVERY_PATH, &report)
             .await
@@ -131,6 +128,8 @@ async fn wait_after(e: &Error, backoff: &mut Backoff) {
     let d = backoff.next();
     if e.is_authorization() {
         tracing::error!(error = %e, retry_in_ms = d.as_millis() as u64, "the server refuses this agent");
+    } else if matches!(e, Error::Certificate { .. }) {
+        tracing::error!(error = %e, retry_in_ms = d.as_millis() as u64, "server unreachable: not its pinned certificate; retrying");
     } else {
         tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "server unreachable; retrying");
     }

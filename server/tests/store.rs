@@ -397,7 +397,9 @@ async fn reset_steps_are_fenced_by_their_claim(db: &TestDb) {
         claims: 0,
         steps: String::new(),
     };
-    resets::insert_item(tx.conn(), &item, None).await.unwrap();
+    resets::insert_items(tx.conn(), &[(item.clone(), None)])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let backend = s.backend();
@@ -497,6 +499,84 @@ async fn duties_pass_on_only_when_their_lease_ran_out(db: &TestDb) {
 }
 
 on_both_databases!(duty_leases, duties_pass_on_only_when_their_lease_ran_out);
+
+/// A scheduled run makes one job however often it is tried, also after a node died between
+/// writing the run's job and moving the schedule on: the run is still due then, and trying it
+/// again finds its job made (the idempotency key) and only moves the schedule on.
+async fn a_scheduled_run_makes_one_job(db: &TestDb) {
+    use lockstep_server::reset::scheduler::{
+        RotationSchedule, create_schedule, list_schedules, run_due_schedules,
+    };
+    use lockstep_server::store::rotation_schedules::advance;
+    let s = &db.store;
+    let a = actor();
+    let v = vault();
+    let rid = resources::create(s, &a, new_resource("sched0", "Linux"))
+        .await
+        .unwrap()
+        .id;
+    accounts::create(
+        s,
+        &v,
+        &a,
+        &rid,
+        NewAccount {
+            login_name: "app".into(),
+            password: Secret::new("App-Pw-1".into()),
+            description: None,
+            domain_name: None,
+            custom_fields: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let due_at = "2026-01-01T00:00:00.000000Z".to_string();
+    create_schedule(
+        s,
+        &a,
+        "tester",
+        RotationSchedule {
+            name: "fleet".into(),
+            resource_type: None,
+            resource_ids: Some(vec![rid.clone()]),
+            every_hours: 1,
+            next_run_at: Some(due_at.clone()),
+            notify: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let next_run = || async {
+        list_schedules(s).await.unwrap()[0]
+            .next_run_at
+            .clone()
+            .unwrap()
+    };
+    let jobs = run_due_schedules(s, &v).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the due run starts its job");
+    let moved_to = next_run().await;
+    assert!(
+        moved_to > lockstep_server::time::now(),
+        "moved on past now: {moved_to}"
+    );
+    // Nothing is due now: trying again starts nothing.
+    assert!(run_due_schedules(s, &v).await.unwrap().is_empty());
+    // The state a node killed after writing the job and before moving the schedule on leaves.
+    let mut tx = s.begin_write().await.unwrap();
+    assert!(
+        advance(tx.conn(), "fleet", &moved_to, &due_at)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        run_due_schedules(s, &v).await.unwrap().is_empty(),
+        "the run's job exists: no second one"
+    );
+    assert_eq!(next_run().await, moved_to, "moved on again, once");
+}
+
+on_both_databases!(scheduled_runs_start_once, a_scheduled_run_makes_one_job);
 
 async fn passwords_sealed_at_rest(db: &TestDb) {
     let s = &db.store;

@@ -73,20 +73,34 @@ impl AgentHost {
         token: &str,
         publisher_keys: &[PathBuf],
     ) -> Output {
+        self.enroll_with(&[(server, fingerprint)], token, publisher_keys)
+    }
+
+    /// `lockstep-agent enroll` with several server nodes, each `(URL, fingerprint)`: the token
+    /// is spent on the first.
+    pub fn enroll_nodes(&self, nodes: &[(&str, &str)], token: &str) -> Output {
+        self.enroll_with(nodes, token, &[])
+    }
+
+    fn enroll_with(
+        &self,
+        nodes: &[(&str, &str)],
+        token: &str,
+        publisher_keys: &[PathBuf],
+    ) -> Output {
         let state = self.dir.join("state");
-        let mut args = vec![
-            "enroll",
-            "--server",
-            server,
-            "--fingerprint",
-            fingerprint,
+        let mut args = vec!["enroll"];
+        for (server, fingerprint) in nodes {
+            args.extend(["--server", server, "--fingerprint", fingerprint]);
+        }
+        args.extend([
             "--token-file",
             "-",
             "--state-dir",
             state.to_str().unwrap(),
             "--poll-interval",
             "2",
-        ];
+        ]);
         for k in publisher_keys {
             args.push("--publisher-key");
             args.push(k.to_str().unwrap());
@@ -105,6 +119,14 @@ impl AgentHost {
             .write_all(format!("{token}\n").as_bytes())
             .unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// `lockstep-agent ARGS` (not `run`) to completion.
+    pub fn command_output(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lockstep-agent")
     }
 
     /// Edits one `[accounts]` setting of the written configuration.

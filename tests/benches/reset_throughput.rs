@@ -7,9 +7,17 @@
 //! cargo build --release -p lockstep-server
 //! cargo bench -p lockstep-tests --bench reset_throughput
 //! ```
+//! (c) the **bare client**: the same remote work Lockstep does per account (one kept admin
+//! connection per target, `chpasswd` over it for a batch of accounts, then one verifying login
+//! per account with its new password) from the server's own russh client, with no journal,
+//! database, vault or listeners, at the best of a few batch and concurrency shapes: the physical
+//! ceiling of a verified rotation on these targets. Lockstep's job runs on SQLite (one node),
+//! then on PostgreSQL with one node and with three nodes, against the same targets.
+//!
 //! `LOCKSTEP_BENCH_ACCOUNTS` (default 1000) accounts over 4 targets for Lockstep;
-//! `LOCKSTEP_BENCH_BASELINE_ACCOUNTS` (default 200) for the loop. Needs root (the targets run
-//! in namespaces) and takes a few minutes. Results go to stdout; docs/performance.md has them.
+//! `LOCKSTEP_BENCH_BASELINE_ACCOUNTS` (default 200) for the loop and for each shape of the bare
+//! client. Needs root (the targets run in namespaces) and the machine's PostgreSQL, and takes
+//! about ten minutes. Results go to stdout; docs/performance.md has them.
 
 use lockstep_testkit as common;
 
@@ -162,6 +170,124 @@ rm -f "$f"
     (accounts.len() as f64 / secs, verified)
 }
 
+/// The bare client: per target, one kept root connection; `pipelines` loops per target, each
+/// taking `batch` accounts at a time: one `chpasswd` run for the batch over the kept
+/// connection, then a verifying login per account with its new password, all of the batch at
+/// once. Returns accounts per second and how many verified.
+async fn bare_client(
+    targets: &[SshTarget],
+    accounts: &[(usize, String)],
+    batch: usize,
+    pipelines: usize,
+) -> (f64, usize) {
+    let start = Instant::now();
+    let mut per_target: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
+    for (i, user) in accounts {
+        per_target[*i].push(user.clone());
+    }
+    let mut tasks = Vec::new();
+    for (i, users) in per_target.into_iter().enumerate() {
+        let e = endpoint(&targets[i]);
+        tasks.push(tokio::spawn(async move {
+            let root_pw = Secret::new(ROOT_PW.into());
+            let admin = Arc::new(
+                ssh::connect(&e, "root", &root_pw, Timeouts::default())
+                    .await
+                    .expect("root login"),
+            );
+            let queue = Arc::new(std::sync::Mutex::new(users));
+            let mut loops = Vec::new();
+            for _ in 0..pipelines {
+                let (admin, queue, e) = (admin.clone(), queue.clone(), e.clone());
+                loops.push(tokio::spawn(async move {
+                    let mut verified = 0;
+                    loop {
+                        let mine: Vec<String> = {
+                            let mut q = queue.lock().unwrap();
+                            let n = q.len().min(batch);
+                            q.drain(..n).collect()
+                        };
+                        if mine.is_empty() {
+                            return verified;
+                        }
+                        let pws: Vec<String> = mine
+                            .iter()
+                            .map(|_| format!("{}Aa1!", common::random_hex(9)))
+                            .collect();
+                        let mut lines = Zeroizing::new(Vec::new());
+                        for (u, pw) in mine.iter().zip(&pws) {
+                            lines.extend_from_slice(format!("{u}:{pw}\n").as_bytes());
+                        }
+                        let out = admin
+                            .run("/usr/sbin/chpasswd", lines)
+                            .await
+                            .expect("chpasswd");
+                        assert_eq!(out.status, 0, "chpasswd");
+                        let logins = mine.iter().zip(pws).map(|(u, pw)| {
+                            let e = e.clone();
+                            let u = u.clone();
+                            async move {
+                                let pw = Secret::new(pw);
+                                match ssh::connect(&e, &u, &pw, Timeouts::default()).await {
+                                    Ok(c) => {
+                                        c.close().await;
+                                        1
+                                    }
+                                    Err(_) => 0,
+                                }
+                            }
+                        });
+                        verified += futures_util::future::join_all(logins)
+                            .await
+                            .into_iter()
+                            .sum::<usize>();
+                    }
+                }));
+            }
+            let mut verified = 0;
+            for l in loops {
+                verified += l.await.unwrap();
+            }
+            verified
+        }));
+    }
+    let mut verified = 0;
+    for t in tasks {
+        verified += t.await.unwrap();
+    }
+    (
+        accounts.len() as f64 / start.elapsed().as_secs_f64(),
+        verified,
+    )
+}
+
+/// Runs one bulk job over `ids` through `api` and waits for its end; returns (accounts done
+/// per second, done, the job).
+async fn lockstep_job(api: &Api, root: &str, ids: &[&str]) -> (f64, usize, Value) {
+    let start = Instant::now();
+    let r = api
+        .post(
+            "/v1/reset-jobs",
+            root,
+            json!({"accounts": ids, "reason": "benchmark"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let job: Value = loop {
+        let j = api
+            .get(&format!("/v1/reset-jobs/{id}?wait=10"), root)
+            .await
+            .json();
+        if j["status"] == "finished" {
+            break j;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let done = job["progress"]["succeeded"].as_u64().unwrap_or(0) as usize;
+    (done as f64 / secs, done, job)
+}
+
 /// Registers the targets and their accounts; returns (account id, target index, login).
 async fn register(
     api: &Api,
@@ -239,6 +365,61 @@ async fn publish_listeners(api: &Api, root: &str) {
     .await;
 }
 
+/// The bare client's shapes: (accounts per `chpasswd` run, loops per target).
+const BARE_SHAPES: [(usize, usize); 4] = [(1, 8), (4, 4), (8, 2), (16, 1)];
+
+/// Lockstep's job over every `b…` account on PostgreSQL: first with one node, then with two
+/// more joined; returns (1 node accounts/s, 3 nodes accounts/s, how many items each node
+/// committed), or None without a PostgreSQL.
+async fn lockstep_on_postgres(targets: &[SshTarget], per: usize) -> Option<(f64, f64, String)> {
+    let db = common::postgres::postgres_database().await?;
+    let no_scheduler = ["--rotation-check-secs", "0"];
+    let first = Server::start_with(common::ServerOptions {
+        database_url: Some(db.url().to_string()),
+        extra: no_scheduler.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    });
+    let api = Api::new(&first);
+    let root = first.root_token.clone();
+    publish_listeners(&api, &root).await;
+    let accounts = register(&api, &root, targets, per).await;
+    let ids: Vec<&str> = accounts.iter().map(|(id, _, _)| id.as_str()).collect();
+    let (one, done, _) = lockstep_job(&api, &root, &ids).await;
+    println!(
+        "  Lockstep, PostgreSQL, 1 node: {done}/{} verified, {one:.2} accounts/s",
+        ids.len()
+    );
+    let others: Vec<Server> = (0..2)
+        .map(|_| Server::join(&first, &no_scheduler))
+        .collect();
+    let (three, done, job) = lockstep_job(&api, &root, &ids).await;
+    let mut by_node = std::collections::BTreeMap::<String, usize>::new();
+    for item in job["items"].as_array().into_iter().flatten() {
+        let committed = item["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["state"] == "done")
+            .filter_map(|s| s["node"].as_str());
+        for node in committed {
+            *by_node.entry(node.to_string()).or_default() += 1;
+        }
+    }
+    let spread = by_node
+        .values()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    println!(
+        "  Lockstep, PostgreSQL, 3 nodes: {done}/{} verified, {three:.2} accounts/s; items done per node: {spread}",
+        ids.len()
+    );
+    drop(others);
+    drop(first);
+    drop(db);
+    Some((one, three, format!("items done per node {spread}")))
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_usize("LOCKSTEP_BENCH_ACCOUNTS", 1000);
@@ -257,6 +438,10 @@ async fn main() {
             users.extend(
                 (1..=baseline_n.div_ceil(TARGETS))
                     .map(|u| TargetUser::new(&format!("l{u:04}"), START_PW)),
+            );
+            users.extend(
+                (1..=baseline_n.div_ceil(TARGETS))
+                    .map(|u| TargetUser::new(&format!("c{u:04}"), START_PW)),
             );
             SshTarget::start(ROOT_PW, &users)
         })
@@ -279,6 +464,27 @@ async fn main() {
         "  8-wide OpenSSH loop: {loop_rate:.2} accounts/s ({loop_verified}/{baseline_n} verified)"
     );
 
+    // (c) the bare client, at a few shapes (accounts per chpasswd run × loops per target);
+    // the best is the ceiling.
+    let bare_accounts: Vec<(usize, String)> = (0..baseline_n)
+        .map(|k| (k % TARGETS, format!("c{:04}", k / TARGETS + 1)))
+        .collect();
+    let mut bare = Vec::new();
+    for (batch, pipelines) in BARE_SHAPES {
+        let (rate, verified) = bare_client(&targets, &bare_accounts, batch, pipelines).await;
+        println!(
+            "  bare client, {batch} per chpasswd × {pipelines} per target: {rate:.2} accounts/s \
+             ({verified}/{baseline_n} verified)"
+        );
+        assert_eq!(
+            verified, baseline_n,
+            "the bare client verifies every account"
+        );
+        bare.push((batch, pipelines, rate));
+    }
+    let &(best_batch, best_pipelines, bare_rate) =
+        bare.iter().max_by(|a, b| a.2.total_cmp(&b.2)).unwrap();
+
     // Lockstep.
     let server = Server::start_with(common::ServerOptions {
         extra: vec!["--rotation-check-secs".into(), "0".into()],
@@ -289,26 +495,8 @@ async fn main() {
     publish_listeners(&api, &root).await;
     let accounts = register(&api, &root, &targets, per).await;
     let ids: Vec<&str> = accounts.iter().map(|(id, _, _)| id.as_str()).collect();
-    let start = Instant::now();
-    let r = api
-        .post(
-            "/v1/reset-jobs",
-            &root,
-            json!({"accounts": ids, "reason": "benchmark"}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let job: Value = loop {
-        let j = api.get(&format!("/v1/reset-jobs/{id}"), &root).await.json();
-        if j["status"] == "finished" {
-            break j;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let done = job["progress"]["succeeded"].as_u64().unwrap_or(0) as usize;
-    let rate = done as f64 / secs;
+    let (rate, done, job) = lockstep_job(&api, &root, &ids).await;
+    let secs = done as f64 / rate.max(1e-9);
     let mut pre = Vec::new();
     let mut post = Vec::new();
     for item in job["items"].as_array().unwrap() {
@@ -327,6 +515,9 @@ async fn main() {
         mean(&pre),
         mean(&post)
     );
+
+    // Lockstep on PostgreSQL, one node and then three, on the same targets and accounts.
+    let on_postgres = lockstep_on_postgres(&targets, per).await;
 
     // (b) again, on the yescrypt hashes chpasswd wrote: sample the new passwords.
     let mut logins = Vec::new();
@@ -359,13 +550,28 @@ async fn main() {
     println!("| method | accounts/s (or logins/s) |");
     println!("| --- | --- |");
     println!("| 8-wide OpenSSH loop ({baseline_n} accounts) | {loop_rate:.2} |");
-    println!("| Lockstep bulk job ({n} accounts, 1 pre + 1 post listener) | {rate:.2} |");
+    println!(
+        "| bare client (best: {best_batch} per chpasswd × {best_pipelines} per target, {baseline_n} accounts) | {bare_rate:.2} |"
+    );
+    println!("| Lockstep bulk job ({n} accounts, 1 pre + 1 post listener), SQLite | {rate:.2} |");
+    if let Some((one, three, spread)) = &on_postgres {
+        println!("| Lockstep, PostgreSQL, 1 node | {one:.2} |");
+        println!("| Lockstep, PostgreSQL, 3 nodes ({spread}) | {three:.2} |");
+    }
     println!("| login ceiling, SHA-512 | {ceiling_sha512:.1} |");
     println!("| login ceiling, yescrypt | {ceiling_yescrypt:.1} |");
     println!(
-        "Lockstep = {:.1}x the 8-wide loop, {:.0}% of the yescrypt login ceiling",
+        "Lockstep = {:.1}x the 8-wide loop, {:.0}% of the bare client, {:.0}% of the yescrypt login ceiling",
         rate / loop_rate,
+        100.0 * rate / bare_rate,
         100.0 * rate / ceiling_yescrypt
     );
+    if let Some((one, three, _)) = &on_postgres {
+        println!(
+            "on PostgreSQL: 1 node {:.0}% of the bare client, 3 nodes {:.0}%",
+            100.0 * one / bare_rate,
+            100.0 * three / bare_rate
+        );
+    }
     println!("total bench time {:.0} s", started.elapsed().as_secs_f64());
 }

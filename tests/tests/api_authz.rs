@@ -73,6 +73,12 @@ fn endpoints() -> Vec<(
         ),
         ("GET", "/v1/accounts/{aid}", None, "view-resources"),
         (
+            "GET",
+            "/v1/accounts?login_name=root",
+            None,
+            "view-resources",
+        ),
+        (
             "PATCH",
             "/v1/accounts/{aid}",
             Some(json!({"description": "d{n}"})),

@@ -5,15 +5,20 @@
 //!
 //! The CI run is short. The harness is the same test with more of everything:
 //! `scripts/kill-harness.sh` (3 nodes, 4 targets × 75 accounts, 20 rounds, one kill each).
+//!
+//! Beside it: a real `lockstep-agent` listing several nodes keeps working when its node is
+//! SIGKILLed (it moves to the next), and scheduled rotation runs each period once across a
+//! SIGKILLed scheduler-duty holder.
 
 use lockstep_testkit as common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::agent::{AgentHost, account_id, accounts_of, enrollment_token, fingerprint};
 use common::resets::{logs_in, register, stored_password, users, wait_finished};
 use common::sim_agent::SimAgent;
-use common::sshd::SshTarget;
+use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server, audit_events};
 use serde_json::{Value, json};
 
@@ -174,8 +179,18 @@ async fn cluster(
     n: usize,
     extra: &[&str],
 ) -> Option<(common::postgres::PostgresDatabase, Vec<Server>)> {
+    cluster_over(n, extra, true).await
+}
+
+/// [`cluster`] over HTTP (`dev`) or TLS (each node with its own self-signed certificate).
+async fn cluster_over(
+    n: usize,
+    extra: &[&str],
+    dev: bool,
+) -> Option<(common::postgres::PostgresDatabase, Vec<Server>)> {
     let db = common::postgres_database().await?;
     let first = Server::start_with(common::ServerOptions {
+        dev,
         database_url: Some(db.url().to_string()),
         extra: extra.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
@@ -563,4 +578,347 @@ async fn a_worker_whose_lease_is_taken_over_stops_at_once() {
         steps, steps_before,
         "no step written after the lease was lost"
     );
+}
+
+/// Lines in `path` (0 when it does not exist yet).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Waits until `path` has `n` lines.
+fn wait_for_lines(path: &std::path::Path, n: usize, limit: Duration, why: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while lines_in(path) < n {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_to_the_next_node_when_its_node_is_killed() {
+    // TLS nodes (the agent talks only TLS), each with its own certificate. Item leases are
+    // the production 15 s (shorter ones need --dev, which serves no TLS).
+    let Some((_db, mut nodes)) = cluster_over(3, &["--rotation-check-secs", "0"], false).await
+    else {
+        return;
+    };
+    let fps: Vec<String> = nodes.iter().map(fingerprint).collect();
+    assert!(
+        fps[0] != fps[1] && fps[1] != fps[2] && fps[0] != fps[2],
+        "each node has its own certificate: {fps:?}"
+    );
+    let root = nodes[0].root_token.clone();
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let mut agent = AgentHost::new(&t);
+
+    // Enrolled through node A, listing A and B (each with its own pin).
+    let token = enrollment_token(&Api::new(&nodes[0]), &root, json!({})).await;
+    let out = agent.enroll_nodes(
+        &[(&nodes[0].base, &fps[0]), (&nodes[1].base, &fps[1])],
+        &token,
+    );
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Node C is added later. Under another node's pin it is refused, and the file stays as
+    // it was: a URL is accepted only with its own certificate.
+    let written = std::fs::read_to_string(agent.config()).unwrap();
+    let out = agent.command_output(&[
+        "add-server",
+        "--server",
+        &nodes[2].base,
+        "--fingerprint",
+        &fps[0],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong pin was taken: {err}");
+    assert!(
+        err.contains(&nodes[2].base) && err.contains(&fps[2]) && err.contains("is pinned"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(agent.config()).unwrap(), written);
+    let out = agent.command_output(&[
+        "add-server",
+        "--server",
+        &nodes[2].base,
+        "--fingerprint",
+        &fps[2],
+    ]);
+    assert!(
+        out.status.success(),
+        "add-server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(agent.config()).unwrap();
+    assert_eq!(written.matches("[[servers]]").count(), 3, "{written}");
+
+    // Each chpasswd run is counted, then lingers 3 s before the agent reports.
+    let runs = agent.dir.join("chpasswd-runs");
+    let script = agent.dir.join("slow-chpasswd");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n/usr/sbin/chpasswd || exit $?\necho run >> {}\nsleep 3\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    agent.set_account_option("chpasswd", &format!("\"{}\"", script.display()));
+    agent.start();
+    agent.wait_for_log("discovery registered", Duration::from_secs(30));
+    agent.wait_for_log(
+        &format!("using server node {}", nodes[0].base),
+        Duration::from_secs(5),
+    );
+    let b = Api::new(&nodes[1]);
+    let agents = b.get("/v1/agents", &root).await.json();
+    let rid = agents[0]["resource_id"].as_str().unwrap().to_string();
+    let alice = account_id(&accounts_of(&b, &root, &rid).await, "alice");
+
+    // A dies while the agent holds its long-poll there; a reset queued through B is done.
+    nodes[0].kill();
+    let r = b
+        .post(
+            &format!("/v1/accounts/{alice}/reset"),
+            &root,
+            json!({"reason": "node A is dead"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    let j = wait_finished(&b, &root, &job, Duration::from_secs(60)).await;
+    assert_eq!(j["items"][0]["state"], "done", "{j}");
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("using server node {}", nodes[1].base)),
+        "{log}"
+    );
+    assert!(
+        log.contains("server node unreachable; trying the next node")
+            && log.contains(&nodes[0].base),
+        "{log}"
+    );
+    assert_eq!(lines_in(&runs), 1);
+    assert!(logs_in(&t, "alice", &stored_password(&b, &root, &alice).await).await);
+
+    // B, which handed the next task out, dies before the agent reports: the report that fails
+    // on B goes to C, is taken there, and the reset ends done with the password applied once.
+    let c = Api::new(&nodes[2]);
+    let r = c
+        .post(
+            &format!("/v1/accounts/{alice}/reset"),
+            &root,
+            json!({"reason": "node B dies before the report"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    wait_for_lines(&runs, 2, Duration::from_secs(30), || {
+        format!("chpasswd never ran:\n{}", agent.log())
+    });
+    nodes[1].kill();
+    let j = wait_finished(&c, &root, &job, Duration::from_secs(90)).await;
+    assert_eq!(j["items"][0]["state"], "done", "{j}");
+    assert_eq!(lines_in(&runs), 2, "applied once");
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("using server node {}", nodes[2].base)),
+        "{log}"
+    );
+    assert!(!log.contains("result not taken"), "{log}");
+    // The report itself was sent to B first (the node in use: the long-poll moved to C is
+    // still held there), failed, and was sent again to C.
+    assert!(
+        log.lines().any(|l| l.contains("trying the next node")
+            && l.contains(&format!("cannot reach the server node {}", nodes[1].base))
+            && l.contains("/result")),
+        "{log}"
+    );
+    assert!(logs_in(&t, "alice", &stored_password(&c, &root, &alice).await).await);
+    let tasks = c.get("/v1/agent-tasks", &root).await.json();
+    assert!(
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "succeeded"),
+        "{tasks}"
+    );
+}
+
+/// `next_run_at` of schedule `name` set to the database's now (less a second): its next
+/// period has come, as an hour passing would make it (periods are whole hours). Returns it.
+async fn period_comes(db: &mut sqlx::AnyConnection, name: &str) -> String {
+    let (at,): (String,) = sqlx::query_as(
+        "UPDATE rotation_schedules SET next_run_at = to_char((clock_timestamp() - \
+         interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+         WHERE name = $1 RETURNING next_run_at",
+    )
+    .bind(name)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    at
+}
+
+/// The job the scheduler started for the run of schedule `name` at `at`, once there is one.
+async fn job_of_period(
+    db: &mut sqlx::AnyConnection,
+    name: &str,
+    at: &str,
+    limit: Duration,
+) -> String {
+    let key = format!("#schedule\n{name}\n{at}");
+    let deadline = Instant::now() + limit;
+    loop {
+        let found: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM reset_jobs WHERE idempotency_key = $1")
+                .bind(&key)
+                .fetch_optional(&mut *db)
+                .await
+                .unwrap();
+        if let Some((id,)) = found {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no job for the run at {at}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rotation_runs_each_period_once_across_a_killed_duty_holder() {
+    let Some((db, mut nodes)) = cluster(
+        3,
+        &["--reset-lease-secs", "3", "--rotation-check-secs", "1"],
+    )
+    .await
+    else {
+        return;
+    };
+    let per_target = 4;
+    let t = SshTarget::start("Root-Pw-1", &users(per_target));
+    t.count_password_changes();
+    let root = nodes[0].root_token.clone();
+    let api = Api::new(&nodes[0]);
+    let accounts = register(&api, &root, &t, "sched", per_target).await;
+    let mut sql = common::database_writer(db.url()).await;
+    let mut ids = Vec::new();
+    for n in &nodes {
+        ids.push(view(n).await["answered_by"].as_str().unwrap().to_string());
+    }
+
+    // Period 1 is the schedule's first run, now.
+    let r = api
+        .post(
+            "/v1/rotation-schedules",
+            &root,
+            json!({"name": "fleet", "every_hours": 1, "resource_type": "Linux"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut periods = vec![r.json()["next_run_at"].as_str().unwrap().to_string()];
+    let mut jobs =
+        vec![job_of_period(&mut sql, "fleet", &periods[0], Duration::from_secs(15)).await];
+    wait_finished(&api, &root, &jobs[0], Duration::from_secs(60)).await;
+
+    // Period 2; the duty holder is SIGKILLed while its job runs.
+    periods.push(period_comes(&mut sql, "fleet").await);
+    jobs.push(job_of_period(&mut sql, "fleet", &periods[1], Duration::from_secs(15)).await);
+    let v = view(&nodes[0]).await;
+    let killed_id = holder(&v, "scheduler").expect("a scheduler");
+    let killed = ids.iter().position(|i| *i == killed_id).unwrap();
+    nodes[killed].kill();
+    let killed_at = Instant::now();
+    let live = (killed + 1) % nodes.len();
+    let api = Api::new(&nodes[live]);
+    wait_finished(&api, &root, &jobs[1], Duration::from_secs(60)).await;
+
+    // Periods 3 and 4 come while the dead node's duty lease (20 s) runs out, and after.
+    for k in 2..4 {
+        periods.push(period_comes(&mut sql, "fleet").await);
+        jobs.push(job_of_period(&mut sql, "fleet", &periods[k], Duration::from_secs(45)).await);
+        wait_finished(&api, &root, &jobs[k], Duration::from_secs(60)).await;
+    }
+    let v = view(&nodes[live]).await;
+    let now_holder = holder(&v, "scheduler").expect("a scheduler after the kill");
+    assert_ne!(now_holder, killed_id, "{v:#}");
+    eprintln!(
+        "the duty passed from {killed_id} to {now_holder}; the last period ran {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // No period is due now: three more checks start nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // One job per period, and no other scheduled job.
+    let scheduled: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT id, idempotency_key FROM reset_jobs WHERE trigger = 'scheduled' ORDER BY created_at",
+    )
+    .fetch_all(&mut sql)
+    .await
+    .unwrap();
+    let expected: Vec<(String, Option<String>)> = jobs
+        .iter()
+        .zip(&periods)
+        .map(|(j, at)| (j.clone(), Some(format!("#schedule\nfleet\n{at}"))))
+        .collect();
+    assert_eq!(scheduled, expected, "one job per period");
+
+    // Every account rotated exactly once per period, whichever node committed it.
+    let events = audit_events(&api, &root, "account.password.reset").await;
+    let mut per_job_account: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["outcome"] == "success") {
+        let job = e["detail"]["job"].as_str().unwrap_or_default().to_string();
+        let account = e["target"].as_str().unwrap_or_default().to_string();
+        *per_job_account.entry((job, account)).or_default() += 1;
+    }
+    for (id, login) in &accounts {
+        for (k, job) in jobs.iter().enumerate() {
+            let n = per_job_account
+                .get(&(job.clone(), id.clone()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(n, 1, "period {}: {login} was rotated {n} times", k + 1);
+        }
+        let all = per_job_account
+            .iter()
+            .filter(|((_, a), _)| a == id)
+            .map(|(_, n)| n)
+            .sum::<usize>();
+        assert_eq!(all, jobs.len(), "{login} was rotated outside the periods");
+    }
+    // On the target: no password changed more often than its items tried one, and the stored
+    // one logs in.
+    let mut attempts: BTreeMap<String, usize> = BTreeMap::new();
+    for job in &jobs {
+        let j = api
+            .get(&format!("/v1/reset-jobs/{job}"), &root)
+            .await
+            .json();
+        for i in j["items"].as_array().unwrap() {
+            assert_eq!(i["state"], "done", "{i:#}");
+            *attempts
+                .entry(i["account_id"].as_str().unwrap().to_string())
+                .or_default() += i["attempts"].as_u64().unwrap().max(1) as usize;
+        }
+    }
+    let changes = t.password_changes();
+    for (id, login) in &accounts {
+        let changed = changes.get(login).copied().unwrap_or(0);
+        assert!(
+            (jobs.len()..=attempts[id]).contains(&changed),
+            "{login} changed {changed} times in {} periods ({} attempts)",
+            jobs.len(),
+            attempts[id]
+        );
+        let pw = stored_password(&api, &root, id).await;
+        assert!(logs_in(&t, login, &pw).await, "{login}");
+    }
 }

@@ -9,7 +9,7 @@ use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Authorized, List, ListQuery, need};
 use crate::error::Result;
 use crate::inventory::accounts::{
-    self, Account, AccountPatch, NewAccount, RetrieveRequest, RetrievedPassword,
+    self, Account, AccountPatch, AccountSearch, NewAccount, RetrieveRequest, RetrievedPassword,
 };
 use crate::inventory::resource_types::{self, NewResourceType, ResourceType};
 use crate::inventory::resources::{self, NewResource, Resource, ResourcePatch};
@@ -188,6 +188,45 @@ pub async fn list_accounts(
         accounts::list_for_resource(&s.store, &id, &q.page()?)
             .await?
             .into(),
+    ))
+}
+
+/// `GET /v1/accounts` filters; every given one must hold.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    /// Only accounts with this exact LOGINNAME.
+    pub login_name: Option<String>,
+    /// Only accounts in this PASSWRDSYNCSTATUS: `in-sync`, `out-of-sync`, `not-verified` or
+    /// `discovered`.
+    pub sync_status: Option<String>,
+    /// Only accounts of resources of this type.
+    pub resource_type: Option<String>,
+    /// Items per page, 1–500 (default 100).
+    pub limit: Option<i64>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/accounts", tag = "inventory", params(AccountQuery),
+    responses((status = 200, body = List<Account>), (status = 422, body = super::problem::Problem)))]
+pub async fn search_accounts(
+    State(s): State<AppState>,
+    _a: Authorized<need::ViewResources>,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> Result<Json<List<Account>>> {
+    let page = ListQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let search = AccountSearch {
+        login_name: q.login_name,
+        sync_status: q.sync_status,
+        resource_type: q.resource_type,
+    };
+    Ok(Json(
+        accounts::search(&s.store, &search, &page).await?.into(),
     ))
 }
 

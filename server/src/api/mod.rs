@@ -64,6 +64,7 @@ pub struct AppState {
         inventory::put_reset_command, inventory::delete_reset_command,
         inventory::list_resources, inventory::create_resource, inventory::get_resource,
         inventory::update_resource, inventory::delete_resource, inventory::list_accounts,
+        inventory::search_accounts,
         inventory::create_account, inventory::get_account, inventory::update_account,
         inventory::delete_account, inventory::retrieve_password,
         audit::list, audit::verify,
@@ -148,6 +149,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/resources/{id}/accounts",
             get(inventory::list_accounts).post(inventory::create_account),
         )
+        .route("/accounts", get(inventory::search_accounts))
         .route(
             "/accounts/{id}",
             get(inventory::get_account)

@@ -200,23 +200,23 @@ pub async fn view(store: &Store, answered_by: &str) -> Result<ClusterView> {
     let duties = store::cluster::duty_holders(store.pool(), &now).await?;
     let mut nodes: Vec<NodeView> = rows
         .into_iter()
-        .map(|r| {
-            let prefix = format!("{}/", r.id);
-            NodeView {
-                state: state_of(&r.heartbeat_at, r.stopped_at.is_some(), &silent_before),
-                resets_held: leases.iter().filter(|l| l.starts_with(&prefix)).count(),
-                duties: Duty::ALL
-                    .into_iter()
-                    .filter(|d| duties.iter().any(|(n, h)| n == d.as_str() && *h == r.id))
-                    .collect(),
-                id: r.id,
-                address: r.address,
-                version: r.version,
-                started_at: r.started_at,
-                heartbeat_at: r.heartbeat_at,
-                stopped_at: r.stopped_at,
-                clock_offset_ms: r.clock_offset_ms,
-            }
+        .map(|r| NodeView {
+            state: state_of(&r.heartbeat_at, r.stopped_at.is_some(), &silent_before),
+            resets_held: leases
+                .iter()
+                .filter(|l| store::resets::node_of_lease(l) == r.id)
+                .count(),
+            duties: Duty::ALL
+                .into_iter()
+                .filter(|d| duties.iter().any(|(n, h)| n == d.as_str() && *h == r.id))
+                .collect(),
+            id: r.id,
+            address: r.address,
+            version: r.version,
+            started_at: r.started_at,
+            heartbeat_at: r.heartbeat_at,
+            stopped_at: r.stopped_at,
+            clock_offset_ms: r.clock_offset_ms,
         })
         .collect();
     nodes.sort_by(|a, b| {

@@ -243,8 +243,64 @@ async fn get_row(store: &Store, id: &str) -> Result<AccountRow> {
         })
 }
 
+/// Every one of `ids` names an account; else the first that does not, as a 404.
+pub async fn require_all(store: &Store, ids: &[String]) -> Result<()> {
+    let found = store::accounts::existing(store.pool(), ids).await?;
+    match ids.iter().find(|id| !found.contains(*id)) {
+        None => Ok(()),
+        Some(id) => Err(Error::NotFound {
+            what: "account",
+            id: id.clone(),
+        }),
+    }
+}
+
 pub async fn get(store: &Store, id: &str) -> Result<Account> {
     get_row(store, id).await.map(Into::into)
+}
+
+/// What an account search narrows by; every given filter must hold.
+#[derive(Debug, Default)]
+pub struct AccountSearch {
+    /// This exact LOGINNAME.
+    pub login_name: Option<String>,
+    /// This PASSWRDSYNCSTATUS.
+    pub sync_status: Option<String>,
+    /// Accounts of resources of this type.
+    pub resource_type: Option<String>,
+}
+
+/// Accounts across every resource, in id order, narrowed by `search`.
+pub async fn search(
+    store: &Store,
+    search: &AccountSearch,
+    page: &PageRequest,
+) -> Result<Page<Account>> {
+    if let Some(s) = &search.sync_status
+        && SyncStatus::parse(s).is_none()
+        && s != SYNC_DISCOVERED
+    {
+        let mut known: Vec<&str> = SyncStatus::ALL.iter().map(|v| v.as_str()).collect();
+        known.push(SYNC_DISCOVERED);
+        return Err(Error::validation(
+            "sync_status",
+            format!(
+                "'{s}' is not a sync status; use one of {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    if let Some(t) = &search.resource_type {
+        crate::inventory::resource_types::get(store, t).await?;
+    }
+    let filter = store::accounts::AccountFilter {
+        login_name: search.login_name.as_deref(),
+        sync_status: search.sync_status.as_deref(),
+        resource_type: search.resource_type.as_deref(),
+    };
+    Ok(store::accounts::list(store.pool(), &filter, page)
+        .await?
+        .map(Into::into))
 }
 
 pub async fn list_for_resource(

@@ -350,9 +350,12 @@ pub(super) async fn select(
         ));
     }
     let mut out = Vec::new();
-    for id in accounts.unwrap_or_default() {
-        crate::inventory::accounts::get(store, id).await?;
-        out.push(id.clone());
+    if let Some(ids) = accounts {
+        if ids.len() > MAX_JOB_ACCOUNTS {
+            return Err(too_many(ids.len()));
+        }
+        crate::inventory::accounts::require_all(store, ids).await?;
+        out.extend(ids.iter().cloned());
     }
     for id in resource_ids.unwrap_or_default() {
         crate::inventory::resources::get(store, id).await?;
@@ -365,15 +368,16 @@ pub(super) async fn select(
     out.sort();
     out.dedup();
     if out.len() > MAX_JOB_ACCOUNTS {
-        return Err(Error::validation(
-            "accounts",
-            format!(
-                "selects {} accounts; one job takes at most {MAX_JOB_ACCOUNTS}",
-                out.len()
-            ),
-        ));
+        return Err(too_many(out.len()));
     }
     Ok(out)
+}
+
+fn too_many(n: usize) -> Error {
+    Error::validation(
+        "accounts",
+        format!("selects {n} accounts; one job takes at most {MAX_JOB_ACCOUNTS}"),
+    )
 }
 
 /// What a new job is, apart from its accounts.
@@ -479,9 +483,10 @@ pub(super) async fn create(
             .as_ref()
             .map(|pw| vault.seal_secret(pw, &given_aad(&item.id)))
             .transpose()?;
-        store::resets::insert_item(tx.conn(), &item, given.as_ref()).await?;
-        items.push(item);
+        items.push((item, given));
     }
+    store::resets::insert_items(tx.conn(), &items).await?;
+    let items: Vec<ItemRow> = items.into_iter().map(|(item, _)| item).collect();
     let target = if accounts.len() == 1 {
         accounts[0].clone()
     } else {

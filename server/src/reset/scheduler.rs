@@ -182,8 +182,12 @@ pub async fn delete_schedule(store: &Store, actor: &Actor, name: &str) -> Result
     tx.commit().await
 }
 
-/// Starts a job for every schedule that is due and moves it on. Servers sharing a database run
-/// each due run once: the job's idempotency key is the schedule's name and run time.
+/// Starts a job for every schedule that is due and moves it on. Each run starts exactly one job
+/// however many nodes try it, and whenever one dies: the job's idempotency key is the
+/// schedule's name and run time, and the job is written before the schedule moves on. A node
+/// killed between the two leaves the run due with its job made; the next attempt finds the key
+/// taken (no second job) and moves the schedule on. (Moving on first would lose the run to such
+/// a kill: the run would be gone with no job made.)
 pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>> {
     let now = crate::time::now();
     let mut started = Vec::new();
@@ -192,8 +196,6 @@ pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>>
             .resource_ids
             .as_deref()
             .and_then(|j| serde_json::from_str(j).ok());
-        let accounts = jobs::select(store, None, ids.as_deref(), s.resource_type.as_deref()).await;
-        // Move the schedule on first: a failing selector must not fire on every check.
         let mut next = chrono::DateTime::parse_from_rfc3339(&s.next_run_at)
             .map_err(|e| Error::Internal(format!("schedule {}: {e}", s.name)))?
             .with_timezone(&chrono::Utc);
@@ -201,8 +203,41 @@ pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>>
         while next <= now_t {
             next += chrono::Duration::hours(s.every_hours);
         }
+        // A selector that fails or selects nothing still moves the schedule on, so it does
+        // not fire on every check.
+        match jobs::select(store, None, ids.as_deref(), s.resource_type.as_deref()).await {
+            Ok(accounts) if !accounts.is_empty() => {
+                let spec = NewJob {
+                    kind: "bulk",
+                    trigger: "scheduled",
+                    user: "system",
+                    reason: format!("rotation schedule '{}' (every {} h)", s.name, s.every_hours),
+                    apply_remote: true,
+                    key: Some(format!("#schedule\n{}\n{}", s.name, s.next_run_at)),
+                    password: None,
+                    notify: s
+                        .notify
+                        .as_deref()
+                        .and_then(|j| serde_json::from_str(j).ok())
+                        .unwrap_or_default(),
+                };
+                match jobs::create(store, vault, &Actor::system(), spec, accounts).await {
+                    Ok((job, _)) => started.push(job),
+                    // This run's job exists: made by another node, or by this schedule's last
+                    // attempt that stopped before moving the schedule on.
+                    Err(Error::Conflict(_)) => {}
+                    // Not moved on: the next check tries this run again.
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule selects nothing usable");
+            }
+        }
+        // Only from the run time seen: a node that moved it on already is left alone.
         let mut tx = store.begin_write().await?;
-        let mine = store::rotation_schedules::advance(
+        store::rotation_schedules::advance(
             tx.conn(),
             &s.name,
             &s.next_run_at,
@@ -210,36 +245,6 @@ pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>>
         )
         .await?;
         tx.commit().await?;
-        if !mine {
-            continue;
-        }
-        let accounts = match accounts {
-            Ok(a) if !a.is_empty() => a,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule selects nothing usable");
-                continue;
-            }
-        };
-        let spec = NewJob {
-            kind: "bulk",
-            trigger: "scheduled",
-            user: "system",
-            reason: format!("rotation schedule '{}' (every {} h)", s.name, s.every_hours),
-            apply_remote: true,
-            key: Some(format!("#schedule\n{}\n{}", s.name, s.next_run_at)),
-            password: None,
-            notify: s
-                .notify
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default(),
-        };
-        match jobs::create(store, vault, &Actor::system(), spec, accounts).await {
-            Ok((job, _)) => started.push(job),
-            Err(Error::Conflict(_)) => {}
-            Err(e) => return Err(e),
-        }
     }
     Ok(started)
 }

@@ -134,6 +134,75 @@ pub async fn list_for_resource(
     }))
 }
 
+/// Ids per statement of [`existing`].
+const IDS_PER_SELECT: usize = 500;
+
+/// Which of `ids` name an account: one statement per few hundred ids.
+pub async fn existing(pool: &AnyPool, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+    let mut found = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_SELECT) {
+        // Fixed text and numbered placeholders only; every id is bound.
+        let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT id FROM accounts WHERE id IN ({})", marks.join(", "));
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        found.extend(query.fetch_all(pool).await?);
+    }
+    Ok(found)
+}
+
+/// What `GET /v1/accounts` narrows by; every given filter must hold.
+#[derive(Debug, Default)]
+pub struct AccountFilter<'a> {
+    pub login_name: Option<&'a str>,
+    pub sync_status: Option<&'a str>,
+    pub resource_type: Option<&'a str>,
+}
+
+/// Accounts across resources in id order, narrowed by `filter`. Each filter has an index that
+/// leads with its column and ends with `id` (migration 0019), so a page costs a range scan,
+/// not a scan of every account (`docs/performance.md`, "Inventory at scale").
+pub async fn list(
+    pool: &AnyPool,
+    filter: &AccountFilter<'_>,
+    page: &PageRequest,
+) -> Result<Page<AccountRow>> {
+    // The statement is put together from the fixed fragments below and numbered placeholders
+    // only; every value is bound.
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM accounts WHERE id > $1"
+    ));
+    let mut values = vec![page.after.as_deref().unwrap_or("")];
+    let conditions = [
+        (" AND login_name = $", filter.login_name, ""),
+        (" AND password_sync_status = $", filter.sync_status, ""),
+        (
+            " AND resource_id IN (SELECT id FROM resources WHERE resource_type = $",
+            filter.resource_type,
+            ")",
+        ),
+    ];
+    for (head, value, tail) in conditions {
+        if let Some(v) = value {
+            values.push(v);
+            sql.push_str(&format!("{head}{}{tail}", values.len()));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT ${}", values.len() + 1));
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        query = query.bind(v);
+    }
+    let rows = query.bind(page.limit + 1).fetch_all(pool).await?;
+    Ok(Page::from_rows(rows, page.limit, |r: &AccountRow| {
+        r.id.clone()
+    }))
+}
+
 pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, super::Error> {
     let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
         .bind(id)

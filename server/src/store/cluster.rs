@@ -102,10 +102,12 @@ pub async fn list_nodes(pool: &AnyPool) -> Result<Vec<NodeRow>, super::Error> {
     .await?)
 }
 
-/// The lease owners (`srv_…/lease_…`) of reset items whose lease is live at `now`.
+/// The lease owners (`resets::lease_owner`) of open reset items whose lease is live at `now`.
 pub async fn live_reset_leases(pool: &AnyPool, now: &str) -> Result<Vec<String>, super::Error> {
     Ok(sqlx::query_scalar(
-        "SELECT lease_owner FROM reset_items WHERE lease_owner IS NOT NULL AND lease_until >= $1",
+        "SELECT lease_owner FROM reset_items WHERE state NOT IN \
+         ('done', 'vetoed', 'failed', 'out-of-sync', 'parked') \
+         AND lease_owner IS NOT NULL AND lease_until >= $1",
     )
     .bind(now)
     .fetch_all(pool)

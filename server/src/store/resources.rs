@@ -108,17 +108,34 @@ pub async fn list(
     resource_type: Option<&str>,
     page: &PageRequest,
 ) -> Result<Page<ResourceRow>> {
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM resources WHERE id > $1 AND ($2 = '' OR resource_type = $2) \
-         ORDER BY id LIMIT $3"
-    ))
-    .bind(page.after.as_deref().unwrap_or(""))
-    .bind(resource_type.unwrap_or(""))
-    .bind(page.limit + 1)
-    .fetch_all(pool)
-    .await?;
+    let after = page.after.as_deref().unwrap_or("");
+    // Two statements, not `($2 = '' OR resource_type = $2)`: a planner cannot use the index
+    // `resources_type` (migration 0019) for a condition that may be switched off.
+    let rows = match resource_type {
+        Some(t) => {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM resources WHERE resource_type = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
+            .bind(t)
+            .bind(after)
+            .bind(page.limit + 1)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM resources WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(after)
+            .bind(page.limit + 1)
+            .fetch_all(pool)
+            .await?
+        }
+    };
     Ok(Page::from_rows(rows, page.limit, |r: &ResourceRow| {
         r.id.clone()
     }))

@@ -48,6 +48,52 @@ pub(super) enum Interrupted {
     Stopping,
 }
 
+/// What one renewal attempt of the heartbeat came to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Renewal {
+    Renewed,
+    /// The row names another lease owner: another claim holds the item.
+    TakenOver,
+    /// A busy, lost or hung connection: nothing is known.
+    Failed,
+}
+
+/// What the heartbeat does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Beat {
+    Keep,
+    /// Try again at the next beat.
+    Retry,
+    /// Stop the run: the lease is, or may soon be, another claim's.
+    Lost,
+}
+
+/// The heartbeat's decision after a renewal, `since_renewed` after the last one that worked,
+/// with beats every third of `lease`. A failed renewal is tried again only while the lease
+/// cannot run out before the next beat; past that another node may take the item, so the run
+/// stops rather than step on an item it may no longer hold.
+pub(super) fn after_renewal(renewal: Renewal, since_renewed: Duration, lease: Duration) -> Beat {
+    match renewal {
+        Renewal::Renewed => Beat::Keep,
+        Renewal::TakenOver => Beat::Lost,
+        Renewal::Failed if since_renewed + lease / 3 < lease => Beat::Retry,
+        Renewal::Failed => Beat::Lost,
+    }
+}
+
+/// How long a reset handed back by a stopping node stays with it before another node takes
+/// it. Nothing was sent to the target before the journal's pending step, so a planned item or
+/// one in its pre-listeners goes at once. Past that, a command cut off may still be applying
+/// its input on the target, so the next node waits as long as a settling target gets before
+/// it asks which password the target holds. An item whose state could not be read counts as
+/// sent.
+pub(super) fn hand_back_wait(state: Option<&str>) -> Duration {
+    match state {
+        Some(state::PLANNED | state::PRE_LISTENERS) => Duration::ZERO,
+        _ => SETTLE_DELAYS.iter().sum(),
+    }
+}
+
 impl Engine {
     pub(super) fn lease_until(&self) -> String {
         crate::time::format(crate::time::now_utc() + self.lease)
@@ -60,8 +106,7 @@ impl Engine {
     pub(super) async fn claim_where(&self, in_flight_only: bool) -> Result<Option<ItemRow>> {
         let mut tx = self.store.begin_write().await?;
         let backend = tx.backend();
-        // Each claim is its own lease owner, so two workers of this server are told apart too.
-        let lease = format!("{}/{}", self.node, crate::time::new_id("lease"));
+        let lease = store::resets::lease_owner(&self.node, &crate::time::new_id("lease"));
         let item = store::resets::claim(
             tx.conn(),
             backend,
@@ -96,21 +141,24 @@ impl Engine {
                         store::resets::renew_lease(store.pool(), &id, &owner, &until),
                     )
                     .await;
-                    match renewal {
-                        Ok(Ok(true)) => renewed = attempt,
-                        // Another claim holds it now.
-                        Ok(Ok(false)) => break,
-                        // A busy, lost or hung connection: try again at the next beat, unless
-                        // the lease may run out before then (another node may hold it next).
-                        failed if renewed.elapsed() + engine.lease / 3 < engine.lease => {
-                            let why = match failed {
-                                Ok(Err(e)) => e.to_string(),
-                                _ => "no answer within a third of the lease".to_string(),
-                            };
+                    let (verdict, why) = match renewal {
+                        Ok(Ok(true)) => (Renewal::Renewed, String::new()),
+                        Ok(Ok(false)) => (Renewal::TakenOver, String::new()),
+                        Ok(Err(e)) => (Renewal::Failed, e.to_string()),
+                        Err(_) => (
+                            Renewal::Failed,
+                            "no answer within a third of the lease".to_string(),
+                        ),
+                    };
+                    match after_renewal(verdict, renewed.elapsed(), engine.lease) {
+                        Beat::Keep => renewed = attempt,
+                        Beat::Retry => {
                             tracing::warn!(item = %id, error = %why, "lease renewal failed")
                         }
-                        _ => {
-                            tracing::warn!(item = %id, "lease renewal failed until the lease was about to run out");
+                        Beat::Lost => {
+                            if matches!(verdict, Renewal::Failed) {
+                                tracing::warn!(item = %id, error = %why, "lease renewal failed until the lease was about to run out");
+                            }
                             break;
                         }
                     }
@@ -141,20 +189,11 @@ impl Engine {
                 Ok(())
             }
             Err(Interrupted::Stopping) => {
-                // Nothing sent yet: the next node may start at once. A command that was cut
-                // off may still be applying its input on the target: the next node waits as
-                // long as a settling target gets before it asks which password it holds.
-                let sent = match store::resets::item(self.store.pool(), &id).await {
-                    Ok(Some(i)) => {
-                        !matches!(i.state.as_str(), state::PLANNED | state::PRE_LISTENERS)
-                    }
-                    _ => true,
+                let state = match store::resets::item(self.store.pool(), &id).await {
+                    Ok(Some(i)) => Some(i.state),
+                    _ => None,
                 };
-                let wait = if sent {
-                    SETTLE_DELAYS.iter().sum()
-                } else {
-                    Duration::ZERO
-                };
+                let wait = hand_back_wait(state.as_deref());
                 let until = crate::time::format(crate::time::now_utc() + wait);
                 let _ = store::resets::renew_lease(self.store.pool(), &id, &lease, &until).await;
                 tracing::info!(item = %id, wait_secs = wait.as_secs(), "stopping: handed the reset back for another node");
@@ -186,6 +225,36 @@ mod tests {
         (until.with_timezone(&chrono::Utc) - crate::time::now_utc())
             .to_std()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_failed_renewal_is_retried_only_while_the_lease_outlives_the_next_beat() {
+        let lease = Duration::from_secs(30);
+        let s = Duration::from_secs;
+        assert_eq!(after_renewal(Renewal::Renewed, s(25), lease), Beat::Keep);
+        // Taken over: at once, however fresh the last renewal.
+        assert_eq!(after_renewal(Renewal::TakenOver, s(0), lease), Beat::Lost);
+        assert_eq!(after_renewal(Renewal::Failed, s(0), lease), Beat::Retry);
+        assert_eq!(after_renewal(Renewal::Failed, s(19), lease), Beat::Retry);
+        // 20 s since the last renewal + a 10 s beat: the lease may be gone at the next beat.
+        assert_eq!(after_renewal(Renewal::Failed, s(20), lease), Beat::Lost);
+        assert_eq!(after_renewal(Renewal::Failed, s(45), lease), Beat::Lost);
+    }
+
+    #[test]
+    fn a_stopping_node_hands_back_at_once_only_what_it_never_sent() {
+        assert_eq!(hand_back_wait(Some(state::PLANNED)), Duration::ZERO);
+        assert_eq!(hand_back_wait(Some(state::PRE_LISTENERS)), Duration::ZERO);
+        let settle: Duration = SETTLE_DELAYS.iter().sum();
+        assert!(settle > Duration::ZERO);
+        for sent in crate::states::ItemState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| ![state::PLANNED, state::PRE_LISTENERS].contains(s))
+        {
+            assert_eq!(hand_back_wait(Some(sent)), settle, "{sent}");
+        }
+        assert_eq!(hand_back_wait(None), settle);
     }
 
     #[test]
