@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::config::ServerNode;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, status_fails_over};
 
 /// Accepts the server's certificate only if its SHA-256 is the pinned one. The pin replaces
 /// the CA check (the server's certificate is self-signed); signatures are still verified.
@@ -184,6 +184,9 @@ impl Node {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
+            // Only this node, only over TLS: a redirect could take a signed request elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
             .user_agent(concat!("lockstep-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("HTTP client setup: {}", describe(&e).0)))?;
@@ -297,18 +300,26 @@ impl Client {
         for (k, i) in attempt_order(self.in_use.load(Ordering::Relaxed), len).enumerate() {
             let node = &self.nodes[i];
             let answer = match self.build(node, r)?.send().await {
-                Ok(resp) if is_unavailable(resp.status()) => Err(Error::Refused {
-                    status: resp.status().as_u16(),
-                    detail: format!("{} is unavailable", node.base),
-                }),
+                Ok(resp) if status_fails_over(resp.status().as_u16()) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.text().await.unwrap_or_default();
+                    Err(refusal(
+                        status,
+                        &format!("{}: {}", node.base, problem_detail(text)),
+                    ))
+                }
                 Ok(resp) => Ok(resp),
                 Err(e) => Err(node.failure(&e)),
             };
             match answer {
                 Ok(resp) => {
-                    self.in_use.store(i, Ordering::Relaxed);
-                    if self.announced.swap(i, Ordering::Relaxed) != i {
-                        tracing::info!(node = %node.base, of = len, "using server node {}", node.base);
+                    // Only a node that served the request becomes the node in use: one that
+                    // answers with a refusal about the request is left as it was.
+                    if resp.status().is_success() {
+                        self.in_use.store(i, Ordering::Relaxed);
+                        if self.announced.swap(i, Ordering::Relaxed) != i {
+                            tracing::info!(node = %node.base, of = len, "using server node {}", node.base);
+                        }
                     }
                     return Ok((resp, node));
                 }
@@ -317,10 +328,16 @@ impl Client {
                     // The last node of the round fails to the caller, which backs off.
                     if k + 1 < len {
                         let next = &self.nodes[(i + 1) % len].base;
-                        if matches!(e, Error::Certificate { .. }) {
-                            tracing::error!(error = %e, next = %next, "server node refused: not its pinned certificate; trying the next node");
-                        } else {
-                            tracing::warn!(error = %e, next = %next, "server node unreachable; trying the next node");
+                        match e {
+                            Error::Certificate { .. } => {
+                                tracing::error!(error = %e, next = %next, "server node refused: not its pinned certificate; trying the next node")
+                            }
+                            Error::Refused { .. } => {
+                                tracing::warn!(error = %e, next = %next, "server node cannot serve this agent now; trying the next node")
+                            }
+                            _ => {
+                                tracing::warn!(error = %e, next = %next, "server node unreachable; trying the next node")
+                            }
                         }
                     }
                     last = Some(e);
@@ -356,14 +373,7 @@ impl Client {
         }
         let text = resp.text().await.map_err(|e| node.failure(&e))?;
         if !status.is_success() {
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
-                .unwrap_or(text);
-            return Err(Error::Refused {
-                status: status.as_u16(),
-                detail,
-            });
+            return Err(refusal(status.as_u16(), &problem_detail(text)));
         }
         serde_json::from_str(&text).map(Some).map_err(|e| {
             Error::Transport(format!(
@@ -420,10 +430,19 @@ impl Client {
     }
 }
 
-/// Answers that say the node itself cannot serve now (a proxy in front of a dead node, a node
-/// without its database): worth the next node.
-fn is_unavailable(status: reqwest::StatusCode) -> bool {
-    matches!(status.as_u16(), 502..=504)
+/// The `detail` of a problem document, else the whole answer.
+fn problem_detail(text: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or(text)
+}
+
+fn refusal(status: u16, detail: &str) -> Error {
+    Error::Refused {
+        status,
+        detail: detail.to_string(),
+    }
 }
 
 /// Whether `node` answers TLS with its pinned certificate (any HTTP answer to an unsigned
@@ -454,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_node_that_cannot_serve_sends_the_request_on() {
+    fn only_what_another_node_may_answer_differently_sends_the_request_on() {
         let node = || "https://a:1".to_string();
         let on = |e: Error| e.fails_over();
         assert!(on(Error::Unreachable {
@@ -465,22 +484,24 @@ mod tests {
             node: node(),
             problem: "fingerprint differs".into()
         }));
-        for status in [502, 503, 504] {
+        // A node that cannot serve (its database gone, a proxy before a dead node), or that
+        // refuses the agent (its clock off, another source address, another deployment).
+        for status in [401, 403, 500, 502, 503, 504] {
             assert!(on(Error::Refused {
                 status,
                 detail: String::new()
             }));
+            assert!(status_fails_over(status));
         }
-        // The nodes share one database: a refusal or a bad answer is the same on every node.
-        for status in [400, 401, 403, 404, 409, 413, 422, 500] {
+        // About the request itself: every node of one database answers it alike.
+        for status in [400, 404, 409, 413, 422] {
             assert!(!on(Error::Refused {
                 status,
                 detail: String::new()
             }));
+            assert!(!status_fails_over(status));
         }
         assert!(!on(Error::Transport("not understood".into())));
-        assert!(is_unavailable(reqwest::StatusCode::SERVICE_UNAVAILABLE));
-        assert!(!is_unavailable(reqwest::StatusCode::INTERNAL_SERVER_ERROR));
     }
 
     #[tokio::test]

@@ -29,6 +29,11 @@ pub enum Error {
     Refused { status: u16, detail: String },
 }
 
+/// The HTTP answers of one node that another node may not give ([`Error::fails_over`]).
+pub fn status_fails_over(status: u16) -> bool {
+    matches!(status, 401 | 403 | 500 | 502..=504)
+}
+
 impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
@@ -36,18 +41,17 @@ impl Error {
     }
 
     /// Failures of one node that another node of the list may not have: it cannot be
-    /// reached, shows a certificate other than its pin, or answers that it cannot serve now
-    /// (502, 503, 504). A refusal is not one: the nodes share one database and answer alike.
+    /// reached, shows a certificate other than its pin, cannot serve now (500: its database is
+    /// gone; 502, 503, 504), or refuses the agent (401, 403: a node whose clock is off, that
+    /// sees the agent from another address, or that is not of this deployment). Only when
+    /// every node says so does the caller hear it. An answer about the request itself (404,
+    /// 409, 422) is not one: the nodes share one database and answer it alike.
     pub fn fails_over(&self) -> bool {
-        matches!(
-            self,
-            Error::Unreachable { .. }
-                | Error::Certificate { .. }
-                | Error::Refused {
-                    status: 502..=504,
-                    ..
-                }
-        )
+        match self {
+            Error::Unreachable { .. } | Error::Certificate { .. } => true,
+            Error::Refused { status, .. } => status_fails_over(*status),
+            _ => false,
+        }
     }
 
     /// Refusals that retrying cannot fix (the agent is revoked, unknown, or not allowed).

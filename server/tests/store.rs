@@ -500,9 +500,9 @@ async fn duties_pass_on_only_when_their_lease_ran_out(db: &TestDb) {
 
 on_both_databases!(duty_leases, duties_pass_on_only_when_their_lease_ran_out);
 
-/// A scheduled run makes one job however often it is tried, also after a node died between
-/// writing the run's job and moving the schedule on: the run is still due then, and trying it
-/// again finds its job made (the idempotency key) and only moves the schedule on.
+/// A scheduled run makes one job however often it is tried. The job and the schedule's move are
+/// one transaction; a schedule that still shows a run whose job exists (put back, as a restore
+/// would) is only moved on: the idempotency key finds the job made.
 async fn a_scheduled_run_makes_one_job(db: &TestDb) {
     use lockstep_server::reset::scheduler::{
         RotationSchedule, create_schedule, list_schedules, run_due_schedules,
@@ -561,7 +561,7 @@ async fn a_scheduled_run_makes_one_job(db: &TestDb) {
     );
     // Nothing is due now: trying again starts nothing.
     assert!(run_due_schedules(s, &v).await.unwrap().is_empty());
-    // The state a node killed after writing the job and before moving the schedule on leaves.
+    // The run's job exists, the schedule shows the run again.
     let mut tx = s.begin_write().await.unwrap();
     assert!(
         advance(tx.conn(), "fleet", &moved_to, &due_at)

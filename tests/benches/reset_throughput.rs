@@ -365,6 +365,58 @@ async fn publish_listeners(api: &Api, root: &str) {
     .await;
 }
 
+/// CPU time of the machine (busy, all cores, from `/proc/stat`) and of some server processes
+/// (`/proc/PID/stat`), from a start, in clock ticks.
+struct Cpu {
+    machine: u64,
+    servers: u64,
+}
+
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu = stat.lines().next().unwrap();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    v.iter().sum::<u64>() - v[3] - v[4]
+}
+
+fn process_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn servers_ticks(servers: &[&Server]) -> u64 {
+    servers.iter().map(|s| process_ticks(s.child.id())).sum()
+}
+
+impl Cpu {
+    fn start(servers: &[&Server]) -> Cpu {
+        Cpu {
+            machine: machine_busy_ticks(),
+            servers: servers_ticks(servers),
+        }
+    }
+
+    /// "CPU per account: machine X ms, Lockstep server(s) Y ms".
+    fn per_account(&self, servers: &[&Server], accounts: usize) -> String {
+        // USER_HZ is 100 on Linux.
+        let ms = |ticks: u64| ticks as f64 * 10.0 / accounts.max(1) as f64;
+        format!(
+            "CPU per account: machine {:.0} ms, Lockstep server(s) {:.0} ms",
+            ms(machine_busy_ticks() - self.machine),
+            ms(servers_ticks(servers) - self.servers)
+        )
+    }
+}
+
 /// The bare client's shapes: (accounts per `chpasswd` run, loops per target).
 const BARE_SHAPES: [(usize, usize); 4] = [(1, 8), (4, 4), (8, 2), (16, 1)];
 
@@ -381,18 +433,31 @@ async fn lockstep_on_postgres(targets: &[SshTarget], per: usize) -> Option<(f64,
     });
     let api = Api::new(&first);
     let root = first.root_token.clone();
-    publish_listeners(&api, &root).await;
     let accounts = register(&api, &root, targets, per).await;
     let ids: Vec<&str> = accounts.iter().map(|(id, _, _)| id.as_str()).collect();
+    // Where the time goes: the journal alone, then with the listeners; the servers' own CPU.
+    let cpu = Cpu::start(&[&first]);
+    let (journal_only, done, _) = lockstep_job(&api, &root, &ids).await;
+    println!(
+        "  Lockstep, PostgreSQL, 1 node, no listeners: {done}/{} verified, {journal_only:.2} accounts/s; {}",
+        ids.len(),
+        cpu.per_account(&[&first], done)
+    );
+    publish_listeners(&api, &root).await;
+    let cpu = Cpu::start(&[&first]);
     let (one, done, _) = lockstep_job(&api, &root, &ids).await;
     println!(
-        "  Lockstep, PostgreSQL, 1 node: {done}/{} verified, {one:.2} accounts/s",
-        ids.len()
+        "  Lockstep, PostgreSQL, 1 node: {done}/{} verified, {one:.2} accounts/s; {}",
+        ids.len(),
+        cpu.per_account(&[&first], done)
     );
     let others: Vec<Server> = (0..2)
         .map(|_| Server::join(&first, &no_scheduler))
         .collect();
+    let nodes = [&first, &others[0], &others[1]];
+    let cpu = Cpu::start(&nodes);
     let (three, done, job) = lockstep_job(&api, &root, &ids).await;
+    let three_cpu = cpu.per_account(&nodes, done);
     let mut by_node = std::collections::BTreeMap::<String, usize>::new();
     for item in job["items"].as_array().into_iter().flatten() {
         let committed = item["steps"]
@@ -411,7 +476,7 @@ async fn lockstep_on_postgres(targets: &[SshTarget], per: usize) -> Option<(f64,
         .collect::<Vec<_>>()
         .join(" + ");
     println!(
-        "  Lockstep, PostgreSQL, 3 nodes: {done}/{} verified, {three:.2} accounts/s; items done per node: {spread}",
+        "  Lockstep, PostgreSQL, 3 nodes: {done}/{} verified, {three:.2} accounts/s; items done per node: {spread}; {three_cpu}",
         ids.len()
     );
     drop(others);
@@ -471,10 +536,12 @@ async fn main() {
         .collect();
     let mut bare = Vec::new();
     for (batch, pipelines) in BARE_SHAPES {
+        let cpu = Cpu::start(&[]);
         let (rate, verified) = bare_client(&targets, &bare_accounts, batch, pipelines).await;
         println!(
             "  bare client, {batch} per chpasswd × {pipelines} per target: {rate:.2} accounts/s \
-             ({verified}/{baseline_n} verified)"
+             ({verified}/{baseline_n} verified); {}",
+            cpu.per_account(&[], verified)
         );
         assert_eq!(
             verified, baseline_n,
@@ -495,7 +562,9 @@ async fn main() {
     publish_listeners(&api, &root).await;
     let accounts = register(&api, &root, &targets, per).await;
     let ids: Vec<&str> = accounts.iter().map(|(id, _, _)| id.as_str()).collect();
+    let cpu = Cpu::start(&[&server]);
     let (rate, done, job) = lockstep_job(&api, &root, &ids).await;
+    let sqlite_cpu = cpu.per_account(&[&server], done);
     let secs = done as f64 / rate.max(1e-9);
     let mut pre = Vec::new();
     let mut post = Vec::new();
@@ -509,15 +578,12 @@ async fn main() {
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!("  Lockstep: {done}/{n} verified in {secs:.1} s = {rate:.2} accounts/s");
+    println!("  Lockstep: {done}/{n} verified in {secs:.1} s = {rate:.2} accounts/s; {sqlite_cpu}");
     println!(
         "    listeners per account: pre {:.1} ms, post {:.1} ms (mean)",
         mean(&pre),
         mean(&post)
     );
-
-    // Lockstep on PostgreSQL, one node and then three, on the same targets and accounts.
-    let on_postgres = lockstep_on_postgres(&targets, per).await;
 
     // (b) again, on the yescrypt hashes chpasswd wrote: sample the new passwords.
     let mut logins = Vec::new();
@@ -546,6 +612,10 @@ async fn main() {
         auth * 1000.0,
         chpasswd * 1000.0
     );
+    // Lockstep on PostgreSQL, one node and then three, on the same targets and accounts (after
+    // the ceiling above, which logs in with the SQLite run's passwords).
+    let on_postgres = lockstep_on_postgres(&targets, per).await;
+
     println!();
     println!("| method | accounts/s (or logins/s) |");
     println!("| --- | --- |");

@@ -769,6 +769,18 @@ async fn period_comes(db: &mut sqlx::AnyConnection, name: &str) -> String {
     at
 }
 
+/// The idempotency key of the run of schedule `name` at `at` (`reset::scheduler`): the
+/// schedule, as its name and creation time, and the run time.
+async fn run_key(db: &mut sqlx::AnyConnection, name: &str, at: &str) -> String {
+    let (created,): (String,) =
+        sqlx::query_as("SELECT created_at FROM rotation_schedules WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+    format!("#schedule\n{name}\n{created}\n{at}")
+}
+
 /// The job the scheduler started for the run of schedule `name` at `at`, once there is one.
 async fn job_of_period(
     db: &mut sqlx::AnyConnection,
@@ -776,7 +788,7 @@ async fn job_of_period(
     at: &str,
     limit: Duration,
 ) -> String {
-    let key = format!("#schedule\n{name}\n{at}");
+    let key = run_key(db, name, at).await;
     let deadline = Instant::now() + limit;
     loop {
         let found: Option<(String,)> =
@@ -864,11 +876,10 @@ async fn scheduled_rotation_runs_each_period_once_across_a_killed_duty_holder() 
     .fetch_all(&mut sql)
     .await
     .unwrap();
-    let expected: Vec<(String, Option<String>)> = jobs
-        .iter()
-        .zip(&periods)
-        .map(|(j, at)| (j.clone(), Some(format!("#schedule\nfleet\n{at}"))))
-        .collect();
+    let mut expected: Vec<(String, Option<String>)> = Vec::new();
+    for (j, at) in jobs.iter().zip(&periods) {
+        expected.push((j.clone(), Some(run_key(&mut sql, "fleet", at).await)));
+    }
     assert_eq!(scheduled, expected, "one job per period");
 
     // Every account rotated exactly once per period, whichever node committed it.

@@ -125,9 +125,13 @@ pub async fn list_resources(
     }
     .page()?;
     Ok(Json(
-        resources::list(&s.store, q.resource_type.as_deref(), &page)
-            .await?
-            .into(),
+        resources::list(
+            &s.store,
+            q.resource_type.as_deref().filter(|t| !t.is_empty()),
+            &page,
+        )
+        .await?
+        .into(),
     ))
 }
 
@@ -209,7 +213,8 @@ pub struct AccountQuery {
 }
 
 #[utoipa::path(get, path = "/v1/accounts", tag = "inventory", params(AccountQuery),
-    responses((status = 200, body = List<Account>), (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = List<Account>), (status = 404, body = super::problem::Problem),
+        (status = 422, body = super::problem::Problem)))]
 pub async fn search_accounts(
     State(s): State<AppState>,
     _a: Authorized<need::ViewResources>,
@@ -220,10 +225,12 @@ pub async fn search_accounts(
         cursor: q.cursor,
     }
     .page()?;
+    // An empty filter (`?login_name=`) is no filter, as for `GET /v1/resources`.
+    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
     let search = AccountSearch {
-        login_name: q.login_name,
-        sync_status: q.sync_status,
-        resource_type: q.resource_type,
+        login_name: given(q.login_name),
+        sync_status: given(q.sync_status),
+        resource_type: given(q.resource_type),
     };
     Ok(Json(
         accounts::search(&s.store, &search, &page).await?.into(),

@@ -284,10 +284,7 @@ pub async fn search(
         known.push(SYNC_DISCOVERED);
         return Err(Error::validation(
             "sync_status",
-            format!(
-                "'{s}' is not a sync status; use one of {}",
-                known.join(", ")
-            ),
+            format!("is not a sync status; use one of {}", known.join(", ")),
         ));
     }
     if let Some(t) = &search.resource_type {

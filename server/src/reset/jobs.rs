@@ -248,6 +248,7 @@ pub async fn start_single(
         key,
         password: request.password,
         notify,
+        schedule_run: None,
     };
     let key = spec.key.clone();
     let made = create(store, vault, actor, spec, vec![account_id.to_string()]).await;
@@ -293,6 +294,7 @@ pub async fn start_bulk(
         key,
         password: request.password,
         notify,
+        schedule_run: None,
     };
     let key = spec.key.clone();
     let made = create(store, vault, actor, spec, accounts).await;
@@ -351,15 +353,26 @@ pub(super) async fn select(
     }
     let mut out = Vec::new();
     if let Some(ids) = accounts {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
         if ids.len() > MAX_JOB_ACCOUNTS {
             return Err(too_many(ids.len()));
         }
-        crate::inventory::accounts::require_all(store, ids).await?;
-        out.extend(ids.iter().cloned());
+        crate::inventory::accounts::require_all(store, &ids).await?;
+        out = ids;
     }
-    for id in resource_ids.unwrap_or_default() {
+    // Each resource once, and the count checked as they add up: a body repeating one resource
+    // id costs one read, and a selection past the limit stops at the first resource over it.
+    let mut resources = resource_ids.unwrap_or_default().to_vec();
+    resources.sort();
+    resources.dedup();
+    for id in &resources {
         crate::inventory::resources::get(store, id).await?;
         out.extend(store::resets::bulk_candidates(store.pool(), Some(id), None).await?);
+        if out.len() > MAX_JOB_ACCOUNTS {
+            return Err(too_many(out.len()));
+        }
     }
     if let Some(t) = resource_type {
         crate::inventory::resource_types::get(store, t).await?;
@@ -390,6 +403,18 @@ pub(super) struct NewJob<'a> {
     pub key: Option<String>,
     pub password: Option<Secret>,
     pub notify: Vec<String>,
+    /// A rotation schedule's run this job is: the schedule moves from the run time seen to the
+    /// next in the job's own transaction, so the run makes its job and moves on together or
+    /// not at all (none, if another node moved it, or the schedule was deleted, meanwhile).
+    pub schedule_run: Option<ScheduleRun>,
+}
+
+/// A rotation schedule's move from one run to the next (`reset::scheduler`).
+#[derive(Clone)]
+pub(super) struct ScheduleRun {
+    pub name: String,
+    pub seen: String,
+    pub next: String,
 }
 
 /// A given password must satisfy the account's policy and not be in its recent history.
@@ -510,6 +535,15 @@ pub(super) async fn create(
         },
     )
     .await?;
+    if let Some(run) = &spec.schedule_run
+        && !store::rotation_schedules::advance(tx.conn(), &run.name, &run.seen, &run.next).await?
+    {
+        // Dropping the transaction writes nothing of the job.
+        return Err(Error::Conflict(format!(
+            "rotation schedule '{}' moved on or went away since its run was read",
+            run.name
+        )));
+    }
     tx.commit().await?;
     Ok((view(job, items), true))
 }

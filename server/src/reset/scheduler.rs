@@ -2,7 +2,7 @@
 //! and groups of accounts with a rotation schedule, are rotated by bulk jobs the server starts
 //! itself.
 
-use super::jobs::{self, Job, MAX_JOB_ACCOUNTS, NewJob};
+use super::jobs::{self, Job, MAX_JOB_ACCOUNTS, NewJob, ScheduleRun};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
 use crate::store::rotation_schedules::ScheduleRow;
@@ -27,6 +27,7 @@ pub async fn rotate_due(store: &Store, vault: &Vault, bucket: &str) -> Result<Op
         key: Some(format!("#scheduler\n{bucket}")),
         password: None,
         notify: Vec::new(),
+        schedule_run: None,
     };
     match jobs::create(store, vault, &Actor::system(), spec, due).await {
         Ok((job, _)) => Ok(Some(job)),
@@ -182,12 +183,13 @@ pub async fn delete_schedule(store: &Store, actor: &Actor, name: &str) -> Result
     tx.commit().await
 }
 
-/// Starts a job for every schedule that is due and moves it on. Each run starts exactly one job
-/// however many nodes try it, and whenever one dies: the job's idempotency key is the
-/// schedule's name and run time, and the job is written before the schedule moves on. A node
-/// killed between the two leaves the run due with its job made; the next attempt finds the key
-/// taken (no second job) and moves the schedule on. (Moving on first would lose the run to such
-/// a kill: the run would be gone with no job made.)
+/// Starts a job for every schedule that is due and moves it on. Each run makes exactly one job
+/// however many nodes try it and whenever one dies: the job and the schedule's move are one
+/// transaction, conditional on the run time this check read (`jobs::ScheduleRun`), and the
+/// job's idempotency key is the schedule and its run time. A schedule deleted or moved on by
+/// another node meanwhile makes no job. A selector that names nothing usable (a deleted
+/// resource, no account left) moves the schedule on without a job, so it does not fire on every
+/// check; any other failure (the database) leaves the run due for the next check.
 pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>> {
     let now = crate::time::now();
     let mut started = Vec::new();
@@ -203,48 +205,67 @@ pub async fn run_due_schedules(store: &Store, vault: &Vault) -> Result<Vec<Job>>
         while next <= now_t {
             next += chrono::Duration::hours(s.every_hours);
         }
-        // A selector that fails or selects nothing still moves the schedule on, so it does
-        // not fire on every check.
-        match jobs::select(store, None, ids.as_deref(), s.resource_type.as_deref()).await {
-            Ok(accounts) if !accounts.is_empty() => {
-                let spec = NewJob {
-                    kind: "bulk",
-                    trigger: "scheduled",
-                    user: "system",
-                    reason: format!("rotation schedule '{}' (every {} h)", s.name, s.every_hours),
-                    apply_remote: true,
-                    key: Some(format!("#schedule\n{}\n{}", s.name, s.next_run_at)),
-                    password: None,
-                    notify: s
-                        .notify
-                        .as_deref()
-                        .and_then(|j| serde_json::from_str(j).ok())
-                        .unwrap_or_default(),
-                };
-                match jobs::create(store, vault, &Actor::system(), spec, accounts).await {
-                    Ok((job, _)) => started.push(job),
-                    // This run's job exists: made by another node, or by this schedule's last
-                    // attempt that stopped before moving the schedule on.
-                    Err(Error::Conflict(_)) => {}
-                    // Not moved on: the next check tries this run again.
-                    Err(e) => return Err(e),
-                }
+        let run = ScheduleRun {
+            name: s.name.clone(),
+            seen: s.next_run_at.clone(),
+            next: crate::time::format(next),
+        };
+        let accounts = match jobs::select(store, None, ids.as_deref(), s.resource_type.as_deref())
+            .await
+        {
+            Ok(accounts) if !accounts.is_empty() => accounts,
+            Ok(_) => {
+                move_on(store, &run).await?;
+                continue;
             }
-            Ok(_) => {}
+            Err(e @ (Error::NotFound { .. } | Error::Validation(_))) => {
+                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule selects nothing usable; moved on to its next run");
+                move_on(store, &run).await?;
+                continue;
+            }
             Err(e) => {
-                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule selects nothing usable");
+                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule not run; the next check tries again");
+                continue;
+            }
+        };
+        let spec = NewJob {
+            kind: "bulk",
+            trigger: "scheduled",
+            user: "system",
+            reason: format!("rotation schedule '{}' (every {} h)", s.name, s.every_hours),
+            apply_remote: true,
+            // The schedule's creation time too: a schedule deleted and made again under its
+            // name is another schedule, whose runs are not the old one's.
+            key: Some(format!(
+                "#schedule\n{}\n{}\n{}",
+                s.name, s.created_at, s.next_run_at
+            )),
+            password: None,
+            notify: s
+                .notify
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default(),
+            schedule_run: Some(run.clone()),
+        };
+        match jobs::create(store, vault, &Actor::system(), spec, accounts).await {
+            Ok((job, _)) => started.push(job),
+            // Another node made this run's job and moved the schedule on, or the schedule moved
+            // on or went away since it was read, or this run's job exists while the schedule
+            // still shows the run (put back by a restore): moving on from the run time read
+            // settles each of them without a second job.
+            Err(Error::Conflict(_)) => move_on(store, &run).await?,
+            Err(e) => {
+                tracing::warn!(schedule = %s.name, error = %e, "rotation schedule not run; the next check tries again");
             }
         }
-        // Only from the run time seen: a node that moved it on already is left alone.
-        let mut tx = store.begin_write().await?;
-        store::rotation_schedules::advance(
-            tx.conn(),
-            &s.name,
-            &s.next_run_at,
-            &crate::time::format(next),
-        )
-        .await?;
-        tx.commit().await?;
     }
     Ok(started)
+}
+
+/// Moves a schedule on without a job, from the run time this check read only.
+async fn move_on(store: &Store, run: &ScheduleRun) -> Result<()> {
+    let mut tx = store.begin_write().await?;
+    store::rotation_schedules::advance(tx.conn(), &run.name, &run.seen, &run.next).await?;
+    tx.commit().await
 }

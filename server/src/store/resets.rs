@@ -572,23 +572,32 @@ pub async fn recent_history(pool: &AnyPool, account_id: &str, n: i64) -> Result<
     .await?)
 }
 
-/// Accounts a bulk reset selects: of one resource and/or of one type (empty: any), never an
+/// Accounts a bulk reset selects: of one resource, else of one type (neither: none), never an
 /// account that is some resource's admin account (those are reset on their own).
 pub async fn bulk_candidates(
     pool: &AnyPool,
     resource_id: Option<&str>,
     resource_type: Option<&str>,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT a.id FROM accounts a JOIN resources r ON r.id = a.resource_id \
-         WHERE ($1 = '' OR r.id = $1) AND ($2 = '' OR r.resource_type = $2) \
-         AND a.id NOT IN (SELECT admin_account_id FROM resource_reset_settings \
-         WHERE admin_account_id IS NOT NULL) ORDER BY a.id",
-    )
-    .bind(resource_id.unwrap_or(""))
-    .bind(resource_type.unwrap_or(""))
-    .fetch_all(pool)
-    .await?)
+    // One statement per selector, not `($1 = '' OR …)`: each searches its own index
+    // (`accounts_resource`, `resources_type`) instead of joining every account.
+    let query = match (resource_id, resource_type) {
+        (Some(id), _) => sqlx::query_scalar(
+            "SELECT a.id FROM accounts a WHERE a.resource_id = $1 \
+             AND a.id NOT IN (SELECT admin_account_id FROM resource_reset_settings \
+             WHERE admin_account_id IS NOT NULL) ORDER BY a.id",
+        )
+        .bind(id),
+        (None, Some(t)) => sqlx::query_scalar(
+            "SELECT a.id FROM accounts a JOIN resources r ON r.id = a.resource_id \
+             WHERE r.resource_type = $1 \
+             AND a.id NOT IN (SELECT admin_account_id FROM resource_reset_settings \
+             WHERE admin_account_id IS NOT NULL) ORDER BY a.id",
+        )
+        .bind(t),
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(query.fetch_all(pool).await?)
 }
 
 /// Whether a job is working on the account now.
