@@ -620,3 +620,46 @@ async fn sqlite_and_postgresql_migrations_make_the_same_tables_and_columns() {
          hint: server/migrations/sqlite and postgres are kept in step, file by file"
     );
 }
+
+/// Collapses runs of whitespace and the `\` of Rust string continuations, so SQL written over
+/// several lines in a migration and in a Rust literal compares equal.
+fn squeeze(sql: &str) -> String {
+    sql.replace("\\\n", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A claim reads only the open reset items through the partial index `reset_items_open`, and a
+/// planner uses a partial index only for a statement whose condition implies the index's: the
+/// claim statements repeat it word for word, on both engines. Without it every claim reads past
+/// every finished item ever written (docs/performance.md, "Inventory at scale").
+#[test]
+fn claims_repeat_the_open_items_index_condition() {
+    let resets =
+        squeeze(&std::fs::read_to_string(repo().join("server/src/store/resets.rs")).unwrap());
+    for engine in ["sqlite", "postgres"] {
+        let migration = std::fs::read_to_string(
+            repo().join(format!("server/migrations/{engine}/0019_scale_indexes.sql")),
+        )
+        .unwrap();
+        let index = squeeze(
+            migration
+                .split("CREATE INDEX reset_items_open")
+                .nth(1)
+                .and_then(|rest| rest.split(';').next())
+                .expect("the migration makes reset_items_open"),
+        );
+        let condition = index
+            .split_once(" WHERE ")
+            .map(|(_, c)| c.to_string())
+            .expect("reset_items_open is a partial index");
+        let claim = format!("SELECT id FROM reset_items WHERE {condition}");
+        assert_eq!(
+            resets.matches(&claim).count(),
+            2,
+            "{engine}: both open-item claim statements (SQLite, PostgreSQL) start with the \
+             index's condition `{condition}`"
+        );
+    }
+}
