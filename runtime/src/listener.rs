@@ -32,12 +32,14 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// From the name a reset job records (`manual`, `bulk`, `scheduled`, `api`); any other
-    /// name is a manual reset.
+    /// From the name a reset job records (`manual`, `bulk`, `scheduled`, `check-in`,
+    /// `reverse-sync`, `api`); any other name is a manual reset.
     pub fn from_job(name: &str) -> Trigger {
         match name {
             "bulk" => Trigger::Bulk,
             "scheduled" => Trigger::Scheduled,
+            "check-in" => Trigger::CheckIn,
+            "reverse-sync" => Trigger::ReverseSync,
             "api" => Trigger::Api,
             _ => Trigger::Manual,
         }

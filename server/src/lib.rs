@@ -5,6 +5,7 @@
 //! domain modules (`identity`, `inventory`, `audit`) sit between and know neither HTTP nor SQL
 //! dialects.
 
+pub mod access;
 pub mod agents;
 pub mod api;
 pub mod audit;

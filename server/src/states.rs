@@ -134,6 +134,47 @@ stored_names! {
     }
 }
 
+impl ItemState {
+    /// Whether an item in this state is over (nothing more happens to it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ItemState::Done
+                | ItemState::Vetoed
+                | ItemState::Failed
+                | ItemState::OutOfSync
+                | ItemState::Parked
+        )
+    }
+}
+
+stored_names! {
+    /// Where a checkout is (`access::checkout`): asked for, answered, held for its window, and
+    /// returned. `Rejected`, `Lapsed`, `Withdrawn` and `CheckedIn` are final.
+    pub enum CheckoutState {
+        Requested = "requested",
+        Rejected = "rejected",
+        /// Nobody answered before the request's deadline.
+        Lapsed = "lapsed",
+        /// Its requester took it back before it was answered.
+        Withdrawn = "withdrawn",
+        CheckedOut = "checked-out",
+        CheckedIn = "checked-in",
+    }
+}
+
+stored_names! {
+    /// How a checkout came back.
+    pub enum CheckinKind {
+        /// Its holder returned it.
+        Holder = "holder",
+        /// An administrator took it back.
+        Forced = "forced",
+        /// Its window ended.
+        Expired = "expired",
+    }
+}
+
 /// Every stored name of every enum here, for the tidy test.
 pub fn all_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
@@ -145,6 +186,8 @@ pub fn all_names() -> Vec<&'static str> {
     names.extend(JobStatus::ALL.iter().map(|v| v.as_str()));
     names.extend(SyncStatus::ALL.iter().map(|v| v.as_str()));
     names.extend(ItemState::ALL.iter().map(|v| v.as_str()));
+    names.extend(CheckoutState::ALL.iter().map(|v| v.as_str()));
+    names.extend(CheckinKind::ALL.iter().map(|v| v.as_str()));
     names.sort_unstable();
     names.dedup();
     names

@@ -629,14 +629,21 @@ async fn passwords_sealed_at_rest(db: &TestDb) {
     assert!(audit_text.iter().all(|d| !d.contains(sentinel)));
 
     // Retrieval needs a reason, returns the password and audits the reason.
-    let err =
-        accounts::retrieve_password(s, &v, &a, &acc.id, RetrieveRequest { reason: " ".into() })
-            .await;
+    let err = accounts::retrieve_password(
+        s,
+        &v,
+        &a,
+        "alice",
+        &acc.id,
+        RetrieveRequest { reason: " ".into() },
+    )
+    .await;
     assert!(matches!(err, Err(Error::Validation(_))));
     let got = accounts::retrieve_password(
         s,
         &v,
         &a,
+        "alice",
         &acc.id,
         RetrieveRequest {
             reason: "db migration".into(),
@@ -650,6 +657,7 @@ async fn passwords_sealed_at_rest(db: &TestDb) {
         s,
         &wrong,
         &a,
+        "alice",
         &acc.id,
         RetrieveRequest {
             reason: "wrong key".into(),

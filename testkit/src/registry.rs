@@ -99,3 +99,37 @@ pub async fn publish_approved(
         approve(api, &bob, chg).await;
     }
 }
+
+/// change-freeze published and approved for `resource_type` (pre-reset, agentless, order 10,
+/// vetoing DC1), and a vault-only Generic account `svc` on `gen1` in DC1; returns the account.
+pub async fn change_freeze_in_dc1(
+    api: &Api,
+    root: &str,
+    dir: &Path,
+    resource_type: &str,
+) -> String {
+    publish_approved(
+        api,
+        root,
+        dir,
+        &[(
+            "change-freeze",
+            super::listeners::wasm_dir().join("change_freeze.wasm"),
+            json!({"phases": ["pre-reset"], "modes": ["agentless"],
+                "resource_types": [resource_type], "order": 10, "parameters": ["DC1"]}),
+        )],
+    )
+    .await;
+    let (rid, acc) =
+        super::resource_with_account(api, root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/v1/resources/{rid}"),
+            Some(root),
+            Some(json!({"location": "DC1"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    acc
+}

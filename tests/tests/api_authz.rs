@@ -90,6 +90,13 @@ fn endpoints() -> Vec<(
             Some(json!({"reason": "matrix test {n}"})),
             "retrieve-passwords",
         ),
+        ("GET", "/v1/checkouts", None, "view-resources"),
+        (
+            "PUT",
+            "/v1/access-policies/resource-type/S{k}",
+            Some(json!({"enabled": false})),
+            "manage-resources",
+        ),
         ("GET", "/v1/audit", None, "read-audit"),
         ("GET", "/v1/audit/verify", None, "read-audit"),
         ("GET", "/v1/publisher-keys", None, "view-resources"),

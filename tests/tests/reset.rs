@@ -6,12 +6,11 @@ use lockstep_testkit as common;
 
 use std::time::{Duration, Instant};
 
-use common::registry::publish_approved;
+use common::registry::{change_freeze_in_dc1, publish_approved};
 use common::resets::{logs_in, set_reset_command, stored_password, wait_finished};
 use common::sshd::{SshTarget, TargetUser};
 use common::{Api, Server};
 use serde_json::{Value, json};
-use std::path::Path;
 
 /// A resource for `target` with an admin account and an `app` account; returns
 /// (resource id, admin account id, app account id).
@@ -1288,35 +1287,6 @@ async fn database(server: &Server) -> sqlx::SqliteConnection {
     <sqlx::SqliteConnection as sqlx::Connection>::connect(&server.sqlite_url())
         .await
         .unwrap()
-}
-
-/// change-freeze published and approved for `resource_type` (pre-reset, agentless, order 10,
-/// vetoing DC1), and a vault-only Generic account `svc` on `gen1` in DC1; returns the account.
-async fn change_freeze_in_dc1(api: &Api, root: &str, dir: &Path, resource_type: &str) -> String {
-    publish_approved(
-        api,
-        root,
-        dir,
-        &[(
-            "change-freeze",
-            common::listeners::wasm_dir().join("change_freeze.wasm"),
-            json!({"phases": ["pre-reset"], "modes": ["agentless"],
-                "resource_types": [resource_type], "order": 10, "parameters": ["DC1"]}),
-        )],
-    )
-    .await;
-    let (rid, acc) =
-        common::resource_with_account(api, root, "gen1", "Generic", "svc", "Old-Pass-123!").await;
-    let r = api
-        .call(
-            "PATCH",
-            &format!("/v1/resources/{rid}"),
-            Some(root),
-            Some(json!({"location": "DC1"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    acc
 }
 
 #[tokio::test]

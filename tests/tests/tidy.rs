@@ -630,36 +630,54 @@ fn squeeze(sql: &str) -> String {
         .join(" ")
 }
 
-/// A claim reads only the open reset items through the partial index `reset_items_open`, and a
-/// planner uses a partial index only for a statement whose condition implies the index's: the
-/// claim statements repeat it word for word, on both engines. Without it every claim reads past
-/// every finished item ever written (docs/performance.md, "Inventory at scale").
+/// A claim reads only the open reset items through the partial index `reset_items_open`, and an
+/// item that ends asks whether its job has an open item left through `reset_items_open_job`. A
+/// planner uses a partial index only for a statement whose condition implies the index's: those
+/// statements repeat it word for word, on both engines. Without them every claim read past every
+/// finished item ever written, and every finished item of a job read past the job's finished
+/// items (docs/performance.md, "Inventory at scale").
 #[test]
 fn claims_repeat_the_open_items_index_condition() {
     let resets =
         squeeze(&std::fs::read_to_string(repo().join("server/src/store/resets.rs")).unwrap());
-    for engine in ["sqlite", "postgres"] {
-        let migration = std::fs::read_to_string(
-            repo().join(format!("server/migrations/{engine}/0019_scale_indexes.sql")),
-        )
-        .unwrap();
-        let index = squeeze(
-            migration
-                .split("CREATE INDEX reset_items_open")
-                .nth(1)
-                .and_then(|rest| rest.split(';').next())
-                .expect("the migration makes reset_items_open"),
-        );
-        let condition = index
-            .split_once(" WHERE ")
-            .map(|(_, c)| c.to_string())
-            .expect("reset_items_open is a partial index");
-        let claim = format!("SELECT id FROM reset_items WHERE {condition}");
-        assert_eq!(
-            resets.matches(&claim).count(),
+    // (migration, index, how a statement that must use it starts, how many such statements)
+    let uses = [
+        (
+            "0019_scale_indexes.sql",
+            "reset_items_open",
+            "SELECT id FROM reset_items WHERE",
             2,
-            "{engine}: both open-item claim statements (SQLite, PostgreSQL) start with the \
-             index's condition `{condition}`"
-        );
+        ),
+        (
+            "0020_job_open_items.sql",
+            "reset_items_open_job",
+            "SELECT 1 FROM reset_items WHERE job_id = $1 AND",
+            1,
+        ),
+    ];
+    for engine in ["sqlite", "postgres"] {
+        for (file, name, statement, count) in uses {
+            let migration =
+                std::fs::read_to_string(repo().join(format!("server/migrations/{engine}/{file}")))
+                    .unwrap();
+            let index = squeeze(
+                migration
+                    .split(&format!("CREATE INDEX {name} "))
+                    .nth(1)
+                    .and_then(|rest| rest.split(';').next())
+                    .unwrap_or_else(|| panic!("{engine}/{file} makes {name}")),
+            );
+            let condition = index
+                .split_once(" WHERE ")
+                .map(|(_, c)| c.to_string())
+                .unwrap_or_else(|| panic!("{name} is a partial index"));
+            let used = format!("{statement} {condition}");
+            assert_eq!(
+                resets.matches(&used).count(),
+                count,
+                "{engine}: {count} statement(s) in store/resets.rs read through {name}: each \
+                 must repeat the index's condition `{condition}` as `{used}`"
+            );
+        }
     }
 }

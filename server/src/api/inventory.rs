@@ -291,7 +291,15 @@ pub async fn retrieve_password(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RetrieveRequest>,
 ) -> Result<([(HeaderName, &'static str); 1], Json<RetrievedPassword>)> {
-    let retrieved = accounts::retrieve_password(&s.store, &s.vault, &a.actor, &id, req).await?;
+    let retrieved = accounts::retrieve_password(
+        &s.store,
+        &s.vault,
+        &a.actor,
+        &a.principal.user_name,
+        &id,
+        req,
+    )
+    .await?;
     // A password must not linger in a proxy's or browser's cache.
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(retrieved)))
 }

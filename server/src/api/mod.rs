@@ -4,6 +4,7 @@
 //! [`extract::Authorized`], the single decision point), call one domain function, map the
 //! result. Routes, their OpenAPI descriptions and the router are all listed in this file.
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod cluster;
@@ -80,6 +81,9 @@ pub struct AppState {
         agents::issue_token, agents::list, agents::get, agents::revoke, agents::tasks_of_agent,
         agents::my_tasks, agents::enroll, agents::discovery, agents::next_task, agents::report,
         agents::component, agents::verify_account, agents::get_task,
+        access::get_policy, access::put_policy, access::delete_policy, access::effective_policy,
+        access::request_checkout, access::list_checkouts, access::get_checkout, access::approve,
+        access::reject, access::withdraw, access::check_in, access::force_check_in,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem,
         crate::reset::watch::ItemChange, crate::reset::watch::ProgressChange)),
@@ -225,7 +229,28 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/notifications/{id}/read", post(notifications::mark_read))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
-        .route("/cluster", get(cluster::get));
+        .route("/cluster", get(cluster::get))
+        .route(
+            "/access-policies/{scope}/{id}",
+            get(access::get_policy)
+                .put(access::put_policy)
+                .delete(access::delete_policy),
+        )
+        .route(
+            "/accounts/{id}/access-policy",
+            get(access::effective_policy),
+        )
+        .route("/accounts/{id}/checkouts", post(access::request_checkout))
+        .route("/checkouts", get(access::list_checkouts))
+        .route("/checkouts/{id}", get(access::get_checkout))
+        .route("/checkouts/{id}/approve", post(access::approve))
+        .route("/checkouts/{id}/reject", post(access::reject))
+        .route("/checkouts/{id}/withdraw", post(access::withdraw))
+        .route("/checkouts/{id}/checkin", post(access::check_in))
+        .route(
+            "/checkouts/{id}/force-checkin",
+            post(access::force_check_in),
+        );
 
     Router::new()
         .route("/healthz", get(ops::healthz))

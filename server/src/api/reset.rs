@@ -114,11 +114,10 @@ pub async fn get_job(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         tokio::time::sleep(JOB_POLL).await;
-        let now = jobs::get_job(&s.store, &id).await?;
-        let changed = now.progress != first.progress;
-        if changed || JobStatus::Finished.is(&now.status) || tokio::time::Instant::now() >= deadline
-        {
-            return Ok(Json(now));
+        let (status, progress) = jobs::get_progress(&s.store, &id).await?;
+        let changed = progress != first.progress;
+        if changed || JobStatus::Finished.is(&status) || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(jobs::get_job(&s.store, &id).await?));
         }
     }
 }

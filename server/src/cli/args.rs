@@ -41,6 +41,11 @@ pub enum Command {
     /// Agents, through a server: enrollment tokens, the enrolled agents, revocation.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Checkouts, through a server: ask for an account's password for a time window, approve
+    /// or reject others' requests, read the password while you hold it, check it in (which
+    /// rotates it). Exits 0 when the server did it, 1 when it refused (its reason on stderr).
+    #[command(subcommand)]
+    Checkout(CheckoutCommand),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -342,6 +347,83 @@ pub enum AgentCommand {
     /// Revoke an agent: its every later request is refused.
     Revoke {
         /// The agent's id (agt_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckoutCommand {
+    /// Ask for an account's password for a time window (granted at once when its policy needs
+    /// no approval). Prints the checkout.
+    Request {
+        /// The account's id (acc_…).
+        account: String,
+        /// Why (3–500 characters; audited and shown to the approvers).
+        #[arg(long)]
+        reason: String,
+        /// How long, in minutes [default: the policy's longest window].
+        #[arg(long)]
+        minutes: Option<i64>,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Approve a request you are an approver of.
+    Approve {
+        /// The checkout's id (cko_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Reject a request you are an approver of.
+    Reject {
+        /// The checkout's id (cko_…).
+        id: String,
+        /// Why (3–500 characters; audited and sent to the requester).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Take back your own request before it is answered.
+    Withdraw {
+        /// The checkout's id (cko_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Show one checkout.
+    Show {
+        /// The checkout's id (cko_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// List checkouts, newest last.
+    List {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this user's requests.
+        #[arg(long)]
+        requester: Option<String>,
+        /// Only in this state: requested, checked-out, checked-in, rejected, lapsed, withdrawn.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Print the password of the account you hold (audited, with the checkout as reason).
+    Password {
+        /// The checkout's id (cko_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Return the account you hold; its password is rotated (prints the rotation's job).
+    Checkin {
+        /// The checkout's id (cko_…).
         id: String,
         #[command(flatten)]
         server: crate::cli::api_client::ServerArgs,

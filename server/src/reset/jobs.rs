@@ -123,21 +123,22 @@ impl From<ItemRow> for Item {
     }
 }
 
+/// Adds `n` items in `state` to the progress counts.
+fn count(p: &mut Progress, state: &str, n: usize) {
+    p.total += n;
+    match ItemState::parse(state) {
+        Some(ItemState::Done | ItemState::Committed | ItemState::PostListeners) => p.succeeded += n,
+        Some(ItemState::Vetoed) => p.vetoed += n,
+        Some(ItemState::Failed | ItemState::Parked) => p.failed += n,
+        Some(ItemState::OutOfSync) => p.out_of_sync += n,
+        _ => p.in_progress += n,
+    }
+}
+
 fn view(j: JobRow, items: Vec<ItemRow>) -> Job {
-    let mut p = Progress {
-        total: items.len(),
-        ..Progress::default()
-    };
+    let mut p = Progress::default();
     for i in &items {
-        match ItemState::parse(&i.state) {
-            Some(ItemState::Done | ItemState::Committed | ItemState::PostListeners) => {
-                p.succeeded += 1
-            }
-            Some(ItemState::Vetoed) => p.vetoed += 1,
-            Some(ItemState::Failed | ItemState::Parked) => p.failed += 1,
-            Some(ItemState::OutOfSync) => p.out_of_sync += 1,
-            _ => p.in_progress += 1,
-        }
+        count(&mut p, &i.state, 1);
     }
     Job {
         id: j.id,
@@ -163,6 +164,22 @@ pub async fn get_job(store: &Store, id: &str) -> Result<Job> {
         })?;
     let items = store::resets::items_of(store.pool(), id).await?;
     Ok(view(j, items))
+}
+
+/// A job's status and progress without its items: what a long-poll compares between reads, so
+/// that waiting on a 10,000-item job does not read and decode every item five times a second.
+pub async fn get_progress(store: &Store, id: &str) -> Result<(String, Progress)> {
+    let j = store::resets::get_job(store.pool(), id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "reset job",
+            id: id.to_string(),
+        })?;
+    let mut p = Progress::default();
+    for (state, n) in store::resets::state_counts(store.pool(), id).await? {
+        count(&mut p, &state, usize::try_from(n).unwrap_or(0));
+    }
+    Ok((j.status, p))
 }
 
 /// The sealing context of a password given with a reset request.
@@ -299,6 +316,41 @@ pub async fn start_bulk(
     let key = spec.key.clone();
     let made = create(store, vault, actor, spec, accounts).await;
     first_on_race(store, key.as_deref(), made).await
+}
+
+/// Starts the rotation a returned checkout calls for (trigger `check-in`): one job per checkout
+/// however many nodes ask, since its idempotency key names the checkout.
+pub async fn start_checkin(
+    store: &Store,
+    vault: &Vault,
+    checkout_id: &str,
+    account_id: &str,
+) -> Result<Job> {
+    let key = format!("#checkin\n{checkout_id}");
+    if let Some(job) = repeated(store, Some(&key)).await? {
+        return Ok(job);
+    }
+    let spec = NewJob {
+        kind: "single",
+        trigger: "check-in",
+        user: "system",
+        reason: format!("check-in of checkout {checkout_id}"),
+        apply_remote: true,
+        key: Some(key),
+        password: None,
+        notify: Vec::new(),
+        schedule_run: None,
+    };
+    let key = spec.key.clone();
+    let made = create(
+        store,
+        vault,
+        &Actor::system(),
+        spec,
+        vec![account_id.to_string()],
+    )
+    .await;
+    Ok(first_on_race(store, key.as_deref(), made).await?.0)
 }
 
 /// Two requests with one key at the same moment: both missed the other's job when they
@@ -551,6 +603,52 @@ pub(super) async fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_counted_by_state_groups_matches_progress_counted_item_by_item() {
+        let states = [
+            "planned",
+            "applied",
+            "committed",
+            "post-listeners",
+            "done",
+            "done",
+            "vetoed",
+            "failed",
+            "parked",
+            "out-of-sync",
+        ];
+        let mut one_by_one = Progress::default();
+        for s in states {
+            count(&mut one_by_one, s, 1);
+        }
+        let mut grouped = Progress::default();
+        for (s, n) in [
+            ("applied", 1),
+            ("committed", 1),
+            ("done", 2),
+            ("failed", 1),
+            ("out-of-sync", 1),
+            ("parked", 1),
+            ("planned", 1),
+            ("post-listeners", 1),
+            ("vetoed", 1),
+        ] {
+            count(&mut grouped, s, n);
+        }
+        assert_eq!(one_by_one, grouped);
+        assert_eq!(
+            grouped,
+            Progress {
+                total: 10,
+                in_progress: 2,
+                succeeded: 4,
+                vetoed: 1,
+                failed: 2,
+                out_of_sync: 1,
+            }
+        );
+    }
 
     #[test]
     fn the_step_trail_reads_back_line_by_line_and_skips_a_cut_line() {

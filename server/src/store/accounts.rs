@@ -134,13 +134,13 @@ pub async fn list_for_resource(
     }))
 }
 
-/// Ids per statement of [`existing`].
+/// Most ids per statement of [`existing`] (fewer when they are long: `super::batches`).
 const IDS_PER_SELECT: usize = 500;
 
 /// Which of `ids` name an account: one statement per few hundred ids.
 pub async fn existing(pool: &AnyPool, ids: &[String]) -> Result<std::collections::HashSet<String>> {
     let mut found = std::collections::HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(IDS_PER_SELECT) {
+    for chunk in super::batches(ids, IDS_PER_SELECT, |id| id.len() + super::VALUE_OVERHEAD) {
         // Fixed text and numbered placeholders only; every id is bound.
         let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
         let sql = format!("SELECT id FROM accounts WHERE id IN ({})", marks.join(", "));

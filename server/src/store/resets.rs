@@ -105,6 +105,9 @@ pub async fn job_by_idempotency_key(pool: &AnyPool, key: &str) -> Result<Option<
 }
 
 /// Marks a job finished once none of its items is still in progress; true when this call did.
+/// The inner condition repeats the partial index `reset_items_open_job` word for word (migration
+/// 0020): every item that ends asks this, and without the index each asking read past the job's
+/// finished items.
 pub async fn finish_job_if_done(
     conn: &mut AnyConnection,
     job_id: &str,
@@ -122,16 +125,16 @@ pub async fn finish_job_if_done(
     Ok(done.rows_affected() > 0)
 }
 
-/// How many of a job's items ended in each state.
-pub async fn state_counts(
-    conn: &mut AnyConnection,
+/// How many of a job's items are in each state.
+pub async fn state_counts<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
     job_id: &str,
 ) -> Result<Vec<(String, i64)>, super::Error> {
     sqlx::query_as(
         "SELECT state, COUNT(*) FROM reset_items WHERE job_id = $1 GROUP BY state ORDER BY state",
     )
     .bind(job_id)
-    .fetch_all(conn)
+    .fetch_all(db)
     .await
     .map_err(super::Error::from)
 }
@@ -165,18 +168,44 @@ pub async fn due_for_rotation(pool: &AnyPool, now: &str, limit: i64) -> Result<V
         .collect())
 }
 
-/// Rows per `INSERT` of [`insert_items`]: 16 values each stays far below both engines'
-/// limits on bound values (SQLite 32,766; PostgreSQL 65,535).
+/// Most rows per `INSERT` of [`insert_items`]: 16 values each stays far below both engines'
+/// limits on bound values (SQLite 32,766; PostgreSQL 65,535). In practice
+/// `super::STATEMENT_BYTES` makes it about 40.
 const ITEMS_PER_INSERT: usize = 200;
 
-/// Inserts a job's items, each with the password given for it if any, a few hundred rows per
-/// statement: a 10,000-account job is 50 statements, not 10,000 round trips.
+/// Bytes one item binds (`super::batches`).
+fn item_bytes((i, given): &(ItemRow, Option<Sealed>)) -> usize {
+    let text = [
+        &i.id,
+        &i.job_id,
+        &i.account_id,
+        &i.state,
+        &i.listeners,
+        &i.created_at,
+        &i.updated_at,
+        &i.steps,
+    ]
+    .iter()
+    .map(|s| s.len())
+    .sum::<usize>();
+    let optional = [&i.detail, &i.lease_owner, &i.lease_until]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+    let sealed = given
+        .as_ref()
+        .map_or(0, |s| s.key_id.len() + s.nonce.len() + s.ciphertext.len());
+    text + optional + sealed + 16 + 16 * super::VALUE_OVERHEAD
+}
+
+/// Inserts a job's items, each with the password given for it if any, a few dozen rows per
+/// statement: a 10,000-account job is a few hundred statements, not 10,000 round trips.
 pub async fn insert_items(
     conn: &mut AnyConnection,
     items: &[(ItemRow, Option<Sealed>)],
 ) -> Result<(), super::Error> {
     const VALUES: usize = 16;
-    for chunk in items.chunks(ITEMS_PER_INSERT) {
+    for chunk in super::batches(items, ITEMS_PER_INSERT, item_bytes) {
         // Fixed text and numbered placeholders only; every value is bound.
         let mut sql = String::from(concat!(
             "INSERT INTO reset_items (",
@@ -607,6 +636,19 @@ pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
          ('done', 'vetoed', 'failed', 'out-of-sync', 'parked')",
     )
     .bind(account_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Whether a reset of the account that was started at or after `since` ended done.
+pub async fn done_since(pool: &AnyPool, account_id: &str, since: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state = 'done' \
+         AND created_at >= $2",
+    )
+    .bind(account_id)
+    .bind(since)
     .fetch_one(pool)
     .await?;
     Ok(n > 0)

@@ -69,6 +69,10 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(600);
 const POST_LISTENER_SLOTS: usize = 8;
 /// SSH resets at once against one target (its sshd's `MaxStartups` and CPU are the limit).
 const PER_TARGET: usize = 8;
+/// How often each node looks for checkout deadlines that have passed (`access::sweep`): a
+/// window ends at most this long after its end time.
+const CHECKOUT_SWEEP: Duration = Duration::from_secs(5);
+
 /// Resets through agents in progress at once on this server, beside the workers (each mostly
 /// waits for its agent; a claimed item beyond this waits for a slot).
 const AGENT_RESETS: usize = 512;
@@ -252,6 +256,10 @@ impl Engine {
             let e = engine.clone();
             engine.tasks.spawn(async move { e.schedule(every).await });
         }
+        if !offline {
+            let e = engine.clone();
+            engine.tasks.spawn(async move { e.sweep_checkouts().await });
+        }
         // No workers (`lockstep reconcile`): only what the caller drives runs.
         for _ in 0..workers {
             let e = engine.clone();
@@ -326,6 +334,34 @@ impl Engine {
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "rotation schedules failed"),
+            }
+        }
+    }
+
+    /// Every `CHECKOUT_SWEEP`, on every node: lapses unanswered checkout requests, ends the
+    /// windows that are over and starts the rotations returns call for (`access::sweep`; each
+    /// step is conditional, so nodes sweeping at once do each once).
+    async fn sweep_checkouts(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(CHECKOUT_SWEEP) => {}
+            }
+            match crate::access::sweep::run(&self.store, &self.vault).await {
+                Ok(swept) => {
+                    if swept.rotations > 0 {
+                        self.wake();
+                    }
+                    if swept != Default::default() {
+                        tracing::info!(
+                            lapsed = swept.lapsed,
+                            expired = swept.expired,
+                            rotations = swept.rotations,
+                            "checkout sweep"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checkout sweep failed; retried at the next"),
             }
         }
     }

@@ -1,0 +1,82 @@
+//! Access-control policies: one per account, resource or resource type (`access::policy`).
+
+use sqlx::{AnyConnection, AnyPool, FromRow};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AccessPolicyRow {
+    /// `account`, `resource` or `resource-type` (`access::policy::Scope`).
+    pub scope_kind: String,
+    pub scope_id: String,
+    pub enabled: i64,
+    /// JSON array of user names.
+    pub requesters: String,
+    /// JSON array of user names.
+    pub approvers: String,
+    pub approvals_needed: i64,
+    pub max_minutes: i64,
+    pub answer_minutes: i64,
+    pub exclusive: i64,
+    pub rotate_on_checkin: i64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+macro_rules! columns {
+    () => {
+        "scope_kind, scope_id, enabled, requesters, approvers, approvals_needed, max_minutes, \
+         answer_minutes, exclusive, rotate_on_checkin, updated_by, updated_at"
+    };
+}
+
+pub async fn get(pool: &AnyPool, kind: &str, id: &str) -> Result<Option<AccessPolicyRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM access_policies WHERE scope_kind = $1 AND scope_id = $2"
+    ))
+    .bind(kind)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Writes the policy of its scope, replacing the one there.
+pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), super::Error> {
+    sqlx::query("DELETE FROM access_policies WHERE scope_kind = $1 AND scope_id = $2")
+        .bind(&r.scope_kind)
+        .bind(&r.scope_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(concat!(
+        "INSERT INTO access_policies (",
+        columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(&r.scope_kind)
+    .bind(&r.scope_id)
+    .bind(r.enabled)
+    .bind(&r.requesters)
+    .bind(&r.approvers)
+    .bind(r.approvals_needed)
+    .bind(r.max_minutes)
+    .bind(r.answer_minutes)
+    .bind(r.exclusive)
+    .bind(r.rotate_on_checkin)
+    .bind(&r.updated_by)
+    .bind(&r.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Removes a scope's policy (its accounts inherit again); true when there was one.
+pub async fn delete(conn: &mut AnyConnection, kind: &str, id: &str) -> Result<bool, super::Error> {
+    let done = sqlx::query("DELETE FROM access_policies WHERE scope_kind = $1 AND scope_id = $2")
+        .bind(kind)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
