@@ -134,9 +134,14 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             db.close().await;
             println!(
                 "registry ledger resealed at generation {}: {} listener(s), {} publisher key(s), \
-                 {} reset command(s) and {} user identit(ies) whose seals verify are the approved \
-                 state now; start the servers again",
-                done.generation, done.listeners, done.keys, done.reset_commands, done.identities
+                 {} reset command(s), {} user identit(ies) and {} access polic(ies) whose seals \
+                 verify are the approved state now; start the servers again",
+                done.generation,
+                done.listeners,
+                done.keys,
+                done.reset_commands,
+                done.identities,
+                done.access_policies
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -633,8 +633,8 @@ async fn passwords_sealed_at_rest(db: &TestDb) {
         s,
         &v,
         &a,
-        "alice",
         &acc.id,
+        None,
         RetrieveRequest { reason: " ".into() },
     )
     .await;
@@ -643,8 +643,8 @@ async fn passwords_sealed_at_rest(db: &TestDb) {
         s,
         &v,
         &a,
-        "alice",
         &acc.id,
+        None,
         RetrieveRequest {
             reason: "db migration".into(),
         },
@@ -657,8 +657,8 @@ async fn passwords_sealed_at_rest(db: &TestDb) {
         s,
         &wrong,
         &a,
-        "alice",
         &acc.id,
+        None,
         RetrieveRequest {
             reason: "wrong key".into(),
         },

@@ -339,6 +339,41 @@ async fn a_database_writer_can_neither_grant_a_checkout_nor_stretch_a_window() {
         3,
         "{refused:?}"
     );
+
+    // The policy itself: edited to need no approval, or deleted, it shuts the account instead
+    // of opening it, and says why.
+    sqlx::query("UPDATE access_policies SET approvals_needed = 0")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let r = request(&api, &carl, &acc, 5).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("not the one sealed"), "{}", r.text);
+    sqlx::query("DELETE FROM access_policies")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for token in [&carl, &root] {
+        let r = retrieve(&api, token, &acc).await;
+        assert_eq!(r.status, 403, "a deleted policy opens nothing: {}", r.text);
+        assert!(r.text.contains("deleted in the database"), "{}", r.text);
+    }
+    let alerts = audit_events(&api, &root, "access.policy.integrity").await;
+    assert_eq!(alerts.len(), 2, "one alert per refused state: {alerts:?}");
+    // An administrator sets it again: the account opens to its holders only, as before.
+    set_policy(
+        &api,
+        &root,
+        "account",
+        &acc,
+        json!({"approvals_needed": 0, "max_minutes": 5}),
+    )
+    .await;
+    let r = request(&api, &root, &acc, 5).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(retrieve(&api, &root, &acc).await.status, 200);
+    let r = retrieve(&api, &carl, &acc).await;
+    assert_eq!(r.status, 409, "root holds it alone: {}", r.text);
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ CREATE TABLE access_policies (
     rotate_on_checkin BIGINT NOT NULL,
     updated_by        TEXT NOT NULL,
     updated_at        TEXT NOT NULL,
+    seal              TEXT NOT NULL,        -- Vault::attest over the policy, pinned in the registry ledger
     PRIMARY KEY (scope_kind, scope_id)
 );
 

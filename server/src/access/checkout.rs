@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::policy::{self, AccessPolicy};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::inventory::accounts::{self, RetrieveRequest, RetrievedPassword};
 use crate::registry::Registry;
 use crate::states::{CheckinKind, CheckoutState, ItemState};
 use crate::store::checkouts::{CheckoutFilter, CheckoutRow, Grant};
@@ -219,15 +220,57 @@ pub(crate) fn decide_gate(held: &[(CheckoutRow, bool)], user: &str, now: &str) -
     Gate::NeedsCheckout
 }
 
+/// `POST /v1/accounts/{id}/password/retrieve`: the account's password for `user`, through the
+/// gate. Under an access policy only the holder of an open checkout gets it, and its audit
+/// event names the checkout; a refusal is audited too.
+pub async fn retrieve(
+    store: &Store,
+    registry: &Registry,
+    actor: &Actor,
+    user: &str,
+    account_id: &str,
+    request: RetrieveRequest,
+) -> Result<RetrievedPassword> {
+    let vault = registry.vault();
+    let checkout = match gate(store, registry, user, account_id).await {
+        Ok(checkout) => checkout,
+        Err(e @ (Error::NotAllowed(_) | Error::Conflict(_))) => {
+            audit::record(
+                store,
+                NewEvent {
+                    actor,
+                    action: "account.password.retrieve",
+                    target: account_id,
+                    outcome: Outcome::Denied,
+                    detail: serde_json::json!({ "why": e.to_string() }),
+                },
+            )
+            .await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    accounts::retrieve_password(
+        store,
+        vault,
+        actor,
+        account_id,
+        checkout.as_deref(),
+        request,
+    )
+    .await
+}
+
 /// Whether `user` may retrieve the account's password now, and under which checkout:
 /// `Ok(None)` when no access policy applies, `Ok(Some(id))` for the holder of an open window.
 pub async fn gate(
     store: &Store,
-    vault: &Vault,
+    registry: &Registry,
     user: &str,
     account_id: &str,
 ) -> Result<Option<String>> {
-    let Some(policy) = policy::effective(store, account_id).await? else {
+    let vault = registry.vault();
+    let Some(policy) = policy::effective(store, registry, account_id).await? else {
         return Ok(None);
     };
     let held = held_checkouts(store, account_id).await?;
@@ -379,14 +422,15 @@ pub async fn list(store: &Store, q: CheckoutQuery, page: &PageRequest) -> Result
 /// notified). With no approval needed it is granted at once.
 pub async fn request(
     store: &Store,
-    vault: &Vault,
+    registry: &Registry,
     actor: &Actor,
     user: &str,
     account_id: &str,
     input: CheckoutRequest,
 ) -> Result<Checkout> {
+    let vault = registry.vault();
     let reason = crate::reset::jobs::check_reason(&input.reason)?;
-    let Some(policy) = policy::effective(store, account_id).await? else {
+    let Some(policy) = policy::effective(store, registry, account_id).await? else {
         return Err(Error::Conflict(format!(
             "account '{account_id}' is not under access control; retrieve it with POST \
              /v1/accounts/{account_id}/password/retrieve, or set a policy with PUT \

@@ -3,12 +3,20 @@
 //! (every account on it) or a resource type (every resource of that type); the narrowest scope
 //! that has one decides (an account's policy with `enabled: false` turns access control off
 //! for that account alone). No policy at any scope: retrieval needs no checkout.
+//!
+//! A policy is sealed by the vault and its seal pinned in the registry ledger (entry kind
+//! `access-policy`) in the transaction that writes it, as identities are: a database writer
+//! who deletes a policy row, or edits one (to need no approval, say), makes the account's
+//! retrievals fail closed instead of opening it.
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
-use crate::store::{self, Store, access_policies::AccessPolicyRow};
+use crate::registry::Registry;
+use crate::registry::ledger::{self, Change, Entry, EntryKind, Ledger};
+use crate::store::{self, Store, WriteTx, access_policies::AccessPolicyRow};
+use crate::vault::Vault;
 
 /// Where a policy applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -103,6 +111,79 @@ fn names(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
+/// The ledger subject of a scope's policy.
+fn subject(kind: &str, id: &str) -> String {
+    format!("{kind}/{id}")
+}
+
+/// What a policy's seal binds: its scope and every field that decides (a fixed struct, so the
+/// bytes are the same for the same policy).
+fn binding(r: &AccessPolicyRow) -> String {
+    #[derive(Serialize)]
+    struct Sealed<'a> {
+        enabled: i64,
+        requesters: &'a str,
+        approvers: &'a str,
+        approvals_needed: i64,
+        max_minutes: i64,
+        answer_minutes: i64,
+        exclusive: i64,
+        rotate_on_checkin: i64,
+    }
+    let fields = serde_json::to_string(&Sealed {
+        enabled: r.enabled,
+        requesters: &r.requesters,
+        approvers: &r.approvers,
+        approvals_needed: r.approvals_needed,
+        max_minutes: r.max_minutes,
+        answer_minutes: r.answer_minutes,
+        exclusive: r.exclusive,
+        rotate_on_checkin: r.rotate_on_checkin,
+    })
+    .unwrap_or_default();
+    format!("access-policy\n{}\n{}\n{fields}", r.scope_kind, r.scope_id)
+}
+
+/// Why a scope's policy row is not the one sealed and pinned, if it is not.
+fn judge(
+    vault: &Vault,
+    ledger: &Ledger,
+    kind: &str,
+    id: &str,
+    row: Option<&AccessPolicyRow>,
+) -> Option<String> {
+    if let Some(r) = row
+        && !vault.check_attestation(&binding(r), &r.seal)
+    {
+        return Some(format!(
+            "the access policy of {kind} '{id}' is not the one sealed (edited in the database?)"
+        ));
+    }
+    ledger
+        .check(
+            EntryKind::AccessPolicy,
+            &subject(kind, id),
+            row.map(|r| r.seal.as_str()),
+        )
+        .err()
+        .map(|m| {
+            m.describe(
+                &format!("the access policy of {kind} '{id}'"),
+                ledger.generation(),
+            )
+        })
+}
+
+/// Every policy whose seal verifies, as ledger entries (the ledger's bootstrap and reseal).
+pub async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>> {
+    Ok(store::access_policies::all(tx.conn())
+        .await?
+        .into_iter()
+        .filter(|r| vault.check_attestation(&binding(r), &r.seal))
+        .map(|r| Entry::access_policy(&subject(&r.scope_kind, &r.scope_id), &r.seal))
+        .collect())
+}
+
 impl From<AccessPolicyRow> for AccessPolicy {
     fn from(r: AccessPolicyRow) -> AccessPolicy {
         AccessPolicy {
@@ -187,9 +268,18 @@ pub async fn get(store: &Store, scope: Scope, id: &str) -> Result<AccessPolicy> 
         })
 }
 
-/// Sets a scope's policy (audited `access.policy.set`).
+/// The registry ledger in a write transaction, or why it cannot be trusted.
+async fn ledger_in(tx: &mut WriteTx, vault: &Vault) -> Result<Ledger> {
+    ledger::current_in(tx, vault, 0)
+        .await?
+        .map_err(|why| Error::Untrusted(format!("{why}; {}", ledger::RESEAL_HINT)))
+}
+
+/// Sets a scope's policy (audited `access.policy.set`), sealed and pinned in the registry
+/// ledger.
 pub async fn put(
     store: &Store,
+    vault: &Vault,
     actor: &Actor,
     scope: Scope,
     id: &str,
@@ -216,7 +306,7 @@ pub async fn put(
     if !found.is_empty() {
         return Err(Error::Validation(found));
     }
-    let row = AccessPolicyRow {
+    let mut row = AccessPolicyRow {
         scope_kind: scope.as_str().into(),
         scope_id: id.to_string(),
         enabled: input.enabled.into(),
@@ -229,15 +319,18 @@ pub async fn put(
         rotate_on_checkin: input.rotate_on_checkin.into(),
         updated_by: actor.name.clone(),
         updated_at: crate::time::now(),
+        seal: String::new(),
     };
+    row.seal = vault.attest(&binding(&row))?;
     let mut tx = store.begin_write().await?;
+    let current = ledger_in(&mut tx, vault).await?;
     store::access_policies::put(tx.conn(), &row).await?;
     audit::append(
         &mut tx,
         NewEvent {
             actor,
             action: "access.policy.set",
-            target: &format!("{}/{id}", scope.as_str()),
+            target: &subject(scope.as_str(), id),
             outcome: Outcome::Success,
             detail: serde_json::json!({
                 "enabled": input.enabled,
@@ -252,18 +345,34 @@ pub async fn put(
         },
     )
     .await?;
+    let pin = Entry::access_policy(&subject(scope.as_str(), id), &row.seal);
+    ledger::advance(
+        &mut tx,
+        vault,
+        &current,
+        Change::Put(pin),
+        "access.policy.set",
+    )
+    .await?;
     tx.commit().await?;
     Ok(row.into())
 }
 
 /// Removes a scope's policy: its accounts inherit from the next wider scope (audited
-/// `access.policy.delete`).
-pub async fn delete(store: &Store, actor: &Actor, scope: Scope, id: &str) -> Result<()> {
+/// `access.policy.delete`; its ledger entry goes in the same transaction).
+pub async fn delete(
+    store: &Store,
+    vault: &Vault,
+    actor: &Actor,
+    scope: Scope,
+    id: &str,
+) -> Result<()> {
     let mut tx = store.begin_write().await?;
+    let current = ledger_in(&mut tx, vault).await?;
     if !store::access_policies::delete(tx.conn(), scope.as_str(), id).await? {
         return Err(Error::NotFound {
             what: "access policy",
-            id: format!("{}/{id}", scope.as_str()),
+            id: subject(scope.as_str(), id),
         });
     }
     audit::append(
@@ -271,31 +380,96 @@ pub async fn delete(store: &Store, actor: &Actor, scope: Scope, id: &str) -> Res
         NewEvent {
             actor,
             action: "access.policy.delete",
-            target: &format!("{}/{id}", scope.as_str()),
+            target: &subject(scope.as_str(), id),
             outcome: Outcome::Success,
             detail: serde_json::json!({}),
         },
     )
     .await?;
+    let unpin = Change::Remove(EntryKind::AccessPolicy, subject(scope.as_str(), id));
+    ledger::advance(&mut tx, vault, &current, unpin, "access.policy.delete").await?;
     tx.commit().await
 }
 
+/// How often a policy that looks edited is read again while the ledger moves (a policy set
+/// between the two reads looks like an edit).
+const RECHECKS: usize = 3;
+
 /// The policy that decides for an account: its own, else its resource's, else its resource
-/// type's; `None` when there is none or the deciding one is disabled.
-pub async fn effective(store: &Store, account_id: &str) -> Result<Option<AccessPolicy>> {
+/// type's; `None` when there is none or the deciding one is disabled. A policy row that is
+/// not the one sealed and pinned (edited, deleted, restored) refuses: the account's password
+/// stays shut until an administrator sets its policy again.
+pub async fn effective(
+    store: &Store,
+    registry: &Registry,
+    account_id: &str,
+) -> Result<Option<AccessPolicy>> {
     let account = crate::inventory::accounts::get(store, account_id).await?;
     let resource = crate::inventory::resources::get(store, &account.resource_id).await?;
-    for (scope, id) in [
+    let scopes = [
         (Scope::Account, account.id.as_str()),
         (Scope::Resource, resource.id.as_str()),
         (Scope::ResourceType, resource.resource_type.as_str()),
-    ] {
-        if let Some(row) = store::access_policies::get(store.pool(), scope.as_str(), id).await? {
-            let policy = AccessPolicy::from(row);
-            return Ok(policy.enabled.then_some(policy));
+    ];
+    let mut checks = 0;
+    'again: loop {
+        checks += 1;
+        let ledger = match registry.ledger().await? {
+            Ok(l) => l,
+            Err(why) => {
+                registry.ledger_untrusted(&why).await?;
+                return Err(Error::Untrusted(why));
+            }
+        };
+        for (scope, id) in scopes {
+            let row = store::access_policies::get(store.pool(), scope.as_str(), id).await?;
+            if let Some(why) = judge(registry.vault(), &ledger, scope.as_str(), id, row.as_ref()) {
+                if checks < RECHECKS && registry.ledger_moved(&ledger).await? {
+                    continue 'again;
+                }
+                refuse(store, registry, scope, id, &why).await?;
+                return Err(Error::NotAllowed(format!(
+                    "{why}; account '{account_id}' stays shut until an administrator sets that \
+                     policy again (PUT /v1/access-policies/{}/{id})",
+                    scope.as_str()
+                )));
+            }
+            if let Some(row) = row {
+                let policy = AccessPolicy::from(row);
+                return Ok(policy.enabled.then_some(policy));
+            }
         }
+        return Ok(None);
     }
-    Ok(None)
+}
+
+/// Logs and (once per process, policy and seal) audits a policy refused by its seal or the
+/// ledger (`access.policy.integrity`).
+async fn refuse(
+    store: &Store,
+    registry: &Registry,
+    scope: Scope,
+    id: &str,
+    why: &str,
+) -> Result<()> {
+    tracing::error!(scope = scope.as_str(), id, reason = %why, "ALERT: access policy refused by the integrity check");
+    if !registry.first_told(format!(
+        "access-policy\n{}\n{why}",
+        subject(scope.as_str(), id)
+    )) {
+        return Ok(());
+    }
+    audit::record(
+        store,
+        NewEvent {
+            actor: &Actor::system(),
+            action: "access.policy.integrity",
+            target: &subject(scope.as_str(), id),
+            outcome: Outcome::Failure,
+            detail: serde_json::json!({ "reason": why }),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub async fn put_policy(
     ApiJson(input): ApiJson<AccessPolicyInput>,
 ) -> Result<Json<AccessPolicy>> {
     Ok(Json(
-        policy::put(&s.store, &a.actor, scope_of(&scope)?, &id, input).await?,
+        policy::put(&s.store, &s.vault, &a.actor, scope_of(&scope)?, &id, input).await?,
     ))
 }
 
@@ -60,7 +60,7 @@ pub async fn delete_policy(
     a: Authorized<need::ManageResources>,
     ApiPath((scope, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode> {
-    policy::delete(&s.store, &a.actor, scope_of(&scope)?, &id).await?;
+    policy::delete(&s.store, &s.vault, &a.actor, scope_of(&scope)?, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -72,7 +72,7 @@ pub async fn effective_policy(
     _a: Authorized<need::ViewResources>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AccessPolicy>> {
-    policy::effective(&s.store, &id)
+    policy::effective(&s.store, &s.registry, &id)
         .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound {
@@ -93,7 +93,7 @@ pub async fn request_checkout(
 ) -> Result<(StatusCode, Json<Checkout>)> {
     let made = checkout::request(
         &s.store,
-        &s.vault,
+        &s.registry,
         &a.actor,
         &a.principal.user_name,
         &id,

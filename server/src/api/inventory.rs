@@ -291,9 +291,9 @@ pub async fn retrieve_password(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RetrieveRequest>,
 ) -> Result<([(HeaderName, &'static str); 1], Json<RetrievedPassword>)> {
-    let retrieved = accounts::retrieve_password(
+    let retrieved = crate::access::checkout::retrieve(
         &s.store,
-        &s.vault,
+        &s.registry,
         &a.actor,
         &a.principal.user_name,
         &id,

@@ -399,16 +399,17 @@ pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
     tx.commit().await
 }
 
-/// Opens an account's password for an authorized caller (`user`). An account under access
-/// control opens only for the holder of an open checkout (`access::checkout::gate`). The audit
-/// event (with the reason, and the checkout) is committed before the plaintext leaves this
-/// function; if it cannot be written, nothing is returned.
+/// Opens an account's password for an authorized caller. The API reaches it only through
+/// `access::checkout::retrieve`, which decides first whether an access policy lets the caller
+/// have it (`checkout`: the checkout it is retrieved under). The audit event (with the reason,
+/// and the checkout) is committed before the plaintext leaves this function; if it cannot be
+/// written, nothing is returned.
 pub async fn retrieve_password(
     store: &Store,
     vault: &Vault,
     actor: &Actor,
-    user: &str,
     id: &str,
+    checkout: Option<&str>,
     request: RetrieveRequest,
 ) -> Result<RetrievedPassword> {
     let reason = request.reason.trim();
@@ -420,24 +421,6 @@ pub async fn retrieve_password(
         ));
     }
     get_row(store, id).await?;
-    let checkout = match crate::access::checkout::gate(store, vault, user, id).await {
-        Ok(checkout) => checkout,
-        Err(e @ (Error::NotAllowed(_) | Error::Conflict(_))) => {
-            audit::record(
-                store,
-                NewEvent {
-                    actor,
-                    action: "account.password.retrieve",
-                    target: id,
-                    outcome: Outcome::Denied,
-                    detail: serde_json::json!({ "reason": reason, "why": e.to_string() }),
-                },
-            )
-            .await?;
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
     let sealed = store::accounts::get_sealed_password(store.pool(), id)
         .await?
         .ok_or_else(|| Error::NotFound {
@@ -459,7 +442,7 @@ pub async fn retrieve_password(
             action: "account.password.retrieve",
             target: id,
             outcome: Outcome::Success,
-            detail: match &checkout {
+            detail: match checkout {
                 Some(c) => serde_json::json!({ "reason": reason, "checkout": c }),
                 None => serde_json::json!({ "reason": reason }),
             },

@@ -57,6 +57,8 @@ pub enum EntryKind {
     ResetCommand,
     /// A user's identity seal (subject: the user's id; `identity::seal`).
     Identity,
+    /// An access policy's seal (subject: `SCOPE/ID`; `access::policy`).
+    AccessPolicy,
 }
 
 /// One approved, sealed thing.
@@ -130,6 +132,15 @@ impl Entry {
         Entry {
             kind: EntryKind::Identity,
             subject: user_id.to_string(),
+            seal: seal.to_string(),
+            reach: None,
+        }
+    }
+
+    pub fn access_policy(subject: &str, seal: &str) -> Entry {
+        Entry {
+            kind: EntryKind::AccessPolicy,
+            subject: subject.to_string(),
             seal: seal.to_string(),
             reach: None,
         }
@@ -509,6 +520,7 @@ async fn verified_entries(tx: &mut WriteTx, vault: &Vault) -> Result<Vec<Entry>>
         }
     }
     entries.extend(crate::identity::seal::verified_entries(tx, vault).await?);
+    entries.extend(crate::access::policy::verified_entries(tx, vault).await?);
     Ok(entries)
 }
 
@@ -554,6 +566,7 @@ pub async fn bootstrap(store: &Store, vault: &Vault) -> Result<()> {
         keys = ledger.count(EntryKind::Key),
         reset_commands = ledger.count(EntryKind::ResetCommand),
         identities = ledger.count(EntryKind::Identity),
+        access_policies = ledger.count(EntryKind::AccessPolicy),
         "registry ledger: pinned what is approved now at generation 1"
     );
     Ok(())
@@ -567,6 +580,7 @@ pub struct Resealed {
     pub keys: usize,
     pub reset_commands: usize,
     pub identities: usize,
+    pub access_policies: usize,
 }
 
 /// The operator's repair after a legitimate restore (`lockstep registry reseal`): the ledger is
@@ -602,6 +616,7 @@ pub async fn reseal(store: &Store, vault: &Vault, actor: &Actor) -> Result<Resea
         keys: ledger.count(EntryKind::Key),
         reset_commands: ledger.count(EntryKind::ResetCommand),
         identities: ledger.count(EntryKind::Identity),
+        access_policies: ledger.count(EntryKind::AccessPolicy),
     };
     audit::append(
         &mut tx,
@@ -618,6 +633,7 @@ pub async fn reseal(store: &Store, vault: &Vault, actor: &Actor) -> Result<Resea
                 "keys": done.keys,
                 "reset_commands": done.reset_commands,
                 "identities": done.identities,
+                "access_policies": done.access_policies,
             }),
         },
     )

@@ -253,7 +253,7 @@ impl Registry {
     }
 
     /// Whether the stored ledger is no longer at `ledger`'s generation.
-    pub(super) async fn ledger_moved(&self, ledger: &ledger::Ledger) -> Result<bool> {
+    pub(crate) async fn ledger_moved(&self, ledger: &ledger::Ledger) -> Result<bool> {
         let read = store::registry_ledger::read(self.store.pool()).await?;
         let now = read.row.map_or(0, |r| r.generation);
         Ok(u64::try_from(now).ok() != Some(ledger.generation()))

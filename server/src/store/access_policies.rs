@@ -1,6 +1,6 @@
 //! Access-control policies: one per account, resource or resource type (`access::policy`).
 
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 
 use crate::error::Result;
 
@@ -21,13 +21,26 @@ pub struct AccessPolicyRow {
     pub rotate_on_checkin: i64,
     pub updated_by: String,
     pub updated_at: String,
+    /// `Vault::attest` over the policy (`access::policy`), pinned in the registry ledger.
+    pub seal: String,
 }
 
 macro_rules! columns {
     () => {
         "scope_kind, scope_id, enabled, requesters, approvers, approvals_needed, max_minutes, \
-         answer_minutes, exclusive, rotate_on_checkin, updated_by, updated_at"
+         answer_minutes, exclusive, rotate_on_checkin, updated_by, updated_at, seal"
     };
+}
+
+/// Every policy (for the registry ledger's bootstrap and reseal).
+pub async fn all<'c>(db: impl Executor<'c, Database = Any>) -> Result<Vec<AccessPolicyRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM access_policies ORDER BY scope_kind, scope_id"
+    ))
+    .fetch_all(db)
+    .await?)
 }
 
 pub async fn get(pool: &AnyPool, kind: &str, id: &str) -> Result<Option<AccessPolicyRow>> {
@@ -52,7 +65,7 @@ pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), su
     sqlx::query(concat!(
         "INSERT INTO access_policies (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(&r.scope_kind)
     .bind(&r.scope_id)
@@ -66,6 +79,7 @@ pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), su
     .bind(r.rotate_on_checkin)
     .bind(&r.updated_by)
     .bind(&r.updated_at)
+    .bind(&r.seal)
     .execute(conn)
     .await?;
     Ok(())
