@@ -292,6 +292,20 @@ async fn a_database_writer_can_neither_grant_a_checkout_nor_stretch_a_window() {
     .await;
     let mut db = common::database_writer(&server.sqlite_url()).await;
 
+    // A request stretched (or made shared, or given approvals) in the database before its
+    // approval: the approver's approval is refused instead of sealing the stretched terms.
+    let r = request(&api, &carl, &acc, 5).await;
+    let stretched = r.json()["id"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE checkouts SET minutes = 525600 WHERE id = $1")
+        .bind(&stretched)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let r = act(&api, &bob, &stretched, "approve").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("not the one sealed"), "{}", r.text);
+    assert_eq!(act(&api, &carl, &stretched, "withdraw").await.status, 200);
+
     // carl asks, and writes the grant himself: no seal, no password.
     let r = request(&api, &carl, &acc, 5).await;
     let carls = r.json()["id"].as_str().unwrap().to_string();
@@ -411,6 +425,62 @@ async fn a_rotation_vetoed_on_check_in_leaves_the_account_flagged_until_it_is_re
 }
 
 #[tokio::test]
+async fn a_reset_cannot_hand_its_caller_the_password_of_an_account_under_access_control() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, acc) =
+        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let amy = user_with_role(&api, &root, "amy", "password-user").await;
+    set_policy(
+        &api,
+        &root,
+        "account",
+        &acc,
+        json!({"approvals_needed": 0, "max_minutes": 10}),
+    )
+    .await;
+    // A reset with a password of the caller's choosing would be a retrieval without a checkout.
+    let chosen = json!({"reason": "set a known one", "password": "Chosen-Pass-123!"});
+    let r = api
+        .post(&format!("/v1/accounts/{acc}/reset"), &root, chosen.clone())
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("under access control"), "{}", r.text);
+    let mut bulk = chosen.clone();
+    bulk["accounts"] = json!([acc]);
+    let r = api.post("/v1/reset-jobs", &root, bulk).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // A generated one is fine: nobody learns it.
+    let r = api
+        .post(
+            &format!("/v1/accounts/{acc}/reset"),
+            &root,
+            json!({"reason": "rotate"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    wait_finished(&api, &root, &job, Duration::from_secs(60)).await;
+
+    // An account with an open checkout is not deleted from under it.
+    let r = request(&api, &amy, &acc, 10).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = api
+        .call("DELETE", &format!("/v1/accounts/{acc}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("checkout"), "{}", r.text);
+    assert_eq!(act(&api, &amy, &id, "checkin").await.status, 200);
+    rotated(&api, &root, &id, Duration::from_secs(60)).await;
+    let r = api
+        .call("DELETE", &format!("/v1/accounts/{acc}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+}
+
+#[tokio::test]
 async fn policies_are_checked_and_the_narrowest_scope_decides() {
     let server = Server::start();
     let api = Api::new(&server);
@@ -466,7 +536,13 @@ async fn policies_are_checked_and_the_narrowest_scope_decides() {
     let r = api
         .get(&format!("/v1/accounts/{acc}/access-policy"), &root)
         .await;
-    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (&r.json()["scope"], &r.json()["enabled"]),
+        (&json!("account"), &json!(false)),
+        "the override that lifts it: {}",
+        r.text
+    );
     let r = request(&api, &root, &acc, 5).await;
     assert_eq!(r.status, 409, "not under access control: {}", r.text);
     let r = api.get("/v1/checkouts?state=borrowed", &root).await;

@@ -32,6 +32,8 @@ CREATE TABLE checkouts (
     approvers         TEXT NOT NULL,        -- JSON array, from the policy
     approvals_needed  BIGINT NOT NULL,
     approvals         TEXT NOT NULL,        -- JSON array of {user, at}
+    request_seal      TEXT NOT NULL,        -- Vault::attest over what was asked, under which terms
+    approvals_seal    TEXT NOT NULL,        -- Vault::attest over the approvals counted so far
     exclusive         BIGINT NOT NULL,
     rotate_on_checkin BIGINT NOT NULL,
     requested_at      TEXT NOT NULL,
@@ -47,6 +49,8 @@ CREATE TABLE checkouts (
     updated_at        TEXT NOT NULL
 );
 CREATE INDEX checkouts_account ON checkouts(account_id, id);
+CREATE INDEX checkouts_returned ON checkouts(account_id, ended_at)
+    WHERE state = 'checked-in' AND rotate_on_checkin = 1;
 CREATE INDEX checkouts_requester ON checkouts(requester, id);
 -- At most one exclusive holder per account, whatever two nodes decide at once.
 CREATE UNIQUE INDEX checkouts_one_holder ON checkouts(account_id)

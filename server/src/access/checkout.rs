@@ -8,15 +8,18 @@
 //!     └──nobody answers in time──► lapsed
 //! ```
 //!
-//! A policy with no approvals needed grants at once. A grant is sealed by the vault over what
-//! it grants (checkout, account, holder, window, exclusivity): a database writer who marks a
-//! checkout granted, or moves its end, gets no password from it. An approval counts only from a
+//! A policy with no approvals needed grants at once. Three seals keep a database writer without
+//! the master key out: the request's terms (window asked for, approvers, approvals needed,
+//! exclusivity, rotation) are sealed when it is made, the approvals counted so far at each
+//! approval, and a grant over what it grants (checkout, account, holder, window, exclusivity,
+//! rotation). A row whose seal fails is refused (an approval of it, or a retrieval under it);
+//! a checkout whose grant seal fails is rotated when it ends whatever its row says. An approval counts only from a
 //! named approver who is not the requester and whose custody is independent of the
 //! requester's (`identity::custody`), as for listener changes.
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{self, AccessPolicy};
+use super::policy;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::accounts::{self, RetrieveRequest, RetrievedPassword};
@@ -113,18 +116,69 @@ fn view(r: CheckoutRow, rotation: Option<Rotation>) -> Checkout {
     }
 }
 
-/// `at` plus `minutes`, in the stored form.
-fn after_minutes(at: chrono::DateTime<chrono::Utc>, minutes: i64) -> String {
-    crate::time::format(at + chrono::Duration::minutes(minutes))
+/// `at` plus `minutes`, in the stored form; `None` past what a timestamp holds.
+fn after_minutes(at: chrono::DateTime<chrono::Utc>, minutes: i64) -> Option<String> {
+    chrono::Duration::try_minutes(minutes)
+        .and_then(|d| at.checked_add_signed(d))
+        .map(crate::time::format)
 }
 
-/// What a grant's seal binds: the checkout, its account and holder, its window and whether it
-/// is exclusive.
+fn too_far(minutes: i64) -> Error {
+    Error::validation(
+        "minutes",
+        format!("{minutes} minutes from now is past any date"),
+    )
+}
+
+/// What a request's seal binds: who asked for which account, and every term it was asked
+/// under (copied from the policy then).
+fn request_binding(r: &CheckoutRow) -> String {
+    format!(
+        "checkout-request\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        r.id,
+        r.account_id,
+        r.requester,
+        r.minutes,
+        r.approvers,
+        r.approvals_needed,
+        r.exclusive,
+        r.rotate_on_checkin,
+        r.requested_at,
+        r.answer_by
+    )
+}
+
+/// What an approvals seal binds: the approvals counted on this checkout so far.
+fn approvals_binding(id: &str, approvals: &str) -> String {
+    format!("checkout-approvals\n{id}\n{approvals}")
+}
+
+/// What a grant's seal binds: the checkout, its account and holder, its window, whether it is
+/// exclusive and whether its return rotates the password.
 fn grant_binding(r: &CheckoutRow, starts_at: &str, ends_at: &str) -> String {
     format!(
-        "checkout-grant\n{}\n{}\n{}\n{starts_at}\n{ends_at}\n{}",
-        r.id, r.account_id, r.requester, r.exclusive
+        "checkout-grant\n{}\n{}\n{}\n{starts_at}\n{ends_at}\n{}\n{}",
+        r.id, r.account_id, r.requester, r.exclusive, r.rotate_on_checkin
     )
+}
+
+/// Why a request's row is not the one sealed, if it is not.
+fn request_tampered(vault: &Vault, r: &CheckoutRow) -> Option<String> {
+    if !vault.check_attestation(&request_binding(r), &r.request_seal) {
+        return Some(format!(
+            "checkout '{}''s request is not the one sealed when it was made (edited in the \
+             database?); its requester must ask again",
+            r.id
+        ));
+    }
+    if !vault.check_attestation(&approvals_binding(&r.id, &r.approvals), &r.approvals_seal) {
+        return Some(format!(
+            "checkout '{}''s approvals are not the ones sealed as they were given (edited in \
+             the database?); its requester must ask again",
+            r.id
+        ));
+    }
+    None
 }
 
 /// Whether a held checkout's grant is the one the vault sealed.
@@ -202,20 +256,21 @@ pub(crate) enum Gate {
 /// them carry a sealed grant.
 pub(crate) fn decide_gate(held: &[(CheckoutRow, bool)], user: &str, now: &str) -> Gate {
     let open = |r: &CheckoutRow| r.ends_at.as_deref().is_some_and(|e| e > now);
+    // Another's exclusive hold comes first: a shared holder does not read during it.
     if let Some((r, _)) = held
         .iter()
-        .find(|(r, sealed)| *sealed && r.requester == user && open(r))
-    {
-        return Gate::Holds(r.id.clone());
-    }
-    if let Some((r, _)) = held
-        .iter()
-        .find(|(r, sealed)| *sealed && r.exclusive != 0 && open(r))
+        .find(|(r, sealed)| *sealed && r.exclusive != 0 && r.requester != user && open(r))
     {
         return Gate::HeldBy {
             holder: r.requester.clone(),
             until: r.ends_at.clone().unwrap_or_default(),
         };
+    }
+    if let Some((r, _)) = held
+        .iter()
+        .find(|(r, sealed)| *sealed && r.requester == user && open(r))
+    {
+        return Gate::Holds(r.id.clone());
     }
     Gate::NeedsCheckout
 }
@@ -459,9 +514,10 @@ pub async fn request(
     if let Some(why) = unrotated_return(store, account_id).await? {
         return Err(Error::Conflict(why));
     }
-    busy(store, vault, &policy, user, account_id).await?;
     let now_t = crate::time::now_utc();
     let now = crate::time::format(now_t);
+    let answer_by = after_minutes(now_t, policy.answer_minutes)
+        .ok_or_else(|| too_far(policy.answer_minutes))?;
     let mut r = CheckoutRow {
         id: crate::time::new_id("cko"),
         account_id: account_id.to_string(),
@@ -472,10 +528,12 @@ pub async fn request(
         approvers: serde_json::to_string(&policy.approvers).unwrap_or_default(),
         approvals_needed: policy.approvals_needed,
         approvals: "[]".into(),
+        request_seal: String::new(),
+        approvals_seal: String::new(),
         exclusive: policy.exclusive.into(),
         rotate_on_checkin: policy.rotate_on_checkin.into(),
         requested_at: now.clone(),
-        answer_by: after_minutes(now_t, policy.answer_minutes),
+        answer_by,
         answered_by: None,
         starts_at: None,
         ends_at: None,
@@ -486,15 +544,20 @@ pub async fn request(
         reset_job_id: None,
         updated_at: now.clone(),
     };
+    r.request_seal = vault.attest(&request_binding(&r))?;
+    r.approvals_seal = vault.attest(&approvals_binding(&r.id, &r.approvals))?;
     let granted = policy.approvals_needed == 0;
     if granted {
-        let ends = after_minutes(now_t, minutes);
+        let ends = after_minutes(now_t, minutes).ok_or_else(|| too_far(minutes))?;
         r.grant_seal = Some(vault.attest(&grant_binding(&r, &now, &ends))?);
         r.state = CheckoutState::CheckedOut.as_str().into();
         r.starts_at = Some(now.clone());
         r.ends_at = Some(ends);
     }
+    // Under the write lock: no other grant of this account commits between the check and ours
+    // (on one node; across PostgreSQL nodes `checkouts_one_holder` refuses a second exclusive).
     let mut tx = store.begin_write().await?;
+    busy(store, vault, policy.exclusive, user, account_id).await?;
     if let Err(e) = store::checkouts::insert(tx.conn(), &r).await {
         drop(tx);
         return Err(held_elsewhere(store, account_id, e).await);
@@ -535,28 +598,41 @@ pub async fn request(
     Ok(view(r, None))
 }
 
-/// Refuses a request the account's current holders rule out: an exclusive holder (or, for an
-/// exclusive policy, any holder), or the caller's own open request or checkout.
+/// Refuses a request or grant the account's current holders rule out: another's open hold
+/// when either it or this one is exclusive, or the caller's own open request or checkout
+/// (`requester_of`: the checkout being granted, which is not a duplicate of itself).
 async fn busy(
     store: &Store,
     vault: &Vault,
-    policy: &AccessPolicy,
+    exclusive: bool,
     user: &str,
     account_id: &str,
+) -> Result<()> {
+    busy_except(store, vault, exclusive, user, account_id, None).await
+}
+
+async fn busy_except(
+    store: &Store,
+    vault: &Vault,
+    exclusive: bool,
+    user: &str,
+    account_id: &str,
+    except: Option<&str>,
 ) -> Result<()> {
     let now = crate::time::now();
     for r in held_checkouts(store, account_id).await? {
         let open = r.ends_at.as_deref().is_some_and(|e| e > now.as_str());
-        if open && (r.exclusive != 0 || policy.exclusive) && grant_holds(vault, &r) {
+        if open && (r.exclusive != 0 || exclusive) && grant_holds(vault, &r) && r.requester != user
+        {
             return Err(Error::Conflict(format!(
                 "account '{account_id}' is checked out by {} until {}",
                 r.requester,
                 r.ends_at.unwrap_or_default()
             )));
         }
-        if r.requester == user {
+        if r.requester == user && open {
             return Err(Error::Conflict(format!(
-                "you already hold account '{account_id}' (checkout '{}')",
+                "{user} already holds account '{account_id}' (checkout '{}')",
                 r.id
             )));
         }
@@ -567,9 +643,12 @@ async fn busy(
         CheckoutState::Requested.as_str(),
     )
     .await?;
-    if let Some(r) = waiting.iter().find(|r| r.requester == user) {
+    if let Some(r) = waiting
+        .iter()
+        .find(|r| r.requester == user && Some(r.id.as_str()) != except)
+    {
         return Err(Error::Conflict(format!(
-            "you already asked for account '{account_id}' (checkout '{}', waiting for approval)",
+            "{user} already asked for account '{account_id}' (checkout '{}', waiting for approval)",
             r.id
         )));
     }
@@ -603,7 +682,7 @@ fn started_event<'a>(actor: &'a Actor, r: &'a CheckoutRow) -> NewEvent<'a> {
         target: &r.account_id,
         outcome: Outcome::Success,
         detail: serde_json::json!({
-            "checkout": r.id, "holder": r.requester, "starts_at": r.starts_at,
+            "checkout": r.id, "held_by": r.requester, "starts_at": r.starts_at,
             "ends_at": r.ends_at, "exclusive": r.exclusive != 0,
         }),
     }
@@ -630,6 +709,12 @@ pub async fn approve(
             return Err(e);
         }
     };
+    if let Some(why) = request_tampered(vault, &r) {
+        tracing::error!(checkout = %r.id, reason = %why, "ALERT: a checkout request fails its seal");
+        let e = Error::NotAllowed(why);
+        refused(store, actor, &r, "access.checkout.approve", &e).await?;
+        return Err(e);
+    }
     if let Some(why) = crate::identity::custody::refuses_approval(
         store,
         registry,
@@ -644,15 +729,22 @@ pub async fn approve(
         return Err(e);
     }
     let seen = r.approvals.clone();
+    if matches!(step, ApprovalStep::Grants(_))
+        && let Some(why) = unrotated_return(store, &r.account_id).await?
+    {
+        return Err(Error::Conflict(why));
+    }
     let mut tx = store.begin_write().await?;
     match step {
         ApprovalStep::Counted(approvals) => {
             let json = serde_json::to_string(&approvals).unwrap_or_default();
+            let json_seal = vault.attest(&approvals_binding(id, &json))?;
             if !store::checkouts::add_approval(
                 tx.conn(),
                 id,
                 &seen,
                 &json,
+                &json_seal,
                 CheckoutState::Requested.as_str(),
                 &now,
             )
@@ -663,8 +755,19 @@ pub async fn approve(
             r.approvals = json;
         }
         ApprovalStep::Grants(approvals) => {
+            // Under the write lock, as for a grant on request (`request`).
+            busy_except(
+                store,
+                vault,
+                r.exclusive != 0,
+                &r.requester,
+                &r.account_id,
+                Some(id),
+            )
+            .await?;
             let json = serde_json::to_string(&approvals).unwrap_or_default();
-            let ends = after_minutes(now_t, r.minutes);
+            let json_seal = vault.attest(&approvals_binding(id, &json))?;
+            let ends = after_minutes(now_t, r.minutes).ok_or_else(|| too_far(r.minutes))?;
             let seal = vault.attest(&grant_binding(&r, &now, &ends))?;
             let granted = store::checkouts::grant(
                 tx.conn(),
@@ -674,6 +777,7 @@ pub async fn approve(
                 CheckoutState::CheckedOut.as_str(),
                 &Grant {
                     approvals: &json,
+                    approvals_seal: &json_seal,
                     answered_by: Some(approver),
                     starts_at: &now,
                     ends_at: &ends,
@@ -808,7 +912,15 @@ pub async fn withdraw(store: &Store, actor: &Actor, user: &str, id: &str) -> Res
             r.requester
         )));
     }
-    close(store, actor, r, CheckoutState::Withdrawn, None, "withdrawn").await
+    close(
+        store,
+        actor,
+        r,
+        CheckoutState::Withdrawn,
+        None,
+        "taken back by its requester",
+    )
+    .await
 }
 
 /// Ends a request without a grant: rejected, withdrawn or lapsed.
@@ -953,7 +1065,7 @@ pub(super) async fn end(
             target: &r.account_id,
             outcome: Outcome::Success,
             detail: serde_json::json!({
-                "checkout": r.id, "holder": r.requester, "how": kind.as_str(),
+                "checkout": r.id, "held_by": r.requester, "how": kind.as_str(),
                 "rotate": r.rotate_on_checkin != 0,
             }),
         },
@@ -976,11 +1088,14 @@ pub(super) async fn end(
         .await?;
     }
     tx.commit().await?;
+    // Whether to rotate is read from the grant only when its seal holds: a row whose
+    // `rotate_on_checkin` was cleared in the database is rotated all the same.
+    let rotates = r.rotate_on_checkin != 0 || !grant_holds(vault, &r);
     r.state = CheckoutState::CheckedIn.as_str().into();
     r.end_kind = Some(kind.as_str().into());
     r.ended_by = Some(by.to_string());
     r.ended_at = Some(now);
-    let started = if r.rotate_on_checkin != 0 {
+    let started = if rotates {
         match rotate(store, vault, &r).await {
             Ok(()) => true,
             Err(e) => {
@@ -996,10 +1111,12 @@ pub(super) async fn end(
     Ok((view(r, rotation), started))
 }
 
-/// Starts a returned checkout's rotation (one job per checkout, whichever node asks) and
-/// records it on the checkout.
+/// Starts a returned checkout's rotation (one job per return, whichever node asks: a checkout
+/// put back to `checked-out` in the database and ended again is rotated again) and records it
+/// on the checkout.
 pub(super) async fn rotate(store: &Store, vault: &Vault, r: &CheckoutRow) -> Result<()> {
-    let job = crate::reset::jobs::start_checkin(store, vault, &r.id, &r.account_id).await?;
+    let ended = r.ended_at.as_deref().unwrap_or_default();
+    let job = crate::reset::jobs::start_checkin(store, vault, &r.id, ended, &r.account_id).await?;
     let mut tx = store.begin_write().await?;
     store::checkouts::set_reset_job(tx.conn(), &r.id, &job.id).await?;
     tx.commit().await
@@ -1020,6 +1137,8 @@ mod tests {
             approvers: serde_json::to_string(approvers).unwrap(),
             approvals_needed: needed,
             approvals: "[]".into(),
+            request_seal: String::new(),
+            approvals_seal: String::new(),
             exclusive: 1,
             rotate_on_checkin: 1,
             requested_at: "2026-12-01T10:00:00.000000Z".into(),
@@ -1118,10 +1237,71 @@ mod tests {
             decide_gate(&[(held("amy", over, true), true)], "amy", NOW),
             Gate::NeedsCheckout
         );
-        // A shared holder does not shut others out.
+        // A shared holder does not shut others out, and does not read during another's
+        // exclusive window (a policy made exclusive while a shared request waited).
         assert_eq!(
             decide_gate(&[(held("amy", open, false), true)], "bob", NOW),
             Gate::NeedsCheckout
         );
+        let both = [
+            (held("amy", open, false), true),
+            (held("bob", open, true), true),
+        ];
+        assert_eq!(
+            decide_gate(&both, "amy", NOW),
+            Gate::HeldBy {
+                holder: "bob".into(),
+                until: open.into()
+            }
+        );
+        assert_eq!(
+            decide_gate(&both, "bob", NOW),
+            Gate::Holds("cko_bob".into())
+        );
+    }
+
+    #[test]
+    fn a_request_edited_after_it_was_sealed_or_given_forged_approvals_is_refused() {
+        let vault = Vault::new(crate::vault::MasterKey::from_bytes([7u8; 32]));
+        let mut r = requested(&["bob", "cat"], 2);
+        r.request_seal = vault.attest(&request_binding(&r)).unwrap();
+        r.approvals_seal = vault
+            .attest(&approvals_binding(&r.id, &r.approvals))
+            .unwrap();
+        assert_eq!(request_tampered(&vault, &r), None);
+        for edit in [
+            |r: &mut CheckoutRow| r.minutes = 525_600,
+            |r: &mut CheckoutRow| r.exclusive = 0,
+            |r: &mut CheckoutRow| r.approvals_needed = 1,
+            |r: &mut CheckoutRow| r.rotate_on_checkin = 0,
+            |r: &mut CheckoutRow| r.approvers = r#"["eve"]"#.into(),
+            |r: &mut CheckoutRow| r.requester = "eve".into(),
+            |r: &mut CheckoutRow| r.answer_by = "2999-01-01T00:00:00.000000Z".into(),
+        ] {
+            let mut edited = r.clone();
+            edit(&mut edited);
+            assert!(request_tampered(&vault, &edited).is_some(), "{edited:?}");
+        }
+        let mut forged = r.clone();
+        forged.approvals = r#"[{"user":"cat","at":"2026-12-01T10:30:00.000000Z"}]"#.into();
+        assert!(
+            request_tampered(&vault, &forged)
+                .unwrap()
+                .contains("approvals")
+        );
+        // A grant binds whether the return rotates.
+        let mut g = held("amy", "2026-12-01T12:00:00.000000Z", true);
+        let (s, e) = (g.starts_at.clone().unwrap(), g.ends_at.clone().unwrap());
+        g.grant_seal = Some(vault.attest(&grant_binding(&g, &s, &e)).unwrap());
+        assert!(grant_holds(&vault, &g));
+        g.rotate_on_checkin = 0;
+        assert!(!grant_holds(&vault, &g));
+    }
+
+    #[test]
+    fn a_window_past_any_date_is_refused_not_a_panic() {
+        let now = crate::time::now_utc();
+        assert!(after_minutes(now, 60).is_some());
+        assert!(after_minutes(now, i64::MAX).is_none());
     }
 }

@@ -395,11 +395,22 @@ pub async fn delete(
 /// between the two reads looks like an edit).
 const RECHECKS: usize = 3;
 
-/// The policy that decides for an account: its own, else its resource's, else its resource
-/// type's; `None` when there is none or the deciding one is disabled. A policy row that is
-/// not the one sealed and pinned (edited, deleted, restored) refuses: the account's password
-/// stays shut until an administrator sets its policy again.
+/// The policy in force for an account: [`deciding`], unless that one is disabled.
 pub async fn effective(
+    store: &Store,
+    registry: &Registry,
+    account_id: &str,
+) -> Result<Option<AccessPolicy>> {
+    Ok(deciding(store, registry, account_id)
+        .await?
+        .filter(|p| p.enabled))
+}
+
+/// The policy that decides for an account: its own, else its resource's, else its resource
+/// type's (possibly one with `enabled: false`); `None` when there is none. A policy row that
+/// is not the one sealed and pinned (edited, deleted, restored) refuses: the account's
+/// password stays shut until an administrator sets its policy again.
+pub async fn deciding(
     store: &Store,
     registry: &Registry,
     account_id: &str,
@@ -435,8 +446,7 @@ pub async fn effective(
                 )));
             }
             if let Some(row) = row {
-                let policy = AccessPolicy::from(row);
-                return Ok(policy.enabled.then_some(policy));
+                return Ok(Some(AccessPolicy::from(row)));
             }
         }
         return Ok(None);

@@ -65,14 +65,14 @@ pub async fn delete_policy(
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}/access-policy", tag = "access",
-    description = "The policy that decides for this account: its own, else its resource's, else its resource type's.",
+    description = "The policy that decides for this account: its own, else its resource's, else its resource type's (`enabled: false` when that one lifts access control).",
     responses((status = 200, body = AccessPolicy), (status = 404, body = super::problem::Problem)))]
 pub async fn effective_policy(
     State(s): State<AppState>,
     _a: Authorized<need::ViewResources>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AccessPolicy>> {
-    policy::effective(&s.store, &s.registry, &id)
+    policy::deciding(&s.store, &s.registry, &id)
         .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound {

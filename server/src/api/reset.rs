@@ -44,7 +44,7 @@ pub async fn reset_account(
     let user = &a.principal.user_name;
     let (job, started) = jobs::start_single(
         &s.store,
-        &s.vault,
+        &s.registry,
         &a.actor,
         user,
         &id,
@@ -81,8 +81,15 @@ pub async fn bulk_reset(
 ) -> Result<Response> {
     let key = idempotency_key(&headers)?;
     let user = &a.principal.user_name;
-    let (job, started) =
-        jobs::start_bulk(&s.store, &s.vault, &a.actor, user, request, key.as_deref()).await?;
+    let (job, started) = jobs::start_bulk(
+        &s.store,
+        &s.registry,
+        &a.actor,
+        user,
+        request,
+        key.as_deref(),
+    )
+    .await?;
     if started {
         s.resets.wake();
     }

@@ -374,6 +374,12 @@ pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
             "a reset of account '{id}' is in progress; delete it when the job has finished"
         )));
     }
+    if store::checkouts::open_on(store.pool(), id).await? {
+        return Err(Error::Conflict(format!(
+            "account '{id}' has a checkout that is requested, held, or returned without its \
+             rotation started (GET /v1/checkouts?account_id={id}); close it first"
+        )));
+    }
     if let Some(resource) =
         store::reset_settings::resource_administered_by(store.pool(), id).await?
     {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::settings::from_row;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::states::{ItemState, JobStatus};
 use crate::store::resets::{ItemRow, JobRow};
 use crate::store::{self, Store};
@@ -239,7 +240,7 @@ pub fn check_reason(reason: &str) -> Result<String> {
 /// first job instead of starting another.
 pub async fn start_single(
     store: &Store,
-    vault: &Vault,
+    registry: &Registry,
     actor: &Actor,
     user: &str,
     account_id: &str,
@@ -250,9 +251,11 @@ pub async fn start_single(
     if let Some(job) = repeated(store, key.as_deref()).await? {
         return Ok((job, false));
     }
+    let vault = registry.vault();
     let reason = check_reason(&request.reason)?;
     crate::inventory::accounts::get(store, account_id).await?;
     if let Some(pw) = &request.password {
+        not_under_access_control(store, registry, account_id).await?;
         check_given(store, vault, account_id, pw).await?;
     }
     let notify = check_notify(store, request.notify).await?;
@@ -275,7 +278,7 @@ pub async fn start_single(
 /// Starts a bulk reset. A repeated `idempotency_key` returns the first job.
 pub async fn start_bulk(
     store: &Store,
-    vault: &Vault,
+    registry: &Registry,
     actor: &Actor,
     user: &str,
     request: BulkResetRequest,
@@ -296,8 +299,10 @@ pub async fn start_bulk(
     if accounts.is_empty() {
         return Err(Error::validation("accounts", "selects no account"));
     }
+    let vault = registry.vault();
     if let Some(pw) = &request.password {
         for a in &accounts {
+            not_under_access_control(store, registry, a).await?;
             check_given(store, vault, a, pw).await?;
         }
     }
@@ -318,15 +323,16 @@ pub async fn start_bulk(
     first_on_race(store, key.as_deref(), made).await
 }
 
-/// Starts the rotation a returned checkout calls for (trigger `check-in`): one job per checkout
-/// however many nodes ask, since its idempotency key names the checkout.
+/// Starts the rotation a returned checkout calls for (trigger `check-in`): one job per return
+/// however many nodes ask, since its idempotency key names the checkout and when it ended.
 pub async fn start_checkin(
     store: &Store,
     vault: &Vault,
     checkout_id: &str,
+    ended_at: &str,
     account_id: &str,
 ) -> Result<Job> {
-    let key = format!("#checkin\n{checkout_id}");
+    let key = format!("#checkin\n{checkout_id}\n{ended_at}");
     if let Some(job) = repeated(store, Some(&key)).await? {
         return Ok(job);
     }
@@ -467,6 +473,25 @@ pub(super) struct ScheduleRun {
     pub name: String,
     pub seen: String,
     pub next: String,
+}
+
+/// A reset with a given password hands its caller a working credential: refused for an account
+/// under access control, whose password only a checkout's holder may know.
+async fn not_under_access_control(
+    store: &Store,
+    registry: &Registry,
+    account_id: &str,
+) -> Result<()> {
+    if let Some(p) = crate::access::policy::effective(store, registry, account_id).await? {
+        return Err(Error::NotAllowed(format!(
+            "account '{account_id}' is under access control ({} policy '{}'): a reset with a \
+             given password would let its caller know the password without a checkout; leave \
+             `password` out for a generated one",
+            p.scope.as_str(),
+            p.scope_id
+        )));
+    }
+    Ok(())
 }
 
 /// A given password must satisfy the account's policy and not be in its recent history.

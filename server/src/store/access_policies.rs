@@ -55,17 +55,19 @@ pub async fn get(pool: &AnyPool, kind: &str, id: &str) -> Result<Option<AccessPo
     .await?)
 }
 
-/// Writes the policy of its scope, replacing the one there.
+/// Writes the policy of its scope, replacing the one there (one statement: two nodes setting
+/// a new scope's policy at once both succeed, the later one stands).
 pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), super::Error> {
-    sqlx::query("DELETE FROM access_policies WHERE scope_kind = $1 AND scope_id = $2")
-        .bind(&r.scope_kind)
-        .bind(&r.scope_id)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(concat!(
         "INSERT INTO access_policies (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (scope_kind, scope_id) DO UPDATE SET enabled = excluded.enabled, \
+         requesters = excluded.requesters, approvers = excluded.approvers, \
+         approvals_needed = excluded.approvals_needed, max_minutes = excluded.max_minutes, \
+         answer_minutes = excluded.answer_minutes, exclusive = excluded.exclusive, \
+         rotate_on_checkin = excluded.rotate_on_checkin, updated_by = excluded.updated_by, \
+         updated_at = excluded.updated_at, seal = excluded.seal"
     ))
     .bind(&r.scope_kind)
     .bind(&r.scope_id)

@@ -21,6 +21,10 @@ pub struct CheckoutRow {
     pub approvals_needed: i64,
     /// JSON array of `{user, at}`.
     pub approvals: String,
+    /// `Vault::attest` over the request's terms (`access::checkout`).
+    pub request_seal: String,
+    /// `Vault::attest` over the approvals counted so far.
+    pub approvals_seal: String,
     pub exclusive: i64,
     pub rotate_on_checkin: i64,
     pub requested_at: String,
@@ -40,7 +44,7 @@ pub struct CheckoutRow {
 macro_rules! columns {
     () => {
         "id, account_id, requester, reason, minutes, state, approvers, approvals_needed, \
-         approvals, exclusive, rotate_on_checkin, requested_at, answer_by, answered_by, \
+         approvals, request_seal, approvals_seal, exclusive, rotate_on_checkin, requested_at, answer_by, answered_by, \
          starts_at, ends_at, grant_seal, ended_at, ended_by, end_kind, reset_job_id, updated_at"
     };
 }
@@ -52,7 +56,7 @@ pub async fn insert(conn: &mut AnyConnection, r: &CheckoutRow) -> Result<(), sup
         "INSERT INTO checkouts (",
         columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22)"
+         $18, $19, $20, $21, $22, $23, $24)"
     ))
     .bind(&r.id)
     .bind(&r.account_id)
@@ -63,6 +67,8 @@ pub async fn insert(conn: &mut AnyConnection, r: &CheckoutRow) -> Result<(), sup
     .bind(&r.approvers)
     .bind(r.approvals_needed)
     .bind(&r.approvals)
+    .bind(&r.request_seal)
+    .bind(&r.approvals_seal)
     .bind(r.exclusive)
     .bind(r.rotate_on_checkin)
     .bind(&r.requested_at)
@@ -165,7 +171,7 @@ pub async fn of_account_in(
     .await?)
 }
 
-/// The account's newest returned checkout that was to be rotated, if any.
+/// The account's most recently returned checkout that was to be rotated, if any.
 pub async fn last_returned(
     pool: &AnyPool,
     account_id: &str,
@@ -175,7 +181,7 @@ pub async fn last_returned(
         "SELECT ",
         columns!(),
         " FROM checkouts WHERE account_id = $1 AND state = $2 AND rotate_on_checkin = 1 \
-         ORDER BY id DESC LIMIT 1"
+         ORDER BY ended_at DESC LIMIT 1"
     ))
     .bind(account_id)
     .bind(checked_in)
@@ -189,16 +195,18 @@ pub async fn add_approval(
     id: &str,
     seen: &str,
     approvals: &str,
+    approvals_seal: &str,
     requested: &str,
     at: &str,
 ) -> Result<bool, super::Error> {
     let done = sqlx::query(
-        "UPDATE checkouts SET approvals = $3, updated_at = $5 \
-         WHERE id = $1 AND approvals = $2 AND state = $4",
+        "UPDATE checkouts SET approvals = $3, approvals_seal = $4, updated_at = $6 \
+         WHERE id = $1 AND approvals = $2 AND state = $5",
     )
     .bind(id)
     .bind(seen)
     .bind(approvals)
+    .bind(approvals_seal)
     .bind(requested)
     .bind(at)
     .execute(conn)
@@ -209,6 +217,7 @@ pub async fn add_approval(
 /// What a grant writes.
 pub struct Grant<'a> {
     pub approvals: &'a str,
+    pub approvals_seal: &'a str,
     pub answered_by: Option<&'a str>,
     pub starts_at: &'a str,
     pub ends_at: &'a str,
@@ -227,7 +236,7 @@ pub async fn grant(
 ) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE checkouts SET state = $4, approvals = $5, answered_by = $6, starts_at = $7, \
-         ends_at = $8, grant_seal = $9, updated_at = $7 \
+         ends_at = $8, grant_seal = $9, approvals_seal = $10, updated_at = $7 \
          WHERE id = $1 AND approvals = $2 AND state = $3",
     )
     .bind(id)
@@ -239,6 +248,7 @@ pub async fn grant(
     .bind(g.starts_at)
     .bind(g.ends_at)
     .bind(g.grant_seal)
+    .bind(g.approvals_seal)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -293,20 +303,32 @@ pub async fn check_in(
     Ok(done.rows_affected() > 0)
 }
 
-/// Records the rotation a return started (once).
+/// Records the rotation a return started (the newest, should one checkout end twice).
 pub async fn set_reset_job(
     conn: &mut AnyConnection,
     id: &str,
     job_id: &str,
-) -> Result<bool, super::Error> {
-    let done = sqlx::query(
-        "UPDATE checkouts SET reset_job_id = $2 WHERE id = $1 AND reset_job_id IS NULL",
+) -> Result<(), super::Error> {
+    sqlx::query("UPDATE checkouts SET reset_job_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether the account has a checkout still open (requested or held) or returned without its
+/// rotation started: an account deleted then would leave a window no rotation can close.
+pub async fn open_on(pool: &AnyPool, account_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM checkouts WHERE account_id = $1 AND (state IN ('requested', \
+         'checked-out') OR (state = 'checked-in' AND rotate_on_checkin = 1 \
+         AND reset_job_id IS NULL))",
     )
-    .bind(id)
-    .bind(job_id)
-    .execute(conn)
+    .bind(account_id)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(n > 0)
 }
 
 /// Open requests whose answer is overdue and windows that have ended at `now`: what the expiry

@@ -641,11 +641,13 @@ pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// Whether a reset of the account that was started at or after `since` ended done.
+/// Whether a reset of the account that was started at or after `since` ended done on its
+/// target (a vault-only `apply_remote: false` job changed nothing a holder could still use).
 pub async fn done_since(pool: &AnyPool, account_id: &str, since: &str) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state = 'done' \
-         AND created_at >= $2",
+        "SELECT COUNT(*) FROM reset_items i JOIN reset_jobs j ON j.id = i.job_id \
+         WHERE i.account_id = $1 AND i.state = 'done' AND i.created_at >= $2 \
+         AND j.apply_remote = 1",
     )
     .bind(account_id)
     .bind(since)
