@@ -112,8 +112,12 @@ async fn a_checkout_approved_by_a_second_person_is_held_alone_and_rotated_on_che
     }
     let r = request(&api, &amy, &app, 45).await;
     assert_eq!(r.status, 422, "longer than the policy allows: {}", r.text);
+    // The walk from request to rotated password, timed for the record (`--nocapture`).
+    let start = Instant::now();
+    let mut timeline: Vec<(&str, Duration)> = Vec::new();
     let r = request(&api, &amy, &app, 10).await;
     assert_eq!(r.status, 201, "{}", r.text);
+    timeline.push(("requested (201)", start.elapsed()));
     let checkout = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(r.json()["state"], "requested");
     let asked = api.get("/v1/notifications", &bob).await.text;
@@ -141,12 +145,15 @@ async fn a_checkout_approved_by_a_second_person_is_held_alone_and_rotated_on_che
     assert_eq!(r.status, 200, "{}", r.text);
     let granted = r.json();
     assert_eq!(granted["state"], "checked-out", "{granted}");
+    timeline.push(("approved by bob: checked out", start.elapsed()));
     let ends = granted["ends_at"].as_str().unwrap().to_string();
     let seen = retrieve(&api, &amy, &app).await;
     assert_eq!(seen.status, 200, "{}", seen.text);
+    timeline.push(("password retrieved by amy", start.elapsed()));
     let seen = seen.json()["password"].as_str().unwrap().to_string();
     assert_eq!(seen, "Start-Pw-1");
     assert!(logs_in(&t, "u01", &seen).await, "the holder logs in");
+    timeline.push(("amy logged in to the target with it", start.elapsed()));
 
     // Nobody else gets it while amy holds it: the refusal names her and the end.
     let r = retrieve(&api, &carl, &app).await;
@@ -165,7 +172,9 @@ async fn a_checkout_approved_by_a_second_person_is_held_alone_and_rotated_on_che
     let r = act(&api, &amy, &checkout, "checkin").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["end_kind"], "holder");
+    timeline.push(("checked in (rotation job started)", start.elapsed()));
     let done = rotated(&api, &root, &checkout, Duration::from_secs(60)).await;
+    timeline.push(("rotation done (chpasswd, verified login)", start.elapsed()));
     assert_eq!(done["state"], "checked-in", "{done}");
     assert_eq!(done["rotation"]["state"], "done", "{done}");
     let job = api
@@ -183,6 +192,16 @@ async fn a_checkout_approved_by_a_second_person_is_held_alone_and_rotated_on_che
         !logs_in(&t, "u01", &seen).await,
         "the seen password is dead"
     );
+    timeline.push((
+        "the password amy saw is refused by the target",
+        start.elapsed(),
+    ));
+    for (step, at) in &timeline {
+        eprintln!(
+            "checkout timeline: {:>8.1} ms  {step}",
+            at.as_secs_f64() * 1000.0
+        );
+    }
     let r = retrieve(&api, &amy, &app).await;
     assert_eq!(r.status, 403, "the window is over: {}", r.text);
 

@@ -7,8 +7,9 @@
 //! `scripts/kill-harness.sh` (3 nodes, 4 targets × 75 accounts, 20 rounds, one kill each).
 //!
 //! Beside it: a real `lockstep-agent` listing several nodes keeps working when its node is
-//! SIGKILLed (it moves to the next), and scheduled rotation runs each period once across a
-//! SIGKILLed scheduler-duty holder.
+//! SIGKILLed (it moves to the next), scheduled rotation runs each period once across a
+//! SIGKILLed scheduler-duty holder, and a checkout window that three nodes sweep ends once and
+//! rotates once.
 
 use lockstep_testkit as common;
 
@@ -932,4 +933,73 @@ async fn scheduled_rotation_runs_each_period_once_across_a_killed_duty_holder() 
         let pw = stored_password(&api, &root, id).await;
         assert!(logs_in(&t, login, &pw).await, "{login}");
     }
+}
+
+/// Checkout windows end from the database's clock on whichever node sweeps first; all three
+/// sweep every 5 seconds, and the window must end once and rotate once.
+#[tokio::test]
+async fn three_nodes_end_a_checkout_window_once_and_rotate_it_once() {
+    let Some((_db, nodes)) = cluster(3, &[]).await else {
+        return;
+    };
+    let apis: Vec<Api> = nodes.iter().map(Api::new).collect();
+    let root = nodes[0].root_token.clone();
+    let (_, acc) =
+        common::resource_with_account(&apis[0], &root, "vault1", "Generic", "svc", "Old-Pass-123!")
+            .await;
+    let amy = common::user_with_role(&apis[0], &root, "amy", "password-user").await;
+    let r = apis[1]
+        .call(
+            "PUT",
+            &format!("/v1/access-policies/account/{acc}"),
+            Some(&root),
+            Some(json!({"approvals_needed": 0, "max_minutes": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = apis[2]
+        .post(
+            &format!("/v1/accounts/{acc}/checkouts"),
+            &amy,
+            json!({"reason": "one minute on three nodes", "minutes": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/accounts/{acc}/password/retrieve");
+    let body = json!({"reason": "holder on another node"});
+    assert_eq!(apis[0].post(&path, &amy, body.clone()).await.status, 200);
+    // The window ends about a minute later; then one node ends it and starts one rotation.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let done = loop {
+        let c = apis[0]
+            .get(&format!("/v1/checkouts/{id}"), &root)
+            .await
+            .json();
+        if c["rotation"]["state"] == "done" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not rotated: {c}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done["end_kind"], "expired", "{done}");
+    // A few more sweeps on every node change nothing.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        audit_events(&apis[0], &root, "access.checkout.checkin")
+            .await
+            .len(),
+        1
+    );
+    let jobs = audit_events(&apis[0], &root, "account.password.reset.request").await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        audit_events(&apis[0], &root, "account.password.reset")
+            .await
+            .iter()
+            .filter(|e| e["outcome"] == "success")
+            .count(),
+        1
+    );
+    assert_eq!(apis[1].post(&path, &amy, body).await.status, 403);
 }
