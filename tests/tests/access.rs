@@ -635,3 +635,77 @@ async fn the_cli_walks_a_checkout_from_request_to_rotation() {
     let (status, _, err) = cli(&amy, &["password", &id]);
     assert!(!status.success() && err.contains("403"), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_inside_an_auto_approval_window_is_granted_without_approval() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (_, acc) =
+        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let (_, other) =
+        resource_with_account(&api, &root, "vault2", "Generic", "svc", "Old-Pass-456!").await;
+    let amy = user_with_role(&api, &root, "amy", "password-user").await;
+    user_with_role(&api, &root, "bob", "auditor").await;
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    // Today (UTC) is days[today]; the second policy's window is on every other day only.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // Not in the last minute of a day: the day must not change under the test.
+    if now() % 86_400 > 86_340 {
+        tokio::time::sleep(Duration::from_secs(86_400 - now() % 86_400 + 1)).await;
+    }
+    // 1970-01-01 was a Thursday (index 3).
+    let today = ((now() / 86_400 + 3) % 7) as usize;
+    let others: Vec<&str> = (1..7).map(|i| days[(today + i) % 7]).collect();
+    let all_week = json!([{"days": days, "from": "00:00", "to": "24:00"}]);
+    let not_today = json!([{"days": others, "from": "00:00", "to": "24:00"}]);
+    for (account, windows) in [(&acc, all_week), (&other, not_today)] {
+        set_policy(
+            &api,
+            &root,
+            "account",
+            account,
+            json!({"approvers": ["bob"], "approvals_needed": 1, "max_minutes": 10,
+                "auto_approve": windows}),
+        )
+        .await;
+    }
+    let r = request(&api, &amy, &acc, 10).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json()["state"],
+        "checked-out",
+        "inside the window: {}",
+        r.text
+    );
+    assert_eq!(retrieve(&api, &amy, &acc).await.status, 200);
+    let events = audit_events(&api, &root, "access.checkout.request").await;
+    assert!(
+        events[0]["detail"]["auto_approved"]["days"].is_array(),
+        "the window that granted it is audited: {events:?}"
+    );
+    let r = request(&api, &amy, &other, 10).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json()["state"],
+        "requested",
+        "outside the window: {}",
+        r.text
+    );
+    // A window that cannot be read is refused with the field that holds it.
+    let r = api
+        .call(
+            "PUT",
+            &format!("/v1/access-policies/account/{acc}"),
+            Some(&root),
+            Some(json!({"auto_approve": [{"days": ["mon"], "from": "18:00", "to": "06:00"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["errors"][0]["field"], "auto_approve[0]");
+}

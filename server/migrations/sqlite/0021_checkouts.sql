@@ -14,6 +14,7 @@ CREATE TABLE access_policies (
     answer_minutes    BIGINT NOT NULL,      -- a request unanswered this long lapses
     exclusive         BIGINT NOT NULL,
     rotate_on_checkin BIGINT NOT NULL,
+    auto_approve      TEXT NOT NULL,        -- JSON array of {days, from, to} (UTC): granted without approval
     updated_by        TEXT NOT NULL,
     updated_at        TEXT NOT NULL,
     seal              TEXT NOT NULL,        -- Vault::attest over the policy, pinned in the registry ledger

@@ -546,7 +546,11 @@ pub async fn request(
     };
     r.request_seal = vault.attest(&request_binding(&r))?;
     r.approvals_seal = vault.attest(&approvals_binding(&r.id, &r.approvals))?;
-    let granted = policy.approvals_needed == 0;
+    // No approval needed, or asked inside one of the policy's auto-approval windows.
+    let auto = (policy.approvals_needed > 0)
+        .then(|| policy.auto_approves(now_t).cloned())
+        .flatten();
+    let granted = policy.approvals_needed == 0 || auto.is_some();
     if granted {
         let ends = after_minutes(now_t, minutes).ok_or_else(|| too_far(minutes))?;
         r.grant_seal = Some(vault.attest(&grant_binding(&r, &now, &ends))?);
@@ -572,6 +576,7 @@ pub async fn request(
             detail: serde_json::json!({
                 "checkout": r.id, "reason": reason, "minutes": minutes,
                 "policy": format!("{}/{}", policy.scope.as_str(), policy.scope_id),
+                "auto_approved": auto,
             }),
         },
     )

@@ -43,6 +43,69 @@ impl Scope {
     }
 }
 
+/// A day of the week, for auto-approval windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Day {
+    fn of(d: chrono::Weekday) -> Day {
+        match d {
+            chrono::Weekday::Mon => Day::Mon,
+            chrono::Weekday::Tue => Day::Tue,
+            chrono::Weekday::Wed => Day::Wed,
+            chrono::Weekday::Thu => Day::Thu,
+            chrono::Weekday::Fri => Day::Fri,
+            chrono::Weekday::Sat => Day::Sat,
+            chrono::Weekday::Sun => Day::Sun,
+        }
+    }
+}
+
+/// When a request needs no approval: on these days (UTC), from `from` up to `to` (`HH:MM`,
+/// `to` may be `24:00`; a window across midnight is two windows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoApproveWindow {
+    pub days: Vec<Day>,
+    pub from: String,
+    pub to: String,
+}
+
+/// Minutes since midnight of `HH:MM` (00:00 to 24:00).
+fn minutes_of(hhmm: &str) -> Option<u32> {
+    let (h, m) = hhmm.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    let total = h * 60 + m;
+    (m < 60 && total <= 24 * 60).then_some(total)
+}
+
+impl AutoApproveWindow {
+    /// Whether `at` falls inside this window.
+    pub fn covers(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let now = at.hour() * 60 + at.minute();
+        let (Some(from), Some(to)) = (minutes_of(&self.from), minutes_of(&self.to)) else {
+            return false;
+        };
+        self.days.contains(&Day::of(at.weekday())) && from <= now && now < to
+    }
+}
+
+/// Most auto-approval windows one policy may have.
+pub const MAX_WINDOWS: usize = 20;
+
 /// Longest window a policy may allow: a week.
 pub const MAX_WINDOW_MINUTES: i64 = 7 * 24 * 60;
 /// Most users a policy may name as requesters or approvers.
@@ -88,6 +151,9 @@ pub struct AccessPolicyInput {
     /// Rotate the password when a checkout comes back (default on).
     #[serde(default = "yes")]
     pub rotate_on_checkin: bool,
+    /// When a request is granted without approval (UTC); empty: never.
+    #[serde(default)]
+    pub auto_approve: Vec<AutoApproveWindow>,
 }
 
 /// A stored policy, and where it applies.
@@ -103,8 +169,16 @@ pub struct AccessPolicy {
     pub answer_minutes: i64,
     pub exclusive: bool,
     pub rotate_on_checkin: bool,
+    pub auto_approve: Vec<AutoApproveWindow>,
     pub updated_by: String,
     pub updated_at: String,
+}
+
+impl AccessPolicy {
+    /// The auto-approval window `at` falls in, if any.
+    pub fn auto_approves(&self, at: chrono::DateTime<chrono::Utc>) -> Option<&AutoApproveWindow> {
+        self.auto_approve.iter().find(|w| w.covers(at))
+    }
 }
 
 fn names(json: &str) -> Vec<String> {
@@ -129,6 +203,7 @@ fn binding(r: &AccessPolicyRow) -> String {
         answer_minutes: i64,
         exclusive: i64,
         rotate_on_checkin: i64,
+        auto_approve: &'a str,
     }
     let fields = serde_json::to_string(&Sealed {
         enabled: r.enabled,
@@ -139,6 +214,7 @@ fn binding(r: &AccessPolicyRow) -> String {
         answer_minutes: r.answer_minutes,
         exclusive: r.exclusive,
         rotate_on_checkin: r.rotate_on_checkin,
+        auto_approve: &r.auto_approve,
     })
     .unwrap_or_default();
     format!("access-policy\n{}\n{}\n{fields}", r.scope_kind, r.scope_id)
@@ -197,6 +273,7 @@ impl From<AccessPolicyRow> for AccessPolicy {
             answer_minutes: r.answer_minutes,
             exclusive: r.exclusive != 0,
             rotate_on_checkin: r.rotate_on_checkin != 0,
+            auto_approve: serde_json::from_str(&r.auto_approve).unwrap_or_default(),
             updated_by: r.updated_by,
             updated_at: r.updated_at,
         }
@@ -243,6 +320,32 @@ pub fn problems(p: &AccessPolicyInput) -> Vec<FieldProblem> {
             "answer_minutes",
             format!("give 1 to {MAX_WINDOW_MINUTES} minutes"),
         ));
+    }
+    if p.auto_approve.len() > MAX_WINDOWS {
+        out.push(FieldProblem::new(
+            "auto_approve",
+            format!(
+                "has {} windows; at most {MAX_WINDOWS}",
+                p.auto_approve.len()
+            ),
+        ));
+    }
+    for (i, w) in p.auto_approve.iter().enumerate() {
+        let field = format!("auto_approve[{i}]");
+        if w.days.is_empty() {
+            out.push(FieldProblem::new(&field, "names no day (mon … sun)"));
+        }
+        match (minutes_of(&w.from), minutes_of(&w.to)) {
+            (Some(from), Some(to)) if from < to => {}
+            (Some(_), Some(_)) => out.push(FieldProblem::new(
+                &field,
+                "`from` must come before `to` (a window across midnight is two windows)",
+            )),
+            _ => out.push(FieldProblem::new(
+                &field,
+                "`from` and `to` are times of day in UTC as HH:MM, 00:00 to 24:00",
+            )),
+        }
     }
     out
 }
@@ -317,6 +420,7 @@ pub async fn put(
         answer_minutes: input.answer_minutes,
         exclusive: input.exclusive.into(),
         rotate_on_checkin: input.rotate_on_checkin.into(),
+        auto_approve: serde_json::to_string(&input.auto_approve).unwrap_or_default(),
         updated_by: actor.name.clone(),
         updated_at: crate::time::now(),
         seal: String::new(),
@@ -341,6 +445,7 @@ pub async fn put(
                 "answer_minutes": input.answer_minutes,
                 "exclusive": input.exclusive,
                 "rotate_on_checkin": input.rotate_on_checkin,
+                "auto_approve": input.auto_approve,
             }),
         },
     )
@@ -515,6 +620,44 @@ mod tests {
                 "max_minutes",
                 "answer_minutes"
             ]
+        );
+    }
+
+    #[test]
+    fn an_auto_approval_window_covers_its_days_from_its_start_up_to_its_end() {
+        let w = AutoApproveWindow {
+            days: vec![Day::Sat, Day::Sun],
+            from: "08:00".into(),
+            to: "24:00".into(),
+        };
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        // 2026-12-05 is a Saturday.
+        assert!(w.covers(at("2026-12-05T08:00:00Z")));
+        assert!(w.covers(at("2026-12-06T23:59:59Z")));
+        assert!(!w.covers(at("2026-12-05T07:59:59Z")));
+        assert!(!w.covers(at("2026-12-07T12:00:00Z")), "a Monday");
+        let mut p = input();
+        p.auto_approve = vec![
+            w,
+            AutoApproveWindow {
+                days: vec![],
+                from: "22:00".into(),
+                to: "06:00".into(),
+            },
+            AutoApproveWindow {
+                days: vec![Day::Mon],
+                from: "9:00".into(),
+                to: "24:01".into(),
+            },
+        ];
+        let fields: Vec<String> = problems(&p).into_iter().map(|f| f.field).collect();
+        assert_eq!(
+            fields,
+            ["auto_approve[1]", "auto_approve[1]", "auto_approve[2]"]
         );
     }
 

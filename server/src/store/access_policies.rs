@@ -19,6 +19,8 @@ pub struct AccessPolicyRow {
     pub answer_minutes: i64,
     pub exclusive: i64,
     pub rotate_on_checkin: i64,
+    /// JSON array of auto-approval windows.
+    pub auto_approve: String,
     pub updated_by: String,
     pub updated_at: String,
     /// `Vault::attest` over the policy (`access::policy`), pinned in the registry ledger.
@@ -28,7 +30,8 @@ pub struct AccessPolicyRow {
 macro_rules! columns {
     () => {
         "scope_kind, scope_id, enabled, requesters, approvers, approvals_needed, max_minutes, \
-         answer_minutes, exclusive, rotate_on_checkin, updated_by, updated_at, seal"
+         answer_minutes, exclusive, rotate_on_checkin, auto_approve, updated_by, updated_at, \
+         seal"
     };
 }
 
@@ -61,12 +64,13 @@ pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), su
     sqlx::query(concat!(
         "INSERT INTO access_policies (",
         columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (scope_kind, scope_id) DO UPDATE SET enabled = excluded.enabled, \
          requesters = excluded.requesters, approvers = excluded.approvers, \
          approvals_needed = excluded.approvals_needed, max_minutes = excluded.max_minutes, \
          answer_minutes = excluded.answer_minutes, exclusive = excluded.exclusive, \
-         rotate_on_checkin = excluded.rotate_on_checkin, updated_by = excluded.updated_by, \
+         rotate_on_checkin = excluded.rotate_on_checkin, auto_approve = excluded.auto_approve, \
+         updated_by = excluded.updated_by, \
          updated_at = excluded.updated_at, seal = excluded.seal"
     ))
     .bind(&r.scope_kind)
@@ -79,6 +83,7 @@ pub async fn put(conn: &mut AnyConnection, r: &AccessPolicyRow) -> Result<(), su
     .bind(r.answer_minutes)
     .bind(r.exclusive)
     .bind(r.rotate_on_checkin)
+    .bind(&r.auto_approve)
     .bind(&r.updated_by)
     .bind(&r.updated_at)
     .bind(&r.seal)
