@@ -499,3 +499,23 @@ fn classify(
             .clean(e.root_cause().to_string(), false, MAX_MESSAGE_BYTES),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Trigger;
+
+    #[test]
+    fn every_trigger_a_job_records_reaches_listeners_as_itself() {
+        for (name, trigger) in [
+            ("manual", Trigger::Manual),
+            ("bulk", Trigger::Bulk),
+            ("scheduled", Trigger::Scheduled),
+            ("check-in", Trigger::CheckIn),
+            ("reverse-sync", Trigger::ReverseSync),
+            ("api", Trigger::Api),
+            ("anything else", Trigger::Manual),
+        ] {
+            assert_eq!(Trigger::from_job(name), trigger, "{name}");
+        }
+    }
+}

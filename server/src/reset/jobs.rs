@@ -156,13 +156,18 @@ fn view(j: JobRow, items: Vec<ItemRow>) -> Job {
     }
 }
 
-pub async fn get_job(store: &Store, id: &str) -> Result<Job> {
-    let j = store::resets::get_job(store.pool(), id)
+/// A job's row, or NotFound.
+async fn job_row(store: &Store, id: &str) -> Result<JobRow> {
+    store::resets::get_job(store.pool(), id)
         .await?
         .ok_or_else(|| Error::NotFound {
             what: "reset job",
             id: id.to_string(),
-        })?;
+        })
+}
+
+pub async fn get_job(store: &Store, id: &str) -> Result<Job> {
+    let j = job_row(store, id).await?;
     let items = store::resets::items_of(store.pool(), id).await?;
     Ok(view(j, items))
 }
@@ -170,12 +175,7 @@ pub async fn get_job(store: &Store, id: &str) -> Result<Job> {
 /// A job's status and progress without its items: what a long-poll compares between reads, so
 /// that waiting on a 10,000-item job does not read and decode every item five times a second.
 pub async fn get_progress(store: &Store, id: &str) -> Result<(String, Progress)> {
-    let j = store::resets::get_job(store.pool(), id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            what: "reset job",
-            id: id.to_string(),
-        })?;
+    let j = job_row(store, id).await?;
     let mut p = Progress::default();
     for (state, n) in store::resets::state_counts(store.pool(), id).await? {
         count(&mut p, &state, usize::try_from(n).unwrap_or(0));
