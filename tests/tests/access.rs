@@ -404,9 +404,22 @@ async fn a_database_writer_can_neither_grant_a_checkout_nor_stretch_a_window() {
     .await;
     let r = request(&api, &root, &acc, 5).await;
     assert_eq!(r.status, 201, "{}", r.text);
+    let roots = r.json()["id"].as_str().unwrap().to_string();
     assert_eq!(retrieve(&api, &root, &acc).await.status, 200);
     let r = retrieve(&api, &carl, &acc).await;
     assert_eq!(r.status, 409, "root holds it alone: {}", r.text);
+
+    // A held checkout told in the database not to rotate is rotated all the same: its grant
+    // says it rotates, and the return writes what the grant says.
+    sqlx::query("UPDATE checkouts SET rotate_on_checkin = 0 WHERE id = $1")
+        .bind(&roots)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(act(&api, &root, &roots, "checkin").await.status, 200);
+    let done = rotated(&api, &root, &roots, Duration::from_secs(60)).await;
+    assert_eq!(done["rotation"]["state"], "done", "{done}");
+    assert_eq!(done["rotate_on_checkin"], true, "{done}");
 }
 
 #[tokio::test]

@@ -511,9 +511,6 @@ pub async fn request(
             ),
         ));
     }
-    if let Some(why) = unrotated_return(store, account_id).await? {
-        return Err(Error::Conflict(why));
-    }
     let now_t = crate::time::now_utc();
     let now = crate::time::format(now_t);
     let answer_by = after_minutes(now_t, policy.answer_minutes)
@@ -561,6 +558,9 @@ pub async fn request(
     // Under the write lock: no other grant of this account commits between the check and ours
     // (on one node; across PostgreSQL nodes `checkouts_one_holder` refuses a second exclusive).
     let mut tx = store.begin_write().await?;
+    if let Some(why) = unrotated_return(store, account_id).await? {
+        return Err(Error::Conflict(why));
+    }
     busy(store, vault, policy.exclusive, user, account_id).await?;
     if let Err(e) = store::checkouts::insert(tx.conn(), &r).await {
         drop(tx);
@@ -734,11 +734,6 @@ pub async fn approve(
         return Err(e);
     }
     let seen = r.approvals.clone();
-    if matches!(step, ApprovalStep::Grants(_))
-        && let Some(why) = unrotated_return(store, &r.account_id).await?
-    {
-        return Err(Error::Conflict(why));
-    }
     let mut tx = store.begin_write().await?;
     match step {
         ApprovalStep::Counted(approvals) => {
@@ -760,7 +755,11 @@ pub async fn approve(
             r.approvals = json;
         }
         ApprovalStep::Grants(approvals) => {
-            // Under the write lock, as for a grant on request (`request`).
+            // Under the write lock, as for a grant on request (`request`): no return's
+            // rotation pending, no holder in the way.
+            if let Some(why) = unrotated_return(store, &r.account_id).await? {
+                return Err(Error::Conflict(why));
+            }
             busy_except(
                 store,
                 vault,
@@ -1045,15 +1044,21 @@ pub(super) async fn end(
     by: &str,
 ) -> Result<(Checkout, bool)> {
     let now = crate::time::now();
+    // Whether to rotate is read from the grant only when its seal holds: a row whose
+    // `rotate_on_checkin` was cleared in the database is rotated all the same.
+    let rotates = r.rotate_on_checkin != 0 || !grant_holds(vault, &r);
     let mut tx = store.begin_write().await?;
     if !store::checkouts::check_in(
         tx.conn(),
         &r.id,
         CheckoutState::CheckedOut.as_str(),
         CheckoutState::CheckedIn.as_str(),
-        kind.as_str(),
-        by,
-        &now,
+        &store::checkouts::Return {
+            kind: kind.as_str(),
+            by,
+            at: &now,
+            rotates,
+        },
     )
     .await?
     {
@@ -1093,9 +1098,8 @@ pub(super) async fn end(
         .await?;
     }
     tx.commit().await?;
-    // Whether to rotate is read from the grant only when its seal holds: a row whose
-    // `rotate_on_checkin` was cleared in the database is rotated all the same.
-    let rotates = r.rotate_on_checkin != 0 || !grant_holds(vault, &r);
+    r.rotate_on_checkin = rotates.into();
+    r.reset_job_id = None;
     r.state = CheckoutState::CheckedIn.as_str().into();
     r.end_kind = Some(kind.as_str().into());
     r.ended_by = Some(by.to_string());
@@ -1123,7 +1127,7 @@ pub(super) async fn rotate(store: &Store, vault: &Vault, r: &CheckoutRow) -> Res
     let ended = r.ended_at.as_deref().unwrap_or_default();
     let job = crate::reset::jobs::start_checkin(store, vault, &r.id, ended, &r.account_id).await?;
     let mut tx = store.begin_write().await?;
-    store::checkouts::set_reset_job(tx.conn(), &r.id, &job.id).await?;
+    store::checkouts::set_reset_job(tx.conn(), &r.id, ended, &job.id).await?;
     tx.commit().await
 }
 

@@ -83,7 +83,8 @@ pub struct AutoApproveWindow {
 /// Minutes since midnight of `HH:MM` (00:00 to 24:00).
 fn minutes_of(hhmm: &str) -> Option<u32> {
     let (h, m) = hhmm.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
         return None;
     }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
@@ -650,7 +651,7 @@ mod tests {
             },
             AutoApproveWindow {
                 days: vec![Day::Mon],
-                from: "9:00".into(),
+                from: "+9:00".into(),
                 to: "24:01".into(),
             },
         ];

@@ -374,12 +374,6 @@ pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
             "a reset of account '{id}' is in progress; delete it when the job has finished"
         )));
     }
-    if store::checkouts::open_on(store.pool(), id).await? {
-        return Err(Error::Conflict(format!(
-            "account '{id}' has a checkout that is requested, held, or returned without its \
-             rotation started (GET /v1/checkouts?account_id={id}); close it first"
-        )));
-    }
     if let Some(resource) =
         store::reset_settings::resource_administered_by(store.pool(), id).await?
     {
@@ -389,6 +383,14 @@ pub async fn delete(store: &Store, actor: &Actor, id: &str) -> Result<()> {
         )));
     }
     let mut tx = store.begin_write().await?;
+    // Under the write lock: no checkout of it is granted between this check and the delete.
+    if store::checkouts::open_on(store.pool(), id).await? {
+        return Err(Error::Conflict(format!(
+            "account '{id}' has a checkout that is requested, held, or returned without its \
+             rotation started (GET /v1/checkouts?account_id={id}); wait for it to end, or \
+             force a held one in with POST /v1/checkouts/{{id}}/force-checkin"
+        )));
+    }
     store::resets::forget_account(tx.conn(), id).await?;
     store::accounts::delete(tx.conn(), id).await?;
     audit::append(

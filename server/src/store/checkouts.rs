@@ -278,39 +278,54 @@ pub async fn close_request(
     Ok(done.rows_affected() > 0)
 }
 
-/// Returns a held checkout: only if it is still held.
+/// What a return writes besides its state.
+pub struct Return<'a> {
+    /// `states::CheckinKind`.
+    pub kind: &'a str,
+    pub by: &'a str,
+    pub at: &'a str,
+    /// Whether the return is rotated (written as `rotate_on_checkin`, so the sweep and the
+    /// reuse check follow a rotation the grant called for even if the row said otherwise).
+    pub rotates: bool,
+}
+
+/// Returns a held checkout: only if it is still held. The rotation of an earlier return (a row
+/// put back to held in the database) is forgotten: this return's own is started next.
 pub async fn check_in(
     conn: &mut AnyConnection,
     id: &str,
     checked_out: &str,
     checked_in: &str,
-    kind: &str,
-    by: &str,
-    at: &str,
+    r: &Return<'_>,
 ) -> Result<bool, super::Error> {
     let done = sqlx::query(
         "UPDATE checkouts SET state = $3, end_kind = $4, ended_by = $5, ended_at = $6, \
-         updated_at = $6 WHERE id = $1 AND state = $2",
+         updated_at = $6, rotate_on_checkin = $7, reset_job_id = NULL \
+         WHERE id = $1 AND state = $2",
     )
     .bind(id)
     .bind(checked_out)
     .bind(checked_in)
-    .bind(kind)
-    .bind(by)
-    .bind(at)
+    .bind(r.kind)
+    .bind(r.by)
+    .bind(r.at)
+    .bind(i64::from(r.rotates))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
-/// Records the rotation a return started (the newest, should one checkout end twice).
+/// Records the rotation of the return that ended at `ended_at` (a later return of the same
+/// checkout, if any, keeps its own).
 pub async fn set_reset_job(
     conn: &mut AnyConnection,
     id: &str,
+    ended_at: &str,
     job_id: &str,
 ) -> Result<(), super::Error> {
-    sqlx::query("UPDATE checkouts SET reset_job_id = $2 WHERE id = $1")
+    sqlx::query("UPDATE checkouts SET reset_job_id = $3 WHERE id = $1 AND ended_at = $2")
         .bind(id)
+        .bind(ended_at)
         .bind(job_id)
         .execute(conn)
         .await?;
