@@ -87,14 +87,10 @@ fn approvals_of(json: &str) -> Vec<Approval> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
-fn names_of(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
-}
-
 fn view(r: CheckoutRow, rotation: Option<Rotation>) -> Checkout {
     Checkout {
         approvals: approvals_of(&r.approvals),
-        approvers: names_of(&r.approvers),
+        approvers: policy::names(&r.approvers),
         id: r.id,
         account_id: r.account_id,
         requester: r.requester,
@@ -216,11 +212,11 @@ pub(crate) fn decide_approval(r: &CheckoutRow, approver: &str, now: &str) -> Res
             r.id
         )));
     }
-    if !names_of(&r.approvers).iter().any(|a| a == approver) {
+    if !policy::names(&r.approvers).iter().any(|a| a == approver) {
         return Err(Error::NotAllowed(format!(
             "{approver} is not an approver of checkout '{}' (its approvers: {})",
             r.id,
-            names_of(&r.approvers).join(", ")
+            policy::names(&r.approvers).join(", ")
         )));
     }
     let mut approvals = approvals_of(&r.approvals);
@@ -561,7 +557,7 @@ pub async fn request(
     if let Some(why) = unrotated_return(store, account_id).await? {
         return Err(Error::Conflict(why));
     }
-    busy(store, vault, policy.exclusive, user, account_id).await?;
+    busy(store, vault, policy.exclusive, user, account_id, None).await?;
     if let Err(e) = store::checkouts::insert(tx.conn(), &r).await {
         drop(tx);
         return Err(held_elsewhere(store, account_id, e).await);
@@ -605,18 +601,8 @@ pub async fn request(
 
 /// Refuses a request or grant the account's current holders rule out: another's open hold
 /// when either it or this one is exclusive, or the caller's own open request or checkout
-/// (`requester_of`: the checkout being granted, which is not a duplicate of itself).
+/// (`except`: the checkout being granted, which is not a duplicate of itself).
 async fn busy(
-    store: &Store,
-    vault: &Vault,
-    exclusive: bool,
-    user: &str,
-    account_id: &str,
-) -> Result<()> {
-    busy_except(store, vault, exclusive, user, account_id, None).await
-}
-
-async fn busy_except(
     store: &Store,
     vault: &Vault,
     exclusive: bool,
@@ -629,11 +615,7 @@ async fn busy_except(
         let open = r.ends_at.as_deref().is_some_and(|e| e > now.as_str());
         if open && (r.exclusive != 0 || exclusive) && grant_holds(vault, &r) && r.requester != user
         {
-            return Err(Error::Conflict(format!(
-                "account '{account_id}' is checked out by {} until {}",
-                r.requester,
-                r.ends_at.unwrap_or_default()
-            )));
+            return Err(held_by(account_id, &r));
         }
         if r.requester == user && open {
             return Err(Error::Conflict(format!(
@@ -660,6 +642,15 @@ async fn busy_except(
     Ok(())
 }
 
+/// The refusal naming who holds the account, and until when.
+fn held_by(account_id: &str, r: &CheckoutRow) -> Error {
+    Error::Conflict(format!(
+        "account '{account_id}' is checked out by {} until {}",
+        r.requester,
+        r.ends_at.as_deref().unwrap_or_default()
+    ))
+}
+
 /// A grant refused by `checkouts_one_holder`: someone else became the holder meanwhile.
 async fn held_elsewhere(store: &Store, account_id: &str, e: store::Error) -> Error {
     if !store::is_unique_violation(&e) {
@@ -667,11 +658,7 @@ async fn held_elsewhere(store: &Store, account_id: &str, e: store::Error) -> Err
     }
     match held_checkouts(store, account_id).await {
         Ok(held) => match held.into_iter().find(|r| r.exclusive != 0) {
-            Some(r) => Error::Conflict(format!(
-                "account '{account_id}' is checked out by {} until {}",
-                r.requester,
-                r.ends_at.unwrap_or_default()
-            )),
+            Some(r) => held_by(account_id, &r),
             None => Error::Conflict(format!(
                 "account '{account_id}' was checked out by someone else just now; try again"
             )),
@@ -760,7 +747,7 @@ pub async fn approve(
             if let Some(why) = unrotated_return(store, &r.account_id).await? {
                 return Err(Error::Conflict(why));
             }
-            busy_except(
+            busy(
                 store,
                 vault,
                 r.exclusive != 0,
@@ -889,7 +876,7 @@ pub async fn reject(
 ) -> Result<Checkout> {
     let reason = crate::reset::jobs::check_reason(&input.reason)?;
     let r = row(store, id).await?;
-    if !names_of(&r.approvers).iter().any(|a| a == approver) || approver == r.requester {
+    if !policy::names(&r.approvers).iter().any(|a| a == approver) || approver == r.requester {
         let e = Error::NotAllowed(format!(
             "{approver} is not an approver of checkout '{id}' and cannot reject it"
         ));

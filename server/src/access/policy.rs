@@ -182,7 +182,8 @@ impl AccessPolicy {
     }
 }
 
-fn names(json: &str) -> Vec<String> {
+/// User names stored as a JSON array (an unreadable one names nobody).
+pub(super) fn names(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
