@@ -182,6 +182,8 @@ impl ListenerHost {
             trigger: Trigger::from_job(&w.trigger),
             resource_type: w.resource_type.clone(),
             parameters: w.parameters.clone(),
+            // Agent-mode runs are not deliveries yet: each runs once, as its task says.
+            delivery: None,
         };
         let ctx = RunContext {
             resource: w.resource.clone(),

@@ -6,7 +6,7 @@ import { cp, mkdir, writeFile } from 'node:fs/promises';
 
 const out = process.argv[2] ?? 'protect_accounts_js.wasm';
 await mkdir('wit/deps/lockstep-listener', { recursive: true });
-await cp('../../wit/listener.wit', 'wit/deps/lockstep-listener/listener.wit');
+await cp('../../wit/v0.1.0/listener.wit', 'wit/deps/lockstep-listener/listener.wit');
 const { component } = await componentize({
   sourcePath: 'app.js',
   witPath: 'wit',

@@ -61,6 +61,7 @@ fn event() -> ResetEvent {
         trigger: Trigger::Manual,
         resource_type: "Linux".into(),
         parameters: vec!["two-props".into()],
+        delivery: None,
     }
 }
 

@@ -66,7 +66,7 @@ pub enum Error {
         grant: &'static str,
     },
     /// The component does not fit the listener world (a missing hook, a wrong signature).
-    #[error("the component does not implement the lockstep:listener@0.1.0 world: {0}")]
+    #[error("the component does not implement a lockstep:listener world (0.1.0 or 0.2.0): {0}")]
     Link(String),
     /// A publisher key or signature file cannot be read or is malformed.
     #[error("{0}")]

@@ -19,11 +19,13 @@ pub mod report;
 pub mod signature;
 
 pub use host::{ProgramOutput, RunContext, TargetExec};
-pub use listener::{LoadedListener, ResetEvent, Runtime, Trigger, allowed_imports};
+pub use listener::{
+    Contract, Delivery, LoadedListener, ResetEvent, Runtime, Trigger, allowed_imports,
+};
 pub use report::{DenialRecord, HookOutcome, Invocation, LogLevel, LogLine, RunFailure};
 
 pub use error::{Error, Problem};
 pub use manifest::{
-    Capabilities, Denial, Endpoint, ExecRule, Limits, Manifest, Mode, Parameter, Phase, Scheme,
-    Secret,
+    Capabilities, DeliveryLimits, Denial, Endpoint, ExecRule, Limits, Manifest, Mode, Parameter,
+    Phase, Scheme, Secret,
 };

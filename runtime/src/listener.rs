@@ -13,6 +13,8 @@ use crate::cache::ComponentCache;
 use crate::error::Error;
 use crate::host::bindings::lockstep::listener::types as wit;
 use crate::host::bindings::{Listener, ListenerPre};
+use crate::host::bindings_v0_1::lockstep::listener::types as wit_v0_1;
+use crate::host::bindings_v0_1::{Listener as ListenerV0_1, ListenerPre as ListenerPreV0_1};
 use crate::host::network::{HttpPolicy, socket_check};
 use crate::host::{HostState, RunContext};
 use crate::limits::{HOSTCALL_FUEL, MAX_DENIALS, MAX_MESSAGE_BYTES, OUTER_TIMEOUT_MARGIN};
@@ -54,6 +56,74 @@ pub struct ResetEvent {
     pub resource_type: String,
     /// The listener's additional parameters, in order.
     pub parameters: Vec<String>,
+    /// Which delivery and attempt a post-reset run is (contract 0.2.0; a 0.1.0 component is
+    /// not told). `None` for pre-reset runs.
+    pub delivery: Option<Delivery>,
+}
+
+/// One attempt of a post-reset delivery: every attempt of a delivery has the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    /// Counts from 1.
+    pub attempt: u32,
+}
+
+/// The versions of `lockstep:listener` this host serves. A component is built against one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `wit/v0.1.0/listener.wit`: no delivery id, no `retry` answer.
+    V0_1,
+    /// `wit/listener.wit`, the current one.
+    V0_2,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The contract a component's imports name (`lockstep:listener/…@VERSION`); `None` when
+    /// it imports no Lockstep interface, or a version this host does not serve.
+    fn of_imports<'a>(names: impl Iterator<Item = &'a str>) -> Result<Option<Contract>, Error> {
+        let mut found = None;
+        for name in names {
+            let Some(version) = name
+                .strip_prefix("lockstep:listener/")
+                .and_then(|rest| rest.split_once('@'))
+                .map(|(_, v)| v)
+            else {
+                continue;
+            };
+            let contract = match version {
+                "0.1.0" => Contract::V0_1,
+                "0.2.0" => Contract::V0_2,
+                other => {
+                    return Err(Error::Link(format!(
+                        "it imports {name}, and this host serves lockstep:listener 0.1.0 and                          0.2.0, not {other}; build it against one of those"
+                    )));
+                }
+            };
+            if found.is_some_and(|f| f != contract) {
+                return Err(Error::Link(
+                    "it imports lockstep:listener interfaces of two versions; build it against                      one"
+                    .into(),
+                ));
+            }
+            found = Some(contract);
+        }
+        Ok(found)
+    }
+}
+
+/// A pre-linked component of either contract.
+#[derive(Clone)]
+enum Pre {
+    V0_1(ListenerPreV0_1<HostState>),
+    V0_2(ListenerPre<HostState>),
 }
 
 /// Interfaces every listener may import: the standard WASI pieces a compiled guest's runtime
@@ -149,7 +219,7 @@ pub struct LoadedListener {
     manifest: Arc<Manifest>,
     /// `capabilities.network`, parsed once at load: every run checks against it.
     endpoints: Arc<[Endpoint]>,
-    pre: ListenerPre<HostState>,
+    pre: Pre,
     digest: String,
 }
 
@@ -190,6 +260,11 @@ impl Runtime {
             |s| s,
         )
         .map_err(link)?;
+        ListenerV0_1::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(link)?;
         let cache = cache_dir
             .map(|d| ComponentCache::open(d, &engine))
             .transpose()?;
@@ -206,7 +281,7 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) a component and checks it against its manifest:
     /// it must be a component, import nothing the manifest does not grant, and export both
-    /// hooks of the `lockstep:listener@0.1.0` world.
+    /// hooks of the `lockstep:listener` world of the version it imports (0.1.0 or 0.2.0).
     pub fn load(&self, wasm: &[u8], manifest: Manifest) -> Result<LoadedListener, Error> {
         let endpoints: Arc<[Endpoint]> = manifest.endpoints().into();
         for e in endpoints.iter() {
@@ -248,6 +323,12 @@ impl Runtime {
             }
         };
         let allowed = allowed_imports(&manifest);
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let contract = Contract::of_imports(imports.iter().map(String::as_str))?;
         for (name, _) in component.component_type().imports(&self.engine) {
             let interface = name.split('@').next().unwrap_or(name);
             if !allowed.contains(&interface) {
@@ -261,7 +342,15 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Error::Link(format!("{e:#}")))?;
-        let pre = ListenerPre::new(pre).map_err(|e| Error::Link(format!("{e:#}")))?;
+        // A component that imports no Lockstep interface says no version: the exports decide.
+        let pre = match contract {
+            Some(Contract::V0_1) => ListenerPreV0_1::new(pre).map(Pre::V0_1),
+            Some(Contract::V0_2) => ListenerPre::new(pre.clone()).map(Pre::V0_2),
+            None => ListenerPre::new(pre.clone())
+                .map(Pre::V0_2)
+                .or_else(|_| ListenerPreV0_1::new(pre).map(Pre::V0_1)),
+        }
+        .map_err(|e| Error::Link(format!("{e:#}")))?;
         let digest = manifest.digest();
         Ok(LoadedListener {
             manifest: Arc::new(manifest),
@@ -280,6 +369,14 @@ impl LoadedListener {
     /// The manifest's digest (what an approval binds, with the component's digest).
     pub fn manifest_digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The contract the component was built against.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
     }
 
     /// Runs one hook in a fresh store, within the manifest's limits. Never panics and never
@@ -344,7 +441,11 @@ impl LoadedListener {
             },
             network_denials,
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let engine = match &self.pre {
+            Pre::V0_1(p) => p.engine(),
+            Pre::V0_2(p) => p.engine(),
+        };
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(epoch_ticks(timeout));
         store.epoch_deadline_trap();
@@ -354,50 +455,24 @@ impl LoadedListener {
             .table
             .set_max_capacity(crate::limits::MAX_RESOURCES);
 
-        let wit_event = wit::Event {
-            job_id: event.job_id.clone(),
-            trigger: match event.trigger {
-                Trigger::Manual => wit::Trigger::Manual,
-                Trigger::Bulk => wit::Trigger::Bulk,
-                Trigger::Scheduled => wit::Trigger::Scheduled,
-                Trigger::CheckIn => wit::Trigger::CheckIn,
-                Trigger::ReverseSync => wit::Trigger::ReverseSync,
-                Trigger::Api => wit::Trigger::Api,
-            },
-            phase: match phase {
-                Phase::PreReset => wit::Phase::PreReset,
-                Phase::PostReset => wit::Phase::PostReset,
-            },
-            resource_type: event.resource_type.clone(),
-            parameters: event.parameters.clone(),
-        };
-
         let outcome = if !self.manifest.phases().contains(&phase) {
             Err(RunFailure::Instantiate(format!(
                 "the manifest does not declare the {} phase",
                 phase.as_str()
             )))
         } else {
-            let call =
-                async {
-                    let listener = self.pre.instantiate_async(&mut store).await?;
-                    match phase {
-                        Phase::PreReset => listener
-                            .call_pre_reset(&mut store, &wit_event)
-                            .await
-                            .map(|o| match o {
-                                wit::PreOutcome::Proceed => HookOutcome::Proceed,
-                                wit::PreOutcome::Veto(r) => HookOutcome::Veto(r),
-                            }),
-                        Phase::PostReset => listener
-                            .call_post_reset(&mut store, &wit_event)
-                            .await
-                            .map(|o| match o {
-                                wit::PostOutcome::Success(m) => HookOutcome::Success(m),
-                                wit::PostOutcome::Failure(m) => HookOutcome::Failure(m),
-                            }),
+            let call = async {
+                match &self.pre {
+                    Pre::V0_2(pre) => {
+                        let listener = pre.instantiate_async(&mut store).await?;
+                        call_v0_2(&listener, &mut store, phase, event).await
                     }
-                };
+                    Pre::V0_1(pre) => {
+                        let listener = pre.instantiate_async(&mut store).await?;
+                        call_v0_1(&listener, &mut store, phase, event).await
+                    }
+                }
+            };
             match tokio::time::timeout(timeout + OUTER_TIMEOUT_MARGIN, call).await {
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(e)) => Err(classify(&e, store.data(), timeout, limits.memory_mib)),
@@ -431,6 +506,7 @@ impl LoadedListener {
             HookOutcome::Veto(m) => HookOutcome::Veto(answer(m)),
             HookOutcome::Success(m) => HookOutcome::Success(answer(m)),
             HookOutcome::Failure(m) => HookOutcome::Failure(answer(m)),
+            HookOutcome::Retry(m) => HookOutcome::Retry(answer(m)),
             HookOutcome::Proceed => HookOutcome::Proceed,
         });
         // Dropping the store returns its pool slot. Measured: dropping it on another thread
@@ -447,6 +523,84 @@ impl LoadedListener {
             elapsed,
         }
     }
+}
+
+/// Calls one hook of a current (0.2.0) component.
+async fn call_v0_2(
+    listener: &Listener,
+    store: &mut Store<HostState>,
+    phase: Phase,
+    event: &ResetEvent,
+) -> wasmtime::Result<HookOutcome> {
+    let wit_event = wit::Event {
+        job_id: event.job_id.clone(),
+        trigger: match event.trigger {
+            Trigger::Manual => wit::Trigger::Manual,
+            Trigger::Bulk => wit::Trigger::Bulk,
+            Trigger::Scheduled => wit::Trigger::Scheduled,
+            Trigger::CheckIn => wit::Trigger::CheckIn,
+            Trigger::ReverseSync => wit::Trigger::ReverseSync,
+            Trigger::Api => wit::Trigger::Api,
+        },
+        phase: match phase {
+            Phase::PreReset => wit::Phase::PreReset,
+            Phase::PostReset => wit::Phase::PostReset,
+        },
+        resource_type: event.resource_type.clone(),
+        parameters: event.parameters.clone(),
+        delivery: event.delivery.as_ref().map(|d| wit::Delivery {
+            id: d.id.clone(),
+            attempt: d.attempt,
+        }),
+    };
+    Ok(match phase {
+        Phase::PreReset => match listener.call_pre_reset(store, &wit_event).await? {
+            wit::PreOutcome::Proceed => HookOutcome::Proceed,
+            wit::PreOutcome::Veto(r) => HookOutcome::Veto(r),
+        },
+        Phase::PostReset => match listener.call_post_reset(store, &wit_event).await? {
+            wit::PostOutcome::Success(m) => HookOutcome::Success(m),
+            wit::PostOutcome::Failure(m) => HookOutcome::Failure(m),
+            wit::PostOutcome::Retry(m) => HookOutcome::Retry(m),
+        },
+    })
+}
+
+/// Calls one hook of a 0.1.0 component: the same event without its delivery, which that
+/// contract cannot carry; its two post-reset answers mean what they always meant.
+async fn call_v0_1(
+    listener: &ListenerV0_1,
+    store: &mut Store<HostState>,
+    phase: Phase,
+    event: &ResetEvent,
+) -> wasmtime::Result<HookOutcome> {
+    let wit_event = wit_v0_1::Event {
+        job_id: event.job_id.clone(),
+        trigger: match event.trigger {
+            Trigger::Manual => wit_v0_1::Trigger::Manual,
+            Trigger::Bulk => wit_v0_1::Trigger::Bulk,
+            Trigger::Scheduled => wit_v0_1::Trigger::Scheduled,
+            Trigger::CheckIn => wit_v0_1::Trigger::CheckIn,
+            Trigger::ReverseSync => wit_v0_1::Trigger::ReverseSync,
+            Trigger::Api => wit_v0_1::Trigger::Api,
+        },
+        phase: match phase {
+            Phase::PreReset => wit_v0_1::Phase::PreReset,
+            Phase::PostReset => wit_v0_1::Phase::PostReset,
+        },
+        resource_type: event.resource_type.clone(),
+        parameters: event.parameters.clone(),
+    };
+    Ok(match phase {
+        Phase::PreReset => match listener.call_pre_reset(store, &wit_event).await? {
+            wit_v0_1::PreOutcome::Proceed => HookOutcome::Proceed,
+            wit_v0_1::PreOutcome::Veto(r) => HookOutcome::Veto(r),
+        },
+        Phase::PostReset => match listener.call_post_reset(store, &wit_event).await? {
+            wit_v0_1::PostOutcome::Success(m) => HookOutcome::Success(m),
+            wit_v0_1::PostOutcome::Failure(m) => HookOutcome::Failure(m),
+        },
+    })
 }
 
 /// Turns a wasmtime error from instantiation or a call into a [`RunFailure`].

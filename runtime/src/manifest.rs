@@ -84,6 +84,10 @@ pub struct Manifest {
     /// Resource limits; defaults apply when absent. Example: `[limits]`, `timeout_ms = 10000`.
     #[serde(default)]
     limits: Limits,
+    /// How long a post-reset delivery is retried; defaults apply when absent. Example:
+    /// `[delivery]`, `max_attempts = 8`, `max_age_secs = 3600`.
+    #[serde(default)]
+    delivery: Option<DeliveryLimits>,
 }
 
 /// Defines a kebab-case enum with `as_str`.
@@ -220,6 +224,32 @@ impl Default for Limits {
     }
 }
 
+/// How long the host keeps delivering one post-reset run: it is run again (with a growing,
+/// jittered pause) while the listener answers `retry` (contract 0.2.0) or the server stopped
+/// while it ran, until either limit is reached; then it is a dead letter, for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryLimits {
+    /// Runs at most, the first included, 1 to 100; default 5. Example: `max_attempts = 8`.
+    pub max_attempts: u32,
+    /// Seconds after the reset's commit after which no new attempt starts, 60 to 604800
+    /// (a week); default 86400. Example: `max_age_secs = 3600`.
+    pub max_age_secs: u64,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        DeliveryLimits {
+            max_attempts: 5,
+            max_age_secs: 86_400,
+        }
+    }
+}
+
+/// The bounds of [`DeliveryLimits`].
+const MAX_DELIVERY_ATTEMPTS: u32 = 100;
+const DELIVERY_AGE_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
+
 /// A parsed network grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -341,6 +371,11 @@ impl Manifest {
         self.limits
     }
 
+    /// The delivery limits, defaults filled in.
+    pub fn delivery(&self) -> DeliveryLimits {
+        self.delivery.unwrap_or_default()
+    }
+
     /// The network grants, parsed.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let parsed = self.capabilities.network.iter().map(|n| parse_endpoint(n));
@@ -389,7 +424,9 @@ impl Manifest {
     /// `phases`, `modes`, `resource_types`, `capabilities.props` and `capabilities.secrets`,
     /// which are sorted and deduplicated. Network grants are written as parsed (lowercase
     /// host, port without leading zeros). So two manifests that mean the same thing give the
-    /// same bytes, whatever their TOML layout, key order or comments.
+    /// same bytes, whatever their TOML layout, key order or comments. One exception to "every
+    /// field present": `delivery` (added after the first release) is present only when the
+    /// manifest has a `[delivery]` table, so every manifest signed before it keeps its digest.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         lockstep_canonical_json::to_string(&self.canonical_value()).into_bytes()
     }
@@ -411,6 +448,7 @@ impl Manifest {
             parameters,
             capabilities,
             limits,
+            delivery,
         } = self;
         let Capabilities {
             props,
@@ -446,7 +484,7 @@ impl Manifest {
             Ok(endpoint) => endpoint.to_string(),
             Err(_) => n.clone(),
         });
-        object([
+        let mut canonical = object([
             ("name", name.as_str().into()),
             ("version", version.as_str().into()),
             ("description", description.as_deref().into()),
@@ -476,7 +514,18 @@ impl Manifest {
                     ("output_kib", output_kib.into()),
                 ]),
             ),
-        ])
+        ]);
+        if let Some(DeliveryLimits {
+            max_attempts,
+            max_age_secs,
+        }) = *delivery
+        {
+            canonical["delivery"] = object([
+                ("max_attempts", max_attempts.into()),
+                ("max_age_secs", max_age_secs.into()),
+            ]);
+        }
+        canonical
     }
 
     /// Every broken rule, in field order.
@@ -546,6 +595,22 @@ impl Manifest {
         for (field, value, max) in limits {
             checks.push((format!("limits.{field}"), check_limit(value, max)));
         }
+        let delivery = self.delivery();
+        checks.push((
+            "delivery.max_attempts".into(),
+            check_limit(delivery.max_attempts.into(), MAX_DELIVERY_ATTEMPTS.into()),
+        ));
+        let (low, high) = (*DELIVERY_AGE_SECS.start(), *DELIVERY_AGE_SECS.end());
+        checks.push((
+            "delivery.max_age_secs".into(),
+            fail(
+                !DELIVERY_AGE_SECS.contains(&delivery.max_age_secs),
+                format!(
+                    "{} is out of range; use a value from {low} to {high}",
+                    delivery.max_age_secs
+                ),
+            ),
+        ));
         let problem = |(field, result): (String, Result<(), String>)| {
             result.err().map(|problem| Problem { field, problem })
         };
@@ -1194,6 +1259,44 @@ dirs = ["/", "etc"]
         );
         assert_eq!(String::from_utf8(m.canonical_bytes()).unwrap(), expected);
         assert_eq!(m.digest(), hex::encode(Sha256::digest(expected)));
+    }
+
+    #[test]
+    fn delivery_limits_are_signed_only_when_declared_and_checked() {
+        let plain = with("").unwrap();
+        assert_eq!(plain.delivery(), DeliveryLimits::default());
+        let text = String::from_utf8(plain.canonical_bytes()).unwrap();
+        assert!(!text.contains("delivery"), "{text}");
+        let declared = with("[delivery]\nmax_attempts = 8\nmax_age_secs = 3600\n").unwrap();
+        assert_eq!(
+            declared.delivery(),
+            DeliveryLimits {
+                max_attempts: 8,
+                max_age_secs: 3600
+            }
+        );
+        let text = String::from_utf8(declared.canonical_bytes()).unwrap();
+        assert!(
+            text.contains(r#""delivery":{"max_age_secs":3600,"max_attempts":8}"#),
+            "{text}"
+        );
+        assert_ne!(declared.digest(), plain.digest());
+        // Declaring the defaults is still a declaration: its bytes say so.
+        let defaults = with("[delivery]\n").unwrap();
+        assert_ne!(defaults.digest(), plain.digest());
+        for (bad, field) in [
+            ("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts"),
+            ("[delivery]\nmax_attempts = 101\n", "delivery.max_attempts"),
+            ("[delivery]\nmax_age_secs = 59\n", "delivery.max_age_secs"),
+            (
+                "[delivery]\nmax_age_secs = 604801\n",
+                "delivery.max_age_secs",
+            ),
+            ("[delivery]\nforever = true\n", "unknown field `forever`"),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
     }
 
     const SYNC: &str = r#"

@@ -15,8 +15,11 @@ pub enum HookOutcome {
     Veto(String),
     /// Post-reset: done, with a message.
     Success(String),
-    /// Post-reset: it did not work, with a message.
+    /// Post-reset: it did not work, and another try would not mend it, with a message.
     Failure(String),
+    /// Post-reset (contract 0.2.0): it did not work, but may on another try (a receiver down,
+    /// a timeout), with a message. The caller decides whether and when to run it again.
+    Retry(String),
 }
 
 /// Why a run produced no answer. In every case the store was dropped.
@@ -111,14 +114,15 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// The answer as reset records name it (`proceed`, `veto`, `success`, `failure`, or
-    /// `stopped` when the run gave none) and its message.
+    /// The answer as reset records name it (`proceed`, `veto`, `success`, `failure`, `retry`,
+    /// or `stopped` when the run gave none) and its message.
     pub fn verdict(&self) -> (&'static str, String) {
         match &self.outcome {
             Ok(HookOutcome::Proceed) => ("proceed", String::new()),
             Ok(HookOutcome::Veto(m)) => ("veto", m.clone()),
             Ok(HookOutcome::Success(m)) => ("success", m.clone()),
             Ok(HookOutcome::Failure(m)) => ("failure", m.clone()),
+            Ok(HookOutcome::Retry(m)) => ("retry", m.clone()),
             Err(f) => ("stopped", f.to_string()),
         }
     }

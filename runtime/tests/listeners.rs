@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lockstep_runtime::{
-    Error, HookOutcome, Invocation, LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent,
-    RunContext, RunFailure, Runtime, TargetExec, Trigger,
+    Contract, Delivery, Error, HookOutcome, Invocation, LoadedListener, Manifest, Phase,
+    ProgramOutput, ResetEvent, RunContext, RunFailure, Runtime, TargetExec, Trigger,
 };
 
 /// The hostile suite's hand-written components (WAT wrapped for the listener world).
@@ -24,6 +24,7 @@ fn event(params: &[&str]) -> ResetEvent {
         trigger: Trigger::Manual,
         resource_type: "Linux".into(),
         parameters: params.iter().map(|p| p.to_string()).collect(),
+        delivery: None,
     }
 }
 
@@ -1123,8 +1124,8 @@ fn random_flood(len: u64) -> Vec<u8> {
     };
     let mut core = wat::parse_str(module.wat()).expect("the WAT parses");
     let mut resolve = wit_parser::Resolve::default();
-    let wit = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wit");
-    resolve.push_dir(&wit).expect("wit/ parses");
+    let wit = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wit/v0.1.0");
+    resolve.push_dir(&wit).expect("wit/v0.1.0 parses");
     resolve
         .push_str(
             "random.wit",
@@ -1358,4 +1359,148 @@ fn a_component_too_costly_to_compile_is_refused_before_compiling() {
             Manifest::parse(manifest).unwrap(),
         )
         .unwrap();
+}
+
+/// A post-reset event for delivery `id`, attempt `attempt`.
+fn delivered(params: &[&str], id: &str, attempt: u32) -> ResetEvent {
+    ResetEvent {
+        delivery: Some(Delivery {
+            id: id.into(),
+            attempt,
+        }),
+        ..event(params)
+    }
+}
+
+#[tokio::test]
+async fn a_current_listener_is_told_its_delivery_and_may_ask_to_be_tried_again() {
+    let p = probe();
+    assert_eq!(p.contract(), Contract::V0_2);
+    let inv = p
+        .run(
+            Phase::PostReset,
+            &delivered(&["delivery"], "dlv_7", 3),
+            ctx(),
+        )
+        .await;
+    assert_eq!(success(&inv), "dlv_7#3");
+    // A pre-reset run is no delivery.
+    let inv = p.run(Phase::PreReset, &event(&["delivery"]), ctx()).await;
+    assert_eq!(inv.outcome, Ok(HookOutcome::Proceed), "{inv:?}");
+    assert_eq!(inv.logs[0].message, "none");
+    let first = p
+        .run(
+            Phase::PostReset,
+            &delivered(&["retry-until", "2"], "d", 1),
+            ctx(),
+        )
+        .await;
+    assert_eq!(
+        first.outcome,
+        Ok(HookOutcome::Retry("attempt 1 of 2".into()))
+    );
+    assert_eq!(first.verdict().0, "retry");
+    let second = p
+        .run(
+            Phase::PostReset,
+            &delivered(&["retry-until", "2"], "d", 2),
+            ctx(),
+        )
+        .await;
+    assert!(
+        success(&second).starts_with("delivered at attempt 2; new password of "),
+        "{second:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_first_contract_component_loads_and_runs_beside_current_ones() {
+    // The hostile suite's hand-written components are built for the 0.1.0 world.
+    let manifest = "name = \"old\"\nversion = \"1.0.0\"\nphases = [\"pre-reset\", \"post-reset\"]\n\
+                    modes = [\"agentless\"]\nresource_types = [\"Linux\"]\n";
+    let module = components::CoreModule {
+        fields: "",
+        realloc: components::HONEST_REALLOC,
+        hook: components::ANSWER_OK,
+    };
+    let old = runtime()
+        .load(&module.component(), Manifest::parse(manifest).unwrap())
+        .unwrap();
+    assert_eq!(old.contract(), Contract::V0_1);
+    // It is never told a delivery it has no field for; its answers mean what they meant.
+    let inv = old
+        .run(Phase::PreReset, &delivered(&[], "dlv_1", 1), ctx())
+        .await;
+    assert_eq!(inv.outcome, Ok(HookOutcome::Proceed), "{inv:?}");
+    assert_eq!(probe().contract(), Contract::V0_2);
+}
+
+#[tokio::test]
+async fn webhook_asks_for_another_try_when_the_receiver_is_down_and_names_the_delivery() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let seen = tokio::spawn(async move {
+        let mut requests = Vec::new();
+        for answer in ["503 Service Unavailable", "404 Not Found"] {
+            let (mut s, _) = receiver.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap();
+            requests.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let reply =
+                format!("HTTP/1.1 {answer}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).await.unwrap();
+        }
+        requests
+    });
+    let manifest = include_str!("../../listeners/webhook/manifest.toml").replace(
+        "https://hooks.example.com:443",
+        &format!("http://127.0.0.1:{port}"),
+    );
+    let l = runtime()
+        .load(&wasm("webhook"), Manifest::parse(&manifest).unwrap())
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let down = l
+        .run(
+            Phase::PostReset,
+            &delivered(&[&url, "k"], "dlv_42", 2),
+            ctx(),
+        )
+        .await;
+    assert_eq!(
+        down.outcome,
+        Ok(HookOutcome::Retry(format!("{url} answered 503")))
+    );
+    let refused = l
+        .run(
+            Phase::PostReset,
+            &delivered(&[&url, "k"], "dlv_42", 3),
+            ctx(),
+        )
+        .await;
+    assert_eq!(
+        refused.outcome,
+        Ok(HookOutcome::Failure(format!("{url} answered 404")))
+    );
+    let requests = seen.await.unwrap();
+    for (r, attempt) in requests.iter().zip([2, 3]) {
+        assert!(r.to_lowercase().contains("idempotency-key: dlv_42"), "{r}");
+        let body = r.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (json["delivery_id"].as_str(), json["attempt"].as_u64()),
+            (Some("dlv_42"), Some(attempt))
+        );
+    }
+    // Nobody listening at all: worth another try too.
+    drop(requests);
+    let inv = l
+        .run(
+            Phase::PostReset,
+            &delivered(&[&url, "k"], "dlv_42", 4),
+            ctx(),
+        )
+        .await;
+    assert!(matches!(&inv.outcome, Ok(HookOutcome::Retry(_))), "{inv:?}");
 }

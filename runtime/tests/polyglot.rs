@@ -35,6 +35,7 @@ fn event(trigger: Trigger, params: &[&str]) -> ResetEvent {
         trigger,
         resource_type: "Linux".into(),
         parameters: params.iter().map(|p| p.to_string()).collect(),
+        delivery: None,
     }
 }
 
@@ -51,6 +52,8 @@ const JS_MANIFEST: &str = include_str!("../../listeners/protect-accounts-js/mani
 #[tokio::test]
 async fn python_listener_runs_in_the_runtime() {
     let l = load("maintenance_window_py", PY_MANIFEST);
+    // Built against the first contract on purpose: 0.1.0 components run on today's host.
+    assert_eq!(l.contract(), lockstep_runtime::Contract::V0_1);
     let inv = l
         .run(
             Phase::PreReset,

@@ -26,6 +26,8 @@
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` file is the component.
+//! It targets contract `lockstep:listener@0.2.0`; hosts that serve 0.2.0 also run components
+//! built with earlier SDKs (0.1.0).
 
 /// The bindings generated from `wit/listener.wit`. Most listeners need only the re-exports
 /// at the crate root.
@@ -42,7 +44,7 @@ pub mod bindings {
 
 pub use bindings::lockstep::listener::exec::Output;
 pub use bindings::lockstep::listener::types::{
-    Event, HostError, Phase, PostOutcome, PreOutcome, Trigger,
+    Delivery, Event, HostError, Phase, PostOutcome, PreOutcome, Trigger,
 };
 
 /// A password reset listener. Implement the hooks for the phases in your manifest.
@@ -53,7 +55,10 @@ pub trait Listener {
         PreOutcome::Proceed
     }
 
-    /// After the new password is committed: the outcome is recorded, never undone.
+    /// After the new password is committed: the outcome is recorded, never undone. Answer
+    /// [`PostOutcome::Retry`] when another try may work (a receiver down, a timeout): the host
+    /// runs the hook again later with the same [`Event::delivery`] id and the next attempt
+    /// number, within the manifest's `[delivery]` limits.
     fn post_reset(event: Event) -> PostOutcome {
         let _ = event;
         PostOutcome::Success(String::new())

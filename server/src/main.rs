@@ -211,6 +211,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Reset(args) => reset_cli::run(args).await,
         Command::Agent(command) => lockstep_server::cli::agent::run(command).await,
         Command::Checkout(command) => lockstep_server::cli::checkout::run(command).await,
+        Command::Delivery(command) => lockstep_server::cli::delivery::run(command).await,
         Command::Reconcile(args) => reset_cli::reconcile(args).await,
         Command::Listener(ListenerCommand::Verify {
             wasm,

@@ -175,6 +175,21 @@ stored_names! {
     }
 }
 
+stored_names! {
+    /// Where a post-reset delivery is (`reset::delivery`). All but `Pending` are final, except
+    /// that a person may re-run a dead letter.
+    pub enum DeliveryState {
+        /// Waiting for its next attempt (or running one, under a lease).
+        Pending = "pending",
+        Delivered = "delivered",
+        /// The listener answered `failure`, could not run, or used up its attempts or its
+        /// age: it waits for a person.
+        DeadLetter = "dead-letter",
+        /// A later reset of the same account committed: its news replaces this one's.
+        Superseded = "superseded",
+    }
+}
+
 /// Every stored name of every enum here, for the tidy test.
 pub fn all_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
@@ -188,6 +203,7 @@ pub fn all_names() -> Vec<&'static str> {
     names.extend(ItemState::ALL.iter().map(|v| v.as_str()));
     names.extend(CheckoutState::ALL.iter().map(|v| v.as_str()));
     names.extend(CheckinKind::ALL.iter().map(|v| v.as_str()));
+    names.extend(DeliveryState::ALL.iter().map(|v| v.as_str()));
     names.sort_unstable();
     names.dedup();
     names

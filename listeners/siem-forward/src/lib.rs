@@ -1,7 +1,8 @@
 //! `siem-forward`: a post-reset listener that sends the reset event to a Splunk HTTP Event
 //! Collector (or anything that speaks its API). Parameters: the collector URL (e.g.
 //! `https://splunk.example.com:8088/services/collector/event`), then the HEC token. The event
-//! holds identifiers only, never a password.
+//! holds identifiers only, never a password. A collector that cannot be reached, or answers
+//! 408, 429 or 5xx, is tried again by the host (the `retry` answer).
 
 use lockstep_sdk::{Event, Listener, PostOutcome, export_listener, http, props};
 
@@ -45,12 +46,22 @@ impl Listener for SiemForward {
         ];
         match http::request("POST", url, &headers, body.as_bytes(), 4096) {
             Ok(r) if r.status == 200 => PostOutcome::Success(format!("sent to {url}")),
-            Ok(r) => PostOutcome::Failure(format!(
-                "{url} answered {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body).trim()
-            )),
-            Err(e) => PostOutcome::Failure(format!("{url}: {e}")),
+            Ok(r) => {
+                let answer = format!(
+                    "{url} answered {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body).trim()
+                );
+                if matches!(r.status, 408 | 429) || r.status >= 500 {
+                    PostOutcome::Retry(answer)
+                } else {
+                    PostOutcome::Failure(answer)
+                }
+            }
+            Err(e @ (http::Error::Denied | http::Error::BadUrl(_))) => {
+                PostOutcome::Failure(format!("{url}: {e}"))
+            }
+            Err(e) => PostOutcome::Retry(format!("{url}: {e}")),
         }
     }
 }

@@ -26,6 +26,12 @@ fn run(event: &Event) -> Result<String, String> {
             ))
         }
         "fresh-memory" => Ok(fresh_memory()),
+        // Which delivery and attempt this run is (`none` for a pre-reset run).
+        "delivery" => Ok(event
+            .delivery
+            .as_ref()
+            .map(|d| format!("{}#{}", d.id, d.attempt))
+            .unwrap_or_else(|| "none".into())),
         "resource-prop" => props::resource(&arg(1))
             .map(|v| v.unwrap_or_else(|| "<none>".into()))
             .map_err(|e| describe(&e)),
@@ -311,6 +317,24 @@ impl Listener for Probe {
     }
 
     fn post_reset(event: Event) -> PostOutcome {
+        // `retry-until N`: answers `retry` until attempt N, which succeeds (saying how long the
+        // new password is, when it is granted one).
+        if event.parameters.first().map(String::as_str) == Some("retry-until") {
+            let last: u32 = event
+                .parameters
+                .get(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let attempt = event.delivery.as_ref().map_or(0, |d| d.attempt);
+            return if attempt >= last {
+                let told = secrets::new_password()
+                    .map(|p| format!("; new password of {} characters", p.chars().count()))
+                    .unwrap_or_default();
+                PostOutcome::Success(format!("delivered at attempt {attempt}{told}"))
+            } else {
+                PostOutcome::Retry(format!("attempt {attempt} of {last}"))
+            };
+        }
         match run(&event) {
             Ok(text) => PostOutcome::Success(text),
             Err(e) => PostOutcome::Failure(e),

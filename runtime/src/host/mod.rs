@@ -10,6 +10,7 @@ pub(crate) mod network;
 mod props;
 mod secrets;
 mod target_exec;
+mod v0_1;
 
 pub use exec::{ProgramOutput, run_program};
 
@@ -44,13 +45,27 @@ use crate::limits::{MAX_DENIAL_TEXT, MAX_DENIALS};
 use crate::manifest::{Manifest, Secret};
 use crate::report::{DenialRecord, LogLine, Redactor};
 
-/// Bindings generated from `wit/listener.wit`.
+/// Bindings generated from `wit/listener.wit`: the current contract, `0.2.0`.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "listener",
         // Only the host calls that wait on something are async; props, secrets and log
         // answer from the store, and a plain call skips a boxed future per call.
+        imports: {
+            "lockstep:listener/exec.run": async,
+            "lockstep:listener/target-exec.run": async,
+        },
+        exports: { default: async },
+    });
+}
+
+/// Bindings generated from `wit/v0.1.0/listener.wit`: the first contract, frozen. Its host
+/// calls are served by the current ones (`v0_1.rs`), so both versions get the same checks.
+pub mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "listener",
         imports: {
             "lockstep:listener/exec.run": async,
             "lockstep:listener/target-exec.run": async,

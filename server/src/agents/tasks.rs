@@ -46,7 +46,7 @@ const MAX_TASK_MESSAGE_BYTES: usize = 2000;
 /// request and reason, each cut to `MAX_DENIAL_TEXT`).
 const MAX_DENIAL_BYTES: usize = 2 * lockstep_runtime::limits::MAX_DENIAL_TEXT + 64;
 /// How a listener run may end, as an agent reports it.
-const LISTENER_OUTCOMES: [&str; 5] = ["proceed", "veto", "success", "failure", "stopped"];
+const LISTENER_OUTCOMES: [&str; 6] = ["proceed", "veto", "success", "failure", "retry", "stopped"];
 
 /// What a task asks the agent to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

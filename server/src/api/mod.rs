@@ -8,6 +8,7 @@ pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod cluster;
+pub mod deliveries;
 pub mod drain;
 pub mod extract;
 pub mod identity;
@@ -84,6 +85,7 @@ pub struct AppState {
         access::get_policy, access::put_policy, access::delete_policy, access::effective_policy,
         access::request_checkout, access::list_checkouts, access::get_checkout, access::approve,
         access::reject, access::withdraw, access::check_in, access::force_check_in,
+        deliveries::list, deliveries::get, deliveries::rerun,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem,
         crate::reset::watch::ItemChange, crate::reset::watch::ProgressChange)),
@@ -199,6 +201,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/reset-jobs", post(reset::bulk_reset))
         .route("/reset-jobs/{id}", get(reset::get_job))
         .route("/reset-jobs/{id}/events", get(reset::job_events))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}", get(deliveries::get))
+        .route("/deliveries/{id}/rerun", post(deliveries::rerun))
         .route(
             "/resources/{id}/reset-settings",
             get(reset::get_settings).put(reset::put_settings),

@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::reset::delivery::OpenCounts;
 
 /// Counters behind `/metrics`.
 #[derive(Default)]
@@ -27,7 +28,13 @@ pub struct Metrics {
     audit_forward_failures: AtomicU64,
     /// Bells heard from the nodes (`cluster::bells`): work, agent, task.
     bells_heard: [AtomicU64; 3],
+    /// The delivery counts and when they were read: read from the database at most once per
+    /// [`DELIVERY_COUNTS_TTL`], however often anonymous clients ask.
+    delivery_counts: tokio::sync::Mutex<Option<(std::time::Instant, OpenCounts)>>,
 }
+
+/// How long `/metrics` reuses the delivery counts it read.
+const DELIVERY_COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The method label of a request: a standard method by name, anything else `other` (a
 /// client may send any token as its method).
@@ -153,19 +160,48 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The delivery counts, read at most once per [`DELIVERY_COUNTS_TTL`]; `None` when the
+/// database cannot answer (the gauges are left out rather than shown as zero).
+async fn delivery_counts(s: &AppState) -> Option<OpenCounts> {
+    let mut cached = s.metrics.delivery_counts.lock().await;
+    if let Some((at, counts)) = *cached
+        && at.elapsed() < DELIVERY_COUNTS_TTL
+    {
+        return Some(counts);
+    }
+    match crate::reset::delivery::open_counts(&s.store).await {
+        Ok(counts) => {
+            *cached = Some((std::time::Instant::now(), counts));
+            Some(counts)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count deliveries for /metrics");
+            None
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        format!(
-            "{}# HELP lockstep_listener_integrity_refusals_total Listeners refused by the \
-             integrity check since start.\n# TYPE lockstep_listener_integrity_refusals_total \
-             counter\nlockstep_listener_integrity_refusals_total {}\n",
-            s.metrics.render(),
-            s.registry.integrity_refusals()
-        ),
-    )
-        .into_response()
+    let mut text = format!(
+        "{}# HELP lockstep_listener_integrity_refusals_total Listeners refused by the \
+         integrity check since start.\n# TYPE lockstep_listener_integrity_refusals_total \
+         counter\nlockstep_listener_integrity_refusals_total {}\n",
+        s.metrics.render(),
+        s.registry.integrity_refusals()
+    );
+    if let Some(c) = delivery_counts(&s).await {
+        let _ = write!(
+            text,
+            "# HELP lockstep_deliveries_pending Post-reset deliveries waiting for an attempt.\n\
+             # TYPE lockstep_deliveries_pending gauge\nlockstep_deliveries_pending {}\n\
+             # HELP lockstep_deliveries_dead_letters Post-reset deliveries that gave up and wait \
+             for a person (GET /v1/deliveries?state=dead-letter).\n\
+             # TYPE lockstep_deliveries_dead_letters gauge\nlockstep_deliveries_dead_letters {}\n",
+            c.pending, c.dead_letters
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[cfg(test)]

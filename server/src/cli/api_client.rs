@@ -114,4 +114,34 @@ impl ApiClient {
         }
         Ok(Err(problem))
     }
+
+    /// Every item of the list at `path` (filtered by `query`), page after page, each given to
+    /// `each`; `Ok(Err(problem))` when the server refused a page.
+    pub async fn each_item(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        mut each: impl FnMut(&Value),
+    ) -> Result<std::result::Result<(), String>> {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let page = match self.send(self.request(Method::GET, path).query(&q)).await? {
+                Ok(page) => page,
+                Err(problem) => return Ok(Err(problem)),
+            };
+            page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .for_each(&mut each);
+            match page["next"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(Ok(())),
+            }
+        }
+    }
 }

@@ -46,6 +46,11 @@ pub enum Command {
     /// rotates it). Exits 0 when the server did it, 1 when it refused (its reason on stderr).
     #[command(subcommand)]
     Checkout(CheckoutCommand),
+    /// Post-reset deliveries, through a server: list them (the dead letters waiting for a
+    /// person with `--state dead-letter`), show one with every attempt, re-run a dead letter.
+    /// Exits 0 when the server did it, 1 when it refused (its reason on stderr).
+    #[command(subcommand)]
+    Delivery(DeliveryCommand),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -425,6 +430,41 @@ pub enum CheckoutCommand {
     Checkin {
         /// The checkout's id (cko_…).
         id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveryCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only in this state: pending, delivered, dead-letter, superseded.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this reset job's (job_…).
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this account's (acc_…).
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Show one delivery and each of its attempts.
+    Show {
+        /// The delivery's id (dlv_…).
+        id: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Re-run a dead letter now, with its listener's attempts and age limit granted again.
+    Rerun {
+        /// The delivery's id (dlv_…).
+        id: String,
+        /// Why (1–500 characters; audited).
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         server: crate::cli::api_client::ServerArgs,
     },

@@ -127,30 +127,16 @@ pub async fn run(command: CheckoutCommand) -> Result<ExitCode> {
                     query.push((k, v));
                 }
             }
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut q = query.clone();
-                if let Some(c) = &cursor {
-                    q.push(("cursor", c.clone()));
+            let listed = client
+                .each_item("/v1/checkouts", &query, |c| println!("{}", line(c)))
+                .await?;
+            Ok(match listed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(problem) => {
+                    eprintln!("lockstep: {problem}");
+                    ExitCode::FAILURE
                 }
-                let page = match client
-                    .send(client.request(Method::GET, "/v1/checkouts").query(&q))
-                    .await?
-                {
-                    Ok(page) => page,
-                    Err(problem) => {
-                        eprintln!("lockstep: {problem}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                };
-                for c in page["items"].as_array().into_iter().flatten() {
-                    println!("{}", line(c));
-                }
-                match page["next"].as_str() {
-                    Some(next) => cursor = Some(next.to_string()),
-                    None => return Ok(ExitCode::SUCCESS),
-                }
-            }
+            })
         }
         CheckoutCommand::Password { id, server } => {
             let client = ApiClient::new(&server)?;

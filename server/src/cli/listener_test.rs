@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lockstep_runtime::{Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
+use lockstep_runtime::{Delivery, Invocation, Phase, ResetEvent, RunContext, Runtime, Trigger};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::listener_files::{read_bytes, read_manifest, read_text};
@@ -30,6 +30,9 @@ pub struct SampleEvent {
     pub account: BTreeMap<String, String>,
     #[serde(default)]
     pub secrets: SampleSecrets,
+    /// A post-reset run's delivery id (default `local-test`) and attempt (default 1).
+    pub delivery_id: Option<String>,
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,7 +55,7 @@ fn default_job() -> String {
 pub struct Report {
     pub listener: String,
     pub phase: String,
-    /// `proceed`, `veto`, `success`, `failure`, or `stopped` (timeout, trap, limit).
+    /// `proceed`, `veto`, `success`, `failure`, `retry`, or `stopped` (timeout, trap, limit).
     pub outcome: String,
     pub message: String,
     pub denials: Vec<String>,
@@ -88,11 +91,16 @@ fn parse_event(text: &str, path: &Path) -> Result<(Phase, ResetEvent, RunContext
             )));
         }
     };
+    let delivery = (phase == Phase::PostReset).then(|| Delivery {
+        id: e.delivery_id.unwrap_or_else(|| "local-test".into()),
+        attempt: e.attempt.unwrap_or(1).max(1),
+    });
     let event = ResetEvent {
         job_id: e.job_id,
         trigger,
         resource_type: e.resource_type,
         parameters: e.parameters,
+        delivery,
     };
     let ctx = RunContext {
         resource: e.resource,

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api_client;
 pub mod args;
 pub mod checkout;
+pub mod delivery;
 pub mod listener_files;
 pub mod listener_test;
 pub mod publisher;

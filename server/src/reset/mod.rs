@@ -10,6 +10,7 @@
 //! - `command`: command templates, how a resource type's passwords are set over SSH.
 
 pub mod batch;
+pub mod delivery;
 pub mod jobs;
 pub mod pipeline;
 pub mod policy;

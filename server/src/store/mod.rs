@@ -21,6 +21,7 @@ pub mod audit;
 pub mod change_requests;
 pub mod checkouts;
 pub mod cluster;
+pub mod deliveries;
 mod error;
 pub mod listeners;
 pub mod notifications;

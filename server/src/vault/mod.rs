@@ -226,6 +226,12 @@ pub fn account_password_aad(account_id: &str) -> String {
     format!("account:{account_id}:password")
 }
 
+/// The AAD of a password a post-reset delivery keeps for its listener (`which`: `old` or
+/// `new`): a sealed value moved to another delivery or the other slot does not open.
+pub fn delivery_password_aad(delivery_id: &str, which: &str) -> String {
+    format!("delivery:{delivery_id}:{which}-password")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Listeners in the pipeline: each phase's listeners run in order, a pre-reset veto or a guard
-//! that cannot run stops the reset, post-reset ones run after the commit off the critical path.
+//! that cannot run stops the reset; post-reset ones run after the commit, off the critical
+//! path, as deliveries (`deliver.rs`).
 
 use lockstep_agent_protocol::messages::ListenerReport;
 use lockstep_runtime::manifest::Phase;
@@ -7,10 +8,9 @@ use lockstep_runtime::{ResetEvent, RunContext, Trigger};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-use super::{Engine, Subject, state};
+use super::{Engine, Subject};
 use crate::audit::{self, Actor, NewEvent, Outcome};
-use crate::error::{Error, Result};
-use crate::inventory::resource_types::ResetMethod;
+use crate::error::Result;
 use crate::reset::target::SshTargetExec;
 use crate::states::AgentStatus;
 use crate::store::resets::ItemRow;
@@ -29,64 +29,6 @@ pub(super) fn guard_refused(phase: Phase, name: &str, reason: &str) -> String {
 }
 
 impl Engine {
-    /// Post-reset listeners, off the critical path: the reset is committed whatever they say.
-    pub(super) async fn post_phase(
-        self: Arc<Self>,
-        item: ItemRow,
-        s: Subject,
-        old: Option<Secret>,
-    ) -> Result<()> {
-        let mut listeners: Vec<serde_json::Value> =
-            serde_json::from_str(&item.listeners).unwrap_or_default();
-        self.step(
-            &item,
-            state::POST_LISTENERS,
-            None,
-            &listeners,
-            item.attempts,
-        )
-        .await?;
-        let permit = self
-            .post_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
-        let new = self.old_password(&s.account.id).await?;
-        let target = match self.admin(&s).await {
-            Ok((user, pw, _)) if s.method == ResetMethod::Ssh && s.agent.is_none() => {
-                Some(Arc::new(SshTargetExec::new(
-                    self.admins.clone(),
-                    s.endpoint(),
-                    user,
-                    pw,
-                )))
-            }
-            _ => None,
-        };
-        let old = old.unwrap_or_else(|| Secret::new(String::new()));
-        let failed = self
-            .run_listeners(
-                &item,
-                &s,
-                Phase::PostReset,
-                &old,
-                &new,
-                target.clone(),
-                &mut listeners,
-            )
-            .await?;
-        drop(permit);
-        self.step(
-            &item,
-            state::DONE,
-            failed.as_deref(),
-            &listeners,
-            item.attempts,
-        )
-        .await
-    }
-
     /// Runs the listeners of `phase`; returns the first veto (pre) or failure (post) message.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_listeners(
@@ -121,6 +63,7 @@ impl Engine {
                 trigger: Trigger::from_job(&s.job.trigger),
                 resource_type: s.resource.resource_type.clone(),
                 parameters: l.parameters.clone(),
+                delivery: None,
             };
             let secret =
                 |p: &Secret| (!p.is_empty()).then(|| Zeroizing::new(p.expose().to_string()));
@@ -214,6 +157,10 @@ impl Engine {
                 r.message
             )),
             ("stopped", Phase::PostReset) => Some(format!("{name} stopped: {}", r.message)),
+            ("retry", _) => Some(format!(
+                "{name} failed and asked to be tried again: {}",
+                r.message
+            )),
             _ => None,
         };
         let mut entry = serde_json::json!({

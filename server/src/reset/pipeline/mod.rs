@@ -12,7 +12,8 @@
 //! One idea per file: this one owns the engine (workers, scheduler, the graceful stop) and
 //! what one item's reset needs to know; `lease.rs` claims and leases, `journal.rs` the fenced
 //! step writes, `fresh.rs` a fresh reset, `reconcile.rs` settling what is in flight,
-//! `listeners.rs` the listener phases, `agent.rs` resets through agents.
+//! `listeners.rs` the listener phases, `deliver.rs` post-reset deliveries and their retries,
+//! `agent.rs` resets through agents.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ use crate::store::{self, Store};
 use crate::vault::{Secret, Vault, account_password_aad};
 
 mod agent;
+mod deliver;
 mod fresh;
 mod journal;
 mod lease;
@@ -427,6 +429,15 @@ impl Engine {
                     }
                 }
                 Ok(None) => {
+                    // No item to claim: a post-reset delivery whose next attempt is due.
+                    match self.deliver_due().await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "post-reset delivery attempt failed; it is tried again when its claim runs out"
+                        ),
+                    }
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()) => {}

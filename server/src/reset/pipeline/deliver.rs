@@ -1,0 +1,497 @@
+//! Post-reset deliveries in the engine (`reset::delivery` holds the rules): the post phase
+//! writes one delivery per post-reset listener and runs each first attempt in order; a worker
+//! with no item to claim claims a due delivery and runs its next attempt. Each attempt is
+//! claimed (and counted) before it runs and recorded after, fenced by its claim.
+
+use std::sync::Arc;
+
+use lockstep_agent_protocol::messages::ListenerReport;
+use lockstep_runtime::manifest::{Phase, Secret as Grant};
+use lockstep_runtime::{Delivery as RunDelivery, ResetEvent, RunContext, Trigger};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{Engine, Subject, state};
+use crate::audit::{self, Actor, NewEvent, Outcome};
+use crate::error::{Error, Result};
+use crate::inventory::resource_types::ResetMethod;
+use crate::registry::{Refusal, RunnableListener};
+use crate::reset::delivery::{self, Attempt, Next};
+use crate::reset::target::SshTargetExec;
+use crate::states::{AgentStatus, DeliveryState};
+use crate::store::deliveries::{AttemptEnd, DeliveryRow, NewDelivery};
+use crate::store::resets::ItemRow;
+use crate::store::{self};
+use crate::vault::{Secret, delivery_password_aad};
+
+/// The mode server-run listeners are associated in.
+const AGENTLESS: &str = "agentless";
+
+impl Engine {
+    /// Post-reset listeners, off the critical path: the reset is committed whatever they say.
+    /// Each server-run listener becomes a delivery whose first attempt runs here, in order;
+    /// later attempts are the workers' (`deliver_due`). Agent-mode listeners run once on the
+    /// agent, as their task says.
+    pub(super) async fn post_phase(
+        self: Arc<Self>,
+        item: ItemRow,
+        s: Subject,
+        old: Option<Secret>,
+    ) -> Result<()> {
+        let mut listeners: Vec<Value> = serde_json::from_str(&item.listeners).unwrap_or_default();
+        self.step(
+            &item,
+            state::POST_LISTENERS,
+            None,
+            &listeners,
+            item.attempts,
+        )
+        .await?;
+        let permit = self
+            .post_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
+        let new = self.old_password(&s.account.id).await?;
+        let (runnable, refused) = self
+            .registry
+            .runnable(
+                &s.resource.resource_type,
+                Phase::PostReset.as_str(),
+                AGENTLESS,
+            )
+            .await?;
+        self.write_deliveries(&item, &runnable, &refused, old.as_ref(), &new)
+            .await?;
+        let mut trouble = None;
+        for r in &refused {
+            listeners.push(json!({
+                "listener": r.name, "phase": Phase::PostReset.as_str(), "outcome": "refused",
+                "message": r.reason,
+            }));
+            trouble.get_or_insert_with(|| {
+                super::listeners::guard_refused(Phase::PostReset, &r.name, &r.reason)
+            });
+        }
+        let target = self.target_exec(&s).await;
+        let now = crate::time::now();
+        for d in store::deliveries::of_item(self.store.pool(), &item.id).await? {
+            // A delivery already tried (before a crash) is the schedule's now.
+            if !DeliveryState::Pending.is(&d.state) || d.attempts > 0 {
+                continue;
+            }
+            let Some(d) = self.claim_delivery(&d.id, &now).await? else {
+                continue;
+            };
+            let l = runnable.iter().find(|l| l.name == d.listener);
+            let (entry, t) = self.attempt(d, &item, Ok(&s), l, target.clone()).await?;
+            listeners.push(entry);
+            if let Some(t) = t {
+                trouble.get_or_insert(t);
+            }
+        }
+        if let Some(agent) = s.via_agent().filter(|a| AgentStatus::Active.is(&a.status)) {
+            let old = old.unwrap_or_else(|| Secret::new(String::new()));
+            let phase = Phase::PostReset;
+            let on_agent = self
+                .agent_listeners(&item, &s, agent, phase, &old, &new, &mut listeners)
+                .await?;
+            if let Some(v) = on_agent {
+                trouble.get_or_insert(v);
+            }
+        }
+        drop(permit);
+        self.step(
+            &item,
+            state::DONE,
+            trouble.as_deref(),
+            &listeners,
+            item.attempts,
+        )
+        .await
+    }
+
+    /// One delivery per post-reset listener of the item (a listener the integrity check
+    /// refused is a dead letter at once), each with the passwords its manifest grants sealed,
+    /// in one transaction that also supersedes the account's earlier open deliveries to the
+    /// same listeners. Written once: a post phase run again after a crash keeps what exists.
+    async fn write_deliveries(
+        &self,
+        item: &ItemRow,
+        runnable: &[RunnableListener],
+        refused: &[Refusal],
+        old: Option<&Secret>,
+        new: &Secret,
+    ) -> Result<()> {
+        let now = crate::time::now_utc();
+        let at = crate::time::format(now);
+        let mut tx = self.store.begin_write().await?;
+        let planned = runnable
+            .iter()
+            .map(|l| (l.name.as_str(), l.version.as_str(), Some(&l.listener)))
+            .chain(refused.iter().map(|r| {
+                let version = r.version.as_deref().unwrap_or_default();
+                (r.name.as_str(), version, None)
+            }));
+        for (position, (name, version, loaded)) in planned.enumerate() {
+            let limits = loaded.map(|l| l.manifest().delivery()).unwrap_or_default();
+            let id = crate::time::new_id("dlv");
+            let seal = |grant: Grant, p: Option<&Secret>, which: &str| -> Result<_> {
+                match (loaded, p) {
+                    (Some(l), Some(p)) if l.manifest().allows_secret(grant) && !p.is_empty() => {
+                        Ok(Some(
+                            self.vault
+                                .seal_secret(p, &delivery_password_aad(&id, which))?,
+                        ))
+                    }
+                    _ => Ok(None),
+                }
+            };
+            let sealed_old = seal(Grant::OldPassword, old, "old")?;
+            let sealed_new = seal(Grant::NewPassword, Some(new), "new")?;
+            let age = chrono::Duration::seconds(i64::try_from(limits.max_age_secs).unwrap_or(60));
+            let (state, outcome, message) = match loaded {
+                Some(_) => (DeliveryState::Pending, None, None),
+                None => {
+                    let reason = refused
+                        .iter()
+                        .find(|r| r.name == name)
+                        .map(|r| r.reason.clone());
+                    (
+                        DeliveryState::DeadLetter,
+                        Some("refused".to_string()),
+                        reason,
+                    )
+                }
+            };
+            let row = DeliveryRow {
+                id: id.clone(),
+                item_id: item.id.clone(),
+                job_id: item.job_id.clone(),
+                account_id: item.account_id.clone(),
+                listener: name.to_string(),
+                version: version.to_string(),
+                position: position as i64,
+                state: state.as_str().into(),
+                attempts: 0,
+                max_attempts: limits.max_attempts.into(),
+                expires_at: crate::time::format(now + age),
+                round_attempts: limits.max_attempts.into(),
+                round_age_secs: age.num_seconds(),
+                next_attempt_at: at.clone(),
+                outcome,
+                message,
+                history: "[]".into(),
+                lease_owner: None,
+                lease_until: None,
+                created_at: at.clone(),
+                updated_at: at.clone(),
+            };
+            store::deliveries::supersede(tx.conn(), &item.account_id, name, &item.id, &at).await?;
+            store::deliveries::insert(
+                tx.conn(),
+                NewDelivery {
+                    row: &row,
+                    old: sealed_old,
+                    new: sealed_new,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The reset's connection to its target for `target-exec`: SSH resources reset without an
+    /// agent, whose admin account is known.
+    async fn target_exec(&self, s: &Subject) -> Option<Arc<SshTargetExec>> {
+        match self.admin(s).await {
+            Ok((user, pw, _)) if s.method == ResetMethod::Ssh && s.agent.is_none() => {
+                Some(Arc::new(SshTargetExec::new(
+                    self.admins.clone(),
+                    s.endpoint(),
+                    user,
+                    pw,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// Claims pending delivery `id` for one attempt (counted now).
+    async fn claim_delivery(&self, id: &str, now: &str) -> Result<Option<DeliveryRow>> {
+        let owner = store::resets::lease_owner(&self.node, &crate::time::new_id("lease"));
+        let until = crate::time::format(crate::time::now_utc() + delivery::ATTEMPT_LEASE);
+        Ok(store::deliveries::claim(self.store.pool(), id, &owner, now, &until).await?)
+    }
+
+    /// Claims the next due delivery, if any, and runs its attempt. False when none was due.
+    pub(super) async fn deliver_due(&self) -> Result<bool> {
+        let now = crate::time::now();
+        let Some(id) = store::deliveries::due(self.store.pool(), &now).await? else {
+            return Ok(false);
+        };
+        // Another worker may have claimed it first: there may be more, so look again.
+        let Some(d) = self.claim_delivery(&id, &now).await? else {
+            return Ok(true);
+        };
+        let item = store::resets::item(self.store.pool(), &d.item_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("reset item {} is gone", d.item_id)))?;
+        let subject = self.subject(&item).await;
+        let (runnable, target) = match &subject {
+            Ok(s) => {
+                let (runnable, _) = self
+                    .registry
+                    .runnable(
+                        &s.resource.resource_type,
+                        Phase::PostReset.as_str(),
+                        AGENTLESS,
+                    )
+                    .await?;
+                (runnable, self.target_exec(s).await)
+            }
+            Err(_) => (Vec::new(), None),
+        };
+        let l = runnable.iter().find(|l| l.name == d.listener);
+        let subject = subject.as_ref().map_err(|e| e.to_string());
+        let (_, trouble) = self.attempt(d, &item, subject, l, target).await?;
+        if let Some(t) = trouble {
+            tracing::info!(item = %item.id, "post-reset delivery: {t}");
+        }
+        Ok(true)
+    }
+
+    /// Runs one claimed attempt of `d` and records how it ended (and, for a dead letter, an
+    /// audit event); returns the record for the item's listener list and, unless it delivered,
+    /// what the item's detail says about it.
+    async fn attempt(
+        &self,
+        d: DeliveryRow,
+        item: &ItemRow,
+        subject: std::result::Result<&Subject, String>,
+        listener: Option<&RunnableListener>,
+        target: Option<Arc<SshTargetExec>>,
+    ) -> Result<(Value, Option<String>)> {
+        let started = crate::time::now();
+        let lease = d.lease_owner.clone().unwrap_or_default();
+        let (report, version) = match (subject, listener) {
+            (Err(why), _) => (
+                stopped(format!("the reset's account cannot be read: {why}")),
+                d.version.clone(),
+            ),
+            (Ok(_), None) => (
+                ListenerReport {
+                    outcome: "refused".into(),
+                    message: format!(
+                        "{} no longer runs in this resource type's post-reset phase (its \
+                         association was removed, or the integrity check refused it)",
+                        d.listener
+                    ),
+                    denials: Vec::new(),
+                    elapsed_ms: 0.0,
+                },
+                d.version.clone(),
+            ),
+            (Ok(s), Some(l)) => (self.run_delivery(&d, s, l, target).await, l.version.clone()),
+        };
+        let mut record = Vec::new();
+        let verdict = self
+            .judge(
+                item,
+                Phase::PostReset,
+                &d.listener,
+                &version,
+                report.clone(),
+                None,
+                &mut record,
+            )
+            .await?;
+        let now = crate::time::now_utc();
+        let expires = chrono::DateTime::parse_from_rfc3339(&d.expires_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(now);
+        let pause = delivery::pause(d.attempts, delivery::jitter());
+        let next = delivery::after_attempt(
+            &report.outcome,
+            d.attempts,
+            d.max_attempts,
+            now,
+            expires,
+            pause,
+        );
+        // Attempts counted but never recorded: their server stopped while they ran.
+        let mut history = d.history.clone();
+        let last: i64 = serde_json::from_str::<Vec<Attempt>>(&history)
+            .ok()
+            .and_then(|h| h.last().map(|a| a.attempt))
+            .unwrap_or(0);
+        for n in last + 1..d.attempts {
+            history = delivery::add_attempt(
+                &history,
+                Attempt {
+                    attempt: n,
+                    started_at: String::new(),
+                    ended_at: String::new(),
+                    node: String::new(),
+                    version: d.version.clone(),
+                    outcome: "interrupted".into(),
+                    message: "its server stopped before it was recorded; it may have run".into(),
+                    denials: Vec::new(),
+                    elapsed_ms: 0.0,
+                },
+            );
+        }
+        let ended = crate::time::format(now);
+        history = delivery::add_attempt(
+            &history,
+            Attempt {
+                attempt: d.attempts,
+                started_at: started,
+                ended_at: ended.clone(),
+                node: self.node.clone(),
+                version: version.clone(),
+                outcome: report.outcome.clone(),
+                message: report.message.clone(),
+                denials: report.denials.clone(),
+                elapsed_ms: report.elapsed_ms,
+            },
+        );
+        let (state, next_at, trouble) = match &next {
+            Next::Delivered => (DeliveryState::Delivered, ended.clone(), None),
+            Next::Again(at) => {
+                let at = crate::time::format(*at);
+                let t = format!(
+                    "{} answered {}: {}; delivery {} is tried again at {at} (attempt {} of {})",
+                    d.listener,
+                    report.outcome,
+                    report.message,
+                    d.id,
+                    d.attempts + 1,
+                    d.max_attempts
+                );
+                (DeliveryState::Pending, at, Some(t))
+            }
+            Next::DeadLetter(why) => {
+                let said = verdict
+                    .clone()
+                    .unwrap_or_else(|| format!("{}: {}", d.listener, report.message));
+                let t = format!("{said}; delivery {} is a dead letter: {why}", d.id);
+                (DeliveryState::DeadLetter, ended.clone(), Some(t))
+            }
+        };
+        let mut tx = self.store.begin_write().await?;
+        let written = store::deliveries::end_attempt(
+            tx.conn(),
+            &d.id,
+            &lease,
+            &AttemptEnd {
+                state: state.as_str(),
+                version: &version,
+                outcome: &report.outcome,
+                message: &report.message,
+                history: &history,
+                next_attempt_at: &next_at,
+                forget: state == DeliveryState::Delivered,
+                at: &ended,
+            },
+        )
+        .await?;
+        if !written {
+            // Its claim ran out and another attempt holds it: that one records.
+            return Err(Error::Conflict(format!(
+                "delivery {}: its claim ran out while the attempt ran; the next claim records",
+                d.id
+            )));
+        }
+        if let Next::DeadLetter(why) = &next {
+            audit::append(
+                &mut tx,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "delivery.dead-letter",
+                    target: &d.id,
+                    outcome: Outcome::Failure,
+                    detail: json!({
+                        "listener": d.listener, "item": d.item_id, "account": d.account_id,
+                        "attempts": d.attempts, "outcome": report.outcome, "why": why,
+                    }),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let mut entry = record.pop().unwrap_or_else(|| json!({}));
+        entry["delivery"] = json!(d.id);
+        entry["attempt"] = json!(d.attempts);
+        entry["delivery_state"] = json!(state.as_str());
+        Ok((entry, trouble))
+    }
+
+    /// Runs one attempt of `d` with `l`, with the passwords the delivery kept for it.
+    async fn run_delivery(
+        &self,
+        d: &DeliveryRow,
+        s: &Subject,
+        l: &RunnableListener,
+        target: Option<Arc<SshTargetExec>>,
+    ) -> ListenerReport {
+        let (old, new) = match self.delivery_passwords(d).await {
+            Ok(p) => p,
+            Err(e) => return stopped(format!("its kept passwords cannot be opened: {e}")),
+        };
+        let event = ResetEvent {
+            job_id: d.job_id.clone(),
+            trigger: Trigger::from_job(&s.job.trigger),
+            resource_type: s.resource.resource_type.clone(),
+            parameters: l.parameters.clone(),
+            delivery: Some(RunDelivery {
+                id: d.id.clone(),
+                attempt: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+            }),
+        };
+        let ctx = RunContext {
+            resource: s.resource.properties(),
+            account: s.account.properties(),
+            old_password: old,
+            new_password: new,
+            target: target.map(|t| t as Arc<dyn lockstep_runtime::TargetExec>),
+        };
+        let inv = l.listener.run(Phase::PostReset, &event, ctx).await;
+        let (outcome, message) = inv.verdict();
+        ListenerReport {
+            outcome: outcome.into(),
+            message,
+            denials: inv.denials.iter().map(|d| d.to_string()).collect(),
+            elapsed_ms: inv.elapsed.as_secs_f64() * 1000.0,
+        }
+    }
+
+    /// The (old, new) passwords delivery `d` keeps for its listener, opened.
+    async fn delivery_passwords(
+        &self,
+        d: &DeliveryRow,
+    ) -> Result<(Option<Zeroizing<String>>, Option<Zeroizing<String>>)> {
+        let (old, new) = store::deliveries::sealed(self.store.pool(), &d.id).await?;
+        let open = |sealed: Option<crate::vault::Sealed>, which: &str| -> Result<_> {
+            sealed
+                .map(|s| {
+                    self.vault
+                        .open_secret(&s, &delivery_password_aad(&d.id, which))
+                        .map(|p| Zeroizing::new(p.expose().to_string()))
+                })
+                .transpose()
+        };
+        Ok((open(old, "old")?, open(new, "new")?))
+    }
+}
+
+/// A report for an attempt that could not start.
+fn stopped(message: String) -> ListenerReport {
+    ListenerReport {
+        outcome: "stopped".into(),
+        message,
+        denials: Vec::new(),
+        elapsed_ms: 0.0,
+    }
+}
