@@ -306,6 +306,12 @@ pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Largest `limits.output_kib`.
 pub const MAX_OUTPUT_KIB: u64 = 1024;
 
+/// Largest `delivery.max_attempts`: how often one post-reset delivery may run, at most (each
+/// run within the limits above).
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 100;
+/// The range of `delivery.max_age_secs`: a minute to a week after the reset's commit.
+pub const DELIVERY_AGE_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
+
 /// Longest argument a host call may pass (before any matching or formatting).
 pub const MAX_ARG_BYTES: usize = 4096;
 /// Most arguments a host call may pass.

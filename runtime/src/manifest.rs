@@ -18,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Problem};
+use crate::limits::{DELIVERY_AGE_SECS, MAX_DELIVERY_ATTEMPTS};
 use crate::limits::{MAX_ARG_BYTES, MAX_ARGS, MAX_MEMORY_MIB, MAX_OUTPUT_KIB, MAX_TIMEOUT_MS};
 
 /// Command runners: programs that run another program, a script or a command line named in
@@ -245,10 +246,6 @@ impl Default for DeliveryLimits {
         }
     }
 }
-
-/// The bounds of [`DeliveryLimits`].
-const MAX_DELIVERY_ATTEMPTS: u32 = 100;
-const DELIVERY_AGE_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
 
 /// A parsed network grant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,9 +34,7 @@ const HISTORY_KEPT: usize = 100;
 /// doubled per attempt, at most [`MAX_PAUSE`], then drawn from its upper half by `jitter`
 /// (0 to 1), so deliveries that failed together do not all come back together.
 pub fn pause(attempt: i64, jitter: f64) -> Duration {
-    let doublings = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(20);
+    let doublings = attempt.saturating_sub(1).clamp(0, 20) as u32;
     let full = FIRST_PAUSE.saturating_mul(1u32 << doublings).min(MAX_PAUSE);
     full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
