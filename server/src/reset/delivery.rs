@@ -1,10 +1,11 @@
 //! Post-reset deliveries: every post-reset listener run of a committed reset is delivered at
 //! least once. The first attempt runs in the item's post phase; an attempt the listener
-//! answers `retry` (contract 0.2.0), or that the host stopped (deadline, memory, trap), or
-//! whose server died, is tried again after a growing, jittered pause ([`pause`]), until the
-//! manifest's `[delivery]` limits; an attempt answered `failure`, a listener that cannot run
-//! and a delivery out of attempts or age end as dead letters, which a person may re-run
-//! ([`rerun`]). Every attempt of one delivery carries its id and its number, so a listener
+//! answers `retry` (contract 0.2.0), or that the host could not finish (its server died, its
+//! database or vault failed it), is tried again after a growing, jittered pause ([`pause`]),
+//! until the manifest's `[delivery]` limits. An attempt answered `failure`, one the host
+//! stopped (deadline, memory, trap: the host cannot tell whether running it again is safe,
+//! and a hostile listener gets no second turn), a listener that cannot run, and a delivery
+//! out of attempts or age end as dead letters, which a person may re-run ([`rerun`]). Every attempt of one delivery carries its id and its number, so a listener
 //! can be idempotent. What the engine does with a claimed delivery is
 //! `pipeline/deliver.rs`; this file holds the rules and the views.
 
@@ -58,9 +59,10 @@ pub enum Next {
     DeadLetter(String),
 }
 
-/// The rule: `success` delivers; `retry` and `stopped` (and an attempt that could not start)
-/// try again after [`pause`] while an attempt is left and the next one would start before
-/// `expires_at`; anything else (`failure`, `refused`) is a dead letter at once.
+/// The rule: `success` delivers; `retry` (the listener's answer) and `interrupted` (the host
+/// could not finish the attempt) try again after [`pause`] while an attempt is left and the
+/// next one would start before `expires_at`; anything else (`failure`, `stopped`, `refused`)
+/// is a dead letter at once.
 pub fn after_attempt(
     outcome: &str,
     attempts: i64,
@@ -71,7 +73,7 @@ pub fn after_attempt(
 ) -> Next {
     match outcome {
         "success" => Next::Delivered,
-        "retry" | "stopped" => {
+        "retry" | "interrupted" => {
             let at = now + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::MAX);
             if attempts >= max_attempts {
                 Next::DeadLetter(format!(
@@ -102,9 +104,10 @@ pub struct Attempt {
     /// The node that ran it.
     pub node: String,
     pub version: String,
-    /// `success`, `failure`, `retry`, `stopped` (deadline, memory, trap, or it could not
-    /// start), `refused` (the integrity check), or `interrupted` (its server stopped first;
-    /// written by the attempt after it).
+    /// `success`, `failure`, `retry`, `stopped` (deadline, memory, trap), `refused` (the
+    /// integrity check, or no longer associated), or `interrupted` (the host could not finish
+    /// it: its server stopped first, recorded by the attempt after it, or the database or the
+    /// vault failed it).
     pub outcome: String,
     /// The listener's message (the host redacted its granted passwords), or why it stopped.
     pub message: String,
@@ -316,12 +319,12 @@ mod tests {
     }
 
     #[test]
-    fn only_success_delivers_and_only_retry_or_stopped_come_back_within_both_limits() {
+    fn only_success_delivers_and_only_retry_or_interrupted_come_back_within_both_limits() {
         let now = crate::time::now_utc();
         let day = now + chrono::Duration::days(1);
         let p = Duration::from_secs(10);
         assert_eq!(after_attempt("success", 5, 5, now, now, p), Next::Delivered);
-        for again in ["retry", "stopped"] {
+        for again in ["retry", "interrupted"] {
             assert_eq!(
                 after_attempt(again, 1, 5, now, day, p),
                 Next::Again(now + chrono::Duration::seconds(10))
@@ -336,7 +339,7 @@ mod tests {
                 Next::DeadLetter(m) if m.contains("age limit")
             ));
         }
-        for end in ["failure", "refused", "proceed", "anything"] {
+        for end in ["failure", "stopped", "refused", "proceed", "anything"] {
             assert!(matches!(
                 after_attempt(end, 1, 5, now, day, p),
                 Next::DeadLetter(_)

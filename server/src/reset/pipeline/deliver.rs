@@ -126,6 +126,11 @@ impl Engine {
     ) -> Result<()> {
         let now = crate::time::now_utc();
         let at = crate::time::format(now);
+        // The first attempts are this post phase's, in order: the workers leave them alone
+        // for as long as they could take here. Should this node die first, the item's next
+        // claim runs them, or the workers do after this.
+        let count = runnable.len() as u32;
+        let first = crate::time::format(now + delivery::ATTEMPT_LEASE.saturating_mul(count.max(1)));
         let mut tx = self.store.begin_write().await?;
         let planned = runnable
             .iter()
@@ -179,7 +184,7 @@ impl Engine {
                 expires_at: crate::time::format(now + age),
                 round_attempts: limits.max_attempts.into(),
                 round_age_secs: age.num_seconds(),
-                next_attempt_at: at.clone(),
+                next_attempt_at: first.clone(),
                 outcome,
                 message,
                 history: "[]".into(),
@@ -277,7 +282,7 @@ impl Engine {
         let lease = d.lease_owner.clone().unwrap_or_default();
         let (report, version) = match (subject, listener) {
             (Err(why), _) => (
-                stopped(format!("the reset's account cannot be read: {why}")),
+                unrunnable(format!("the reset's account cannot be read: {why}")),
                 d.version.clone(),
             ),
             (Ok(_), None) => (
@@ -438,7 +443,7 @@ impl Engine {
     ) -> ListenerReport {
         let (old, new) = match self.delivery_passwords(d).await {
             Ok(p) => p,
-            Err(e) => return stopped(format!("its kept passwords cannot be opened: {e}")),
+            Err(e) => return unrunnable(format!("its kept passwords cannot be opened: {e}")),
         };
         let event = ResetEvent {
             job_id: d.job_id.clone(),
@@ -486,10 +491,10 @@ impl Engine {
     }
 }
 
-/// A report for an attempt that could not start.
-fn stopped(message: String) -> ListenerReport {
+/// A report for an attempt the host could not run (tried again, within the limits).
+fn unrunnable(message: String) -> ListenerReport {
     ListenerReport {
-        outcome: "stopped".into(),
+        outcome: "interrupted".into(),
         message,
         denials: Vec::new(),
         elapsed_ms: 0.0,
