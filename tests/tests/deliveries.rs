@@ -483,3 +483,86 @@ fn cli(api: &Api, token: &str, args: &[&str]) -> String {
     assert!(st.success(), "{out}{err}");
     out
 }
+
+#[tokio::test]
+async fn a_password_moved_to_another_delivery_in_the_database_does_not_open() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    std::fs::write(
+        server.dir.path().join("retry-probe.manifest.toml"),
+        RETRY_PROBE,
+    )
+    .unwrap();
+    publish_approved(
+        &api,
+        &root,
+        server.dir.path(),
+        &[(
+            "retry-probe",
+            wasm_dir().join("test_probe.wasm"),
+            post(&["retry-until", "3"]),
+        )],
+    )
+    .await;
+    let (_, one) =
+        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let (_, two) =
+        resource_with_account(&api, &root, "vault2", "Generic", "svc", "Old-Pass-456!").await;
+    let first = reset(&api, &root, &one).await;
+    let second = reset(&api, &root, &two).await;
+    let d1 = of(
+        &deliveries(&api, &root, first["id"].as_str().unwrap()).await,
+        "retry-probe",
+    )
+    .clone();
+    let d2 = of(
+        &deliveries(&api, &root, second["id"].as_str().unwrap()).await,
+        "retry-probe",
+    )
+    .clone();
+    // A database writer moves the second account's sealed passwords into the first's
+    // delivery, whose listener would then be told them.
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    sqlx::query(
+        "UPDATE reset_deliveries SET \
+         (old_key_id, old_nonce, old_ciphertext, new_key_id, new_nonce, new_ciphertext) = \
+         (SELECT old_key_id, old_nonce, old_ciphertext, new_key_id, new_nonce, new_ciphertext \
+          FROM reset_deliveries WHERE id = $2) WHERE id = $1",
+    )
+    .bind(d1["id"].as_str().unwrap())
+    .bind(d2["id"].as_str().unwrap())
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = first["id"].as_str().unwrap();
+    let d = loop {
+        let d = of(&deliveries(&api, &root, job).await, "retry-probe").clone();
+        if d["history"].as_array().is_some_and(|h| h.len() >= 2) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no second attempt: {d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let next = &d["history"][1];
+    assert_eq!(next["outcome"], "interrupted", "{d}");
+    assert!(
+        next["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kept passwords cannot be opened")),
+        "{d}"
+    );
+    let moved = stored_password(&api, &root, &two).await;
+    assert!(!d.to_string().contains(&moved));
+    // The second account's own delivery still opens its passwords and is delivered.
+    let done = until_state(
+        &api,
+        &root,
+        second["id"].as_str().unwrap(),
+        "retry-probe",
+        "delivered",
+    )
+    .await;
+    assert_eq!(outcomes(&done), ["retry", "retry", "success"], "{done}");
+}

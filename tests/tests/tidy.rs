@@ -630,33 +630,45 @@ fn squeeze(sql: &str) -> String {
         .join(" ")
 }
 
-/// A claim reads only the open reset items through the partial index `reset_items_open`, and an
-/// item that ends asks whether its job has an open item left through `reset_items_open_job`. A
+/// A claim reads only the open reset items through the partial index `reset_items_open`, an
+/// item that ends asks whether its job has an open item left through `reset_items_open_job`,
+/// and a worker looks for a due delivery through `reset_deliveries_due`. A
 /// planner uses a partial index only for a statement whose condition implies the index's: those
 /// statements repeat it word for word, on both engines. Without them every claim read past every
 /// finished item ever written, and every finished item of a job read past the job's finished
 /// items (docs/performance.md, "Inventory at scale").
 #[test]
 fn claims_repeat_the_open_items_index_condition() {
-    let resets =
-        squeeze(&std::fs::read_to_string(repo().join("server/src/store/resets.rs")).unwrap());
-    // (migration, index, how a statement that must use it starts, how many such statements)
+    let store = |file: &str| {
+        squeeze(&std::fs::read_to_string(repo().join("server/src/store").join(file)).unwrap())
+    };
+    // (migration, index, the store file, how a statement that must use it starts, how many)
     let uses = [
         (
             "0019_scale_indexes.sql",
             "reset_items_open",
+            "resets.rs",
             "SELECT id FROM reset_items WHERE",
             2,
         ),
         (
             "0020_job_open_items.sql",
             "reset_items_open_job",
+            "resets.rs",
             "SELECT 1 FROM reset_items WHERE job_id = $1 AND",
+            1,
+        ),
+        (
+            "0022_deliveries.sql",
+            "reset_deliveries_due",
+            "deliveries.rs",
+            "SELECT id FROM reset_deliveries WHERE",
             1,
         ),
     ];
     for engine in ["sqlite", "postgres"] {
-        for (file, name, statement, count) in uses {
+        for (file, name, source, statement, count) in uses {
+            let resets = store(source);
             let migration =
                 std::fs::read_to_string(repo().join(format!("server/migrations/{engine}/{file}")))
                     .unwrap();
@@ -675,7 +687,7 @@ fn claims_repeat_the_open_items_index_condition() {
             assert_eq!(
                 resets.matches(&used).count(),
                 count,
-                "{engine}: {count} statement(s) in store/resets.rs read through {name}: each \
+                "{engine}: {count} statement(s) in store/{source} read through {name}: each \
                  must repeat the index's condition `{condition}` as `{used}`"
             );
         }

@@ -40,6 +40,8 @@ CREATE UNIQUE INDEX reset_deliveries_item ON reset_deliveries(item_id, listener)
 -- condition word for word, so both engines use this partial index).
 CREATE INDEX reset_deliveries_due ON reset_deliveries(next_attempt_at)
     WHERE state = 'pending';
-CREATE INDEX reset_deliveries_state ON reset_deliveries(state, updated_at);
-CREATE INDEX reset_deliveries_account ON reset_deliveries(account_id, listener);
-CREATE INDEX reset_deliveries_job ON reset_deliveries(job_id);
+-- Lists page by id within their filter (GET /v1/deliveries?state=|job_id=|account_id=); a
+-- later reset supersedes an account's open deliveries through the account's.
+CREATE INDEX reset_deliveries_state ON reset_deliveries(state, id);
+CREATE INDEX reset_deliveries_job ON reset_deliveries(job_id, id);
+CREATE INDEX reset_deliveries_account ON reset_deliveries(account_id, id);

@@ -227,9 +227,17 @@ pub fn account_password_aad(account_id: &str) -> String {
 }
 
 /// The AAD of a password a post-reset delivery keeps for its listener (`which`: `old` or
-/// `new`): a sealed value moved to another delivery or the other slot does not open.
-pub fn delivery_password_aad(delivery_id: &str, which: &str) -> String {
-    format!("delivery:{delivery_id}:{which}-password")
+/// `new`). It binds the delivery, its item, account and listener: a sealed value moved to
+/// another delivery or slot, or a delivery re-pointed at another item, account or listener
+/// (to hand an approved listener a password its own resets never give it), does not open.
+pub fn delivery_password_aad(
+    delivery_id: &str,
+    item_id: &str,
+    account_id: &str,
+    listener: &str,
+    which: &str,
+) -> String {
+    format!("delivery:{delivery_id}:{item_id}:{account_id}:{listener}:{which}-password")
 }
 
 #[cfg(test)]

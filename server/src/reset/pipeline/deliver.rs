@@ -145,10 +145,10 @@ impl Engine {
             let seal = |grant: Grant, p: Option<&Secret>, which: &str| -> Result<_> {
                 match (loaded, p) {
                     (Some(l), Some(p)) if l.manifest().allows_secret(grant) && !p.is_empty() => {
-                        Ok(Some(
-                            self.vault
-                                .seal_secret(p, &delivery_password_aad(&id, which))?,
-                        ))
+                        Ok(Some(self.vault.seal_secret(
+                            p,
+                            &delivery_password_aad(&id, &item.id, &item.account_id, name, which),
+                        )?))
                     }
                     _ => Ok(None),
                 }
@@ -482,7 +482,16 @@ impl Engine {
             sealed
                 .map(|s| {
                     self.vault
-                        .open_secret(&s, &delivery_password_aad(&d.id, which))
+                        .open_secret(
+                            &s,
+                            &delivery_password_aad(
+                                &d.id,
+                                &d.item_id,
+                                &d.account_id,
+                                &d.listener,
+                                which,
+                            ),
+                        )
                         .map(|p| Zeroizing::new(p.expose().to_string()))
                 })
                 .transpose()
