@@ -295,6 +295,16 @@ async fn a_receiver_that_refuses_three_times_is_delivered_once_on_the_fourth_att
         let gap = (pair[1] - pair[0]).num_milliseconds();
         assert!(gap >= 1000 << i, "pause {i}: {gap} ms in {started:?}");
     }
+    // The timeline, for whoever runs this with --nocapture.
+    for (a, at) in hook["history"].as_array().unwrap().iter().zip(&started) {
+        println!(
+            "attempt {} at +{} ms: {} ({})",
+            a["attempt"],
+            (*at - started[0]).num_milliseconds(),
+            a["outcome"].as_str().unwrap(),
+            a["message"].as_str().unwrap()
+        );
+    }
 
     let probe = until_state(&api, &root, job_id, "retry-probe", "delivered").await;
     assert_eq!(outcomes(&probe), ["retry", "success"]);
@@ -565,4 +575,47 @@ async fn a_password_moved_to_another_delivery_in_the_database_does_not_open() {
     )
     .await;
     assert_eq!(outcomes(&done), ["retry", "retry", "success"], "{done}");
+}
+
+#[tokio::test]
+async fn a_later_reset_supersedes_a_delivery_about_the_earlier_password() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    std::fs::write(
+        server.dir.path().join("retry-probe.manifest.toml"),
+        RETRY_PROBE,
+    )
+    .unwrap();
+    publish_approved(
+        &api,
+        &root,
+        server.dir.path(),
+        &[(
+            "retry-probe",
+            wasm_dir().join("test_probe.wasm"),
+            post(&["retry-until", "3"]),
+        )],
+    )
+    .await;
+    let (_, acc) =
+        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let first = reset(&api, &root, &acc).await;
+    let first = first["id"].as_str().unwrap();
+    let second = reset(&api, &root, &acc).await;
+    let second = second["id"].as_str().unwrap();
+    // The first delivery, about a password the vault no longer holds, never runs again.
+    let old = until_state(&api, &root, first, "retry-probe", "superseded").await;
+    assert_eq!(outcomes(&old), ["retry"], "{old}");
+    let new = until_state(&api, &root, second, "retry-probe", "delivered").await;
+    assert_eq!(outcomes(&new), ["retry", "retry", "success"], "{new}");
+    let old = of(&deliveries(&api, &root, first).await, "retry-probe").clone();
+    assert_eq!(old["state"], "superseded", "{old}");
+    assert_eq!(old["attempts"], 1, "{old}");
+    // An account with deliveries, and the passwords they keep, can still be deleted.
+    let r = api
+        .call("DELETE", &format!("/v1/accounts/{acc}"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(deliveries(&api, &root, second).await.is_empty());
 }

@@ -22,6 +22,9 @@ CREATE TABLE reset_deliveries (
     outcome         TEXT,                   -- the latest attempt's answer
     message         TEXT,                   -- its message (redacted by the host); never a secret
     history         TEXT NOT NULL,          -- JSON: one record per attempt, bounded
+    -- Keyed fingerprint (vault::mac) of the password the delivery is about: an attempt runs
+    -- only while it is still the account's password, so a stale one is never delivered.
+    fingerprint     TEXT NOT NULL,
     -- The passwords the listener is granted, sealed (AAD: delivery id and which); cleared once
     -- the delivery is delivered or superseded.
     old_key_id      TEXT,

@@ -30,7 +30,9 @@ pub struct Metrics {
     bells_heard: [AtomicU64; 3],
     /// The delivery counts and when they were read: read from the database at most once per
     /// [`DELIVERY_COUNTS_TTL`], however often anonymous clients ask.
-    delivery_counts: tokio::sync::Mutex<Option<(std::time::Instant, OpenCounts)>>,
+    delivery_counts: Mutex<(Option<std::time::Instant>, Option<OpenCounts>)>,
+    /// Held by the one request that reads them again.
+    delivery_refresh: tokio::sync::Mutex<()>,
 }
 
 /// How long `/metrics` reuses the delivery counts it read.
@@ -160,25 +162,35 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The delivery counts, read at most once per [`DELIVERY_COUNTS_TTL`]; `None` when the
-/// database cannot answer (the gauges are left out rather than shown as zero).
+/// The delivery counts, read at most once per [`DELIVERY_COUNTS_TTL`] (a failed read counts
+/// as a read), by one request at a time: others meanwhile get the last counts. `None` when
+/// there are none to show (the gauges are left out rather than shown as zero).
 async fn delivery_counts(s: &AppState) -> Option<OpenCounts> {
-    let mut cached = s.metrics.delivery_counts.lock().await;
-    if let Some((at, counts)) = *cached
-        && at.elapsed() < DELIVERY_COUNTS_TTL
-    {
-        return Some(counts);
+    let last = || {
+        *s.metrics
+            .delivery_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    let (at, counts) = last();
+    if at.is_some_and(|t| t.elapsed() < DELIVERY_COUNTS_TTL) {
+        return counts;
     }
-    match crate::reset::delivery::open_counts(&s.store).await {
-        Ok(counts) => {
-            *cached = Some((std::time::Instant::now(), counts));
-            Some(counts)
-        }
+    let Ok(_refreshing) = s.metrics.delivery_refresh.try_lock() else {
+        return counts;
+    };
+    let counts = match crate::reset::delivery::open_counts(&s.store).await {
+        Ok(counts) => Some(counts),
         Err(e) => {
             tracing::warn!(error = %e, "cannot count deliveries for /metrics");
             None
         }
-    }
+    };
+    *s.metrics
+        .delivery_counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), counts);
+    counts
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]

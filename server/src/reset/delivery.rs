@@ -28,8 +28,11 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 /// (60 s) with loading and recording around it. A server that dies mid-attempt leaves the
 /// delivery to another claim after this.
 pub const ATTEMPT_LEASE: Duration = Duration::from_secs(120);
-/// Attempt records kept per delivery: the first ones and the latest ones.
-const HISTORY_KEPT: usize = 100;
+/// Attempt records kept per delivery: the first and the latest ones.
+const HISTORY_KEPT: usize = 20;
+/// Bytes of an attempt's message, and denials, an attempt record keeps (a row stays small).
+const ATTEMPT_MESSAGE_BYTES: usize = 1024;
+const ATTEMPT_DENIALS: usize = 8;
 
 /// The pause after attempt `attempt` (counting from 1) before the next: [`FIRST_PAUSE`]
 /// doubled per attempt, at most [`MAX_PAUSE`], then drawn from its upper half by `jitter`
@@ -53,6 +56,8 @@ pub fn jitter() -> f64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     Delivered,
+    /// Not run: the account's password changed since (a later reset's delivery carries it).
+    Superseded,
     /// Pending again, for an attempt at this time.
     Again(DateTime<Utc>),
     /// Over, for a person: why.
@@ -73,6 +78,7 @@ pub fn after_attempt(
 ) -> Next {
     match outcome {
         "success" => Next::Delivered,
+        o if DeliveryState::Superseded.is(o) => Next::Superseded,
         "retry" | "interrupted" => {
             let at = now + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::MAX);
             if attempts >= max_attempts {
@@ -105,9 +111,10 @@ pub struct Attempt {
     pub node: String,
     pub version: String,
     /// `success`, `failure`, `retry`, `stopped` (deadline, memory, trap), `refused` (the
-    /// integrity check, or no longer associated), or `interrupted` (the host could not finish
-    /// it: its server stopped first, recorded by the attempt after it, or the database or the
-    /// vault failed it).
+    /// integrity check, no longer associated, or its row edited), `superseded` (not run: the
+    /// account's password changed since), or `interrupted` (the host could not finish it: its
+    /// server stopped first, recorded by the attempt after it, or the database or the vault
+    /// failed it).
     pub outcome: String,
     /// The listener's message (the host redacted its granted passwords), or why it stopped.
     pub message: String,
@@ -116,9 +123,19 @@ pub struct Attempt {
     pub elapsed_ms: f64,
 }
 
-/// `history` with `attempt` added, keeping the first and the latest [`HISTORY_KEPT`] records.
-pub fn add_attempt(history: &str, attempt: Attempt) -> String {
+/// `history` with `attempt` added (its message and denials cut to their bounds), keeping the
+/// first and the latest [`HISTORY_KEPT`] records.
+pub fn add_attempt(history: &str, mut attempt: Attempt) -> String {
     let mut all: Vec<Attempt> = serde_json::from_str(history).unwrap_or_default();
+    if attempt.message.len() > ATTEMPT_MESSAGE_BYTES {
+        let mut end = ATTEMPT_MESSAGE_BYTES;
+        while !attempt.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        attempt.message.truncate(end);
+        attempt.message.push_str(" [cut]");
+    }
+    attempt.denials.truncate(ATTEMPT_DENIALS);
     all.push(attempt);
     if all.len() > HISTORY_KEPT {
         all.remove(1);
@@ -369,7 +386,7 @@ mod tests {
         let kept: Vec<Attempt> = serde_json::from_str(&h).unwrap();
         assert_eq!(kept.len(), HISTORY_KEPT);
         assert_eq!(kept[0].attempt, 1);
-        assert_eq!(kept[1].attempt, 152);
+        assert_eq!(kept[1].attempt, 232);
         assert_eq!(kept.last().unwrap().attempt, 250);
     }
 }

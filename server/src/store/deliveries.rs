@@ -30,6 +30,8 @@ pub struct DeliveryRow {
     pub message: Option<String>,
     /// JSON array: one record per attempt.
     pub history: String,
+    /// Keyed fingerprint of the password this delivery is about.
+    pub fingerprint: String,
     pub lease_owner: Option<String>,
     pub lease_until: Option<String>,
     pub created_at: String,
@@ -40,7 +42,7 @@ macro_rules! columns {
     () => {
         "id, item_id, job_id, account_id, listener, version, position, state, attempts, \
          max_attempts, expires_at, round_attempts, round_age_secs, next_attempt_at, outcome, \
-         message, history, lease_owner, lease_until, created_at, updated_at"
+         message, history, fingerprint, lease_owner, lease_until, created_at, updated_at"
     };
 }
 
@@ -69,7 +71,7 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
         columns!(),
         ", old_key_id, old_nonce, old_ciphertext, new_key_id, new_nonce, new_ciphertext) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) ON CONFLICT (item_id, listener) DO NOTHING"
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT (item_id, listener) DO NOTHING"
     ))
     .bind(&r.id)
     .bind(&r.item_id)
@@ -88,6 +90,7 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
     .bind(&r.outcome)
     .bind(&r.message)
     .bind(&r.history)
+    .bind(&r.fingerprint)
     .bind(&r.lease_owner)
     .bind(&r.lease_until)
     .bind(&r.created_at)
@@ -103,33 +106,38 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
     Ok(())
 }
 
-/// Marks the open deliveries (pending or dead letters) of `account_id`'s listener `listener`
-/// from items other than `item_id` superseded, and forgets their passwords: a later reset's
-/// news replaces theirs, and a stale password is never delivered after a newer one.
+/// Marks the open deliveries (pending or dead letters, no attempt running) of `account_id`'s
+/// listener `listener` that are about another password than `fingerprint` superseded, and
+/// forgets their passwords: the account's password changed since, and the delivery about
+/// the current one carries the news. (An attempt running now is left to end; the next one
+/// finds it stale, `Engine::attempt`.)
 pub async fn supersede(
     conn: &mut AnyConnection,
     account_id: &str,
     listener: &str,
-    item_id: &str,
+    fingerprint: &str,
     at: &str,
 ) -> Result<u64, super::Error> {
     let done = sqlx::query(
         "UPDATE reset_deliveries SET state = 'superseded', message = $4, updated_at = $5, \
-         lease_owner = NULL, lease_until = NULL, \
          old_key_id = NULL, old_nonce = NULL, old_ciphertext = NULL, \
          new_key_id = NULL, new_nonce = NULL, new_ciphertext = NULL \
-         WHERE account_id = $1 AND listener = $2 AND item_id <> $3 \
-         AND state IN ('pending', 'dead-letter')",
+         WHERE account_id = $1 AND listener = $2 AND fingerprint <> $3 \
+         AND state IN ('pending', 'dead-letter') AND (lease_until IS NULL OR lease_until < $5)",
     )
     .bind(account_id)
     .bind(listener)
-    .bind(item_id)
-    .bind(format!("superseded by the later reset item {item_id}"))
+    .bind(fingerprint)
+    .bind(SUPERSEDED)
     .bind(at)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
 }
+
+/// What a superseded delivery says.
+pub const SUPERSEDED: &str = "superseded: the account's password changed since; the delivery about the current one \
+     carries the news";
 
 /// One due pending delivery's id (its next attempt's time has come and no live lease holds
 /// it), earliest first.
@@ -145,8 +153,9 @@ pub async fn due(pool: &AnyPool, now: &str) -> Result<Option<String>, super::Err
     .await?)
 }
 
-/// Claims pending delivery `id` for one attempt, counting it: `None` when it is not pending
-/// or a live lease holds it (another worker took it first).
+/// Claims pending delivery `id` for one attempt, counting it: `None` when it is not pending,
+/// a live lease holds it (another worker took it first), or its limits are used up (attempts
+/// that were never recorded: [`give_up`] ends it).
 pub async fn claim(
     pool: &AnyPool,
     id: &str,
@@ -157,7 +166,8 @@ pub async fn claim(
     let done = sqlx::query(
         "UPDATE reset_deliveries SET lease_owner = $2, lease_until = $4, \
          attempts = attempts + 1, updated_at = $3 \
-         WHERE id = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3)",
+         WHERE id = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+         AND attempts < max_attempts AND expires_at > $3",
     )
     .bind(id)
     .bind(owner)
@@ -170,6 +180,47 @@ pub async fn claim(
     }
     let row = get(pool, id).await?;
     Ok(row.filter(|r| r.lease_owner.as_deref() == Some(owner)))
+}
+
+/// A pending delivery with no live claim whose limits are used up (its last attempts were
+/// never recorded: a server died, a claim ran out) becomes a dead letter, with `message`.
+/// True when this call ended it.
+pub async fn give_up(
+    conn: &mut AnyConnection,
+    id: &str,
+    message: &str,
+    now: &str,
+) -> Result<bool, super::Error> {
+    let done = sqlx::query(
+        "UPDATE reset_deliveries SET state = 'dead-letter', outcome = 'interrupted', \
+         message = $2, updated_at = $3 WHERE id = $1 AND state = 'pending' \
+         AND (lease_until IS NULL OR lease_until < $3) \
+         AND (attempts >= max_attempts OR expires_at <= $3)",
+    )
+    .bind(id)
+    .bind(message)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Extends the claim `owner` holds on delivery `id` to `until`: false when it holds it no more.
+pub async fn renew(
+    pool: &AnyPool,
+    id: &str,
+    owner: &str,
+    until: &str,
+) -> Result<bool, super::Error> {
+    let done = sqlx::query(
+        "UPDATE reset_deliveries SET lease_until = $3 WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<DeliveryRow>, super::Error> {

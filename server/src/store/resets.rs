@@ -656,12 +656,17 @@ pub async fn done_since(pool: &AnyPool, account_id: &str, since: &str) -> Result
     Ok(n > 0)
 }
 
-/// Forgets an account's finished reset items and password history (before the account is
-/// deleted; the audit trail keeps what happened).
+/// Forgets an account's finished reset items, their post-reset deliveries (and the passwords
+/// they keep) and its password history (before the account is deleted; the audit trail keeps
+/// what happened).
 pub async fn forget_account(
     conn: &mut AnyConnection,
     account_id: &str,
 ) -> Result<(), super::Error> {
+    sqlx::query("DELETE FROM reset_deliveries WHERE account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM reset_kept_passwords WHERE account_id = $1")
         .bind(account_id)
         .execute(&mut *conn)

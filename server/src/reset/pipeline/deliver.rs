@@ -15,7 +15,7 @@ use super::{Engine, Subject, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::registry::{Refusal, RunnableListener};
+use crate::registry::RunnableListener;
 use crate::reset::delivery::{self, Attempt, Next};
 use crate::reset::target::SshTargetExec;
 use crate::states::{AgentStatus, DeliveryState};
@@ -62,7 +62,7 @@ impl Engine {
                 AGENTLESS,
             )
             .await?;
-        self.write_deliveries(&item, &runnable, &refused, old.as_ref(), &new)
+        self.write_deliveries(&item, &runnable, old.as_ref(), &new)
             .await?;
         let mut trouble = None;
         for r in &refused {
@@ -112,15 +112,15 @@ impl Engine {
         .await
     }
 
-    /// One delivery per post-reset listener of the item (a listener the integrity check
-    /// refused is a dead letter at once), each with the passwords its manifest grants sealed,
-    /// in one transaction that also supersedes the account's earlier open deliveries to the
-    /// same listeners. Written once: a post phase run again after a crash keeps what exists.
+    /// One delivery per runnable post-reset listener of the item (a listener the integrity
+    /// check refuses is recorded in the item and alerted by the registry, as before), each with
+    /// the passwords its manifest grants sealed and the fingerprint of the password it is
+    /// about, in one transaction that also supersedes the account's open deliveries about an
+    /// earlier password. Written once: a post phase run again after a crash keeps what exists.
     async fn write_deliveries(
         &self,
         item: &ItemRow,
         runnable: &[RunnableListener],
-        refused: &[Refusal],
         old: Option<&Secret>,
         new: &Secret,
     ) -> Result<()> {
@@ -131,24 +131,18 @@ impl Engine {
         // claim runs them, or the workers do after this.
         let count = runnable.len() as u32;
         let first = crate::time::format(now + delivery::ATTEMPT_LEASE.saturating_mul(count.max(1)));
+        let fingerprint = self.password_fingerprint(&item.account_id, new)?;
         let mut tx = self.store.begin_write().await?;
-        let planned = runnable
-            .iter()
-            .map(|l| (l.name.as_str(), l.version.as_str(), Some(&l.listener)))
-            .chain(refused.iter().map(|r| {
-                let version = r.version.as_deref().unwrap_or_default();
-                (r.name.as_str(), version, None)
-            }));
-        for (position, (name, version, loaded)) in planned.enumerate() {
-            let limits = loaded.map(|l| l.manifest().delivery()).unwrap_or_default();
+        for (position, l) in runnable.iter().enumerate() {
+            let manifest = l.listener.manifest();
+            let limits = manifest.delivery();
             let id = crate::time::new_id("dlv");
             let seal = |grant: Grant, p: Option<&Secret>, which: &str| -> Result<_> {
-                match (loaded, p) {
-                    (Some(l), Some(p)) if l.manifest().allows_secret(grant) && !p.is_empty() => {
-                        Ok(Some(self.vault.seal_secret(
-                            p,
-                            &delivery_password_aad(&id, &item.id, &item.account_id, name, which),
-                        )?))
+                match p {
+                    Some(p) if manifest.allows_secret(grant) && !p.is_empty() => {
+                        let aad =
+                            delivery_password_aad(&id, &item.id, &item.account_id, &l.name, which);
+                        Ok(Some(self.vault.seal_secret(p, &aad)?))
                     }
                     _ => Ok(None),
                 }
@@ -156,44 +150,32 @@ impl Engine {
             let sealed_old = seal(Grant::OldPassword, old, "old")?;
             let sealed_new = seal(Grant::NewPassword, Some(new), "new")?;
             let age = chrono::Duration::seconds(i64::try_from(limits.max_age_secs).unwrap_or(60));
-            let (state, outcome, message) = match loaded {
-                Some(_) => (DeliveryState::Pending, None, None),
-                None => {
-                    let reason = refused
-                        .iter()
-                        .find(|r| r.name == name)
-                        .map(|r| r.reason.clone());
-                    (
-                        DeliveryState::DeadLetter,
-                        Some("refused".to_string()),
-                        reason,
-                    )
-                }
-            };
             let row = DeliveryRow {
                 id: id.clone(),
                 item_id: item.id.clone(),
                 job_id: item.job_id.clone(),
                 account_id: item.account_id.clone(),
-                listener: name.to_string(),
-                version: version.to_string(),
+                listener: l.name.clone(),
+                version: l.version.clone(),
                 position: position as i64,
-                state: state.as_str().into(),
+                state: DeliveryState::Pending.as_str().into(),
                 attempts: 0,
                 max_attempts: limits.max_attempts.into(),
                 expires_at: crate::time::format(now + age),
                 round_attempts: limits.max_attempts.into(),
                 round_age_secs: age.num_seconds(),
                 next_attempt_at: first.clone(),
-                outcome,
-                message,
+                outcome: None,
+                message: None,
                 history: "[]".into(),
+                fingerprint: fingerprint.clone(),
                 lease_owner: None,
                 lease_until: None,
                 created_at: at.clone(),
                 updated_at: at.clone(),
             };
-            store::deliveries::supersede(tx.conn(), &item.account_id, name, &item.id, &at).await?;
+            store::deliveries::supersede(tx.conn(), &item.account_id, &l.name, &fingerprint, &at)
+                .await?;
             store::deliveries::insert(
                 tx.conn(),
                 NewDelivery {
@@ -205,6 +187,20 @@ impl Engine {
             .await?;
         }
         tx.commit().await
+    }
+
+    /// The keyed fingerprint of `password` as the password of `account_id`.
+    fn password_fingerprint(&self, account_id: &str, password: &Secret) -> Result<String> {
+        self.vault.fingerprint(
+            &format!("delivery-password:{account_id}"),
+            password.expose().as_bytes(),
+        )
+    }
+
+    /// Whether delivery `d` is about the account's password as the vault holds it now.
+    async fn still_current(&self, d: &DeliveryRow) -> Result<bool> {
+        let now = self.old_password(&d.account_id).await?;
+        Ok(self.password_fingerprint(&d.account_id, &now)? == d.fingerprint)
     }
 
     /// The reset's connection to its target for `target-exec`: SSH resources reset without an
@@ -230,20 +226,32 @@ impl Engine {
         Ok(store::deliveries::claim(self.store.pool(), id, &owner, now, &until).await?)
     }
 
-    /// Claims the next due delivery, if any, and runs its attempt. False when none was due.
+    /// Claims the next due delivery, if any, and runs its attempt. False when none was due
+    /// (or no post-reset slot is free: later attempts share the first attempts' bound).
     pub(super) async fn deliver_due(&self) -> Result<bool> {
         let now = crate::time::now();
         let Some(id) = store::deliveries::due(self.store.pool(), &now).await? else {
             return Ok(false);
         };
-        // Another worker may have claimed it first: there may be more, so look again.
+        let Ok(permit) = self.post_slots.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
         let Some(d) = self.claim_delivery(&id, &now).await? else {
+            // Taken by another worker first, or out of attempts or age with its last ones
+            // never recorded: then it ends here, for a person.
+            self.give_up(&id, &now).await?;
             return Ok(true);
         };
         let item = store::resets::item(self.store.pool(), &d.item_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("reset item {} is gone", d.item_id)))?;
-        let subject = self.subject(&item).await;
+        let subject = if item.account_id != d.account_id || item.job_id != d.job_id {
+            // The row that says whose reset this is was edited: refuse rather than tell
+            // this account's listener another account's password.
+            Err(MISMATCH.to_string())
+        } else {
+            self.subject(&item).await.map_err(|e| e.to_string())
+        };
         let (runnable, target) = match &subject {
             Ok(s) => {
                 let (runnable, _) = self
@@ -259,12 +267,36 @@ impl Engine {
             Err(_) => (Vec::new(), None),
         };
         let l = runnable.iter().find(|l| l.name == d.listener);
-        let subject = subject.as_ref().map_err(|e| e.to_string());
-        let (_, trouble) = self.attempt(d, &item, subject, l, target).await?;
+        let (_, trouble) = self
+            .attempt(d, &item, subject.as_ref().map_err(String::clone), l, target)
+            .await?;
+        drop(permit);
         if let Some(t) = trouble {
             tracing::info!(item = %item.id, "post-reset delivery: {t}");
         }
         Ok(true)
+    }
+
+    /// Ends pending delivery `id` as a dead letter when its limits are used up and no claim
+    /// holds it (its last attempts were never recorded), with an audit event.
+    async fn give_up(&self, id: &str, now: &str) -> Result<()> {
+        let why = "gave up: its limits were used up by attempts that were never recorded \
+                   (a server stopped, or a claim ran out, while they ran)";
+        let mut tx = self.store.begin_write().await?;
+        if store::deliveries::give_up(tx.conn(), id, why, now).await? {
+            audit::append(
+                &mut tx,
+                NewEvent {
+                    actor: &Actor::system(),
+                    action: "delivery.dead-letter",
+                    target: id,
+                    outcome: Outcome::Failure,
+                    detail: json!({ "outcome": "interrupted", "why": why }),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// Runs one claimed attempt of `d` and records how it ended (and, for a dead letter, an
@@ -280,7 +312,41 @@ impl Engine {
     ) -> Result<(Value, Option<String>)> {
         let started = crate::time::now();
         let lease = d.lease_owner.clone().unwrap_or_default();
+        let _heartbeat = self.keep_claim(&d.id, &lease);
+        let current = match &subject {
+            Ok(_) => self.still_current(&d).await,
+            Err(_) => Ok(true),
+        };
         let (report, version) = match (subject, listener) {
+            (Err(why), _) if why == MISMATCH => (
+                ListenerReport {
+                    outcome: "refused".into(),
+                    message: why,
+                    denials: Vec::new(),
+                    elapsed_ms: 0.0,
+                },
+                d.version.clone(),
+            ),
+            (Ok(_), _) if matches!(current, Ok(false)) => (
+                ListenerReport {
+                    outcome: DeliveryState::Superseded.as_str().into(),
+                    message: store::deliveries::SUPERSEDED.into(),
+                    denials: Vec::new(),
+                    elapsed_ms: 0.0,
+                },
+                d.version.clone(),
+            ),
+            (Ok(_), _) if current.is_err() => (
+                unrunnable(format!(
+                    "the account's password cannot be read: {}",
+                    current
+                        .as_ref()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )),
+                d.version.clone(),
+            ),
             (Err(why), _) => (
                 unrunnable(format!("the reset's account cannot be read: {why}")),
                 d.version.clone(),
@@ -364,6 +430,7 @@ impl Engine {
         );
         let (state, next_at, trouble) = match &next {
             Next::Delivered => (DeliveryState::Delivered, ended.clone(), None),
+            Next::Superseded => (DeliveryState::Superseded, ended.clone(), None),
             Next::Again(at) => {
                 let at = crate::time::format(*at);
                 let t = format!(
@@ -397,7 +464,7 @@ impl Engine {
                 message: &report.message,
                 history: &history,
                 next_attempt_at: &next_at,
-                forget: state == DeliveryState::Delivered,
+                forget: matches!(state, DeliveryState::Delivered | DeliveryState::Superseded),
                 at: &ended,
             },
         )
@@ -431,6 +498,26 @@ impl Engine {
         entry["attempt"] = json!(d.attempts);
         entry["delivery_state"] = json!(state.as_str());
         Ok((entry, trouble))
+    }
+
+    /// Renews the claim `owner` holds on delivery `id` every third of [`delivery::ATTEMPT_LEASE`]
+    /// until the returned handle is dropped, so a slow attempt (a busy database before and
+    /// after the run) is not claimed a second time while it runs.
+    fn keep_claim(&self, id: &str, owner: &str) -> super::lease::AbortOnDrop {
+        let (store, id, owner) = (self.store.clone(), id.to_string(), owner.to_string());
+        super::lease::AbortOnDrop::spawn(async move {
+            loop {
+                tokio::time::sleep(delivery::ATTEMPT_LEASE / 3).await;
+                let until = crate::time::format(crate::time::now_utc() + delivery::ATTEMPT_LEASE);
+                match store::deliveries::renew(store.pool(), &id, &owner, &until).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(delivery = %id, error = %e, "cannot renew a delivery's claim")
+                    }
+                }
+            }
+        })
     }
 
     /// Runs one attempt of `d` with `l`, with the passwords the delivery kept for it.
@@ -499,6 +586,10 @@ impl Engine {
         Ok((open(old, "old")?, open(new, "new")?))
     }
 }
+
+/// Why a delivery whose item names another account or job is refused.
+const MISMATCH: &str = "its reset item names another account or job than the delivery \
+                        (edited in the database?); it is not run";
 
 /// A report for an attempt the host could not run (tried again, within the limits).
 fn unrunnable(message: String) -> ListenerReport {

@@ -33,6 +33,13 @@ pub(super) fn still_held(item: &ItemRow, written: bool) -> Result<()> {
 /// A task that stops when its handle goes, even when the handle goes with a panic.
 pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Spawns `task`, stopped when the handle goes.
+    pub(super) fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        AbortOnDrop(tokio::spawn(task))
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
