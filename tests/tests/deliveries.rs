@@ -481,6 +481,32 @@ async fn a_server_killed_between_attempts_keeps_the_schedule_and_doubles_nothing
     );
 }
 
+/// A server with `retry-probe` published and approved for Generic post-reset, answering
+/// `retry` until attempt `until`; returns it, its API and the root token.
+async fn with_retry_probe(until: u32) -> (Server, Api, String) {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    std::fs::write(
+        server.dir.path().join("retry-probe.manifest.toml"),
+        RETRY_PROBE,
+    )
+    .unwrap();
+    let until = until.to_string();
+    publish_approved(
+        &api,
+        &root,
+        server.dir.path(),
+        &[(
+            "retry-probe",
+            wasm_dir().join("test_probe.wasm"),
+            post(&["retry-until", &until]),
+        )],
+    )
+    .await;
+    (server, api, root)
+}
+
 /// Runs `lockstep ARGS --server … [--ca-cert …]` as `token`'s user; returns stdout.
 fn cli(api: &Api, token: &str, args: &[&str]) -> String {
     let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -496,25 +522,7 @@ fn cli(api: &Api, token: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_password_moved_to_another_delivery_in_the_database_does_not_open() {
-    let server = Server::start();
-    let api = Api::new(&server);
-    let root = server.root_token.clone();
-    std::fs::write(
-        server.dir.path().join("retry-probe.manifest.toml"),
-        RETRY_PROBE,
-    )
-    .unwrap();
-    publish_approved(
-        &api,
-        &root,
-        server.dir.path(),
-        &[(
-            "retry-probe",
-            wasm_dir().join("test_probe.wasm"),
-            post(&["retry-until", "3"]),
-        )],
-    )
-    .await;
+    let (server, api, root) = with_retry_probe(3).await;
     let (_, one) =
         resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
     let (_, two) =
@@ -579,25 +587,7 @@ async fn a_password_moved_to_another_delivery_in_the_database_does_not_open() {
 
 #[tokio::test]
 async fn a_later_reset_supersedes_a_delivery_about_the_earlier_password() {
-    let server = Server::start();
-    let api = Api::new(&server);
-    let root = server.root_token.clone();
-    std::fs::write(
-        server.dir.path().join("retry-probe.manifest.toml"),
-        RETRY_PROBE,
-    )
-    .unwrap();
-    publish_approved(
-        &api,
-        &root,
-        server.dir.path(),
-        &[(
-            "retry-probe",
-            wasm_dir().join("test_probe.wasm"),
-            post(&["retry-until", "3"]),
-        )],
-    )
-    .await;
+    let (_server, api, root) = with_retry_probe(3).await;
     let (_, acc) =
         resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
     let first = reset(&api, &root, &acc).await;

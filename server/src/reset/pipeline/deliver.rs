@@ -15,7 +15,7 @@ use super::{Engine, Subject, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::registry::RunnableListener;
+use crate::registry::{Refusal, RunnableListener};
 use crate::reset::delivery::{self, Attempt, Next};
 use crate::reset::target::SshTargetExec;
 use crate::states::{AgentStatus, DeliveryState};
@@ -54,14 +54,7 @@ impl Engine {
             .await
             .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
         let new = self.old_password(&s.account.id).await?;
-        let (runnable, refused) = self
-            .registry
-            .runnable(
-                &s.resource.resource_type,
-                Phase::PostReset.as_str(),
-                AGENTLESS,
-            )
-            .await?;
+        let (runnable, refused) = self.post_listeners(&s).await?;
         self.write_deliveries(&item, &runnable, old.as_ref(), &new)
             .await?;
         let mut trouble = None;
@@ -203,6 +196,18 @@ impl Engine {
         Ok(self.password_fingerprint(&d.account_id, &now)? == d.fingerprint)
     }
 
+    /// The server-run post-reset listeners of the subject's resource type, verified, and those
+    /// the integrity check refused.
+    async fn post_listeners(&self, s: &Subject) -> Result<(Vec<RunnableListener>, Vec<Refusal>)> {
+        self.registry
+            .runnable(
+                &s.resource.resource_type,
+                Phase::PostReset.as_str(),
+                AGENTLESS,
+            )
+            .await
+    }
+
     /// The reset's connection to its target for `target-exec`: SSH resources reset without an
     /// agent, whose admin account is known.
     async fn target_exec(&self, s: &Subject) -> Option<Arc<SshTargetExec>> {
@@ -253,17 +258,7 @@ impl Engine {
             self.subject(&item).await.map_err(|e| e.to_string())
         };
         let (runnable, target) = match &subject {
-            Ok(s) => {
-                let (runnable, _) = self
-                    .registry
-                    .runnable(
-                        &s.resource.resource_type,
-                        Phase::PostReset.as_str(),
-                        AGENTLESS,
-                    )
-                    .await?;
-                (runnable, self.target_exec(s).await)
-            }
+            Ok(s) => (self.post_listeners(s).await?.0, self.target_exec(s).await),
             Err(_) => (Vec::new(), None),
         };
         let l = runnable.iter().find(|l| l.name == d.listener);
