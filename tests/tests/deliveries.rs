@@ -122,6 +122,32 @@ fn webhook_manifest(dir: &std::path::Path, receiver: &Receiver, delivery: &str) 
     .unwrap();
 }
 
+/// A server with `webhook` published for Generic post-reset, telling a receiver that answers
+/// `script`, with `limits` as its `[delivery]` table, and a vault-only account; returns the
+/// server, its API, the root token, the receiver and the account.
+async fn with_webhook(script: &[u16], limits: &str) -> (Server, Api, String, Receiver, String) {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let receiver = Receiver::start(script).await;
+    webhook_manifest(server.dir.path(), &receiver, limits);
+    let url = receiver.url();
+    publish_approved(
+        &api,
+        &root,
+        server.dir.path(),
+        &[(
+            "webhook",
+            wasm_dir().join("webhook.wasm"),
+            post(&[&url, "signing-key"]),
+        )],
+    )
+    .await;
+    let (_, acc) =
+        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    (server, api, root, receiver, acc)
+}
+
 /// A post-reset association for the Generic type.
 fn post(parameters: &[&str]) -> Value {
     json!({"phases": ["post-reset"], "modes": ["agentless"], "resource_types": ["Generic"],
@@ -337,25 +363,7 @@ async fn a_receiver_that_refuses_three_times_is_delivered_once_on_the_fourth_att
 
 #[tokio::test]
 async fn a_delivery_out_of_attempts_waits_as_a_dead_letter_until_a_person_reruns_it() {
-    let server = Server::start();
-    let api = Api::new(&server);
-    let root = server.root_token.clone();
-    let receiver = Receiver::start(&[503; 2]).await;
-    webhook_manifest(server.dir.path(), &receiver, "max_attempts = 2");
-    let url = receiver.url();
-    publish_approved(
-        &api,
-        &root,
-        server.dir.path(),
-        &[(
-            "webhook",
-            wasm_dir().join("webhook.wasm"),
-            post(&[&url, "signing-key"]),
-        )],
-    )
-    .await;
-    let (_, acc) =
-        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let (_server, api, root, receiver, acc) = with_webhook(&[503; 2], "max_attempts = 2").await;
     let job = reset(&api, &root, &acc).await;
     let job_id = job["id"].as_str().unwrap();
     let dead = until_state(&api, &root, job_id, "webhook", "dead-letter").await;
@@ -434,25 +442,8 @@ async fn a_delivery_out_of_attempts_waits_as_a_dead_letter_until_a_person_reruns
 
 #[tokio::test]
 async fn a_server_killed_between_attempts_keeps_the_schedule_and_doubles_nothing() {
-    let mut server = Server::start();
-    let api = Api::new(&server);
-    let root = server.root_token.clone();
-    let receiver = Receiver::start(&[503, 503]).await;
-    webhook_manifest(server.dir.path(), &receiver, "max_attempts = 5");
-    let url = receiver.url();
-    publish_approved(
-        &api,
-        &root,
-        server.dir.path(),
-        &[(
-            "webhook",
-            wasm_dir().join("webhook.wasm"),
-            post(&[&url, "signing-key"]),
-        )],
-    )
-    .await;
-    let (_, acc) =
-        resource_with_account(&api, &root, "vault1", "Generic", "svc", "Old-Pass-123!").await;
+    let (mut server, api, root, receiver, acc) =
+        with_webhook(&[503, 503], "max_attempts = 5").await;
     let job = reset(&api, &root, &acc).await;
     let job_id = job["id"].as_str().unwrap().to_string();
     // The first attempt was refused; the second waits for its time. The server dies now.
