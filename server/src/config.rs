@@ -39,6 +39,7 @@ struct ConfigFile {
     reset_workers: Option<usize>,
     audit_checkpoint_events: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
+    attention_vetoes: Option<i64>,
 }
 
 /// Accounts reset at once by one node unless `--reset-workers` says otherwise (each holds at
@@ -67,6 +68,8 @@ pub struct ServeConfig {
     pub rotation_check: Option<std::time::Duration>,
     /// How often the audit chain's head is checkpointed to the log and syslog.
     pub audit_checkpoints: crate::serve::CheckpointPlan,
+    /// How the attention queue decides.
+    pub attention: crate::attention::Settings,
 }
 
 /// Where notification mail goes out.
@@ -214,7 +217,17 @@ impl ServeConfig {
             every_events,
             every: std::time::Duration::from_secs(every_secs),
         };
+        let attention = match args.attention_vetoes.or(file.attention_vetoes) {
+            None => crate::attention::Settings::default(),
+            Some(vetoes @ 0..=1000) => crate::attention::Settings { vetoes },
+            Some(_) => {
+                return Err(Error::Config(
+                    "--attention-vetoes must be between 0 and 1000".into(),
+                ));
+            }
+        };
         Ok(ServeConfig {
+            attention,
             audit_checkpoints,
             ssh_command_timeout,
             reset_lease,

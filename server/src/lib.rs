@@ -8,6 +8,7 @@
 pub mod access;
 pub mod agents;
 pub mod api;
+pub mod attention;
 pub mod audit;
 pub mod cli;
 pub mod cluster;

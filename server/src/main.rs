@@ -212,6 +212,7 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
         Command::Agent(command) => lockstep_server::cli::agent::run(command).await,
         Command::Checkout(command) => lockstep_server::cli::checkout::run(command).await,
         Command::Delivery(command) => lockstep_server::cli::delivery::run(command).await,
+        Command::Attention(command) => lockstep_server::cli::attention::run(command).await,
         Command::Reconcile(args) => reset_cli::reconcile(args).await,
         Command::Listener(ListenerCommand::Verify {
             wasm,

@@ -274,6 +274,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         resets: resets.clone(),
         agents,
         checkpoints: checkpoints.clone(),
+        attention: cfg.attention,
     };
     let app = api::router(state, cfg.max_body_bytes)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

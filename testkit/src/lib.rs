@@ -76,6 +76,18 @@ pub fn lockstep_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String,
     )
 }
 
+/// Runs `lockstep ARGS --server … [--ca-cert …]` against `api`'s server as `token`'s user (the
+/// CLI's API commands): (status, stdout, stderr).
+pub fn lockstep_as(api: &Api, token: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--server".into(), api.base.clone()]);
+    if let Some(ca) = &api.ca_cert {
+        all.extend(["--ca-cert".into(), ca.to_str().unwrap().into()]);
+    }
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    lockstep_env(&all, &[("LOCKSTEP_TOKEN", token)])
+}
+
 /// A database connection beside the running server, as a database writer without the master
 /// key has one (SQLite waits for the server's writer).
 pub async fn database_writer(db_url: &str) -> sqlx::AnyConnection {

@@ -72,6 +72,8 @@ fn endpoints() -> Vec<(
             "manage-resources",
         ),
         ("GET", "/v1/accounts/{aid}", None, "view-resources"),
+        ("GET", "/v1/attention", None, "view-resources"),
+        ("GET", "/v1/deliveries", None, "view-resources"),
         (
             "GET",
             "/v1/accounts?login_name=root",

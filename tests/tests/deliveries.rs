@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::listeners::wasm_dir;
 use common::registry::publish_approved;
 use common::resets::{stored_password, wait_finished};
-use common::{Api, Server, audit_events, lockstep_env, resource_with_account, user_with_role};
+use common::{Api, Server, audit_events, resource_with_account, user_with_role};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -498,15 +498,9 @@ async fn with_retry_probe(until: u32) -> (Server, Api, String) {
     (server, api, root)
 }
 
-/// Runs `lockstep ARGS --server … [--ca-cert …]` as `token`'s user; returns stdout.
+/// Runs `lockstep ARGS` against the server as `token`'s user; it must succeed. Returns stdout.
 fn cli(api: &Api, token: &str, args: &[&str]) -> String {
-    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    all.extend(["--server".into(), api.base.clone()]);
-    if let Some(ca) = &api.ca_cert {
-        all.extend(["--ca-cert".into(), ca.to_str().unwrap().into()]);
-    }
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let (st, out, err) = lockstep_env(&all, &[("LOCKSTEP_TOKEN", token)]);
+    let (st, out, err) = common::lockstep_as(api, token, args);
     assert!(st.success(), "{out}{err}");
     out
 }

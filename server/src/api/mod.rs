@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod agents;
+pub mod attention;
 pub mod audit;
 pub mod cluster;
 pub mod deliveries;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub agents: Arc<crate::agents::AgentHub>,
     /// The newest audit checkpoint this server wrote (`GET /v1/audit/verify` compares with it).
     pub checkpoints: Arc<crate::audit::LastCheckpoint>,
+    /// How the attention queue decides (`--attention-vetoes`).
+    pub attention: crate::attention::Settings,
 }
 
 #[derive(OpenApi)]
@@ -86,6 +89,7 @@ pub struct AppState {
         access::request_checkout, access::list_checkouts, access::get_checkout, access::approve,
         access::reject, access::withdraw, access::check_in, access::force_check_in,
         deliveries::list, deliveries::get, deliveries::rerun,
+        attention::list, attention::resolve,
     ),
     components(schemas(problem::Problem, crate::error::FieldProblem,
         crate::reset::watch::ItemChange, crate::reset::watch::ProgressChange)),
@@ -202,6 +206,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/reset-jobs/{id}", get(reset::get_job))
         .route("/reset-jobs/{id}/events", get(reset::job_events))
         .route("/deliveries", get(deliveries::list))
+        .route("/attention", get(attention::list))
+        .route("/accounts/{id}/resolve", post(attention::resolve))
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/deliveries/{id}/rerun", post(deliveries::rerun))
         .route(

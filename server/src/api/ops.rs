@@ -17,7 +17,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::attention::Kind;
 use crate::reset::delivery::OpenCounts;
+
+/// What `/metrics` reads from the database: the deliveries and the attention queue.
+#[derive(Clone)]
+struct QueueCounts {
+    deliveries: OpenCounts,
+    attention: Vec<(Kind, i64)>,
+}
 
 /// Counters behind `/metrics`.
 #[derive(Default)]
@@ -28,15 +36,15 @@ pub struct Metrics {
     audit_forward_failures: AtomicU64,
     /// Bells heard from the nodes (`cluster::bells`): work, agent, task.
     bells_heard: [AtomicU64; 3],
-    /// The delivery counts and when they were read: read from the database at most once per
-    /// [`DELIVERY_COUNTS_TTL`], however often anonymous clients ask.
-    delivery_counts: Mutex<(Option<std::time::Instant>, Option<OpenCounts>)>,
+    /// The queue counts and when they were read: read from the database at most once per
+    /// [`QUEUE_COUNTS_TTL`], however often anonymous clients ask.
+    queue_counts: Mutex<(Option<std::time::Instant>, Option<QueueCounts>)>,
     /// Held by the one request that reads them again.
-    delivery_refresh: tokio::sync::Mutex<()>,
+    queue_refresh: tokio::sync::Mutex<()>,
 }
 
-/// How long `/metrics` reuses the delivery counts it read.
-const DELIVERY_COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `/metrics` reuses the queue counts it read.
+const QUEUE_COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The method label of a request: a standard method by name, anything else `other` (a
 /// client may send any token as its method).
@@ -162,34 +170,41 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The delivery counts, read at most once per [`DELIVERY_COUNTS_TTL`] (a failed read counts
-/// as a read), by one request at a time: others meanwhile get the last counts. `None` when
-/// there are none to show (the gauges are left out rather than shown as zero).
-async fn delivery_counts(s: &AppState) -> Option<OpenCounts> {
+/// The queue counts, read at most once per [`QUEUE_COUNTS_TTL`] (a failed read counts as a
+/// read), by one request at a time: others meanwhile get the last counts. `None` when there
+/// are none to show (the gauges are left out rather than shown as zero).
+async fn queue_counts(s: &AppState) -> Option<QueueCounts> {
     let last = || {
-        *s.metrics
-            .delivery_counts
+        s.metrics
+            .queue_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .clone()
     };
     let (at, counts) = last();
-    if at.is_some_and(|t| t.elapsed() < DELIVERY_COUNTS_TTL) {
+    if at.is_some_and(|t| t.elapsed() < QUEUE_COUNTS_TTL) {
         return counts;
     }
-    let Ok(_refreshing) = s.metrics.delivery_refresh.try_lock() else {
+    let Ok(_refreshing) = s.metrics.queue_refresh.try_lock() else {
         return counts;
     };
-    let counts = match crate::reset::delivery::open_counts(&s.store).await {
+    let read = async {
+        Ok::<_, crate::Error>(QueueCounts {
+            deliveries: crate::reset::delivery::open_counts(&s.store).await?,
+            attention: crate::attention::counts(&s.store, s.attention).await?,
+        })
+    };
+    let counts = match read.await {
         Ok(counts) => Some(counts),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot count deliveries for /metrics");
+            tracing::warn!(error = %e, "cannot count deliveries and the attention queue for /metrics");
             None
         }
     };
     *s.metrics
-        .delivery_counts
+        .queue_counts
         .lock()
-        .unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), counts);
+        .unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), counts.clone());
     counts
 }
 
@@ -202,7 +217,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
         s.registry.integrity_refusals()
     );
-    if let Some(c) = delivery_counts(&s).await {
+    if let Some(QueueCounts {
+        deliveries: c,
+        attention,
+    }) = queue_counts(&s).await
+    {
         let _ = write!(
             text,
             "# HELP lockstep_deliveries_pending Post-reset deliveries waiting for an attempt.\n\
@@ -212,6 +231,14 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
              # TYPE lockstep_deliveries_dead_letters gauge\nlockstep_deliveries_dead_letters {}\n",
             c.pending, c.dead_letters
         );
+        let _ = write!(
+            text,
+            "# HELP lockstep_attention Entries of the attention queue (GET /v1/attention), by \
+             kind: what waits for a person.\n# TYPE lockstep_attention gauge\n"
+        );
+        for (kind, n) in attention {
+            let _ = writeln!(text, "lockstep_attention{{kind=\"{}\"}} {n}", kind.as_str());
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

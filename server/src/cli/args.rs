@@ -51,6 +51,13 @@ pub enum Command {
     /// Exits 0 when the server did it, 1 when it refused (its reason on stderr).
     #[command(subcommand)]
     Delivery(DeliveryCommand),
+    /// The attention queue, through a server: everything that waits for a person (out-of-sync,
+    /// parked and repeatedly vetoed accounts, checkouts past their window or left unrotated,
+    /// dead-lettered deliveries) with the requests that settle each, and resolving an
+    /// out-of-sync account. Exits 0 when the server did it, 1 when it refused (its reason on
+    /// stderr).
+    #[command(subcommand)]
+    Attention(AttentionCommand),
     /// Make an ed25519 publisher key pair for signing listeners: FILE (secret, mode 0600) and
     /// FILE.pub (the public key to register with the server).
     Keygen {
@@ -202,7 +209,7 @@ pub struct ServeArgs {
     /// A TOML file with any of: data_dir, listen, database_url, master_key_file, dev, syslog,
     /// max_body_bytes, max_listener_bytes, smtp_url, smtp_from, rotation_check_secs,
     /// ssh_command_timeout_secs, reset_lease_secs, reset_workers, audit_checkpoint_events,
-    /// audit_checkpoint_secs.
+    /// audit_checkpoint_secs, attention_vetoes.
     #[arg(long, env = "LOCKSTEP_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -257,6 +264,11 @@ pub struct ServeArgs {
     /// ... and at least this often, in seconds, while the chain grows [default: 300].
     #[arg(long, env = "LOCKSTEP_AUDIT_CHECKPOINT_SECS")]
     pub audit_checkpoint_secs: Option<u64>,
+    /// List an account in the attention queue (GET /v1/attention) once pre-reset listeners
+    /// vetoed more than this many of its resets since its password last changed [default: 3;
+    /// 0 to 1000].
+    #[arg(long, env = "LOCKSTEP_ATTENTION_VETOES")]
+    pub attention_vetoes: Option<i64>,
     /// The sender address of notification mail [default: lockstep@HOSTNAME].
     #[arg(long, env = "LOCKSTEP_SMTP_FROM")]
     pub smtp_from: Option<String>,
@@ -463,6 +475,30 @@ pub enum DeliveryCommand {
         /// The delivery's id (dlv_…).
         id: String,
         /// Why (1–500 characters; audited).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttentionCommand {
+    /// List the queue: one line per entry, then one indented line per action it allows.
+    List {
+        /// Only this kind: out-of-sync, parked, vetoed, checkout-overdue, checkout-unrotated,
+        /// dead-letter.
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        server: crate::cli::api_client::ServerArgs,
+    },
+    /// Resolve an out-of-sync account: the server logs in with the stored password, then with
+    /// each kept one; the one the target accepts becomes the stored one.
+    Resolve {
+        /// The account's id (acc_…).
+        account: String,
+        /// Why (3–500 characters; audited).
         #[arg(long)]
         reason: String,
         #[command(flatten)]

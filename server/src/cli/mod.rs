@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api_client;
 pub mod args;
+pub mod attention;
 pub mod checkout;
 pub mod delivery;
 pub mod listener_files;

@@ -233,6 +233,21 @@ pub async fn set_password(
     Ok(())
 }
 
+/// Whether the account's stored password is still `sealed` (every sealing draws a fresh
+/// nonce, so an equal nonce is the same sealing).
+pub async fn password_unchanged(
+    conn: &mut AnyConnection,
+    id: &str,
+    sealed: &Sealed,
+) -> Result<bool, super::Error> {
+    let nonce: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT password_nonce FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(nonce.is_some_and(|n| n == sealed.nonce))
+}
+
 /// Records whether the target is known to accept the stored password.
 pub async fn set_sync_status(
     conn: &mut AnyConnection,

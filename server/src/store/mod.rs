@@ -17,6 +17,7 @@
 pub mod access_policies;
 pub mod accounts;
 pub mod agents;
+pub mod attention;
 pub mod audit;
 pub mod change_requests;
 pub mod checkouts;

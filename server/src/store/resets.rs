@@ -630,13 +630,16 @@ pub async fn bulk_candidates(
 }
 
 /// Whether a job is working on the account now.
-pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
+pub async fn account_busy<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    account_id: &str,
+) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state NOT IN \
          ('done', 'vetoed', 'failed', 'out-of-sync', 'parked')",
     )
     .bind(account_id)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     Ok(n > 0)
 }

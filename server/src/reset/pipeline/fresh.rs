@@ -188,11 +188,12 @@ impl Engine {
                 .ask_target(&item, &s, &new, &mut old, running)
                 .await?
                 .map_err(|e| {
-                Error::Conflict(format!(
-                    "{}: the change may have been applied ({failure}) and the target cannot be                      asked which password it holds ({e}); both are kept and it is asked again",
-                    item.id
-                ))
-            })?;
+                    Error::Conflict(format!(
+                        "{}: the change may have been applied ({failure}) and the target cannot be \
+                     asked which password it holds ({e}); both are kept and it is asked again",
+                        item.id
+                    ))
+                })?;
             match held {
                 Held::New => {
                     tracing::info!(item = %item.id, error = %failure, "the change was applied although its command failed");

@@ -13,7 +13,7 @@
 //! what one item's reset needs to know; `lease.rs` claims and leases, `journal.rs` the fenced
 //! step writes, `fresh.rs` a fresh reset, `reconcile.rs` settling what is in flight,
 //! `listeners.rs` the listener phases, `deliver.rs` post-reset deliveries and their retries,
-//! `agent.rs` resets through agents.
+//! `agent.rs` resets through agents, `resolve.rs` a person settling an out-of-sync account.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,9 @@ mod journal;
 mod lease;
 mod listeners;
 mod reconcile;
+mod resolve;
+
+pub use resolve::{Accepted, Resolution, ResolveRequest};
 
 /// How long a claim lasts without a heartbeat, unless the server says otherwise
 /// (`--reset-lease-secs`); a heartbeat renews it every third of it. It is also the shortest
@@ -151,6 +154,18 @@ pub struct Engine {
     tasks: TaskTracker,
 }
 
+/// Where a resource's accounts are logged in to over SSH.
+fn endpoint_of(resource: &Resource, settings: &ResetSettings) -> Endpoint {
+    Endpoint {
+        host: resource
+            .ip_address
+            .clone()
+            .unwrap_or_else(|| resource.name.clone()),
+        port: u16::try_from(resource.ssh_port.unwrap_or(22)).unwrap_or(22),
+        pinned_host_key: settings.ssh_host_key.clone(),
+    }
+}
+
 /// Everything one item's reset needs to know about its account.
 struct Subject {
     account: Account,
@@ -167,15 +182,7 @@ struct Subject {
 
 impl Subject {
     fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            host: self
-                .resource
-                .ip_address
-                .clone()
-                .unwrap_or_else(|| self.resource.name.clone()),
-            port: u16::try_from(self.resource.ssh_port.unwrap_or(22)).unwrap_or(22),
-            pinned_host_key: self.settings.ssh_host_key.clone(),
-        }
+        endpoint_of(&self.resource, &self.settings)
     }
 
     fn remote(&self) -> bool {
