@@ -17,8 +17,8 @@ use std::time::Duration;
 use lockstep_agent_protocol::messages::{ListenerReport, ListenerWork, Outcome};
 use lockstep_runtime::signature::{self, ListenerSignature};
 use lockstep_runtime::{
-    LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime, TargetExec,
-    Trigger,
+    Delivery, LoadedListener, Manifest, Phase, ProgramOutput, ResetEvent, RunContext, Runtime,
+    TargetExec, Trigger,
 };
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -182,8 +182,11 @@ impl ListenerHost {
             trigger: Trigger::from_job(&w.trigger),
             resource_type: w.resource_type.clone(),
             parameters: w.parameters.clone(),
-            // Agent-mode runs are not deliveries yet: each runs once, as its task says.
-            delivery: None,
+            // A post-reset run is one attempt of a delivery the server schedules.
+            delivery: w.delivery.as_ref().map(|d| Delivery {
+                id: d.id.clone(),
+                attempt: d.attempt,
+            }),
         };
         let ctx = RunContext {
             resource: w.resource.clone(),
@@ -240,6 +243,7 @@ mod tests {
             account: Default::default(),
             old_password: None,
             new_password: None,
+            delivery: None,
         }
     }
 

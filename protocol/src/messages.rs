@@ -142,13 +142,28 @@ pub struct ListenerWork {
     pub old_password: Option<Password>,
     /// Present only when the manifest grants `new-password`.
     pub new_password: Option<Password>,
+    /// A post-reset run is one attempt of a delivery: its id and the attempt's number, told to
+    /// the listener (contract 0.2.0's `event.delivery`) so it can be idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryRef>,
+}
+
+/// One attempt of a post-reset delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRef {
+    /// The delivery's id (`dlv_…`), the same on every attempt.
+    pub id: String,
+    /// The attempt's number, from 1.
+    pub attempt: u32,
 }
 
 /// How an agent-mode listener run ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerReport {
-    /// `proceed`, `veto`, `success`, `failure` or `stopped` (trapped, timed out, ...).
+    /// `proceed`, `veto`, `success`, `failure`, `retry` (a post-reset run worth trying again)
+    /// or `stopped` (trapped, timed out, ...).
     pub outcome: String,
     pub message: String,
     /// Each refused capability call: `capability: requested (reason)`.

@@ -226,6 +226,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         .await?;
     let cluster_stop = tokio_util::sync::CancellationToken::new();
     let heartbeat = node.spawn_heartbeat(cluster_stop.clone());
+    crate::reset::sealed_binding::bind_to_accounts(&store, &vault).await?;
     let resets = crate::reset::pipeline::Engine::start(
         store.clone(),
         vault.clone(),

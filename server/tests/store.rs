@@ -838,3 +838,151 @@ async fn a_write_transaction_survives_a_writer_outside_it() {
         .expect("the other writer waited, then wrote");
     db.cleanup().await;
 }
+
+/// Passwords resets kept before they were bound to their account are re-sealed once for the
+/// account their row names; afterwards a row re-pointed at another account does not open for
+/// it, and is not re-sealed for it either.
+async fn kept_passwords_bound_to_their_account(db: &TestDb) {
+    use lockstep_server::reset::sealed_binding::bind_to_accounts;
+    use lockstep_server::states::{ItemState, JobStatus};
+    use lockstep_server::store::resets::{self, ItemRow, JobRow};
+    use lockstep_server::vault::{reset_given_aad, reset_pending_aad};
+    let s = &db.store;
+    let v = vault();
+    let a = actor();
+    let rid = resources::create(s, &a, new_resource("binding", "Linux"))
+        .await
+        .unwrap()
+        .id;
+    let account = |login: &str| NewAccount {
+        login_name: login.into(),
+        password: Secret::new("Start-Pw-1".into()),
+        description: None,
+        domain_name: None,
+        custom_fields: Default::default(),
+    };
+    let alice = accounts::create(s, &v, &a, &rid, account("alice"))
+        .await
+        .unwrap()
+        .id;
+    let bob = accounts::create(s, &v, &a, &rid, account("bob"))
+        .await
+        .unwrap()
+        .id;
+    let now = lockstep_server::time::now();
+    let legacy = |which: &str, pw: &str| {
+        v.seal_secret(
+            &Secret::new(pw.into()),
+            &format!("reset-item:itm_bound:{which}"),
+        )
+        .unwrap()
+    };
+    let mut tx = s.begin_write().await.unwrap();
+    let job = JobRow {
+        id: "job_bound".into(),
+        kind: "single".into(),
+        trigger: "manual".into(),
+        status: JobStatus::Finished.as_str().into(),
+        requested_by: "tester".into(),
+        reason: "binding".into(),
+        apply_remote: 1,
+        idempotency_key: None,
+        created_at: now.clone(),
+        finished_at: Some(now.clone()),
+        notify: None,
+    };
+    resets::insert_job(tx.conn(), &job).await.unwrap();
+    let item = ItemRow {
+        id: "itm_bound".into(),
+        job_id: job.id.clone(),
+        account_id: alice.clone(),
+        state: ItemState::OutOfSync.as_str().into(),
+        attempts: 1,
+        detail: None,
+        listeners: "[]".into(),
+        lease_owner: None,
+        lease_until: None,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+        claims: 0,
+        steps: String::new(),
+    };
+    let given = legacy("given", "Given-Pw-1");
+    resets::insert_items(tx.conn(), &[(item, Some(given))])
+        .await
+        .unwrap();
+    resets::set_pending(
+        tx.conn(),
+        "itm_bound",
+        Some(&legacy("pending", "Pending-Pw-1")),
+    )
+    .await
+    .unwrap();
+    resets::keep_password(
+        tx.conn(),
+        "itm_bound",
+        &alice,
+        &legacy("pending", "Kept-Pw-1"),
+        &now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(bind_to_accounts(s, &v).await.unwrap(), 3);
+    assert_eq!(bind_to_accounts(s, &v).await.unwrap(), 0, "once");
+    let pending = resets::pending(s.pool(), "itm_bound")
+        .await
+        .unwrap()
+        .unwrap();
+    let open = |sealed: &lockstep_server::vault::Sealed, aad: String| {
+        v.open_secret(sealed, &aad).map(|p| p.expose().to_string())
+    };
+    assert_eq!(
+        open(&pending, reset_pending_aad("itm_bound", &alice)).unwrap(),
+        "Pending-Pw-1"
+    );
+    assert!(open(&pending, "reset-item:itm_bound:pending".into()).is_err());
+    let given = resets::given(s.pool(), "itm_bound").await.unwrap().unwrap();
+    assert_eq!(
+        open(&given, reset_given_aad("itm_bound", &alice)).unwrap(),
+        "Given-Pw-1"
+    );
+    let kept = resets::kept_passwords(s.pool(), &alice, "", 8)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the kept row and the out-of-sync item's pending"
+    );
+    for k in &kept {
+        assert!(open(&k.sealed, reset_pending_aad("itm_bound", &alice)).is_ok());
+    }
+
+    // A database writer re-points the item and its kept row at bob: listed for bob, opened
+    // for nobody but alice, and never re-sealed for bob.
+    let mut conn = AnyConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "UPDATE reset_items SET account_id = $1 WHERE account_id = $2",
+        "UPDATE reset_kept_passwords SET account_id = $1 WHERE account_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(&bob)
+            .bind(&alice)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let moved = resets::kept_passwords(s.pool(), &bob, "", 8).await.unwrap();
+    assert_eq!(moved.len(), 2);
+    for k in &moved {
+        assert!(open(&k.sealed, reset_pending_aad(&k.item_id, &bob)).is_err());
+    }
+    assert_eq!(bind_to_accounts(s, &v).await.unwrap(), 0);
+}
+
+on_both_databases!(
+    kept_passwords_are_bound_to_their_account,
+    kept_passwords_bound_to_their_account
+);

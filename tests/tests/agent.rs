@@ -566,6 +566,135 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     assert!(!server.log_text().contains(&pw), "none in the server's log");
 }
 
+/// test-probe as an agent-mode post-reset listener for Linux, granted the new password (it
+/// imports every interface, so it is granted one rule of each).
+const AGENT_RETRY_PROBE: &str = r#"name = "retry-probe"
+version = "0.2.0"
+phases = ["post-reset"]
+modes = ["agent"]
+resource_types = ["Linux"]
+
+[[parameters]]
+name = "behaviour"
+description = "what the probe does"
+
+[[parameters]]
+name = "attempts"
+description = "the attempt that succeeds"
+
+[capabilities]
+props = ["LOGINNAME"]
+secrets = ["new-password"]
+network = ["http://127.0.0.1:9"]
+
+[[capabilities.exec]]
+program = "/usr/bin/wc"
+args = ["-c"]
+
+[[capabilities.target_exec]]
+program = "systemctl"
+args = ["reload", "*.service"]
+"#;
+
+#[tokio::test]
+async fn an_agent_mode_post_listener_that_answers_retry_is_delivered_again_on_its_agent() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
+    let server = tls_server();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("retry-probe.manifest.toml"),
+        AGENT_RETRY_PROBE,
+    )
+    .unwrap();
+    // It answers `retry` until the delivery's third attempt, which it can tell only from the
+    // delivery its agent passes on.
+    publish_approved(
+        &api,
+        &root,
+        dir.path(),
+        &[(
+            "retry-probe",
+            common::listeners::wasm_dir().join("test_probe.wasm"),
+            json!({"phases": ["post-reset"], "modes": ["agent"], "resource_types": ["Linux"],
+                   "order": 10, "parameters": ["retry-until", "3"]}),
+        )],
+    )
+    .await;
+    let publisher = dir.path().join("publisher.key.pub");
+    let (agent, rid) = common::agent::enrolled_agent_pinning(
+        &api,
+        &root,
+        &server,
+        &t,
+        std::slice::from_ref(&publisher),
+    )
+    .await;
+    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
+    let job = reset(&api, &root, &alice).await;
+    let item = &job["items"][0];
+    assert_eq!(item["state"], "done", "{job}");
+    let first = item["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["listener"] == "retry-probe")
+        .unwrap_or_else(|| panic!("retry-probe did not run: {job}"));
+    assert_eq!(first["outcome"], "retry", "{first}");
+    assert!(
+        first["ran_on"].as_str().unwrap().starts_with("agent:"),
+        "{first}"
+    );
+
+    // The workers run its later attempts on the agent, until it is delivered.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let d = loop {
+        let r = api
+            .get(&format!("/v1/deliveries?account_id={alice}"), &root)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let d = r.json()["items"][0].clone();
+        if d["state"] != "pending" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never delivered: {d}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert_eq!(d["mode"], "agent", "{d}");
+    assert_eq!(d["attempts"], 3, "{d}");
+    let history = d["history"].as_array().unwrap();
+    let outcomes: Vec<&str> = history
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "success"], "{d}");
+    assert!(
+        history
+            .iter()
+            .all(|a| a["node"].as_str().unwrap().starts_with("agent:")),
+        "{d}"
+    );
+    let pw = stored_password(&api, &root, &alice).await;
+    assert_eq!(
+        d["message"],
+        format!(
+            "delivered at attempt 3; new password of {} characters",
+            pw.chars().count()
+        ),
+        "{d}"
+    );
+    // Each attempt was its own task on the agent, named by the delivery and the attempt.
+    let id = d["id"].as_str().unwrap();
+    for n in 1..=3 {
+        let task = api.get(&format!("/v1/agent-tasks/{id}-{n}"), &root).await;
+        assert_eq!(task.status, 200, "attempt {n}: {}", task.text);
+    }
+    assert!(!agent.log().contains(&pw), "no password in the agent's log");
+    assert!(!server.log_text().contains(&pw), "none in the server's log");
+}
+
 #[tokio::test]
 async fn a_server_killed_while_its_agent_works_commits_the_result_after_restart() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);

@@ -76,12 +76,13 @@ async fn metrics_show(api: &Api, line: &str) {
 
 #[tokio::test]
 async fn an_out_of_sync_account_waits_until_the_target_proves_which_kept_password_it_holds() {
-    let t = SshTarget::start("Root-Pw-1", &users(1));
+    let t = SshTarget::start("Root-Pw-1", &users(2));
     let server = Server::start();
     let api = Api::new(&server);
     let root = server.root_token.clone();
-    let accounts = register(&api, &root, &t, "drifting", 1).await;
+    let accounts = register(&api, &root, &t, "drifting", 2).await;
     let (acc, login) = (accounts[0].0.clone(), accounts[0].1.clone());
+    let (other, other_login) = (accounts[1].0.clone(), accounts[1].1.clone());
     let auditor = user_with_role(&api, &root, "ann", "auditor").await;
 
     // The command sets a password nobody chose, then fails: the target now refuses both the
@@ -158,6 +159,36 @@ async fn an_out_of_sync_account_waits_until_the_target_proves_which_kept_passwor
     assert_eq!(queue(&api, &root, Some("out-of-sync")).await.len(), 1);
     assert_eq!(stored_password(&api, &root, &acc).await, "Start-Pw-1");
 
+    // A database writer re-points the out-of-sync reset at another account whose target
+    // password is that reset's, and marks it out-of-sync: resolving it must not try one
+    // account's password on another's target (the kept password opens only for its own).
+    t.change_password_locally(&other_login, given);
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    let repoint = |to: &str, from: &str| {
+        sqlx::query("UPDATE reset_items SET account_id = $1 WHERE account_id = $2")
+            .bind(to.to_string())
+            .bind(from.to_string())
+    };
+    repoint(&other, &acc).execute(&mut db).await.unwrap();
+    sqlx::query("UPDATE accounts SET password_sync_status = 'out-of-sync' WHERE id = $1")
+        .bind(&other)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let r = api
+        .post(&format!("/v1/accounts/{other}/resolve"), &root, why.clone())
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("1 kept for it did not open"), "{}", r.text);
+    assert_eq!(stored_password(&api, &root, &other).await, "Start-Pw-1");
+    repoint(&acc, &other).execute(&mut db).await.unwrap();
+    sqlx::query("UPDATE accounts SET password_sync_status = 'in-sync' WHERE id = $1")
+        .bind(&other)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drop(db);
+
     // A person sets the target to the password the failed reset chose; resolving proves it,
     // and the vault takes it.
     t.change_password_locally(&login, given);
@@ -203,8 +234,8 @@ async fn an_out_of_sync_account_waits_until_the_target_proves_which_kept_passwor
         .iter()
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes.len(), 3, "{events:?}");
-    assert_eq!(outcomes.iter().filter(|o| **o == "failure").count(), 1);
+    assert_eq!(outcomes.len(), 4, "{events:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "failure").count(), 2);
     let text = serde_json::to_string(&events).unwrap();
     assert!(
         !text.contains(given) && !text.contains("Nobody-Chose-9!"),

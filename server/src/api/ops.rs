@@ -20,11 +20,12 @@ use super::AppState;
 use crate::attention::Kind;
 use crate::reset::delivery::OpenCounts;
 
-/// What `/metrics` reads from the database: the deliveries and the attention queue.
-#[derive(Clone)]
+/// What `/metrics` reads from the database: the deliveries and the attention queue, each
+/// `None` when it could not be read (its gauges are left out rather than shown as zero).
+#[derive(Clone, Default)]
 struct QueueCounts {
-    deliveries: OpenCounts,
-    attention: Vec<(Kind, i64)>,
+    deliveries: Option<OpenCounts>,
+    attention: Option<Vec<(Kind, i64)>>,
 }
 
 /// Counters behind `/metrics`.
@@ -171,9 +172,8 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 /// The queue counts, read at most once per [`QUEUE_COUNTS_TTL`] (a failed read counts as a
-/// read), by one request at a time: others meanwhile get the last counts. `None` when there
-/// are none to show (the gauges are left out rather than shown as zero).
-async fn queue_counts(s: &AppState) -> Option<QueueCounts> {
+/// read), by one request at a time: others meanwhile get the last counts.
+async fn queue_counts(s: &AppState) -> QueueCounts {
     let last = || {
         s.metrics
             .queue_counts
@@ -183,28 +183,29 @@ async fn queue_counts(s: &AppState) -> Option<QueueCounts> {
     };
     let (at, counts) = last();
     if at.is_some_and(|t| t.elapsed() < QUEUE_COUNTS_TTL) {
-        return counts;
+        return counts.unwrap_or_default();
     }
     let Ok(_refreshing) = s.metrics.queue_refresh.try_lock() else {
-        return counts;
+        return counts.unwrap_or_default();
     };
-    let read = async {
-        Ok::<_, crate::Error>(QueueCounts {
-            deliveries: crate::reset::delivery::open_counts(&s.store).await?,
-            attention: crate::attention::counts(&s.store, s.attention).await?,
-        })
+    let read = |what: &str, e: crate::Error| {
+        tracing::warn!(error = %e, "cannot count {what} for /metrics");
     };
-    let counts = match read.await {
-        Ok(counts) => Some(counts),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot count deliveries and the attention queue for /metrics");
-            None
-        }
+    let counts = QueueCounts {
+        deliveries: crate::reset::delivery::open_counts(&s.store)
+            .await
+            .map_err(|e| read("deliveries", e))
+            .ok(),
+        attention: crate::attention::counts(&s.store, s.attention)
+            .await
+            .map_err(|e| read("the attention queue", e))
+            .ok(),
     };
     *s.metrics
         .queue_counts
         .lock()
-        .unwrap_or_else(|p| p.into_inner()) = (Some(std::time::Instant::now()), counts.clone());
+        .unwrap_or_else(|p| p.into_inner()) =
+        (Some(std::time::Instant::now()), Some(counts.clone()));
     counts
 }
 
@@ -217,11 +218,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
         s.registry.integrity_refusals()
     );
-    if let Some(QueueCounts {
-        deliveries: c,
+    let QueueCounts {
+        deliveries,
         attention,
-    }) = queue_counts(&s).await
-    {
+    } = queue_counts(&s).await;
+    if let Some(c) = deliveries {
         let _ = write!(
             text,
             "# HELP lockstep_deliveries_pending Post-reset deliveries waiting for an attempt.\n\
@@ -231,6 +232,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
              # TYPE lockstep_deliveries_dead_letters gauge\nlockstep_deliveries_dead_letters {}\n",
             c.pending, c.dead_letters
         );
+    }
+    if let Some(attention) = attention {
         let _ = write!(
             text,
             "# HELP lockstep_attention Entries of the attention queue (GET /v1/attention), by \

@@ -203,13 +203,15 @@ impl Entry {
                         .into();
                 }
                 e.kept_passwords = Some(r.count);
-                e.actions = vec![
-                    Action::post(
+                // Resolving logs in over SSH: not for accounts an agent or the vault alone
+                // manages (it would only say so).
+                if r.resolvable == 1 {
+                    e.actions.push(Action::post(
                         ActionKind::Resolve,
                         format!("/v1/accounts/{account}/resolve"),
-                    ),
-                    retry(),
-                ];
+                    ));
+                }
+                e.actions.push(retry());
             }
             Kind::Parked | Kind::Vetoed => {
                 e.times = Some(r.count);

@@ -161,6 +161,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         Arc::new(runtime),
         crate::api::DEFAULT_MAX_LISTENER_BYTES,
     );
+    crate::reset::sealed_binding::bind_to_accounts(&store, &vault).await?;
     let engine = crate::reset::pipeline::Engine::start(
         store.clone(),
         vault,

@@ -50,12 +50,23 @@ pub enum ExecutionMode {
 
 impl ExecutionMode {
     /// The name as the API and manifests write it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ExecutionMode::Agentless => "agentless",
             ExecutionMode::Agent => "agent",
             ExecutionMode::Gateway => "gateway",
         }
+    }
+
+    /// The mode named `text`, if any.
+    pub fn parse(text: &str) -> Option<ExecutionMode> {
+        [
+            ExecutionMode::Agentless,
+            ExecutionMode::Agent,
+            ExecutionMode::Gateway,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
     }
 }
 

@@ -152,6 +152,8 @@ pub struct Delivery {
     pub item_id: String,
     pub account_id: String,
     pub listener: String,
+    /// Where its attempts run: `agentless` (on a server) or `agent` (on the resource's agent).
+    pub mode: String,
     /// The version the latest attempt ran.
     pub version: String,
     /// `pending`, `delivered`, `dead-letter` or `superseded`.
@@ -181,6 +183,7 @@ pub fn view(r: DeliveryRow) -> Delivery {
         item_id: r.item_id,
         account_id: r.account_id,
         listener: r.listener,
+        mode: r.mode,
         version: r.version,
         state: r.state,
         attempts: r.attempts,

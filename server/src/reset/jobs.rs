@@ -183,11 +183,6 @@ pub async fn get_progress(store: &Store, id: &str) -> Result<(String, Progress)>
     Ok((j.status, p))
 }
 
-/// The sealing context of a password given with a reset request.
-pub(super) fn given_aad(item_id: &str) -> String {
-    format!("reset-item:{item_id}:given")
-}
-
 /// `POST /v1/reset-jobs`: many accounts in one job. Give exactly one of `accounts`,
 /// `resource_ids` or `resource_type`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -583,7 +578,12 @@ pub(super) async fn create(
         let given = spec
             .password
             .as_ref()
-            .map(|pw| vault.seal_secret(pw, &given_aad(&item.id)))
+            .map(|pw| {
+                vault.seal_secret(
+                    pw,
+                    &crate::vault::reset_given_aad(&item.id, &item.account_id),
+                )
+            })
             .transpose()?;
         items.push((item, given));
     }

@@ -8,6 +8,7 @@
 //! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
 //! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
 //! - `command`: command templates, how a resource type's passwords are set over SSH.
+//! - `sealed_binding`: the start-up upgrade binding the passwords resets keep to their account.
 
 pub mod batch;
 pub mod delivery;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod pool;
 pub mod remote;
 pub mod scheduler;
+pub mod sealed_binding;
 pub mod settings;
 pub mod ssh;
 pub mod target;

@@ -233,19 +233,41 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Whether the account's stored password is still `sealed` (every sealing draws a fresh
-/// nonce, so an equal nonce is the same sealing).
-pub async fn password_unchanged(
+/// Settles an out-of-sync account whose stored password is still `expected` (every sealing
+/// draws a fresh nonce, so an equal nonce is the same sealing): it stores `password` (a kept
+/// one the target proved) or, when `None`, keeps the stored one, and marks it in sync. False
+/// (nothing written) when the password or the status changed since they were read.
+pub async fn settle_out_of_sync(
     conn: &mut AnyConnection,
     id: &str,
-    sealed: &Sealed,
+    expected: &Sealed,
+    password: Option<&Sealed>,
+    at: &str,
 ) -> Result<bool, super::Error> {
-    let nonce: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT password_nonce FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(nonce.is_some_and(|n| n == sealed.nonce))
+    let done = match password {
+        Some(p) => sqlx::query(
+            "UPDATE accounts SET password_key_id = $3, password_nonce = $4, \
+             password_ciphertext = $5, password_changed_at = $6, updated_at = $6, \
+             password_sync_status = 'in-sync' WHERE id = $1 AND password_nonce = $2 \
+             AND password_sync_status = 'out-of-sync'",
+        )
+        .bind(id)
+        .bind(&expected.nonce)
+        .bind(&p.key_id)
+        .bind(&p.nonce)
+        .bind(&p.ciphertext)
+        .bind(at),
+        None => sqlx::query(
+            "UPDATE accounts SET password_sync_status = 'in-sync', updated_at = $3 \
+             WHERE id = $1 AND password_nonce = $2 AND password_sync_status = 'out-of-sync'",
+        )
+        .bind(id)
+        .bind(&expected.nonce)
+        .bind(at),
+    }
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records whether the target is known to accept the stored password.

@@ -26,11 +26,15 @@ pub struct AttentionRow {
     pub party: Option<String>,
     /// Kept passwords (out-of-sync), ended resets (parked, vetoed), attempts (dead letter).
     pub count: i64,
+    /// Out-of-sync: 1 when the server can log in as the account to resolve it (its type is
+    /// reset over SSH and no agent manages its resource).
+    pub resolvable: i64,
 }
 
-/// Accounts marked out-of-sync, with their latest out-of-sync reset (none when an agent's
-/// verification marked them) and how many passwords are kept for them besides the stored
-/// one (those `store::resets::kept_passwords` offers).
+/// Accounts marked out-of-sync, with their latest out-of-sync reset since the password last
+/// changed (none when an agent's verification marked them), how many passwords are kept for
+/// them besides the stored one (those `store::resets::kept_passwords` offers), and whether
+/// the server can resolve them.
 pub async fn out_of_sync(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec<AttentionRow>> {
     Ok(sqlx::query_as(
         "SELECT a.id AS key, a.id AS account_id, a.login_name, a.resource_id, \
@@ -38,9 +42,14 @@ pub async fn out_of_sync(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec<
          NULL AS subject_id, NULL AS party, \
          (SELECT COUNT(*) FROM reset_kept_passwords k WHERE k.account_id = a.id) \
          + (SELECT COUNT(*) FROM reset_items p WHERE p.account_id = a.id \
-            AND p.state IN ('out-of-sync', 'failed') AND p.pending_ciphertext IS NOT NULL) AS count \
-         FROM accounts a LEFT JOIN reset_items r ON r.id = (SELECT o.id FROM reset_items o \
+            AND p.state IN ('out-of-sync', 'failed') AND p.pending_ciphertext IS NOT NULL) AS count, \
+         CASE WHEN t.reset_method = 'ssh' AND NOT EXISTS (SELECT 1 FROM agents g \
+         WHERE g.resource_id = a.resource_id) THEN 1 ELSE 0 END AS resolvable \
+         FROM accounts a JOIN resources s ON s.id = a.resource_id \
+         JOIN resource_types t ON t.name = s.resource_type \
+         LEFT JOIN reset_items r ON r.id = (SELECT o.id FROM reset_items o \
          WHERE o.account_id = a.id AND o.state = 'out-of-sync' \
+         AND o.updated_at >= a.password_changed_at \
          ORDER BY o.updated_at DESC, o.id DESC LIMIT 1) \
          WHERE a.password_sync_status = 'out-of-sync' AND a.id > $1 ORDER BY a.id LIMIT $2",
     )
@@ -78,7 +87,8 @@ pub async fn ended_since_change(
 ) -> Result<Vec<AttentionRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT g.account_id AS key, g.account_id, a.login_name, a.resource_id, g.since, \
-         r.detail, r.job_id, r.id AS item_id, NULL AS subject_id, NULL AS party, g.n AS count \
+         r.detail, r.job_id, r.id AS item_id, NULL AS subject_id, NULL AS party, g.n AS count, \
+         CAST(0 AS BIGINT) AS resolvable \
          FROM (SELECT i.account_id, COUNT(*) AS n, MIN(i.updated_at) AS since, \
          (SELECT l.id FROM reset_items l WHERE l.account_id = i.account_id AND l.state = $1 \
          ORDER BY l.updated_at DESC, l.id DESC LIMIT 1) AS last_id ",
@@ -126,7 +136,7 @@ pub async fn checkouts_overdue(
     Ok(sqlx::query_as(concat!(
         "SELECT c.id AS key, c.account_id, a.login_name, a.resource_id, c.ends_at AS since, \
          c.reason AS detail, NULL AS job_id, NULL AS item_id, c.id AS subject_id, \
-         c.requester AS party, CAST(0 AS BIGINT) AS count ",
+         c.requester AS party, CAST(0 AS BIGINT) AS count, CAST(0 AS BIGINT) AS resolvable ",
         overdue!(),
         " AND c.id > $2 ORDER BY c.id LIMIT $3"
     ))
@@ -144,14 +154,17 @@ pub async fn count_checkouts_overdue(pool: &AnyPool, ended_before: &str) -> Resu
         .await?)
 }
 
-/// Returned checkouts whose rotation job finished without changing the password: the one
-/// the holder saw still logs in.
+/// Returned checkouts whose rotation job finished and no reset since the return changed the
+/// password on the target (the condition `access::checkout`'s gate keeps the account shut
+/// by: `store::resets::done_since`): the password the holder saw still logs in.
 macro_rules! unrotated {
     () => {
         "FROM checkouts c JOIN accounts a ON a.id = c.account_id \
          JOIN reset_jobs j ON j.id = c.reset_job_id \
          WHERE c.state = 'checked-in' AND c.rotate_on_checkin = 1 AND j.status = 'finished' \
-         AND a.password_changed_at < c.ended_at"
+         AND NOT EXISTS (SELECT 1 FROM reset_items d JOIN reset_jobs dj ON dj.id = d.job_id \
+         WHERE d.account_id = c.account_id AND d.state = 'done' AND d.created_at >= c.ended_at \
+         AND dj.apply_remote = 1)"
     };
 }
 
@@ -166,7 +179,8 @@ pub async fn checkouts_unrotated(
          AND r.account_id = c.account_id ORDER BY r.id LIMIT 1) AS detail, \
          c.reset_job_id AS job_id, (SELECT r.id FROM reset_items r WHERE r.job_id = \
          c.reset_job_id AND r.account_id = c.account_id ORDER BY r.id LIMIT 1) AS item_id, \
-         c.id AS subject_id, c.requester AS party, CAST(0 AS BIGINT) AS count ",
+         c.id AS subject_id, c.requester AS party, CAST(0 AS BIGINT) AS count, \
+         CAST(0 AS BIGINT) AS resolvable ",
         unrotated!(),
         " AND c.id > $1 ORDER BY c.id LIMIT $2"
     ))
@@ -189,7 +203,8 @@ pub async fn dead_letters(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec
     Ok(sqlx::query_as(
         "SELECT d.id AS key, d.account_id, a.login_name, a.resource_id, d.updated_at AS since, \
          d.message AS detail, d.job_id, d.item_id, d.id AS subject_id, d.listener AS party, \
-         d.attempts AS count FROM reset_deliveries d JOIN accounts a ON a.id = d.account_id \
+         d.attempts AS count, CAST(0 AS BIGINT) AS resolvable \
+         FROM reset_deliveries d JOIN accounts a ON a.id = d.account_id \
          WHERE d.state = 'dead-letter' AND d.id > $1 ORDER BY d.id LIMIT $2",
     )
     .bind(after)

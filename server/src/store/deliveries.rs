@@ -36,13 +36,16 @@ pub struct DeliveryRow {
     pub lease_until: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Where its attempts run: `inventory::resource_types::ExecutionMode` (`agentless` on a
+    /// server, `agent` on the resource's agent).
+    pub mode: String,
 }
 
 macro_rules! columns {
     () => {
         "id, item_id, job_id, account_id, listener, version, position, state, attempts, \
          max_attempts, expires_at, round_attempts, round_age_secs, next_attempt_at, outcome, \
-         message, history, fingerprint, lease_owner, lease_until, created_at, updated_at"
+         message, history, fingerprint, lease_owner, lease_until, created_at, updated_at, mode"
     };
 }
 
@@ -54,7 +57,7 @@ pub struct NewDelivery<'a> {
 }
 
 /// Writes the deliveries of an item's post-reset listeners. A delivery already written for the
-/// same item and listener (an item whose post phase is run again after a crash) is kept as it
+/// same item, listener and mode (an item whose post phase is run again after a crash) is kept as it
 /// is: its attempts so far count.
 pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), super::Error> {
     let r = d.row;
@@ -71,7 +74,8 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
         columns!(),
         ", old_key_id, old_nonce, old_ciphertext, new_key_id, new_nonce, new_ciphertext) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT (item_id, listener) DO NOTHING"
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
+         ON CONFLICT (item_id, listener, mode) DO NOTHING"
     ))
     .bind(&r.id)
     .bind(&r.item_id)
@@ -95,6 +99,7 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
     .bind(&r.lease_until)
     .bind(&r.created_at)
     .bind(&r.updated_at)
+    .bind(&r.mode)
     .bind(ok)
     .bind(on)
     .bind(oc)

@@ -510,6 +510,117 @@ pub async fn kept_passwords(
         .collect())
 }
 
+/// Where a sealed password a reset keeps is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemSecretPlace {
+    /// The password given with the request (`reset_items.given_*`).
+    Given,
+    /// The item's pending password (`reset_items.pending_*`).
+    Pending,
+    /// A row of `reset_kept_passwords`.
+    Kept(String),
+}
+
+/// A sealed password a reset keeps, with the item and account it belongs to.
+#[derive(Debug, Clone)]
+pub struct ItemSecret {
+    pub place: ItemSecretPlace,
+    pub item_id: String,
+    pub account_id: String,
+    pub sealed: Sealed,
+}
+
+/// Every sealed password resets keep (given, pending, kept), for the upgrade that binds them
+/// to their account (`reset::sealed_binding`).
+pub async fn item_secrets(pool: &AnyPool) -> Result<Vec<ItemSecret>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        kept_row: Option<String>,
+        item_id: String,
+        account_id: String,
+        #[sqlx(flatten)]
+        sealed: SealedColumns,
+    }
+    let given: Vec<Row> = sqlx::query_as(
+        "SELECT NULL AS kept_row, id AS item_id, account_id, given_key_id AS key_id, \
+         given_nonce AS nonce, given_ciphertext AS ciphertext FROM reset_items \
+         WHERE given_ciphertext IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let pending: Vec<Row> = sqlx::query_as(
+        "SELECT NULL AS kept_row, id AS item_id, account_id, pending_key_id AS key_id, \
+         pending_nonce AS nonce, pending_ciphertext AS ciphertext FROM reset_items \
+         WHERE pending_ciphertext IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let kept: Vec<Row> = sqlx::query_as(
+        "SELECT id AS kept_row, item_id, account_id, key_id, nonce, ciphertext \
+         FROM reset_kept_passwords",
+    )
+    .fetch_all(pool)
+    .await?;
+    let place = |r: &Row, default: ItemSecretPlace| match &r.kept_row {
+        Some(id) => ItemSecretPlace::Kept(id.clone()),
+        None => default,
+    };
+    let mut out = Vec::new();
+    for (rows, default) in [
+        (given, ItemSecretPlace::Given),
+        (pending, ItemSecretPlace::Pending),
+        (kept, ItemSecretPlace::Pending),
+    ] {
+        for r in rows {
+            let place = place(&r, default.clone());
+            if let Some(sealed) = r.sealed.sealed() {
+                out.push(ItemSecret {
+                    place,
+                    item_id: r.item_id,
+                    account_id: r.account_id,
+                    sealed,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces the sealed value at `s`'s place with `sealed`, if it is still the one read.
+pub async fn reseal_item_secret(
+    conn: &mut AnyConnection,
+    s: &ItemSecret,
+    sealed: &Sealed,
+) -> Result<bool, super::Error> {
+    let sql = match &s.place {
+        ItemSecretPlace::Given => {
+            "UPDATE reset_items SET given_key_id = $2, given_nonce = $3, given_ciphertext = $4 \
+             WHERE id = $1 AND given_nonce = $5"
+        }
+        ItemSecretPlace::Pending => {
+            "UPDATE reset_items SET pending_key_id = $2, pending_nonce = $3, \
+             pending_ciphertext = $4 WHERE id = $1 AND pending_nonce = $5"
+        }
+        ItemSecretPlace::Kept(_) => {
+            "UPDATE reset_kept_passwords SET key_id = $2, nonce = $3, ciphertext = $4 \
+             WHERE id = $1 AND nonce = $5"
+        }
+    };
+    let id = match &s.place {
+        ItemSecretPlace::Kept(row) => row.as_str(),
+        _ => s.item_id.as_str(),
+    };
+    let done = sqlx::query(sql)
+        .bind(id)
+        .bind(&sealed.key_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .bind(&s.sealed.nonce)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Keeps `sealed` (sealed with the item's pending AAD) as a password the target may still
 /// take.
 pub async fn keep_password(
@@ -642,6 +753,37 @@ pub async fn account_busy<'c>(
     .fetch_one(db)
     .await?;
     Ok(n > 0)
+}
+
+/// Whether a job is working on the account now, or one of its resets moved at or after
+/// `since` (what a person proved before then may be stale).
+pub async fn account_moved_since(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    since: &str,
+) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND (updated_at >= $2 \
+         OR state NOT IN ('done', 'vetoed', 'failed', 'out-of-sync', 'parked'))",
+    )
+    .bind(account_id)
+    .bind(since)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// How many passwords are kept for `account_id` (what [`kept_passwords`] would offer with no
+/// limit).
+pub async fn count_kept(pool: &AnyPool, account_id: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM reset_kept_passwords WHERE account_id = $1) \
+         + (SELECT COUNT(*) FROM reset_items WHERE account_id = $1 \
+            AND state IN ('out-of-sync', 'failed') AND pending_ciphertext IS NOT NULL)",
+    )
+    .bind(account_id)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Whether a reset of the account that was started at or after `since` ended done on its

@@ -226,6 +226,19 @@ pub fn account_password_aad(account_id: &str) -> String {
     format!("account:{account_id}:password")
 }
 
+/// The AAD of a reset item's pending password, and of one kept from it for a target that may
+/// still take it. It binds the item and its account: a sealed value moved to another item, or
+/// an item or kept row re-pointed at another account (to have Lockstep try one account's
+/// password on another account's target), does not open.
+pub fn reset_pending_aad(item_id: &str, account_id: &str) -> String {
+    format!("reset-item:{item_id}:account:{account_id}:pending")
+}
+
+/// The AAD of a password given with a reset request, bound like [`reset_pending_aad`].
+pub fn reset_given_aad(item_id: &str, account_id: &str) -> String {
+    format!("reset-item:{item_id}:account:{account_id}:given")
+}
+
 /// The AAD of a password a post-reset delivery keeps for its listener (`which`: `old` or
 /// `new`). It binds the delivery, its item, account and listener: a sealed value moved to
 /// another delivery or slot, or a delivery re-pointed at another item, account or listener

@@ -5,33 +5,52 @@
 
 use std::sync::Arc;
 
-use lockstep_agent_protocol::messages::ListenerReport;
+use lockstep_agent_protocol::messages::{DeliveryRef, ListenerReport};
 use lockstep_runtime::manifest::{Phase, Secret as Grant};
 use lockstep_runtime::{Delivery as RunDelivery, ResetEvent, RunContext, Trigger};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use super::agent::{AGENT_MODE, listener_work, report_of};
 use super::{Engine, Subject, state};
+use crate::agents::tasks::ListenerSecrets;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
-use crate::inventory::resource_types::ResetMethod;
+use crate::inventory::resource_types::{ExecutionMode, ResetMethod};
 use crate::registry::{Refusal, RunnableListener};
 use crate::reset::delivery::{self, Attempt, Next};
 use crate::reset::target::SshTargetExec;
-use crate::states::{AgentStatus, DeliveryState};
+use crate::states::{AgentStatus, DeliveryState, TaskState};
 use crate::store::deliveries::{AttemptEnd, DeliveryRow, NewDelivery};
 use crate::store::resets::ItemRow;
 use crate::store::{self};
 use crate::vault::{Secret, delivery_password_aad};
 
 /// The mode server-run listeners are associated in.
-const AGENTLESS: &str = "agentless";
+const AGENTLESS: &str = ExecutionMode::Agentless.as_str();
+/// How long an attempt on an agent waits for the agent to take its task (one it took is
+/// waited for until its lease runs out): an agent that is offline longer makes the attempt
+/// `interrupted`, tried again after a pause. Shorter than [`delivery::ATTEMPT_LEASE`].
+const AGENT_ATTEMPT_PICKUP: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// A post-reset listener and where its deliveries run.
+struct PostListener {
+    l: RunnableListener,
+    mode: ExecutionMode,
+}
+
+impl PostListener {
+    /// Whether delivery `d` is this listener's.
+    fn runs(&self, d: &DeliveryRow) -> bool {
+        self.l.name == d.listener && self.mode.as_str() == d.mode
+    }
+}
 
 impl Engine {
     /// Post-reset listeners, off the critical path: the reset is committed whatever they say.
-    /// Each server-run listener becomes a delivery whose first attempt runs here, in order;
-    /// later attempts are the workers' (`deliver_due`). Agent-mode listeners run once on the
-    /// agent, as their task says.
+    /// Each listener (server-run, or agent-mode on the resource's agent) becomes a delivery
+    /// whose first attempt runs here, in order; later attempts are the workers'
+    /// (`deliver_due`).
     pub(super) async fn post_phase(
         self: Arc<Self>,
         item: ItemRow,
@@ -58,11 +77,15 @@ impl Engine {
         self.write_deliveries(&item, &runnable, old.as_ref(), &new)
             .await?;
         let mut trouble = None;
-        for r in &refused {
-            listeners.push(json!({
+        for (r, agent) in &refused {
+            let mut entry = json!({
                 "listener": r.name, "phase": Phase::PostReset.as_str(), "outcome": "refused",
                 "message": r.reason,
-            }));
+            });
+            if let Some(a) = agent {
+                entry["ran_on"] = json!(format!("agent:{a}"));
+            }
+            listeners.push(entry);
             trouble.get_or_insert_with(|| {
                 super::listeners::guard_refused(Phase::PostReset, &r.name, &r.reason)
             });
@@ -77,21 +100,11 @@ impl Engine {
             let Some(d) = self.claim_delivery(&d.id, &now).await? else {
                 continue;
             };
-            let l = runnable.iter().find(|l| l.name == d.listener);
+            let l = runnable.iter().find(|l| l.runs(&d));
             let (entry, t) = self.attempt(d, &item, Ok(&s), l, target.clone()).await?;
             listeners.push(entry);
             if let Some(t) = t {
                 trouble.get_or_insert(t);
-            }
-        }
-        if let Some(agent) = s.via_agent().filter(|a| AgentStatus::Active.is(&a.status)) {
-            let old = old.unwrap_or_else(|| Secret::new(String::new()));
-            let phase = Phase::PostReset;
-            let on_agent = self
-                .agent_listeners(&item, &s, agent, phase, &old, &new, &mut listeners)
-                .await?;
-            if let Some(v) = on_agent {
-                trouble.get_or_insert(v);
             }
         }
         drop(permit);
@@ -113,7 +126,7 @@ impl Engine {
     async fn write_deliveries(
         &self,
         item: &ItemRow,
-        runnable: &[RunnableListener],
+        runnable: &[PostListener],
         old: Option<&Secret>,
         new: &Secret,
     ) -> Result<()> {
@@ -126,7 +139,8 @@ impl Engine {
         let first = crate::time::format(now + delivery::ATTEMPT_LEASE.saturating_mul(count.max(1)));
         let fingerprint = self.password_fingerprint(&item.account_id, new)?;
         let mut tx = self.store.begin_write().await?;
-        for (position, l) in runnable.iter().enumerate() {
+        for (position, p) in runnable.iter().enumerate() {
+            let l = &p.l;
             let manifest = l.listener.manifest();
             let limits = manifest.delivery();
             let id = crate::time::new_id("dlv");
@@ -166,6 +180,7 @@ impl Engine {
                 lease_until: None,
                 created_at: at.clone(),
                 updated_at: at.clone(),
+                mode: p.mode.as_str().into(),
             };
             store::deliveries::supersede(tx.conn(), &item.account_id, &l.name, &fingerprint, &at)
                 .await?;
@@ -196,16 +211,43 @@ impl Engine {
         Ok(self.password_fingerprint(&d.account_id, &now)? == d.fingerprint)
     }
 
-    /// The server-run post-reset listeners of the subject's resource type, verified, and those
-    /// the integrity check refused.
-    async fn post_listeners(&self, s: &Subject) -> Result<(Vec<RunnableListener>, Vec<Refusal>)> {
-        self.registry
-            .runnable(
-                &s.resource.resource_type,
-                Phase::PostReset.as_str(),
-                AGENTLESS,
-            )
-            .await
+    /// The post-reset listeners of the subject's resource type, verified: the server-run ones,
+    /// then (when the reset goes through an agent) the agent-mode ones; and those the integrity
+    /// check refused (with the agent they would have run on).
+    async fn post_listeners(
+        &self,
+        s: &Subject,
+    ) -> Result<(Vec<PostListener>, Vec<(Refusal, Option<String>)>)> {
+        let phase = Phase::PostReset.as_str();
+        let (here, refused) = self
+            .registry
+            .runnable(&s.resource.resource_type, phase, AGENTLESS)
+            .await?;
+        let mut runnable: Vec<PostListener> = here
+            .into_iter()
+            .map(|l| PostListener {
+                l,
+                mode: ExecutionMode::Agentless,
+            })
+            .collect();
+        let mut refused: Vec<(Refusal, Option<String>)> =
+            refused.into_iter().map(|r| (r, None)).collect();
+        if let Some(agent) = s.via_agent() {
+            let (there, refused_there) = self
+                .registry
+                .runnable(&s.resource.resource_type, phase, AGENT_MODE)
+                .await?;
+            runnable.extend(there.into_iter().map(|l| PostListener {
+                l,
+                mode: ExecutionMode::Agent,
+            }));
+            refused.extend(
+                refused_there
+                    .into_iter()
+                    .map(|r| (r, Some(agent.id.clone()))),
+            );
+        }
+        Ok((runnable, refused))
     }
 
     /// The reset's connection to its target for `target-exec`: SSH resources reset without an
@@ -253,17 +295,19 @@ impl Engine {
         let subject = if item.account_id != d.account_id || item.job_id != d.job_id {
             // The row that says whose reset this is was edited: refuse rather than tell
             // this account's listener another account's password.
-            Err(MISMATCH.to_string())
+            Err(NoSubject::Mismatch)
         } else {
-            self.subject(&item).await.map_err(|e| e.to_string())
+            self.subject(&item)
+                .await
+                .map_err(|e| NoSubject::Unreadable(e.to_string()))
         };
         let (runnable, target) = match &subject {
             Ok(s) => (self.post_listeners(s).await?.0, self.target_exec(s).await),
             Err(_) => (Vec::new(), None),
         };
-        let l = runnable.iter().find(|l| l.name == d.listener);
+        let l = runnable.iter().find(|l| l.runs(&d));
         let (_, trouble) = self
-            .attempt(d, &item, subject.as_ref().map_err(String::clone), l, target)
+            .attempt(d, &item, subject.as_ref().map_err(Clone::clone), l, target)
             .await?;
         drop(permit);
         if let Some(t) = trouble {
@@ -301,8 +345,8 @@ impl Engine {
         &self,
         d: DeliveryRow,
         item: &ItemRow,
-        subject: std::result::Result<&Subject, String>,
-        listener: Option<&RunnableListener>,
+        subject: std::result::Result<&Subject, NoSubject>,
+        listener: Option<&PostListener>,
         target: Option<Arc<SshTargetExec>>,
     ) -> Result<(Value, Option<String>)> {
         let started = crate::time::now();
@@ -312,11 +356,15 @@ impl Engine {
             Ok(_) => self.still_current(&d).await,
             Err(_) => Ok(true),
         };
+        // The agent an agent-mode attempt ran on.
+        let mut ran_on: Option<String> = None;
         let (report, version) = match (subject, listener) {
-            (Err(why), _) if why == MISMATCH => (
+            (Err(NoSubject::Mismatch), _) => (
                 ListenerReport {
                     outcome: "refused".into(),
-                    message: why,
+                    message: "its reset item names another account or job than the delivery \
+                              (edited in the database?); it is not run"
+                        .into(),
                     denials: Vec::new(),
                     elapsed_ms: 0.0,
                 },
@@ -342,7 +390,7 @@ impl Engine {
                 )),
                 d.version.clone(),
             ),
-            (Err(why), _) => (
+            (Err(NoSubject::Unreadable(why)), _) => (
                 unrunnable(format!("the reset's account cannot be read: {why}")),
                 d.version.clone(),
             ),
@@ -359,7 +407,17 @@ impl Engine {
                 },
                 d.version.clone(),
             ),
-            (Ok(s), Some(l)) => (self.run_delivery(&d, s, l, target).await, l.version.clone()),
+            (Ok(s), Some(p)) => {
+                let report = match p.mode {
+                    ExecutionMode::Agent => {
+                        let (report, agent) = self.run_delivery_on_agent(&d, s, &p.l).await;
+                        ran_on = agent;
+                        report
+                    }
+                    _ => self.run_delivery(&d, s, &p.l, target).await,
+                };
+                (report, p.l.version.clone())
+            }
         };
         let mut record = Vec::new();
         let verdict = self
@@ -369,7 +427,7 @@ impl Engine {
                 &d.listener,
                 &version,
                 report.clone(),
-                None,
+                ran_on.as_deref(),
                 &mut record,
             )
             .await?;
@@ -415,7 +473,7 @@ impl Engine {
                 attempt: d.attempts,
                 started_at: started,
                 ended_at: ended.clone(),
-                node: self.node.clone(),
+                node: ran_on.map_or_else(|| self.node.clone(), |a| format!("agent:{a}")),
                 version: version.clone(),
                 outcome: report.outcome.clone(),
                 message: report.message.clone(),
@@ -554,6 +612,83 @@ impl Engine {
         }
     }
 
+    /// Runs one attempt of `d` on the resource's agent: a listener task (its id the delivery's
+    /// and the attempt's) with the passwords the delivery kept, waited for. Returns the report
+    /// and the agent it ran on. An agent that does not take the task in time, or took it and
+    /// went silent, makes the attempt `interrupted` (tried again); one that could not load
+    /// the listener (its signature, its pinned keys) stops it, for a person.
+    async fn run_delivery_on_agent(
+        &self,
+        d: &DeliveryRow,
+        s: &Subject,
+        l: &RunnableListener,
+    ) -> (ListenerReport, Option<String>) {
+        let Some(agent) = s.via_agent().filter(|a| AgentStatus::Active.is(&a.status)) else {
+            let report = ListenerReport {
+                outcome: "refused".into(),
+                message: format!(
+                    "{} runs on the resource's agent, and resource '{}' has no active agent now                      (revoked or removed); enroll one, then re-run the delivery",
+                    d.listener, s.resource.name
+                ),
+                denials: Vec::new(),
+                elapsed_ms: 0.0,
+            };
+            return (report, None);
+        };
+        let ran_on = Some(agent.id.clone());
+        let (old, new) = match self.delivery_passwords(d).await {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("its kept passwords cannot be opened: {e}");
+                return (unrunnable(why), ran_on);
+            }
+        };
+        let secrets = ListenerSecrets {
+            old: old.map(|p| p.to_string()),
+            new: new.map(|p| p.to_string()),
+        };
+        let delivery = DeliveryRef {
+            id: d.id.clone(),
+            attempt: u32::try_from(d.attempts).unwrap_or(u32::MAX),
+        };
+        let work = listener_work(&d.job_id, s, l, Phase::PostReset, Some(delivery));
+        let id = format!("{}-{}", d.id, d.attempts);
+        let task = match self
+            .listener_task(
+                id,
+                &d.item_id,
+                s,
+                agent,
+                &work,
+                secrets,
+                AGENT_ATTEMPT_PICKUP,
+            )
+            .await
+        {
+            Ok(task) => task,
+            Err(e) => return (unrunnable(format!("its agent task: {e}")), ran_on),
+        };
+        if let Some(report) = report_of(&task) {
+            return (report, ran_on);
+        }
+        let said = task.message.clone().unwrap_or_default();
+        let report = match TaskState::parse(&task.state) {
+            // The agent would not or could not run it (an unpinned publisher, a digest that
+            // differs): stopped, as a run the host stops, audited; a person re-runs it.
+            Some(TaskState::Failed | TaskState::Refused) => ListenerReport {
+                outcome: "stopped".into(),
+                message: format!("the agent could not run it ({}): {said}", task.state),
+                denials: Vec::new(),
+                elapsed_ms: 0.0,
+            },
+            _ => unrunnable(format!(
+                "agent {}: task {} {}: {said}",
+                agent.id, task.id, task.state
+            )),
+        };
+        (report, ran_on)
+    }
+
     /// The (old, new) passwords delivery `d` keeps for its listener, opened.
     async fn delivery_passwords(
         &self,
@@ -582,9 +717,14 @@ impl Engine {
     }
 }
 
-/// Why a delivery whose item names another account or job is refused.
-const MISMATCH: &str = "its reset item names another account or job than the delivery \
-                        (edited in the database?); it is not run";
+/// Why a due delivery has no reset to run for.
+#[derive(Debug, Clone)]
+enum NoSubject {
+    /// Its item names another account or job than the delivery: refused.
+    Mismatch,
+    /// The reset's account, resource or settings cannot be read now: tried again.
+    Unreadable(String),
+}
 
 /// A report for an attempt the host could not run (tried again, within the limits).
 fn unrunnable(message: String) -> ListenerReport {

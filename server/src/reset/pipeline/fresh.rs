@@ -4,20 +4,19 @@
 use lockstep_runtime::manifest::Phase;
 use std::sync::Arc;
 
-use super::journal::pending_aad;
 use super::lease::{lease_of, still_held};
 use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
+use crate::reset::history_purpose;
 use crate::reset::remote::{self, AdminKind, ApplyFailure, Held};
 use crate::reset::settings::get_settings;
 use crate::reset::target::SshTargetExec;
-use crate::reset::{history_purpose, jobs::given_aad};
 use crate::states::TaskState;
 use crate::store::resets::ItemRow;
 use crate::store::{self};
-use crate::vault::{Secret, account_password_aad};
+use crate::vault::{Secret, account_password_aad, reset_given_aad, reset_pending_aad};
 
 impl Engine {
     /// A reset from the start: choose the password, ask the pre-reset listeners, journal the
@@ -27,7 +26,10 @@ impl Engine {
         self.step(&item, state::PRE_LISTENERS, None, &listeners, item.attempts)
             .await?;
         let given = match store::resets::given(self.store.pool(), &item.id).await? {
-            Some(sealed) => Some(self.vault.open_secret(&sealed, &given_aad(&item.id))?),
+            Some(sealed) => Some(
+                self.vault
+                    .open_secret(&sealed, &reset_given_aad(&item.id, &item.account_id))?,
+            ),
             None => None,
         };
         let mut new = match &given {
@@ -320,7 +322,9 @@ impl Engine {
         listeners: &[serde_json::Value],
         attempts: i64,
     ) -> Result<()> {
-        let sealed = self.vault.seal_secret(new, &pending_aad(&item.id))?;
+        let sealed = self
+            .vault
+            .seal_secret(new, &reset_pending_aad(&item.id, &item.account_id))?;
         let now = crate::time::now();
         let mut tx = self.store.begin_write().await?;
         store::resets::set_pending(tx.conn(), &item.id, Some(&sealed)).await?;

@@ -9,11 +9,6 @@ use crate::states::SyncStatus;
 use crate::store::resets::ItemRow;
 use crate::store::{self};
 
-/// The sealing context of an item's pending password.
-pub(super) fn pending_aad(item_id: &str) -> String {
-    format!("reset-item:{item_id}:pending")
-}
-
 impl Engine {
     /// Writes an item's new state (and audits a final one). A final state other than
     /// out-of-sync discards the pending password: call it only once the target has shown it

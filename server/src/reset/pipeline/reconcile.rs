@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::agent::agent_task_id;
-use super::journal::pending_aad;
 use super::lease::{lease_of, still_held};
 use super::{AGENT_PICKUP, Engine, MAX_GENERATED_ATTEMPTS, SETTLE_DELAYS, Subject, state};
 use crate::agents::tasks::{self as agent_tasks};
@@ -15,7 +14,7 @@ use crate::reset::remote::{self, Held};
 use crate::states::TaskState;
 use crate::store::resets::ItemRow;
 use crate::store::{self};
-use crate::vault::{Secret, account_password_aad};
+use crate::vault::{Secret, account_password_aad, reset_pending_aad};
 
 impl Engine {
     /// `lockstep reconcile`: settles every item left in flight (lease expired) by asking its
@@ -140,9 +139,13 @@ impl Engine {
             store::resets::kept_passwords(self.store.pool(), &s.account.id, &item.id, 8).await?;
         for kept in kept {
             let kept_by = kept.item_id.clone();
-            let candidate = self
-                .vault
-                .open_secret(&kept.sealed, &pending_aad(&kept_by))?;
+            // Sealed for this account's item, or it does not open: a kept row (or its item)
+            // re-pointed at this account in the database is never tried on its target.
+            let aad = reset_pending_aad(&kept_by, &s.account.id);
+            let Ok(candidate) = self.vault.open_secret(&kept.sealed, &aad) else {
+                tracing::warn!(account = %s.account.id, kept_by = %kept_by, "a kept password does not open for this account (moved in the database?); not tried");
+                continue;
+            };
             if candidate.expose() == new.expose() || candidate.expose() == old.expose() {
                 continue;
             }
@@ -185,7 +188,9 @@ impl Engine {
     /// Keeps `password` (an earlier pending password of `item`) as one the target may still
     /// take.
     pub(super) async fn keep(&self, item: &ItemRow, password: &Secret) -> Result<()> {
-        let sealed = self.vault.seal_secret(password, &pending_aad(&item.id))?;
+        let sealed = self
+            .vault
+            .seal_secret(password, &reset_pending_aad(&item.id, &item.account_id))?;
         let mut tx = self.store.begin_write().await?;
         let held = store::resets::holds(tx.conn(), &item.id, lease_of(item)).await?;
         still_held(item, held)?;
@@ -262,7 +267,9 @@ impl Engine {
                 )
                 .await;
         };
-        let new = self.vault.open_secret(&sealed, &pending_aad(&item.id))?;
+        let new = self
+            .vault
+            .open_secret(&sealed, &reset_pending_aad(&item.id, &item.account_id))?;
         let old = self.old_password(&s.account.id).await?;
         if !s.remote() {
             return self

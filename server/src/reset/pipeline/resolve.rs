@@ -4,11 +4,15 @@
 //! accepts is the account's: the vault takes it and the account is in sync again. Nothing is
 //! guessed: when the target accepts none, nothing changes, and when it cannot be asked, nothing
 //! is proven. A kept password the target refused stays kept (a command cut off long ago may
-//! still apply it); only the one proven is let go of, into the vault.
+//! still apply it); only the one proven is let go of, into the vault. A kept password opens
+//! only for the account its reset was for (`vault::reset_pending_aad`), so one re-pointed at
+//! another account in the database is never tried on that account's target. What was proven
+//! is written only if nothing moved meanwhile: no reset of the account started or ended, and
+//! the stored password and the out-of-sync mark are the ones read (one conditional write).
+//! Every resolve that logged in is audited, whatever its end.
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::pending_aad;
 use super::{Engine, endpoint_of};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
@@ -18,10 +22,10 @@ use crate::reset::settings::get_settings;
 use crate::states::SyncStatus;
 use crate::store::resets::KeptPassword;
 use crate::store::{self};
-use crate::vault::{Secret, account_password_aad};
+use crate::vault::{Sealed, Secret, account_password_aad, reset_pending_aad};
 
-/// Kept passwords tried, newest first (as a reset's own recovery tries).
-const KEPT_TRIED: i64 = 8;
+/// Kept passwords tried, newest first: one SSH login each.
+const KEPT_TRIED: i64 = 64;
 
 /// What a person gives to resolve an out-of-sync account.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -51,6 +55,9 @@ pub struct Resolution {
     pub kept_by_item: Option<String>,
     /// Passwords tried (one login each) before the target accepted one.
     pub tried: usize,
+    /// Kept passwords that did not open for this account (moved in the database?): never
+    /// tried.
+    pub unopenable: usize,
     /// The account's sync status now: `in-sync`.
     pub sync_status: String,
 }
@@ -102,8 +109,11 @@ impl Engine {
         let stored = self
             .vault
             .open_secret(&stored_sealed, &account_password_aad(account_id))?;
+        let kept_total = store::resets::count_kept(self.store.pool(), account_id).await?;
         let kept =
             store::resets::kept_passwords(self.store.pool(), account_id, "", KEPT_TRIED).await?;
+        // Anything a reset of the account does from now makes what is proven here stale.
+        let started = crate::time::now();
 
         let ask = |password: &Secret| {
             let endpoint = endpoint.clone();
@@ -121,109 +131,177 @@ impl Engine {
             }
         };
         let mut tried: Vec<Secret> = Vec::new();
-        let mut accepted: Option<(Option<KeptPassword>, Secret)> = None;
-        if !stored.is_empty() {
-            tried.push(stored.clone());
-            if ask(&stored).await? {
-                accepted = Some((None, stored.clone()));
+        let mut unopenable = 0usize;
+        let proof: Result<Option<(Option<KeptPassword>, Secret)>> = async {
+            if !stored.is_empty() {
+                tried.push(stored.clone());
+                if ask(&stored).await? {
+                    return Ok(Some((None, stored.clone())));
+                }
             }
-        }
-        if accepted.is_none() {
             for k in kept {
-                let candidate = self
-                    .vault
-                    .open_secret(&k.sealed, &pending_aad(&k.item_id))?;
+                let aad = reset_pending_aad(&k.item_id, account_id);
+                let Ok(candidate) = self.vault.open_secret(&k.sealed, &aad) else {
+                    tracing::warn!(account = %account_id, kept_by = %k.item_id, "a kept password does not open for this account (moved in the database?); not tried");
+                    unopenable += 1;
+                    continue;
+                };
                 if tried.iter().any(|t| t.expose() == candidate.expose()) {
                     continue;
                 }
                 tried.push(candidate.clone());
                 if ask(&candidate).await? {
-                    accepted = Some((Some(k), candidate));
-                    break;
+                    return Ok(Some((Some(k), candidate)));
                 }
             }
+            Ok(None)
         }
+        .await;
+        let tried = tried.len();
+        let tries = Tries {
+            reason: reason.clone(),
+            tried,
+            unopenable,
+        };
+        let found = match proof {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                let why = format!(
+                    "the target accepts none of the {tried} password(s) tried for account \
+                     '{account_id}' (the stored one and {} of the {kept_total} kept by earlier \
+                     resets{}): it holds one Lockstep never set. Nothing changed. Retry the \
+                     reset (POST /v1/accounts/{account_id}/reset): it sets a new password \
+                     through the resource's admin login",
+                    tried.saturating_sub(usize::from(!stored.is_empty())),
+                    if unopenable > 0 {
+                        format!("; {unopenable} kept for it did not open and were not tried")
+                    } else {
+                        String::new()
+                    }
+                );
+                tracing::warn!(account = %account_id, tried, "the target accepts none of the passwords kept for an out-of-sync account");
+                let e = Error::Conflict(why);
+                return Err(self.resolve_failed(actor, account_id, &tries, e).await);
+            }
+            Err(e) if tried == 0 => return Err(e),
+            Err(e) => return Err(self.resolve_failed(actor, account_id, &tries, e).await),
+        };
+        match self
+            .take_proven(actor, account_id, &stored_sealed, &started, found, &tries)
+            .await
+        {
+            Ok(resolution) => Ok(resolution),
+            Err(e) => Err(self.resolve_failed(actor, account_id, &tries, e).await),
+        }
+    }
 
+    /// Writes what the target proved, if nothing moved since the logins began (`started`),
+    /// with its audit event, in one transaction.
+    async fn take_proven(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        stored: &Sealed,
+        started: &str,
+        (kept, password): (Option<KeptPassword>, Secret),
+        f: &Tries,
+    ) -> Result<Resolution> {
         let now = crate::time::now();
-        let mut tx = self.store.begin_write().await?;
-        if store::resets::account_busy(tx.conn(), account_id).await? {
-            return Err(busy(account_id));
-        }
-        if !store::accounts::password_unchanged(tx.conn(), account_id, &stored_sealed).await? {
-            return Err(Error::Conflict(format!(
-                "the stored password of account '{account_id}' changed while its passwords were \
-                 tried; read the account again"
-            )));
-        }
-        let kept_by_item = match &accepted {
-            Some((None, _)) => {
-                store::accounts::set_sync_status(
-                    tx.conn(),
-                    account_id,
-                    SyncStatus::InSync.as_str(),
-                    &now,
-                )
-                .await?;
-                None
-            }
-            Some((Some(k), password)) => {
-                let sealed = self
-                    .vault
-                    .seal_secret(password, &account_password_aad(account_id))?;
-                store::accounts::set_password(tx.conn(), account_id, &sealed, &now).await?;
-                store::resets::drop_kept(tx.conn(), k).await?;
-                Some(k.item_id.clone())
-            }
+        let sealed = match &kept {
+            Some(_) => Some(
+                self.vault
+                    .seal_secret(&password, &account_password_aad(account_id))?,
+            ),
             None => None,
         };
-        let which = accepted.as_ref().map(|(k, _)| match k {
-            None => Accepted::Stored,
-            Some(_) => Accepted::Kept,
-        });
+        let mut tx = self.store.begin_write().await?;
+        if store::resets::account_moved_since(tx.conn(), account_id, started).await? {
+            return Err(busy(account_id));
+        }
+        let settled = store::accounts::settle_out_of_sync(
+            tx.conn(),
+            account_id,
+            stored,
+            sealed.as_ref(),
+            &now,
+        )
+        .await?;
+        if !settled {
+            return Err(Error::Conflict(format!(
+                "account '{account_id}' changed while its passwords were tried (its stored \
+                 password, or its out-of-sync mark); read it again"
+            )));
+        }
+        if let Some(k) = &kept {
+            store::resets::drop_kept(tx.conn(), k).await?;
+        }
+        let accepted = if kept.is_some() {
+            Accepted::Kept
+        } else {
+            Accepted::Stored
+        };
+        let kept_by_item = kept.map(|k| k.item_id);
         audit::append(
             &mut tx,
             NewEvent {
                 actor,
                 action: "account.out-of-sync.resolve",
                 target: account_id,
-                outcome: if which.is_some() {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                },
+                outcome: Outcome::Success,
                 detail: serde_json::json!({
-                    "reason": reason, "tried": tried.len(), "accepted": which,
-                    "kept_by_item": kept_by_item,
+                    "reason": f.reason, "tried": f.tried, "unopenable": f.unopenable,
+                    "accepted": accepted, "kept_by_item": kept_by_item,
                 }),
             },
         )
         .await?;
         tx.commit().await?;
-        let Some(accepted) = which else {
-            tracing::warn!(account = %account_id, tried = tried.len(), "the target accepts none of the passwords kept for an out-of-sync account");
-            return Err(Error::Conflict(format!(
-                "the target accepts none of the {} password(s) Lockstep kept for account \
-                 '{account_id}' (the stored one and those earlier resets kept): it holds one \
-                 Lockstep never set. Nothing changed. Retry the reset \
-                 (POST /v1/accounts/{account_id}/reset): it sets a new password through the \
-                 resource's admin login",
-                tried.len()
-            )));
-        };
         tracing::info!(account = %account_id, accepted = ?accepted, "an out-of-sync account was resolved");
         Ok(Resolution {
             account_id: account_id.to_string(),
             accepted,
             kept_by_item,
-            tried: tried.len(),
+            tried: f.tried,
+            unopenable: f.unopenable,
             sync_status: SyncStatus::InSync.as_str().into(),
         })
     }
+
+    /// Audits a resolve that logged in and did not settle the account (`e` says why); returns
+    /// `e`, or the audit's own error if it cannot be written.
+    async fn resolve_failed(&self, actor: &Actor, account_id: &str, f: &Tries, e: Error) -> Error {
+        let written = audit::record(
+            &self.store,
+            NewEvent {
+                actor,
+                action: "account.out-of-sync.resolve",
+                target: account_id,
+                outcome: Outcome::Failure,
+                detail: serde_json::json!({
+                    "reason": f.reason, "tried": f.tried, "unopenable": f.unopenable,
+                    "why": e.to_string(),
+                }),
+            },
+        )
+        .await;
+        match written {
+            Ok(()) => e,
+            Err(audit) => audit,
+        }
+    }
+}
+
+/// What a resolve that logged in did, for its audit event.
+struct Tries {
+    reason: String,
+    tried: usize,
+    unopenable: usize,
 }
 
 fn busy(account_id: &str) -> Error {
     Error::Conflict(format!(
-        "a reset of account '{account_id}' is in progress, and it asks the target itself; \
-         resolve the account after it ends if it is still out-of-sync"
+        "a reset of account '{account_id}' is in progress or ended while its passwords were \
+         tried, and a reset asks the target itself; resolve the account after it ends if it is \
+         still out-of-sync"
     ))
 }

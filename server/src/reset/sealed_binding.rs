@@ -1,0 +1,56 @@
+//! The upgrade that binds the passwords resets keep to their account. They were sealed with
+//! AAD naming only their reset item (`reset-item:ITEM:pending`, `…:given`), so a database
+//! writer who re-pointed an item or a kept row at another account had Lockstep try one
+//! account's password on another account's target. They are now sealed with
+//! `vault::reset_pending_aad` / `reset_given_aad` (item and account), and every start re-seals
+//! any still sealed the old way, once, for the account its row names then: the server and
+//! `lockstep reconcile` run it before their reset engine starts. (A row re-pointed *before*
+//! the upgrade is bound where it was re-pointed; see `docs/security.md`.)
+
+use crate::error::Result;
+use crate::store::resets::{ItemSecret, ItemSecretPlace};
+use crate::store::{self, Store};
+use crate::vault::{Vault, reset_given_aad, reset_pending_aad};
+
+/// The AAD a password was sealed with before the upgrade.
+fn legacy_aad(s: &ItemSecret) -> String {
+    match s.place {
+        ItemSecretPlace::Given => format!("reset-item:{}:given", s.item_id),
+        _ => format!("reset-item:{}:pending", s.item_id),
+    }
+}
+
+/// The AAD it is sealed with now.
+fn bound_aad(s: &ItemSecret) -> String {
+    match s.place {
+        ItemSecretPlace::Given => reset_given_aad(&s.item_id, &s.account_id),
+        _ => reset_pending_aad(&s.item_id, &s.account_id),
+    }
+}
+
+/// Re-seals every password resets keep that is still sealed the old way; returns how many.
+/// One that opens neither way is left as it is (whatever tries it later reports it).
+pub async fn bind_to_accounts(store: &Store, vault: &Vault) -> Result<usize> {
+    let mut bound = 0;
+    for s in store::resets::item_secrets(store.pool()).await? {
+        if vault.open_secret(&s.sealed, &bound_aad(&s)).is_ok() {
+            continue;
+        }
+        let Ok(password) = vault.open_secret(&s.sealed, &legacy_aad(&s)) else {
+            continue;
+        };
+        let sealed = vault.seal_secret(&password, &bound_aad(&s))?;
+        let mut tx = store.begin_write().await?;
+        if store::resets::reseal_item_secret(tx.conn(), &s, &sealed).await? {
+            bound += 1;
+        }
+        tx.commit().await?;
+    }
+    if bound > 0 {
+        tracing::info!(
+            bound,
+            "passwords kept by resets are now sealed for their account"
+        );
+    }
+    Ok(bound)
+}
