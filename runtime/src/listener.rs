@@ -103,13 +103,15 @@ impl Contract {
                 "0.2.0" => Contract::V0_2,
                 other => {
                     return Err(Error::Link(format!(
-                        "it imports {name}, and this host serves lockstep:listener 0.1.0 and                          0.2.0, not {other}; build it against one of those"
+                        "it imports {name}, and this host serves lockstep:listener 0.1.0 and \
+                         0.2.0, not {other}; build it against one of those"
                     )));
                 }
             };
             if found.is_some_and(|f| f != contract) {
                 return Err(Error::Link(
-                    "it imports lockstep:listener interfaces of two versions; build it against                      one"
+                    "it imports lockstep:listener interfaces of two versions; build it against \
+                     one"
                     .into(),
                 ));
             }

@@ -693,3 +693,42 @@ fn claims_repeat_the_open_items_index_condition() {
         }
     }
 }
+
+/// Lines of `files` where a message's literal holds a run of spaces between words: a broken
+/// line continuation (a string split over two lines without its `\`, whose second line's
+/// indentation ends up inside the message).
+fn broken_continuations(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (path, text) in files {
+        for (n, line) in text.lines().enumerate() {
+            let broken = literals(line).into_iter().any(|lit| {
+                lit.find("        ")
+                    .is_some_and(|i| !lit[..i].trim().is_empty() && !lit[i..].trim().is_empty())
+            });
+            if broken {
+                found.push(format!("{path}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_message_hides_a_broken_line_continuation() {
+    let found = broken_continuations(&sources());
+    assert!(
+        found.is_empty(),
+        "string literals with a run of spaces inside (a line continuation without its `\\`?): \
+         {found:#?}; hint: end the first line of the literal with `\\`"
+    );
+    let bad = [(
+        "x.rs".to_string(),
+        "    \"the target cannot be                      asked\",".to_string(),
+    )];
+    assert_eq!(broken_continuations(&bad).len(), 1, "the check catches one");
+    let good = [(
+        "x.rs".to_string(),
+        "    \"the target cannot be \\\n     asked\", format!(\"{:<11} {}\", a, b)".to_string(),
+    )];
+    assert!(broken_continuations(&good).is_empty());
+}

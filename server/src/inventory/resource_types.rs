@@ -413,7 +413,8 @@ pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {
     let listeners = store::resource_types::count_listeners(store.pool(), name).await?;
     if listeners > 0 {
         return Err(Error::Conflict(format!(
-            "resource type '{name}' is associated with {listeners} listener(s); change their              associations first (PUT /v1/listeners/NAME/association)"
+            "resource type '{name}' is associated with {listeners} listener(s); change their \
+             associations first (PUT /v1/listeners/NAME/association)"
         )));
     }
     let mut tx = store.begin_write().await?;

@@ -52,6 +52,14 @@ pub fn jitter() -> f64 {
     f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
 }
 
+/// The number of the latest attempt a delivery's history records (0: none).
+pub fn last_recorded(history: &str) -> i64 {
+    serde_json::from_str::<Vec<Attempt>>(history)
+        .ok()
+        .and_then(|h| h.last().map(|a| a.attempt))
+        .unwrap_or(0)
+}
+
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {

@@ -2,11 +2,15 @@
 //! AAD naming only their reset item (`reset-item:ITEM:pending`, `…:given`), so a database
 //! writer who re-pointed an item or a kept row at another account had Lockstep try one
 //! account's password on another account's target. They are now sealed with
-//! `vault::reset_pending_aad` / `reset_given_aad` (item and account), and every start re-seals
-//! any still sealed the old way, once, for the account its row names then: the server and
-//! `lockstep reconcile` run it before their reset engine starts. (A row re-pointed *before*
-//! the upgrade is bound where it was re-pointed; see `docs/security.md`.)
+//! `vault::reset_pending_aad` / `reset_given_aad` (item and account). The first start after the
+//! upgrade (the server's, or `lockstep reconcile`'s, before its reset engine starts) re-seals
+//! those still sealed the old way, for the account their row names then, and appends a
+//! `reset.passwords.bound` audit event; once that event is in the trail (authentic under the
+//! audit-chain key, so a database writer cannot forge it), no start opens anything the old way
+//! again: an old ciphertext copied back from a backup stays unopenable. (A row re-pointed
+//! *before* the upgrade is bound where it was re-pointed; see `docs/security.md`.)
 
+use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::Result;
 use crate::store::resets::{ItemSecret, ItemSecretPlace};
 use crate::store::{self, Store};
@@ -28,9 +32,22 @@ fn bound_aad(s: &ItemSecret) -> String {
     }
 }
 
-/// Re-seals every password resets keep that is still sealed the old way; returns how many.
-/// One that opens neither way is left as it is (whatever tries it later reports it).
+/// The audit event that says the upgrade ran.
+pub const BOUND_ACTION: &str = "reset.passwords.bound";
+
+/// Re-seals every password resets keep that is still sealed the old way, unless the upgrade
+/// already ran (its audit event is in the trail); returns how many. One that opens neither
+/// way is left as it is (whatever tries it later reports it).
 pub async fn bind_to_accounts(store: &Store, vault: &Vault) -> Result<usize> {
+    if let Some(done) = store::audit::newest_with_action(store.pool(), BOUND_ACTION).await? {
+        if audit::authentic(vault, &done) {
+            return Ok(0);
+        }
+        tracing::warn!(
+            seq = done.seq,
+            "the {BOUND_ACTION} audit event fails its keyed hash (edited or forged in the database?); passwords sealed the old way are bound again"
+        );
+    }
     let mut bound = 0;
     for s in store::resets::item_secrets(store.pool()).await? {
         if vault.open_secret(&s.sealed, &bound_aad(&s)).is_ok() {
@@ -46,6 +63,17 @@ pub async fn bind_to_accounts(store: &Store, vault: &Vault) -> Result<usize> {
         }
         tx.commit().await?;
     }
+    audit::record(
+        store,
+        NewEvent {
+            actor: &Actor::system(),
+            action: BOUND_ACTION,
+            target: "reset-passwords",
+            outcome: Outcome::Success,
+            detail: serde_json::json!({ "bound": bound }),
+        },
+    )
+    .await?;
     if bound > 0 {
         tracing::info!(
             bound,

@@ -497,6 +497,30 @@ pub async fn cancel_if_queued(
     Ok(done.rows_affected() > 0)
 }
 
+/// Cancels the listener tasks of `account_id` still queued for other items than `item_id`
+/// (a later reset of the account committed: what they would tell their listener is stale),
+/// forgetting their sealed passwords. How many.
+pub async fn cancel_stale_listener_tasks(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    item_id: &str,
+    why: &str,
+    at: &str,
+) -> Result<u64, super::Error> {
+    let done = sqlx::query(
+        "UPDATE agent_tasks SET state = 'cancelled', message = $3, finished_at = $4, \
+         secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
+         WHERE account_id = $1 AND item_id <> $2 AND kind = 'listener' AND state = 'queued'",
+    )
+    .bind(account_id)
+    .bind(item_id)
+    .bind(why)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks a task an agent took lost (it went silent holding it, or it was handed out again and
 /// nobody took it since); false if it ended meanwhile.
 pub async fn mark_lost(

@@ -154,14 +154,17 @@ pub async fn count_checkouts_overdue(pool: &AnyPool, ended_before: &str) -> Resu
         .await?)
 }
 
-/// Returned checkouts whose rotation job finished and no reset since the return changed the
-/// password on the target (the condition `access::checkout`'s gate keeps the account shut
-/// by: `store::resets::done_since`): the password the holder saw still logs in.
+/// Returned checkouts whose rotation job finished without its item done, and no reset since
+/// the return changed the password on the target (the conditions `access::checkout`'s gate
+/// keeps the account shut by: `store::resets::done_since`): the password the holder saw
+/// still logs in.
 macro_rules! unrotated {
     () => {
         "FROM checkouts c JOIN accounts a ON a.id = c.account_id \
          JOIN reset_jobs j ON j.id = c.reset_job_id \
          WHERE c.state = 'checked-in' AND c.rotate_on_checkin = 1 AND j.status = 'finished' \
+         AND NOT EXISTS (SELECT 1 FROM reset_items r0 WHERE r0.job_id = c.reset_job_id \
+         AND r0.account_id = c.account_id AND r0.state = 'done') \
          AND NOT EXISTS (SELECT 1 FROM reset_items d JOIN reset_jobs dj ON dj.id = d.job_id \
          WHERE d.account_id = c.account_id AND d.state = 'done' AND d.created_at >= c.ended_at \
          AND dj.apply_remote = 1)"

@@ -51,6 +51,18 @@ pub struct Head {
     pub key_id: Option<String>,
 }
 
+/// The newest event with `action`, if any (the `audit_events_action` index).
+pub async fn newest_with_action(pool: &AnyPool, action: &str) -> Result<Option<AuditRow>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1"
+    ))
+    .bind(action)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// The newest event, under a lock that keeps other appenders (other servers on the same
 /// PostgreSQL) out until this transaction ends.
 pub async fn lock_head(conn: &mut AnyConnection, backend: Backend) -> Result<Option<Head>> {

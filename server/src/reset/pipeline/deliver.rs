@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::agent::{AGENT_MODE, listener_work, report_of};
 use super::{Engine, Subject, state};
-use crate::agents::tasks::ListenerSecrets;
+use crate::agents::tasks::{self as agent_tasks, ListenerSecrets};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::{ExecutionMode, ResetMethod};
@@ -66,12 +66,15 @@ impl Engine {
             item.attempts,
         )
         .await?;
-        let permit = self
-            .post_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("post-listener slots closed".into()))?;
+        // Server-run attempts share the post-reset bound; agent-mode ones (after them, in
+        // order) mostly wait for their agent and hold no slot.
+        let mut permit = Some(
+            self.post_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Internal("post-listener slots closed".into()))?,
+        );
         let new = self.old_password(&s.account.id).await?;
         let (runnable, refused) = self.post_listeners(&s).await?;
         self.write_deliveries(&item, &runnable, old.as_ref(), &new)
@@ -96,6 +99,9 @@ impl Engine {
             // A delivery already tried (before a crash) is the schedule's now.
             if !DeliveryState::Pending.is(&d.state) || d.attempts > 0 {
                 continue;
+            }
+            if d.mode == AGENT_MODE {
+                permit = None;
             }
             let Some(d) = self.claim_delivery(&d.id, &now).await? else {
                 continue;
@@ -194,6 +200,14 @@ impl Engine {
             )
             .await?;
         }
+        store::agents::cancel_stale_listener_tasks(
+            tx.conn(),
+            &item.account_id,
+            &item.id,
+            "a later reset of the account committed; what it would tell its listener is stale",
+            &at,
+        )
+        .await?;
         tx.commit().await
     }
 
@@ -275,7 +289,7 @@ impl Engine {
 
     /// Claims the next due delivery, if any, and runs its attempt. False when none was due
     /// (or no post-reset slot is free: later attempts share the first attempts' bound).
-    pub(super) async fn deliver_due(&self) -> Result<bool> {
+    pub(super) async fn deliver_due(self: &Arc<Self>) -> Result<bool> {
         let now = crate::time::now();
         let Some(id) = store::deliveries::due(self.store.pool(), &now).await? else {
             return Ok(false);
@@ -289,6 +303,29 @@ impl Engine {
             self.give_up(&id, &now).await?;
             return Ok(true);
         };
+        // An attempt on an agent mostly waits for the agent: it runs beside the workers, in
+        // an agent slot, so offline agents hold neither a worker nor a post-reset slot.
+        if d.mode == AGENT_MODE
+            && let Ok(slot) = self.agent_slots.clone().try_acquire_owned()
+        {
+            drop(permit);
+            let e = self.clone();
+            let id = d.id.clone();
+            self.tasks.spawn(async move {
+                if let Err(err) = e.attempt_due(d).await {
+                    tracing::warn!(delivery = %id, error = %err, "post-reset delivery attempt failed; it is tried again when its claim runs out");
+                }
+                drop(slot);
+            });
+            return Ok(true);
+        }
+        self.attempt_due(d).await?;
+        drop(permit);
+        Ok(true)
+    }
+
+    /// Runs the next attempt of claimed delivery `d`.
+    async fn attempt_due(&self, d: DeliveryRow) -> Result<()> {
         let item = store::resets::item(self.store.pool(), &d.item_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("reset item {} is gone", d.item_id)))?;
@@ -309,11 +346,10 @@ impl Engine {
         let (_, trouble) = self
             .attempt(d, &item, subject.as_ref().map_err(Clone::clone), l, target)
             .await?;
-        drop(permit);
         if let Some(t) = trouble {
             tracing::info!(item = %item.id, "post-reset delivery: {t}");
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Ends pending delivery `id` as a dead letter when its limits are used up and no claim
@@ -394,6 +430,9 @@ impl Engine {
                 unrunnable(format!("the reset's account cannot be read: {why}")),
                 d.version.clone(),
             ),
+            (Ok(s), None) if d.mode == AGENT_MODE && s.via_agent().is_none() => {
+                (no_agent(&d, s), d.version.clone())
+            }
             (Ok(_), None) => (
                 ListenerReport {
                     outcome: "refused".into(),
@@ -446,10 +485,7 @@ impl Engine {
         );
         // Attempts counted but never recorded: their server stopped while they ran.
         let mut history = d.history.clone();
-        let last: i64 = serde_json::from_str::<Vec<Attempt>>(&history)
-            .ok()
-            .and_then(|h| h.last().map(|a| a.attempt))
-            .unwrap_or(0);
+        let last = delivery::last_recorded(&history);
         for n in last + 1..d.attempts {
             history = delivery::add_attempt(
                 &history,
@@ -624,23 +660,17 @@ impl Engine {
         l: &RunnableListener,
     ) -> (ListenerReport, Option<String>) {
         let Some(agent) = s.via_agent().filter(|a| AgentStatus::Active.is(&a.status)) else {
-            let report = ListenerReport {
-                outcome: "refused".into(),
-                message: format!(
-                    "{} runs on the resource's agent, and resource '{}' has no active agent now                      (revoked or removed); enroll one, then re-run the delivery",
-                    d.listener, s.resource.name
-                ),
-                denials: Vec::new(),
-                elapsed_ms: 0.0,
-            };
-            return (report, None);
+            return (no_agent(d, s), None);
         };
         let ran_on = Some(agent.id.clone());
+        if let Some(earlier) = self.earlier_task(d).await {
+            return (earlier, ran_on);
+        }
         let (old, new) = match self.delivery_passwords(d).await {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("its kept passwords cannot be opened: {e}");
-                return (unrunnable(why), ran_on);
+                return (unrunnable(why), None);
             }
         };
         let secrets = ListenerSecrets {
@@ -689,6 +719,52 @@ impl Engine {
         (report, ran_on)
     }
 
+    /// The answer of an earlier attempt of `d` whose server stopped while it waited on the
+    /// agent (counted, never recorded), if that task ran or is running: it is this attempt's
+    /// answer rather than a second run. Earlier tasks still queued are cancelled, so none runs
+    /// later with no one to record it (perhaps after the delivery was superseded).
+    async fn earlier_task(&self, d: &DeliveryRow) -> Option<ListenerReport> {
+        let recorded = delivery::last_recorded(&d.history);
+        for k in ((recorded + 1).max(1)..d.attempts).rev() {
+            let id = format!("{}-{k}", d.id);
+            let Ok(Some(task)) = store::agents::get_task(self.store.pool(), &id).await else {
+                continue;
+            };
+            let task = match TaskState::parse(&task.state) {
+                Some(TaskState::Queued) => {
+                    let cancelled = async {
+                        let mut tx = self.store.begin_write().await?;
+                        let why = "a later attempt of its delivery replaced it; not run";
+                        store::agents::cancel_if_queued(tx.conn(), &id, why, &crate::time::now())
+                            .await?;
+                        tx.commit().await
+                    };
+                    if let Err(e) = cancelled.await {
+                        tracing::warn!(task = %id, error = %e, "cannot cancel an earlier attempt's task");
+                    }
+                    continue;
+                }
+                Some(TaskState::Running) => {
+                    match agent_tasks::wait(&self.store, &self.hub, &id, AGENT_ATTEMPT_PICKUP).await
+                    {
+                        Ok(task) => task,
+                        Err(_) => continue,
+                    }
+                }
+                _ => task,
+            };
+            let Some(mut report) = report_of(&task) else {
+                continue;
+            };
+            report.message = format!(
+                "attempt {k}, left waiting on the agent when its server stopped, answered: {}",
+                report.message
+            );
+            return Some(report);
+        }
+        None
+    }
+
     /// The (old, new) passwords delivery `d` keeps for its listener, opened.
     async fn delivery_passwords(
         &self,
@@ -724,6 +800,21 @@ enum NoSubject {
     Mismatch,
     /// The reset's account, resource or settings cannot be read now: tried again.
     Unreadable(String),
+}
+
+/// The report of an agent-mode attempt whose resource has no active agent: refused, for a
+/// person.
+fn no_agent(d: &DeliveryRow, s: &Subject) -> ListenerReport {
+    ListenerReport {
+        outcome: "refused".into(),
+        message: format!(
+            "{} runs on the resource's agent, and resource '{}' has no active agent now \
+             (revoked or removed); enroll one, then re-run the delivery",
+            d.listener, s.resource.name
+        ),
+        denials: Vec::new(),
+        elapsed_ms: 0.0,
+    }
 }
 
 /// A report for an attempt the host could not run (tried again, within the limits).

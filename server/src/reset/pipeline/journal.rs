@@ -63,6 +63,12 @@ impl Engine {
         );
         if final_state {
             store::resets::release(tx.conn(), &item.id).await?;
+            // Two last items ending at once on two nodes of one PostgreSQL would each see
+            // the other still in progress (each transaction reads what is committed) and
+            // leave the job running for ever: the chain's lock (held to the commit) orders
+            // them, so the second one's check sees the first one's end.
+            let backend = tx.backend();
+            store::audit::lock_chain(tx.conn(), backend).await?;
             if store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await? {
                 self.announce_finished(&mut tx, &item.job_id).await?;
             }
