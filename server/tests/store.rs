@@ -943,6 +943,19 @@ async fn kept_passwords_bound_to_their_account(db: &TestDb) {
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(bind_to_accounts(s, &v).await.unwrap(), 0, "once");
+    // An edited event does not say it never ran: still nothing is opened the old way.
+    let mut writer = AnyConnection::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE audit_events SET detail = $1 WHERE action = $2")
+        .bind(r#"{"bound":0}"#)
+        .bind(lockstep_server::reset::sealed_binding::BOUND_ACTION)
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(
+        bind_to_accounts(s, &v).await.unwrap(),
+        0,
+        "not on a forged word"
+    );
     let pending = resets::pending(s.pool(), "itm_bound")
         .await
         .unwrap()

@@ -36,17 +36,25 @@ fn bound_aad(s: &ItemSecret) -> String {
 pub const BOUND_ACTION: &str = "reset.passwords.bound";
 
 /// Re-seals every password resets keep that is still sealed the old way, unless the upgrade
-/// already ran (its audit event is in the trail); returns how many. One that opens neither
+/// already ran (an authentic audit event of it is in the trail) or events of it exist and
+/// none is authentic; returns how many. One that opens neither
 /// way is left as it is (whatever tries it later reports it).
 pub async fn bind_to_accounts(store: &Store, vault: &Vault) -> Result<usize> {
-    if let Some(done) = store::audit::newest_with_action(store.pool(), BOUND_ACTION).await? {
-        if audit::authentic(vault, &done) {
-            return Ok(0);
-        }
-        tracing::warn!(
-            seq = done.seq,
-            "the {BOUND_ACTION} audit event fails its keyed hash (edited or forged in the database?); passwords sealed the old way are bound again"
+    // Any authentic event says it ran. Events that are all inauthentic (forged or edited in
+    // the database, or written under another master key) say nothing either way: nothing is
+    // opened the old way on their word, and the operator is told.
+    let said = store::audit::with_action(store.pool(), BOUND_ACTION, 16).await?;
+    if said.iter().any(|e| audit::authentic(vault, e)) {
+        return Ok(0);
+    }
+    if let Some(e) = said.first() {
+        tracing::error!(
+            seq = e.seq,
+            "ALERT: the {BOUND_ACTION} audit events fail their keyed hash (edited or forged in \
+             the database, or written under another master key); passwords sealed the old way \
+             are not bound and stay unopenable; check the chain with `lockstep audit verify`"
         );
+        return Ok(0);
     }
     let mut bound = 0;
     for s in store::resets::item_secrets(store.pool()).await? {

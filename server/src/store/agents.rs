@@ -497,23 +497,22 @@ pub async fn cancel_if_queued(
     Ok(done.rows_affected() > 0)
 }
 
-/// Cancels the listener tasks of `account_id` still queued for other items than `item_id`
-/// (a later reset of the account committed: what they would tell their listener is stale),
-/// forgetting their sealed passwords. How many.
-pub async fn cancel_stale_listener_tasks(
+/// Cancels the attempts of post-reset delivery `delivery_id` still waiting for their agent
+/// (tasks `DELIVERY-N` never handed out), forgetting their sealed passwords: the delivery was
+/// superseded, and what they would tell their listener is stale. How many.
+pub async fn cancel_delivery_tasks(
     conn: &mut AnyConnection,
-    account_id: &str,
-    item_id: &str,
+    delivery_id: &str,
     why: &str,
     at: &str,
 ) -> Result<u64, super::Error> {
     let done = sqlx::query(
-        "UPDATE agent_tasks SET state = 'cancelled', message = $3, finished_at = $4, \
+        "UPDATE agent_tasks SET state = 'cancelled', message = $2, finished_at = $3, \
          secret_key_id = NULL, secret_nonce = NULL, secret_ciphertext = NULL \
-         WHERE account_id = $1 AND item_id <> $2 AND kind = 'listener' AND state = 'queued'",
+         WHERE substr(id, 1, length($1)) = $1 AND kind = 'listener' AND state = 'queued' \
+         AND attempts = 0",
     )
-    .bind(account_id)
-    .bind(item_id)
+    .bind(format!("{delivery_id}-"))
     .bind(why)
     .bind(at)
     .execute(conn)

@@ -51,15 +51,16 @@ pub struct Head {
     pub key_id: Option<String>,
 }
 
-/// The newest event with `action`, if any (the `audit_events_action` index).
-pub async fn newest_with_action(pool: &AnyPool, action: &str) -> Result<Option<AuditRow>> {
+/// The events with `action`, oldest first, at most `limit` (the `audit_events_action` index).
+pub async fn with_action(pool: &AnyPool, action: &str, limit: i64) -> Result<Vec<AuditRow>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
-        " FROM audit_events WHERE action = $1 ORDER BY seq DESC LIMIT 1"
+        " FROM audit_events WHERE action = $1 ORDER BY seq LIMIT $2"
     ))
     .bind(action)
-    .fetch_optional(pool)
+    .bind(limit)
+    .fetch_all(pool)
     .await?)
 }
 

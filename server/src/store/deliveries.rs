@@ -115,29 +115,29 @@ pub async fn insert(conn: &mut AnyConnection, d: NewDelivery<'_>) -> Result<(), 
 /// listener `listener` that are about another password than `fingerprint` superseded, and
 /// forgets their passwords: the account's password changed since, and the delivery about
 /// the current one carries the news. (An attempt running now is left to end; the next one
-/// finds it stale, `Engine::attempt`.)
+/// finds it stale, `Engine::attempt`.) Returns the ids it superseded.
 pub async fn supersede(
     conn: &mut AnyConnection,
     account_id: &str,
     listener: &str,
     fingerprint: &str,
     at: &str,
-) -> Result<u64, super::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<String>, super::Error> {
+    Ok(sqlx::query_scalar(
         "UPDATE reset_deliveries SET state = 'superseded', message = $4, updated_at = $5, \
          old_key_id = NULL, old_nonce = NULL, old_ciphertext = NULL, \
          new_key_id = NULL, new_nonce = NULL, new_ciphertext = NULL \
          WHERE account_id = $1 AND listener = $2 AND fingerprint <> $3 \
-         AND state IN ('pending', 'dead-letter') AND (lease_until IS NULL OR lease_until < $5)",
+         AND state IN ('pending', 'dead-letter') AND (lease_until IS NULL OR lease_until < $5) \
+         RETURNING id",
     )
     .bind(account_id)
     .bind(listener)
     .bind(fingerprint)
     .bind(SUPERSEDED)
     .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await?)
 }
 
 /// What a superseded delivery says.

@@ -188,8 +188,24 @@ impl Engine {
                 updated_at: at.clone(),
                 mode: p.mode.as_str().into(),
             };
-            store::deliveries::supersede(tx.conn(), &item.account_id, &l.name, &fingerprint, &at)
+            let superseded = store::deliveries::supersede(
+                tx.conn(),
+                &item.account_id,
+                &l.name,
+                &fingerprint,
+                &at,
+            )
+            .await?;
+            for id in superseded {
+                store::agents::cancel_delivery_tasks(
+                    tx.conn(),
+                    &id,
+                    "a later reset of the account committed; what it would tell its listener \
+                     is stale",
+                    &at,
+                )
                 .await?;
+            }
             store::deliveries::insert(
                 tx.conn(),
                 NewDelivery {
@@ -200,14 +216,6 @@ impl Engine {
             )
             .await?;
         }
-        store::agents::cancel_stale_listener_tasks(
-            tx.conn(),
-            &item.account_id,
-            &item.id,
-            "a later reset of the account committed; what it would tell its listener is stale",
-            &at,
-        )
-        .await?;
         tx.commit().await
     }
 
@@ -735,14 +743,30 @@ impl Engine {
                     let cancelled = async {
                         let mut tx = self.store.begin_write().await?;
                         let why = "a later attempt of its delivery replaced it; not run";
-                        store::agents::cancel_if_queued(tx.conn(), &id, why, &crate::time::now())
-                            .await?;
-                        tx.commit().await
+                        let done = store::agents::cancel_if_queued(
+                            tx.conn(),
+                            &id,
+                            why,
+                            &crate::time::now(),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok::<_, Error>(done)
                     };
-                    if let Err(e) = cancelled.await {
-                        tracing::warn!(task = %id, error = %e, "cannot cancel an earlier attempt's task");
+                    match cancelled.await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(task = %id, error = %e, "cannot cancel an earlier attempt's task");
+                        }
                     }
-                    continue;
+                    // Handed out before (or just now): the agent may run it; its answer is
+                    // this attempt's rather than a second run.
+                    match agent_tasks::wait(&self.store, &self.hub, &id, AGENT_ATTEMPT_PICKUP).await
+                    {
+                        Ok(task) => task,
+                        Err(_) => continue,
+                    }
                 }
                 Some(TaskState::Running) => {
                     match agent_tasks::wait(&self.store, &self.hub, &id, AGENT_ATTEMPT_PICKUP).await

@@ -61,22 +61,14 @@ impl Engine {
             to,
             state::DONE | state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
         );
-        if final_state {
-            store::resets::release(tx.conn(), &item.id).await?;
-            // Two last items ending at once on two nodes of one PostgreSQL would each see
-            // the other still in progress (each transaction reads what is committed) and
-            // leave the job running for ever: the chain's lock (held to the commit) orders
-            // them, so the second one's check sees the first one's end.
-            let backend = tx.backend();
-            store::audit::lock_chain(tx.conn(), backend).await?;
-            if store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await? {
-                self.announce_finished(&mut tx, &item.job_id).await?;
-            }
-        }
-        if matches!(
+        let ended_badly = matches!(
             to,
             state::VETOED | state::FAILED | state::OUT_OF_SYNC | state::PARKED
-        ) {
+        );
+        if final_state {
+            store::resets::release(tx.conn(), &item.id).await?;
+        }
+        if ended_badly {
             // Out-of-sync keeps the pending password: a person needs both to sort it out.
             if !keep_pending {
                 store::resets::set_pending(tx.conn(), &item.id, None).await?;
@@ -90,6 +82,21 @@ impl Engine {
                 )
                 .await?;
             }
+        }
+        if final_state {
+            // Two last items ending at once on two nodes of one PostgreSQL would each see
+            // the other still in progress (each transaction reads what is committed) and
+            // leave the job running for ever: the chain's lock (held to the commit) orders
+            // them, so the second one's check sees the first one's end. It is taken after
+            // the row writes above, as every audit append takes it after its own rows (one
+            // lock order: no deadlock with an account update or an agent's report).
+            let backend = tx.backend();
+            store::audit::lock_chain(tx.conn(), backend).await?;
+            if store::resets::finish_job_if_done(tx.conn(), &item.job_id, &now).await? {
+                self.announce_finished(&mut tx, &item.job_id).await?;
+            }
+        }
+        if ended_badly {
             audit::append(
                 &mut tx,
                 NewEvent {
