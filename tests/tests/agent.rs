@@ -566,36 +566,6 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     assert!(!server.log_text().contains(&pw), "none in the server's log");
 }
 
-/// test-probe as an agent-mode post-reset listener for Linux, granted the new password (it
-/// imports every interface, so it is granted one rule of each).
-const AGENT_RETRY_PROBE: &str = r#"name = "retry-probe"
-version = "0.2.0"
-phases = ["post-reset"]
-modes = ["agent"]
-resource_types = ["Linux"]
-
-[[parameters]]
-name = "behaviour"
-description = "what the probe does"
-
-[[parameters]]
-name = "attempts"
-description = "the attempt that succeeds"
-
-[capabilities]
-props = ["LOGINNAME"]
-secrets = ["new-password"]
-network = ["http://127.0.0.1:9"]
-
-[[capabilities.exec]]
-program = "/usr/bin/wc"
-args = ["-c"]
-
-[[capabilities.target_exec]]
-program = "systemctl"
-args = ["reload", "*.service"]
-"#;
-
 #[tokio::test]
 async fn an_agent_mode_post_listener_that_answers_retry_is_delivered_again_on_its_agent() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
@@ -603,11 +573,19 @@ async fn an_agent_mode_post_listener_that_answers_retry_is_delivered_again_on_it
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("retry-probe.manifest.toml"),
-        AGENT_RETRY_PROBE,
-    )
-    .unwrap();
+    // test-probe as an agent-mode post-reset listener for Linux, granted the new password.
+    let manifest = common::listeners::probe_manifest(
+        "retry-probe",
+        "0.2.0",
+        "agent",
+        "Linux",
+        &["new-password"],
+        &[
+            ("behaviour", "what the probe does"),
+            ("attempts", "the attempt that succeeds"),
+        ],
+    );
+    std::fs::write(dir.path().join("retry-probe.manifest.toml"), manifest).unwrap();
     // It answers `retry` until the delivery's third attempt, which it can tell only from the
     // delivery its agent passes on.
     publish_approved(

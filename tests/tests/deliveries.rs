@@ -213,35 +213,20 @@ async fn metric(api: &Api, name: &str) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// test-probe as `retry-probe`, granted both passwords (it imports every interface, so it is
-/// granted one rule of each).
-const RETRY_PROBE: &str = r#"name = "retry-probe"
-version = "0.2.0"
-phases = ["post-reset"]
-modes = ["agentless"]
-resource_types = ["Generic"]
-
-[[parameters]]
-name = "behaviour"
-description = "what the probe does"
-
-[[parameters]]
-name = "attempts"
-description = "the attempt that succeeds"
-
-[capabilities]
-props = ["LOGINNAME"]
-secrets = ["old-password", "new-password"]
-network = ["http://127.0.0.1:9"]
-
-[[capabilities.exec]]
-program = "/usr/bin/wc"
-args = ["-c"]
-
-[[capabilities.target_exec]]
-program = "systemctl"
-args = ["reload", "*.service"]
-"#;
+/// test-probe as `retry-probe` for Generic, granted both passwords.
+fn retry_probe() -> String {
+    common::listeners::probe_manifest(
+        "retry-probe",
+        "0.2.0",
+        "agentless",
+        "Generic",
+        &["old-password", "new-password"],
+        &[
+            ("behaviour", "what the probe does"),
+            ("attempts", "the attempt that succeeds"),
+        ],
+    )
+}
 
 #[tokio::test]
 async fn a_receiver_that_refuses_three_times_is_delivered_once_on_the_fourth_attempt() {
@@ -254,7 +239,7 @@ async fn a_receiver_that_refuses_three_times_is_delivered_once_on_the_fourth_att
     // must be told the same password the reset committed, kept sealed in between.
     std::fs::write(
         server.dir.path().join("retry-probe.manifest.toml"),
-        RETRY_PROBE,
+        retry_probe(),
     )
     .unwrap();
     let url = receiver.url();
@@ -480,7 +465,7 @@ async fn with_retry_probe(until: u32) -> (Server, Api, String) {
     let root = server.root_token.clone();
     std::fs::write(
         server.dir.path().join("retry-probe.manifest.toml"),
-        RETRY_PROBE,
+        retry_probe(),
     )
     .unwrap();
     let until = until.to_string();

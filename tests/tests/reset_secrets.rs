@@ -84,30 +84,14 @@ impl ProcWatch {
 
 /// The probe as `leak-probe`: granted both passwords, it answers with the new one.
 fn leak_probe_manifest() -> String {
-    r#"name = "leak-probe"
-version = "0.1.0"
-phases = ["post-reset"]
-modes = ["agentless"]
-resource_types = ["Linux"]
-
-[[parameters]]
-name = "behaviour"
-description = "what the probe does"
-
-[capabilities]
-props = ["LOGINNAME"]
-secrets = ["old-password", "new-password"]
-network = ["http://127.0.0.1:9"]
-
-[[capabilities.exec]]
-program = "/usr/bin/wc"
-args = ["-c"]
-
-[[capabilities.target_exec]]
-program = "systemctl"
-args = ["reload", "*.service"]
-"#
-    .into()
+    common::listeners::probe_manifest(
+        "leak-probe",
+        "0.1.0",
+        "agentless",
+        "Linux",
+        &["old-password", "new-password"],
+        &[("behaviour", "what the probe does")],
+    )
 }
 
 /// Every string under an `id`, `*_id` or `name` key, anywhere in `v`.
