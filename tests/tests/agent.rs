@@ -519,6 +519,33 @@ fn use_chpasswd_script(agent: &mut AgentHost, name: &str, script: &str) {
     agent.wait_for_log("discovery registered", Duration::from_secs(30));
 }
 
+/// Enrolls an agent for `t` that pins the publisher key `pinned`, resets its account `alice`
+/// (the reset must end `done`) and returns the agent, the account's id, the job, and the
+/// reset's record of `listener`.
+async fn reset_alice_pinning(
+    api: &Api,
+    root: &str,
+    server: &Server,
+    t: &SshTarget,
+    pinned: &std::path::Path,
+    listener: &str,
+) -> (AgentHost, String, Value, Value) {
+    let (agent, rid) =
+        common::agent::enrolled_agent_pinning(api, root, server, t, &[pinned.to_path_buf()]).await;
+    let alice = account_id(&accounts_of(api, root, &rid).await, "alice");
+    let job = reset(api, root, &alice).await;
+    let item = &job["items"][0];
+    assert_eq!(item["state"], "done", "{job}");
+    let record = item["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["listener"] == listener)
+        .unwrap_or_else(|| panic!("no record of {listener}: {job}"))
+        .clone();
+    (agent, alice, job, record)
+}
+
 #[tokio::test]
 async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("alice", "Alice-Pw-1")]);
@@ -531,23 +558,8 @@ async fn an_agent_mode_post_listener_runs_on_the_agent_machine() {
     publish_proof_hook(&api, &root, dir.path()).await;
     // The agent trusts the publisher itself: it pins the key the listener was signed with.
     let publisher = dir.path().join("publisher.key.pub");
-    let (agent, rid) = common::agent::enrolled_agent_pinning(
-        &api,
-        &root,
-        &server,
-        &t,
-        std::slice::from_ref(&publisher),
-    )
-    .await;
-    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
-    let job = reset(&api, &root, &alice).await;
-    let item = &job["items"][0];
-    assert_eq!(item["state"], "done", "{job}");
-    let runs = item["listeners"].as_array().unwrap();
-    let hook = runs
-        .iter()
-        .find(|r| r["listener"] == "exec-hook")
-        .unwrap_or_else(|| panic!("exec-hook did not run: {job}"));
+    let (agent, alice, _, hook) =
+        reset_alice_pinning(&api, &root, &server, &t, &publisher, "exec-hook").await;
     assert_eq!(hook["outcome"], "success", "{hook}");
     assert!(
         hook["ran_on"].as_str().unwrap().starts_with("agent:"),
@@ -601,24 +613,8 @@ async fn an_agent_mode_post_listener_that_answers_retry_is_delivered_again_on_it
     )
     .await;
     let publisher = dir.path().join("publisher.key.pub");
-    let (agent, rid) = common::agent::enrolled_agent_pinning(
-        &api,
-        &root,
-        &server,
-        &t,
-        std::slice::from_ref(&publisher),
-    )
-    .await;
-    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
-    let job = reset(&api, &root, &alice).await;
-    let item = &job["items"][0];
-    assert_eq!(item["state"], "done", "{job}");
-    let first = item["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["listener"] == "retry-probe")
-        .unwrap_or_else(|| panic!("retry-probe did not run: {job}"));
+    let (agent, alice, _, first) =
+        reset_alice_pinning(&api, &root, &server, &t, &publisher, "retry-probe").await;
     assert_eq!(first["outcome"], "retry", "{first}");
     assert!(
         first["ran_on"].as_str().unwrap().starts_with("agent:"),
@@ -900,26 +896,9 @@ async fn a_listener_signed_by_a_key_the_agent_does_not_pin_never_runs_there() {
     let (st, _, err) = common::lockstep(&["keygen", "--out", other.to_str().unwrap()]);
     assert!(st.success(), "{err}");
     let other_pub = dir.path().join("other.key.pub");
-    let (agent, rid) = common::agent::enrolled_agent_pinning(
-        &api,
-        &root,
-        &server,
-        &t,
-        std::slice::from_ref(&other_pub),
-    )
-    .await;
-    let alice = account_id(&accounts_of(&api, &root, &rid).await, "alice");
-    let job = reset(&api, &root, &alice).await;
-    let item = &job["items"][0];
     // Post-reset: the reset stands, the refusal is recorded.
-    assert_eq!(item["state"], "done", "{job}");
-    let hook = item["listeners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["listener"] == "exec-hook")
-        .unwrap_or_else(|| panic!("no record of exec-hook: {job}"))
-        .clone();
+    let (agent, _, _, hook) =
+        reset_alice_pinning(&api, &root, &server, &t, &other_pub, "exec-hook").await;
     assert_eq!(hook["outcome"], "stopped", "{hook}");
     assert!(
         hook["message"].as_str().unwrap().contains("does not pin"),
