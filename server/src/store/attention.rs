@@ -5,6 +5,7 @@
 
 use sqlx::{AnyPool, FromRow};
 
+use super::resets::count_kept_sql;
 use crate::error::Result;
 
 /// One entry of any kind; the columns a kind has no use for are NULL.
@@ -36,14 +37,12 @@ pub struct AttentionRow {
 /// them besides the stored one (those `store::resets::kept_passwords` offers), and whether
 /// the server can resolve them.
 pub async fn out_of_sync(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec<AttentionRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "SELECT a.id AS key, a.id AS account_id, a.login_name, a.resource_id, \
          COALESCE(r.updated_at, a.updated_at) AS since, r.detail, r.job_id, r.id AS item_id, \
-         NULL AS subject_id, NULL AS party, \
-         (SELECT COUNT(*) FROM reset_kept_passwords k WHERE k.account_id = a.id) \
-         + (SELECT COUNT(*) FROM reset_items p WHERE p.account_id = a.id \
-            AND p.state IN ('out-of-sync', 'failed') AND p.pending_ciphertext IS NOT NULL) AS count, \
-         CASE WHEN t.reset_method = 'ssh' AND NOT EXISTS (SELECT 1 FROM agents g \
+         NULL AS subject_id, NULL AS party, ",
+        count_kept_sql!("a.id"),
+        " AS count, CASE WHEN t.reset_method = 'ssh' AND NOT EXISTS (SELECT 1 FROM agents g \
          WHERE g.resource_id = a.resource_id) THEN 1 ELSE 0 END AS resolvable \
          FROM accounts a JOIN resources s ON s.id = a.resource_id \
          JOIN resource_types t ON t.name = s.resource_type \
@@ -51,8 +50,8 @@ pub async fn out_of_sync(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec<
          WHERE o.account_id = a.id AND o.state = 'out-of-sync' \
          AND o.updated_at >= a.password_changed_at \
          ORDER BY o.updated_at DESC, o.id DESC LIMIT 1) \
-         WHERE a.password_sync_status = 'out-of-sync' AND a.id > $1 ORDER BY a.id LIMIT $2",
-    )
+         WHERE a.password_sync_status = 'out-of-sync' AND a.id > $1 ORDER BY a.id LIMIT $2"
+    ))
     .bind(after)
     .bind(limit)
     .fetch_all(pool)

@@ -448,6 +448,32 @@ pub async fn pending(pool: &AnyPool, id: &str) -> Result<Option<Sealed>> {
     Ok(row.and_then(SealedColumns::sealed))
 }
 
+/// The ended items whose pending password stays kept for their account (out-of-sync, or
+/// failed after an interrupted command): what [`kept_passwords`] offers besides
+/// `reset_kept_passwords`.
+macro_rules! keeps_its_pending {
+    () => {
+        "state IN ('out-of-sync', 'failed') AND pending_ciphertext IS NOT NULL"
+    };
+}
+
+/// How many passwords are kept for the account `$account` (a parameter, or a column of an
+/// enclosing query), as one SQL expression: [`count_kept`] and the attention queue's count.
+macro_rules! count_kept_sql {
+    ($account:literal) => {
+        concat!(
+            "(SELECT COUNT(*) FROM reset_kept_passwords WHERE account_id = ",
+            $account,
+            ") + (SELECT COUNT(*) FROM reset_items WHERE account_id = ",
+            $account,
+            " AND ",
+            $crate::store::resets::keeps_its_pending!(),
+            ")"
+        )
+    };
+}
+pub(crate) use {count_kept_sql, keeps_its_pending};
+
 /// A password the target might hold for an account, besides the stored and the new one.
 #[derive(Debug, Clone)]
 pub struct KeptPassword {
@@ -484,12 +510,13 @@ pub async fn kept_passwords(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    let pending: Vec<Row> = sqlx::query_as(
+    let pending: Vec<Row> = sqlx::query_as(concat!(
         "SELECT id AS item_id, NULL AS kept_row, updated_at AS at, pending_key_id AS key_id, \
          pending_nonce AS nonce, pending_ciphertext AS ciphertext FROM reset_items \
-         WHERE account_id = $1 AND id <> $2 AND state IN ('out-of-sync', 'failed') \
-         AND pending_ciphertext IS NOT NULL ORDER BY updated_at DESC LIMIT $3",
-    )
+         WHERE account_id = $1 AND id <> $2 AND ",
+        keeps_its_pending!(),
+        " ORDER BY updated_at DESC LIMIT $3"
+    ))
     .bind(account_id)
     .bind(except)
     .bind(limit)
@@ -561,29 +588,24 @@ pub async fn item_secrets(pool: &AnyPool) -> Result<Vec<ItemSecret>> {
     )
     .fetch_all(pool)
     .await?;
-    let place = |r: &Row, default: ItemSecretPlace| match &r.kept_row {
-        Some(id) => ItemSecretPlace::Kept(id.clone()),
-        None => default,
-    };
-    let mut out = Vec::new();
-    for (rows, default) in [
-        (given, ItemSecretPlace::Given),
-        (pending, ItemSecretPlace::Pending),
-        (kept, ItemSecretPlace::Pending),
-    ] {
-        for r in rows {
-            let place = place(&r, default.clone());
-            if let Some(sealed) = r.sealed.sealed() {
-                out.push(ItemSecret {
-                    place,
-                    item_id: r.item_id,
-                    account_id: r.account_id,
-                    sealed,
-                });
-            }
-        }
-    }
-    Ok(out)
+    let placed = given
+        .into_iter()
+        .map(|r| (ItemSecretPlace::Given, r))
+        .chain(pending.into_iter().map(|r| (ItemSecretPlace::Pending, r)))
+        .chain(kept.into_iter().map(|r| {
+            let row = r.kept_row.clone().unwrap_or_default();
+            (ItemSecretPlace::Kept(row), r)
+        }));
+    Ok(placed
+        .filter_map(|(place, r)| {
+            Some(ItemSecret {
+                place,
+                item_id: r.item_id,
+                account_id: r.account_id,
+                sealed: r.sealed.sealed()?,
+            })
+        })
+        .collect())
 }
 
 /// Replaces the sealed value at `s`'s place with `sealed`, if it is still the one read.
@@ -741,16 +763,13 @@ pub async fn bulk_candidates(
 }
 
 /// Whether a job is working on the account now.
-pub async fn account_busy<'c>(
-    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
-    account_id: &str,
-) -> Result<bool> {
+pub async fn account_busy(pool: &AnyPool, account_id: &str) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state NOT IN \
          ('done', 'vetoed', 'failed', 'out-of-sync', 'parked')",
     )
     .bind(account_id)
-    .fetch_one(db)
+    .fetch_one(pool)
     .await?;
     Ok(n > 0)
 }
@@ -776,14 +795,12 @@ pub async fn account_moved_since(
 /// How many passwords are kept for `account_id` (what [`kept_passwords`] would offer with no
 /// limit).
 pub async fn count_kept(pool: &AnyPool, account_id: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM reset_kept_passwords WHERE account_id = $1) \
-         + (SELECT COUNT(*) FROM reset_items WHERE account_id = $1 \
-            AND state IN ('out-of-sync', 'failed') AND pending_ciphertext IS NOT NULL)",
+    Ok(
+        sqlx::query_scalar(concat!("SELECT ", count_kept_sql!("$1")))
+            .bind(account_id)
+            .fetch_one(pool)
+            .await?,
     )
-    .bind(account_id)
-    .fetch_one(pool)
-    .await?)
 }
 
 /// Whether a reset of the account that was started at or after `since` ended done on its
