@@ -66,8 +66,12 @@ fn fuzzed_requests_get_no_5xx_and_answers_match_the_schema() {
             "not_a_server_error,response_schema_conformance,content_type_conformance",
             "--phases",
             "examples,coverage,fuzzing,stateful",
+            // One worker: the machine's CPython 3.11.7 has a race in the AST constructor
+            // (cpython gh-106905, fixed in 3.11.8) that hypothesis trips from two threads
+            // ("AST constructor recursion depth mismatch", a runtime error of the tool that
+            // failed a CI run); one thread cannot race.
             "--workers",
-            "2",
+            "1",
             "--seed",
             "4711",
             "--no-color",
