@@ -165,7 +165,7 @@ impl ServeConfig {
             .ssh_command_timeout_secs
             .or(file.ssh_command_timeout_secs)
         {
-            None => crate::reset::ssh::Timeouts::default().command,
+            None => crate::reset::connector::Timeouts::default().command,
             Some(s @ 1..=3600) => std::time::Duration::from_secs(s),
             Some(_) => {
                 return Err(Error::Config(

@@ -235,7 +235,7 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         crate::reset::pipeline::EngineOptions {
             workers: cfg.reset_workers,
             offline: false,
-            timeouts: crate::reset::ssh::Timeouts {
+            timeouts: crate::reset::connector::Timeouts {
                 command: cfg.ssh_command_timeout,
                 ..Default::default()
             },

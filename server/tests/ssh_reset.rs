@@ -3,8 +3,14 @@
 //! failures a user meets (wrong admin password, target down, host key changed).
 
 use lockstep_server::inventory::reset_command::ResetCommand;
-use lockstep_server::reset::remote::{self, AdminKind, ApplyFailure};
-use lockstep_server::reset::ssh::{self, Endpoint, SshFailure, Timeouts};
+use lockstep_server::reset::batch::CommandBatcher;
+use lockstep_server::reset::connector::ssh::{SshConnector, accepts};
+use lockstep_server::reset::connector::{
+    self, AdminKind, ApplyFailure, Held, TargetFailure, Timeouts,
+};
+use lockstep_server::reset::pool::AdminPool;
+use lockstep_server::reset::remote;
+use lockstep_server::reset::ssh::{self, Endpoint};
 use lockstep_server::vault::Secret;
 use lockstep_testkit::sshd::{SshTarget, TargetUser};
 
@@ -59,13 +65,9 @@ async fn change_and_verify(kind: AdminKind, admin: &str, admin_pw: &str, users: 
                 .host_key,
         ),
     );
+    assert!(accepts(&pinned, "app", &new, quick()).await.unwrap());
     assert!(
-        remote::accepts(&pinned, "app", &new, quick())
-            .await
-            .unwrap()
-    );
-    assert!(
-        !remote::accepts(&pinned, "app", &secret("App-Pw-1"), quick())
+        !accepts(&pinned, "app", &secret("App-Pw-1"), quick())
             .await
             .unwrap(),
         "the old password no longer logs in"
@@ -112,7 +114,7 @@ async fn wrong_admin_passwords_change_nothing() {
     let e = endpoint(&t, None);
     let before = t.shadow_hash("app");
     match ssh::connect(&e, "root", &secret("wrong"), quick()).await {
-        Err(SshFailure::AuthRejected { user, target }) => {
+        Err(TargetFailure::AuthRejected { user, target }) => {
             assert_eq!(user, "root");
             assert_eq!(target, e.label());
         }
@@ -168,7 +170,7 @@ async fn a_target_that_is_down_is_reported_as_unreachable() {
     let e = endpoint(&t, None);
     t.stop();
     match ssh::connect(&e, "root", &secret("Root-Pw-1"), quick()).await {
-        Err(SshFailure::Unreachable { target, reason }) => {
+        Err(TargetFailure::Unreachable { target, reason }) => {
             assert_eq!(target, e.label());
             assert!(!reason.is_empty());
         }
@@ -199,7 +201,7 @@ async fn a_changed_host_key_is_refused_before_any_password_is_sent() {
     t.restart();
     let e = endpoint(&t, Some(pin.clone()));
     match ssh::connect(&e, "root", &secret("Root-Pw-1"), quick()).await {
-        Err(SshFailure::HostKeyChanged {
+        Err(TargetFailure::HostKeyChanged {
             expected, actual, ..
         }) => {
             assert_eq!(expected, pin);
@@ -258,8 +260,17 @@ async fn one_chpasswd_run_names_the_line_it_could_not_apply_and_vouches_for_no_o
         );
     }
     // What the target says: both were applied.
+    let command = ResetCommand::chpasswd();
+    let (pool, batcher) = (AdminPool::new(quick()), CommandBatcher::default());
+    let target = SshConnector {
+        endpoint: e.clone(),
+        timeouts: quick(),
+        pool: &pool,
+        batcher: &batcher,
+        command: &command,
+    };
     for (login, pw) in [("a1", &new1), ("a2", &new2)] {
-        let held = remote::held(&e, login, pw, &secret("Old-Pw-1"), quick()).await;
-        assert_eq!(held.unwrap(), remote::Held::New, "{login}");
+        let held = connector::held(&target, login, pw, &secret("Old-Pw-1")).await;
+        assert_eq!(held.unwrap(), Held::New, "{login}");
     }
 }

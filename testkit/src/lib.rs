@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod components;
 pub mod listeners;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod registry;
 #[cfg(feature = "server")]

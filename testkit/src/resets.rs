@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use lockstep_server::reset::remote;
-use lockstep_server::reset::ssh::{Endpoint, Timeouts};
+use lockstep_server::reset::connector::{Timeouts, ssh::accepts};
+use lockstep_server::reset::ssh::Endpoint;
 use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ pub async fn logs_in(t: &SshTarget, login: &str, password: &str) -> bool {
         port: t.port,
         pinned_host_key: None,
     };
-    remote::accepts(
+    accepts(
         &e,
         login,
         &Secret::new(password.into()),

@@ -170,7 +170,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
         crate::reset::pipeline::EngineOptions {
             workers: 0,
             offline: true,
-            timeouts: crate::reset::ssh::Timeouts::default(),
+            timeouts: crate::reset::connector::Timeouts::default(),
             rotation_check: None,
             lease: crate::reset::pipeline::DEFAULT_LEASE,
             // Not a node: its steps name the command that wrote them.

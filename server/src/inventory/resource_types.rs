@@ -15,6 +15,9 @@ use crate::store::{self, Store};
 pub enum ResetMethod {
     /// Agentless, over SSH with a command template.
     Ssh,
+    /// Agentless, as the resource's admin role over PostgreSQL's protocol
+    /// (`reset/connector/postgres.rs`).
+    Postgres,
     /// Through the resource's `lockstep-agent`.
     Agent,
     /// In the vault only; listeners still run.
@@ -25,14 +28,25 @@ impl ResetMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             ResetMethod::Ssh => "ssh",
+            ResetMethod::Postgres => "postgres",
             ResetMethod::Agent => "agent",
             ResetMethod::Local => "local",
         }
     }
 
-    fn parse(s: &str) -> ResetMethod {
+    /// Whether the server itself sets passwords with this method (through a connector).
+    pub fn has_connector(self) -> bool {
+        match self {
+            ResetMethod::Ssh | ResetMethod::Postgres => true,
+            ResetMethod::Agent | ResetMethod::Local => false,
+        }
+    }
+
+    /// The method a stored row names (an unknown one reads as `local`: nothing is applied).
+    pub(crate) fn parse(s: &str) -> ResetMethod {
         match s {
             "ssh" => ResetMethod::Ssh,
+            "postgres" => ResetMethod::Postgres,
             "agent" => ResetMethod::Agent,
             _ => ResetMethod::Local,
         }
@@ -136,8 +150,8 @@ pub const BUILTIN_TYPES: &[(&str, ResetMethod, &str)] = &[
     ),
     (
         "PostgreSQL",
-        ResetMethod::Local,
-        "PostgreSQL database; vault-only reset, listeners apply it",
+        ResetMethod::Postgres,
+        "PostgreSQL database: ALTER ROLE as the admin role over TLS, verified by login",
     ),
     (
         "Oracle",

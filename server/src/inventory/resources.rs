@@ -9,6 +9,7 @@ use super::fields::{
 };
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, FieldProblem, Result};
+use crate::inventory::resource_types::ResetMethod;
 use crate::store::resources::ResourceRow;
 use crate::store::{self, Page, PageRequest, Store};
 
@@ -145,13 +146,22 @@ async fn validate(store: &Store, r: &ResourceRow, custom: &BTreeMap<String, Stri
             "must be a DNS name or an IP address (1 to 253 characters, no spaces)",
         ));
     }
+    let rtype = store::resource_types::get(store.pool(), &r.resource_type).await?;
+    let method = rtype.as_ref().map(|t| ResetMethod::parse(&t.reset_method));
     if let Some(url) = &r.url {
-        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
-        if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
-            problems.push(FieldProblem::new(
-                "url",
-                "must be an http:// or https:// URL without spaces",
-            ));
+        if method == Some(ResetMethod::Postgres) {
+            // Where the connector connects: parsed now, so a reset never meets a bad one.
+            if let Err(e) = crate::reset::connector::postgres::parse_url(url) {
+                problems.push(FieldProblem::new("url", e));
+            }
+        } else {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+                problems.push(FieldProblem::new(
+                    "url",
+                    "must be an http:// or https:// URL without spaces",
+                ));
+            }
         }
     }
     if let Some(port) = r.ssh_port
@@ -164,10 +174,7 @@ async fn validate(store: &Store, r: &ResourceRow, custom: &BTreeMap<String, Stri
     check_text("location", r.location.as_deref(), 256, &mut problems);
     check_text("department", r.department.as_deref(), 256, &mut problems);
     check_custom_fields(custom, PROPERTY_KEYS, &mut problems);
-    if store::resource_types::get(store.pool(), &r.resource_type)
-        .await?
-        .is_none()
-    {
+    if rtype.is_none() {
         problems.push(FieldProblem::new(
             "resource_type",
             format!(

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::remote::{self, AccountInput, AdminKind, ApplyFailure, command_input};
+use super::connector::{AdminKind, ApplyFailure};
+use super::remote::{self, AccountInput, command_input};
 use super::ssh::Connection;
 use crate::inventory::reset_command::ResetCommand;
 use crate::vault::Secret;

@@ -6,11 +6,14 @@
 //! - `jobs`: starting a reset and reading a job's progress.
 //! - `watch`: a job's successive snapshots turned into changes, for the live event stream.
 //! - `pipeline`: the workers and the journaled, crash-safe state machine per account.
-//! - `ssh`, `remote`, `target`: the agentless SSH side (connect, `chpasswd`, `target-exec`).
+//! - `connector`: the boundary every way of setting passwords implements (SSH, PostgreSQL).
+//! - `ssh`, `remote`, `batch`, `pool`, `target`: the agentless SSH side (connect, `chpasswd`,
+//!   `target-exec`).
 //! - `command`: command templates, how a resource type's passwords are set over SSH.
 //! - `sealed_binding`: the start-up upgrade binding the passwords resets keep to their account.
 
 pub mod batch;
+pub mod connector;
 pub mod delivery;
 pub mod jobs;
 pub mod pipeline;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::ssh::{self, Connection, Endpoint, SshFailure, Timeouts};
+use super::connector::{TargetFailure, Timeouts};
+use super::ssh::{self, Connection, Endpoint};
 use crate::vault::Secret;
 
 /// How long an unused admin connection stays open.
@@ -66,7 +67,7 @@ impl AdminPool {
         endpoint: &Endpoint,
         user: &str,
         password: &Secret,
-    ) -> Result<(Arc<Connection>, bool), SshFailure> {
+    ) -> Result<(Arc<Connection>, bool), TargetFailure> {
         let slot = self.slot(&self.key(endpoint, user, password));
         let mut held = slot.lock().await;
         if let Some((conn, last)) = held.as_mut()

@@ -1,6 +1,6 @@
 //! Changing a password on a target over SSH: the resource type's command template
-//! ([`ResetCommand`]) run as root or through sudo, the secrets on stdin, the verification
-//! by a fresh login.
+//! ([`ResetCommand`]) run as root or through sudo, the secrets on stdin (the login that checks
+//! a password is `connector/ssh.rs`).
 //!
 //! **What a failure means.** Only [`ApplyFailure::may_have_changed`] false says the target is
 //! untouched. A command that exited non-zero, timed out or lost its connection may have set
@@ -10,21 +10,10 @@
 
 use zeroize::Zeroizing;
 
-use super::ssh::{self, Connection, Endpoint, Prompt, RunFailure, SshFailure, Timeouts};
+use super::connector::{AdminKind, ApplyFailure};
+use super::ssh::{Connection, Prompt, RunFailure};
 use crate::inventory::reset_command::ResetCommand;
 use crate::vault::Secret;
-
-/// How the administrative account changes other accounts' passwords.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminKind {
-    /// The admin is root: `chpasswd` directly.
-    Root,
-    /// The admin may `sudo`: without a password for everything (`NOPASSWD: ALL`, asked with
-    /// `sudo -n true` before each run), or else with `sudo -S` and a unique prompt: the
-    /// admin's password is written only when sudo prints that prompt, so a sudo that needs no
-    /// password for this one command (`NOPASSWD: /usr/sbin/chpasswd`) never passes it on.
-    Sudo,
-}
 
 /// `sudo -S` reads the admin's own password on stdin after printing the `-p` prompt.
 const SUDO_WITH_PASSWORD: &str = "sudo -S -p";
@@ -35,51 +24,10 @@ const SUDO_WITHOUT_PASSWORD: &str = "sudo -n";
 /// Succeeds, without reading anything, exactly when sudo needs no password now.
 const SUDO_PROBE: &str = "sudo -n true";
 
-/// Why a change was not applied, or not known to be.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApplyFailure {
-    /// No command reached the target: connecting, authenticating the admin or opening a
-    /// session failed. Nothing changed.
-    #[error(transparent)]
-    Ssh(#[from] SshFailure),
-    /// The command was sent and how it ended is unknown (connection broken, killed, timed
-    /// out): it may have changed the password.
-    #[error("{0}; the password may have been changed")]
-    Interrupted(SshFailure),
-    /// The command ran and exited non-zero; `detail` is its error output, passwords redacted.
-    /// It may still have changed the password (chpasswd applies the lines it can).
-    #[error("{target}: {command} exited with status {status}: {detail}")]
-    Refused {
-        target: String,
-        command: String,
-        status: u32,
-        detail: String,
-    },
-    /// The login or password cannot be written in the command's input; nothing was sent.
-    #[error("{0}")]
-    Unrepresentable(String),
-    /// The batch carrying this change was dropped while it ran: it may have been applied.
-    #[error("the batch carrying this change was abandoned while it ran")]
-    Abandoned,
-}
-
-impl ApplyFailure {
-    /// False only when the target is known to be untouched; true when the command may have
-    /// set the password (the target must then be asked which password it accepts).
-    pub fn may_have_changed(&self) -> bool {
-        match self {
-            ApplyFailure::Ssh(_) | ApplyFailure::Unrepresentable(_) => false,
-            ApplyFailure::Interrupted(_)
-            | ApplyFailure::Refused { .. }
-            | ApplyFailure::Abandoned => true,
-        }
-    }
-}
-
 impl From<RunFailure> for ApplyFailure {
     fn from(f: RunFailure) -> ApplyFailure {
         match f {
-            RunFailure::NotStarted(e) => ApplyFailure::Ssh(e),
+            RunFailure::NotStarted(e) => ApplyFailure::NotSent(e),
             RunFailure::Interrupted(e) => ApplyFailure::Interrupted(e),
         }
     }
@@ -161,7 +109,7 @@ async fn sudo_needs_password(admin: &Connection) -> Result<bool, ApplyFailure> {
     let out = admin
         .run(SUDO_PROBE, Zeroizing::new(Vec::new()))
         .await
-        .map_err(|f| ApplyFailure::Ssh(f.failure().clone()))?;
+        .map_err(|f| ApplyFailure::NotSent(f.failure().clone()))?;
     Ok(out.status != 0)
 }
 
@@ -314,52 +262,6 @@ fn clip(line: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
-}
-
-/// Which password a target holds for an account, as shown by logging in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
-    /// The new (pending) password logs in.
-    New,
-    /// The new one is refused and the old one logs in: the change did not happen.
-    Old,
-    /// Both are refused: the target holds something else, or refuses the account.
-    Neither,
-}
-
-/// Asks the target which of `new` and `old` it accepts for `login`, new first (a fresh login
-/// each). An error means the target could not be asked: nothing is proven.
-pub async fn held(
-    endpoint: &Endpoint,
-    login: &str,
-    new: &Secret,
-    old: &Secret,
-    timeouts: Timeouts,
-) -> Result<Held, SshFailure> {
-    if accepts(endpoint, login, new, timeouts).await? {
-        return Ok(Held::New);
-    }
-    if !old.is_empty() && accepts(endpoint, login, old, timeouts).await? {
-        return Ok(Held::Old);
-    }
-    Ok(Held::Neither)
-}
-
-/// Logs in as `login` with `password`: `Ok(true)` when accepted, `Ok(false)` when refused.
-pub async fn accepts(
-    endpoint: &Endpoint,
-    login: &str,
-    password: &Secret,
-    timeouts: Timeouts,
-) -> Result<bool, SshFailure> {
-    match ssh::connect(endpoint, login, password, timeouts).await {
-        Ok(c) => {
-            c.close().await;
-            Ok(true)
-        }
-        Err(SshFailure::AuthRejected { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct ResetSettings {
     pub admin_kind: String,
     /// The SSH host key fingerprint pinned at first use; a different key refuses resets.
     pub ssh_host_key: Option<String>,
+    /// The TLS certificate fingerprint (`SHA256:…` of the leaf) of a database or directory
+    /// target, pinned at first use; a different certificate refuses resets.
+    pub tls_certificate: Option<String>,
     pub password_policy: String,
     pub updated_at: Option<String>,
 }
@@ -30,6 +33,7 @@ impl From<ResetSettingsRow> for ResetSettings {
             admin_account_id: r.admin_account_id,
             admin_kind: r.admin_kind,
             ssh_host_key: r.ssh_host_key,
+            tls_certificate: r.tls_certificate,
             password_policy: r.password_policy,
             updated_at: Some(r.updated_at),
         }
@@ -49,6 +53,12 @@ pub struct ResetSettingsInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub ssh_host_key: Option<Option<String>>,
+    /// As `ssh_host_key`, for a target reached over TLS (PostgreSQL): leave out to keep the
+    /// pinned certificate, `null` to forget it, a `SHA256:…` fingerprint of the leaf
+    /// certificate's DER to pin that one.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub tls_certificate: Option<Option<String>>,
     #[serde(default = "default_name")]
     pub password_policy: String,
 }
@@ -79,6 +89,7 @@ pub async fn get_settings(store: &Store, resource_id: &str) -> Result<ResetSetti
                 admin_account_id: None,
                 admin_kind: "root".into(),
                 ssh_host_key: None,
+                tls_certificate: None,
                 password_policy: "default".into(),
                 updated_at: None,
             },
@@ -118,6 +129,16 @@ pub async fn put_settings(
             "a SHA256:… fingerprint (as `ssh-keygen -lf` prints it), or null to pin at first use",
         ));
     }
+    if let Some(Some(k)) = &input.tls_certificate
+        && !crate::reset::connector::tls_pin::is_fingerprint(k)
+    {
+        problems.push(FieldProblem::new(
+            "tls_certificate",
+            "a SHA256:… fingerprint of the certificate's DER in unpadded base64 (`openssl x509 \
+             -outform der | openssl dgst -sha256 -binary | base64`, without the trailing =), or \
+             null to pin at first use",
+        ));
+    }
     if store::password_policies::get(store.pool(), &input.password_policy)
         .await?
         .is_none()
@@ -140,11 +161,16 @@ pub async fn put_settings(
         Some(k) => k,
         None => store::reset_settings::pinned_host_key(tx.conn(), resource_id).await?,
     };
+    let tls_certificate = match input.tls_certificate {
+        Some(k) => k,
+        None => store::reset_settings::pinned_tls_certificate(tx.conn(), resource_id).await?,
+    };
     let row = ResetSettingsRow {
         resource_id: resource_id.to_string(),
         admin_account_id: input.admin_account_id,
         admin_kind: input.admin_kind,
         ssh_host_key,
+        tls_certificate,
         password_policy: input.password_policy,
         updated_at: crate::time::now(),
     };
@@ -160,6 +186,7 @@ pub async fn put_settings(
                 "admin_account_id": row.admin_account_id,
                 "admin_kind": row.admin_kind,
                 "ssh_host_key": row.ssh_host_key,
+                "tls_certificate": row.tls_certificate,
                 "password_policy": row.password_policy,
             }),
         },

@@ -12,38 +12,8 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PublicKeyOrCertificate};
 use zeroize::Zeroizing;
 
+use super::connector::{TargetFailure, Timeouts};
 use crate::vault::Secret;
-
-/// Why an SSH step failed. Every message names the target and is safe to show and audit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SshFailure {
-    /// TCP connect refused, no route, or the SSH handshake failed.
-    #[error("cannot reach {target}: {reason}")]
-    Unreachable { target: String, reason: String },
-    /// The host key differs from the one recorded at first use.
-    #[error(
-        "the host key of {target} changed: {actual} was offered, {expected} is pinned; if the \
-         target was rebuilt, clear the resource's pinned host key after checking the new one"
-    )]
-    HostKeyChanged {
-        target: String,
-        expected: String,
-        actual: String,
-    },
-    /// The password was refused.
-    #[error("{target} refused the password of '{user}'")]
-    AuthRejected { target: String, user: String },
-    /// A step took longer than its timeout.
-    #[error("{target}: {step} timed out after {seconds} s")]
-    Timeout {
-        target: String,
-        step: &'static str,
-        seconds: u64,
-    },
-    /// Anything else on an established connection.
-    #[error("{target}: {reason}")]
-    Protocol { target: String, reason: String },
-}
 
 /// Where to connect and what host key to expect.
 #[derive(Debug, Clone)]
@@ -57,24 +27,6 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn label(&self) -> String {
         format!("{}:{}", self.host, self.port)
-    }
-}
-
-/// Limits of one SSH exchange.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// TCP connect, handshake and authentication together.
-    pub connect: Duration,
-    /// One command, from exec to exit status.
-    pub command: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(15),
-            command: Duration::from_secs(30),
-        }
     }
 }
 
@@ -122,15 +74,15 @@ pub const OUTPUT_CAP: usize = 64 * 1024;
 pub enum RunFailure {
     /// The session could not be opened: the command never reached the target.
     #[error(transparent)]
-    NotStarted(SshFailure),
+    NotStarted(TargetFailure),
     /// The command was sent, and the connection broke, the command was killed, or it timed
     /// out before it said how it ended.
     #[error(transparent)]
-    Interrupted(SshFailure),
+    Interrupted(TargetFailure),
 }
 
 impl RunFailure {
-    pub fn failure(&self) -> &SshFailure {
+    pub fn failure(&self) -> &TargetFailure {
         match self {
             RunFailure::NotStarted(f) | RunFailure::Interrupted(f) => f,
         }
@@ -160,14 +112,14 @@ pub async fn connect(
     user: &str,
     password: &Secret,
     timeouts: Timeouts,
-) -> Result<Connection, SshFailure> {
+) -> Result<Connection, TargetFailure> {
     let target = endpoint.label();
     let offered = Arc::new(Mutex::new(None));
     let handler = PinnedHostKey {
         pinned: endpoint.pinned_host_key.clone(),
         offered: offered.clone(),
     };
-    let timed_out = |step| SshFailure::Timeout {
+    let timed_out = |step| TargetFailure::Timeout {
         target: target.clone(),
         step,
         seconds: timeouts.connect.as_secs(),
@@ -182,7 +134,7 @@ pub async fn connect(
         let mut handle = match handle {
             Ok(h) => h,
             Err(russh::Error::UnknownKey) => {
-                return Err(SshFailure::HostKeyChanged {
+                return Err(TargetFailure::HostKeyChanged {
                     target: target.clone(),
                     expected: endpoint.pinned_host_key.clone().unwrap_or_default(),
                     actual: offered
@@ -193,7 +145,7 @@ pub async fn connect(
                 });
             }
             Err(e) => {
-                return Err(SshFailure::Unreachable {
+                return Err(TargetFailure::Unreachable {
                     target: target.clone(),
                     reason: describe(&e),
                 });
@@ -202,12 +154,12 @@ pub async fn connect(
         let auth = handle
             .authenticate_password(user, password.expose())
             .await
-            .map_err(|e| SshFailure::Protocol {
+            .map_err(|e| TargetFailure::Protocol {
                 target: target.clone(),
                 reason: describe(&e),
             })?;
         if !auth.success() {
-            return Err(SshFailure::AuthRejected {
+            return Err(TargetFailure::AuthRejected {
                 target: target.clone(),
                 user: user.to_string(),
             });
@@ -292,7 +244,7 @@ impl Connection {
         stdin: Zeroizing<Vec<u8>>,
         prompt: Option<Prompt>,
     ) -> Result<Output, RunFailure> {
-        let protocol = |e: russh::Error| SshFailure::Protocol {
+        let protocol = |e: russh::Error| TargetFailure::Protocol {
             target: self.target.clone(),
             reason: describe(&e),
         };
@@ -359,13 +311,13 @@ impl Connection {
                         }
                         Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
                         Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                            return Err(RunFailure::Interrupted(SshFailure::Protocol {
+                            return Err(RunFailure::Interrupted(TargetFailure::Protocol {
                                 target: self.target.clone(),
                                 reason: format!("the command was killed by signal {signal_name:?}"),
                             }));
                         }
                         Some(ChannelMsg::Failure) => {
-                            return Err(RunFailure::Interrupted(SshFailure::Protocol {
+                            return Err(RunFailure::Interrupted(TargetFailure::Protocol {
                                 target: self.target.clone(),
                                 reason: "the server refused to run the command".into(),
                             }));
@@ -376,7 +328,7 @@ impl Connection {
                 }
             }
             let status = status.ok_or_else(|| {
-                RunFailure::Interrupted(SshFailure::Protocol {
+                RunFailure::Interrupted(TargetFailure::Protocol {
                     target: self.target.clone(),
                     reason: "the command ended without an exit status".into(),
                 })
@@ -393,7 +345,7 @@ impl Connection {
         tokio::time::timeout(self.timeouts.command, exchange)
             .await
             .map_err(|_| {
-                let timeout = SshFailure::Timeout {
+                let timeout = TargetFailure::Timeout {
                     target: self.target.clone(),
                     step: "running a command",
                     seconds: self.timeouts.command.as_secs(),

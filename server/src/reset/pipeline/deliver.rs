@@ -276,12 +276,12 @@ impl Engine {
     /// agent, whose admin account is known.
     async fn target_exec(&self, s: &Subject) -> Option<Arc<SshTargetExec>> {
         match self.admin(s).await {
-            Ok((user, pw, _)) if s.method == ResetMethod::Ssh && s.agent.is_none() => {
+            Ok(admin) if s.method == ResetMethod::Ssh && s.agent.is_none() => {
                 Some(Arc::new(SshTargetExec::new(
                     self.admins.clone(),
                     s.endpoint(),
-                    user,
-                    pw,
+                    admin.login,
+                    admin.password,
                 )))
             }
             _ => None,

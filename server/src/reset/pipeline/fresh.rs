@@ -9,8 +9,8 @@ use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
+use crate::reset::connector::{Admin, ApplyFailure, Connector, Held, Pin};
 use crate::reset::history_purpose;
-use crate::reset::remote::{self, AdminKind, ApplyFailure, Held};
 use crate::reset::settings::get_settings;
 use crate::reset::target::SshTargetExec;
 use crate::states::TaskState;
@@ -42,7 +42,15 @@ impl Engine {
                 .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
                 .await;
         }
-        let over_ssh = s.remote() && s.method == ResetMethod::Ssh && s.agent.is_none();
+        let by_connector = s.by_connector();
+        let over_ssh = by_connector && s.method == ResetMethod::Ssh;
+        if by_connector
+            && let Err(why) = self.connector(s.method, &s.resource, &s.settings, &s.command)
+        {
+            return self
+                .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                .await;
+        }
         if over_ssh {
             // The template runs as root on the target: only the approved one, sealed.
             match self
@@ -70,7 +78,7 @@ impl Engine {
                 }
             }
         }
-        let admin = if over_ssh {
+        let admin = if by_connector {
             match self.admin(&s).await {
                 Ok(a) => Some(a),
                 Err(why) => {
@@ -84,12 +92,12 @@ impl Engine {
         };
 
         // Pre-reset listeners, in order; any veto (or a listener that cannot answer) stops it.
-        let target = admin.as_ref().map(|(user, pw, _)| {
+        let target = admin.as_ref().filter(|_| over_ssh).map(|a| {
             Arc::new(SshTargetExec::new(
                 self.admins.clone(),
                 s.endpoint(),
-                user.clone(),
-                Secret::new(pw.expose().to_string()),
+                a.login.clone(),
+                a.password.clone(),
             ))
         });
         let vetoed = self
@@ -111,7 +119,7 @@ impl Engine {
 
         // From here on the target is touched: respect its concurrency limit.
         let _slot = self
-            .target_slots(&s.endpoint().label())
+            .target_slots(&self.target_label(&s))
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("target slots closed".into()))?;
@@ -151,13 +159,13 @@ impl Engine {
                     }
                 }
             }
-            let Some((user, admin_pw, kind)) = &admin else {
+            let Some(admin) = &admin else {
                 // Vault only: nothing to apply or verify.
                 return self
                     .commit(item, s, new, Some(old), listeners, attempts)
                     .await;
             };
-            let failure = match self.apply(&s, user, admin_pw, *kind, &new).await {
+            let failure = match self.apply(&s, admin, &new).await {
                 Ok(()) => break,
                 // Nothing reached the target: the reset fails cleanly.
                 Err(e) if !e.may_have_changed() => {
@@ -177,7 +185,7 @@ impl Engine {
             // retried, regenerated or discarded, the target shows which password it holds.
             // If it cannot be asked, the item stays in flight with its pending password and
             // is reconciled when its lease runs out.
-            if s.settings.ssh_host_key.is_none() {
+            if s.unpinned() {
                 s = self.refresh_pin(s).await?;
             }
             // A command that was cut off may still be running on the target (a chpasswd
@@ -277,13 +285,13 @@ impl Engine {
         }
         self.step(&item, state::APPLIED, None, &listeners, attempts)
             .await?;
-        // The host key was pinned by this apply if none was: verify against the pin.
-        let s = if s.settings.ssh_host_key.is_none() {
+        // The target's key was pinned by this apply if none was: verify against the pin.
+        let s = if s.unpinned() {
             self.refresh_pin(s).await?
         } else {
             s
         };
-        match remote::accepts(&s.endpoint(), &s.account.login_name, &new, self.timeouts).await {
+        match self.accepts(&s, &s.account.login_name, &new).await {
             Ok(true) => {
                 self.step(&item, state::VERIFIED, None, &listeners, attempts)
                     .await?;
@@ -345,51 +353,62 @@ impl Engine {
         tx.commit().await
     }
 
-    /// Changes the password on the target through the admin account; pins the host key at
-    /// first use.
+    /// Changes the password on the target through the admin account, with the resource's
+    /// connector; pins the key the target showed at first use (even when the change failed:
+    /// the target is then asked which password it holds, under that pin).
     pub(super) async fn apply(
         &self,
         s: &Subject,
-        user: &str,
-        admin_pw: &Secret,
-        kind: AdminKind,
+        admin: &Admin,
         new: &Secret,
     ) -> std::result::Result<(), ApplyFailure> {
-        let endpoint = s.endpoint();
-        let (conn, reused) = self.admins.get(&endpoint, user, admin_pw).await?;
-        if s.settings.ssh_host_key.is_none() {
-            let mut tx = self
-                .store
-                .begin_write()
-                .await
-                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
-            store::reset_settings::pin_host_key(tx.conn(), &s.resource.id, &conn.host_key)
-                .await
-                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
-            tx.commit()
+        let connector = self
+            .connector(s.method, &s.resource, &s.settings, &s.command)
+            .map_err(ApplyFailure::Unrepresentable)?;
+        let applied = connector.apply(admin, &s.account.login_name, new).await;
+        if s.unpinned()
+            && let Some(pin) = &applied.pin
+        {
+            self.pin(&s.resource.id, pin)
                 .await
                 .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
         }
-        let key = format!("{}\n{user}", endpoint.label());
-        let login = &s.account.login_name;
-        let label = endpoint.label();
-        let r = self
-            .batcher
-            .apply(&key, &conn, kind, admin_pw, &s.command, login, new, &label)
-            .await;
-        match r {
-            // A kept connection may have died in between; one fresh try.
-            Err(ApplyFailure::Ssh(_)) if reused => {
-                self.admins.forget(&endpoint, user, admin_pw).await;
-                let (conn, _) = self.admins.get(&endpoint, user, admin_pw).await?;
-                remote::apply(&conn, kind, admin_pw, &s.command, login, new, &label).await
+        applied.result
+    }
+
+    /// Records the key a target showed at first use, unless one was recorded meanwhile.
+    async fn pin(&self, resource_id: &str, pin: &Pin) -> Result<()> {
+        let mut tx = self.store.begin_write().await?;
+        match pin {
+            Pin::SshHostKey(key) => {
+                store::reset_settings::pin_host_key(tx.conn(), resource_id, key).await?
             }
-            Err(e @ ApplyFailure::Ssh(_)) => {
-                self.admins.forget(&endpoint, user, admin_pw).await;
-                Err(e)
+            Pin::TlsCertificate(cert) => {
+                store::reset_settings::pin_tls_certificate(tx.conn(), resource_id, cert).await?
             }
-            other => other,
         }
+        tx.commit().await
+    }
+
+    /// Logs in to the reset's target as `login` with `password`, with its connector.
+    pub(super) async fn accepts(
+        &self,
+        s: &Subject,
+        login: &str,
+        password: &Secret,
+    ) -> std::result::Result<bool, String> {
+        let connector = self.connector(s.method, &s.resource, &s.settings, &s.command)?;
+        connector
+            .accepts(login, password)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The name of the reset's target, for its concurrency limit.
+    fn target_label(&self, s: &Subject) -> String {
+        self.connector(s.method, &s.resource, &s.settings, &s.command)
+            .map(|c| c.label())
+            .unwrap_or_else(|_| s.endpoint().label())
     }
 
     /// Re-reads the settings (the host key may have been pinned just now).

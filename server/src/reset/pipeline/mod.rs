@@ -23,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::CommandBatcher;
+use super::connector::postgres::{PgEndpoint, PostgresConnector};
+use super::connector::ssh::SshConnector;
+use super::connector::{Admin, AdminKind, AnyConnector, Timeouts};
 use super::policy::PasswordPolicy;
 use super::pool::AdminPool;
-use super::remote::AdminKind;
 use super::settings::{ResetSettings, from_row, get_settings};
-use super::ssh::{Endpoint, Timeouts};
+use super::ssh::Endpoint;
 use crate::agents::AgentHub;
 use crate::error::{Error, Result};
 use crate::inventory::accounts::Account;
@@ -187,6 +189,21 @@ impl Subject {
 
     fn remote(&self) -> bool {
         self.job.apply_remote != 0 && (self.method != ResetMethod::Local || self.agent.is_some())
+    }
+
+    /// Whether this reset's target is changed by a connector of this server (not an agent,
+    /// not the vault only).
+    fn by_connector(&self) -> bool {
+        self.remote() && self.agent.is_none() && self.method.has_connector()
+    }
+
+    /// Whether the key the target must present is still to be pinned at first use.
+    fn unpinned(&self) -> bool {
+        match self.method {
+            ResetMethod::Ssh => self.settings.ssh_host_key.is_none(),
+            ResetMethod::Postgres => self.settings.tls_certificate.is_none(),
+            ResetMethod::Agent | ResetMethod::Local => false,
+        }
     }
 
     /// The agent that applies this reset, when the resource has one.
@@ -511,8 +528,8 @@ impl Engine {
         self.vault.open_secret(&sealed, &account_password_aad(id))
     }
 
-    /// The admin's login and password, for SSH resets.
-    async fn admin(&self, s: &Subject) -> std::result::Result<(String, Secret, AdminKind), String> {
+    /// The admin's login and password (and for SSH, how it changes passwords).
+    async fn admin(&self, s: &Subject) -> std::result::Result<Admin, String> {
         let Some(admin_id) = &s.settings.admin_account_id else {
             return Err(format!(
                 "resource '{}' has no admin account; set one with PUT /v1/resources/{}/reset-settings",
@@ -531,6 +548,50 @@ impl Engine {
         } else {
             AdminKind::Root
         };
-        Ok((admin.login_name, password, kind))
+        Ok(Admin {
+            login: admin.login_name,
+            password,
+            kind,
+        })
+    }
+
+    /// How `resource`'s passwords are set and checked (`method`'s connector), or why they
+    /// cannot be from here (an agent's or the vault's method, or a resource that does not say
+    /// where its server is).
+    fn connector<'e>(
+        &'e self,
+        method: ResetMethod,
+        resource: &Resource,
+        settings: &ResetSettings,
+        command: &'e crate::inventory::reset_command::ResetCommand,
+    ) -> std::result::Result<AnyConnector<'e>, String> {
+        match method {
+            ResetMethod::Ssh => Ok(AnyConnector::Ssh(SshConnector {
+                endpoint: endpoint_of(resource, settings),
+                timeouts: self.timeouts,
+                pool: &self.admins,
+                batcher: &self.batcher,
+                command,
+            })),
+            ResetMethod::Postgres => {
+                let host = resource.ip_address.as_deref().unwrap_or(&resource.name);
+                let endpoint = PgEndpoint::new(
+                    resource.url.as_deref(),
+                    host,
+                    settings.tls_certificate.clone(),
+                )
+                .map_err(|e| format!("resource '{}': {e}", resource.name))?;
+                Ok(AnyConnector::Postgres(PostgresConnector {
+                    endpoint,
+                    timeouts: self.timeouts,
+                }))
+            }
+            ResetMethod::Agent | ResetMethod::Local => Err(format!(
+                "resources of type '{}' are reset with method '{}', which no connector on the \
+                 server applies",
+                resource.resource_type,
+                method.as_str()
+            )),
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::{AGENT_PICKUP, Engine, MAX_GENERATED_ATTEMPTS, SETTLE_DELAYS, Subject
 use crate::agents::tasks::{self as agent_tasks};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
-use crate::reset::remote::{self, Held};
+use crate::reset::connector::{self, Connector, Held, TargetFailure};
 use crate::states::TaskState;
 use crate::store::resets::ItemRow;
 use crate::store::{self};
@@ -113,10 +113,18 @@ impl Engine {
         new: &Secret,
         old: &mut Secret,
         still_running: bool,
-    ) -> Result<std::result::Result<Held, crate::reset::ssh::SshFailure>> {
-        let endpoint = s.endpoint();
+    ) -> Result<std::result::Result<Held, TargetFailure>> {
+        let connector = match self.connector(s.method, &s.resource, &s.settings, &s.command) {
+            Ok(c) => c,
+            Err(reason) => {
+                return Ok(Err(TargetFailure::Unreachable {
+                    target: s.resource.name.clone(),
+                    reason,
+                }));
+            }
+        };
         let login = &s.account.login_name;
-        let ask = || remote::held(&endpoint, login, new, old, self.timeouts);
+        let ask = || connector::held(&connector, login, new, old);
         let mut answer = ask().await;
         if still_running {
             for delay in SETTLE_DELAYS {
@@ -149,7 +157,7 @@ impl Engine {
             if candidate.expose() == new.expose() || candidate.expose() == old.expose() {
                 continue;
             }
-            match remote::accepts(&endpoint, login, &candidate, self.timeouts).await {
+            match connector.accepts(login, &candidate).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => return Ok(Err(e)),

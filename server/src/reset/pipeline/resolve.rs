@@ -13,11 +13,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, endpoint_of};
+use super::Engine;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::reset::remote;
+use crate::reset::connector::Connector;
 use crate::reset::settings::get_settings;
 use crate::states::SyncStatus;
 use crate::store::resets::KeptPassword;
@@ -101,7 +101,12 @@ impl Engine {
             )));
         }
         let settings = get_settings(&self.store, &resource.id).await?;
-        let endpoint = endpoint_of(&resource, &settings);
+        // Asking only logs in: no command runs, so the template does not matter.
+        let command = crate::inventory::reset_command::ResetCommand::chpasswd();
+        let connector = self
+            .connector(rtype.reset_method, &resource, &settings, &command)
+            .map_err(Error::Conflict)?;
+        let label = connector.label();
         let login = account.login_name.as_str();
         let stored_sealed = store::accounts::get_sealed_password(self.store.pool(), account_id)
             .await?
@@ -116,18 +121,15 @@ impl Engine {
         let started = crate::time::now();
 
         let ask = |password: &Secret| {
-            let endpoint = endpoint.clone();
             let password = password.clone();
+            let (connector, label) = (&connector, &label);
             async move {
-                remote::accepts(&endpoint, login, &password, self.timeouts)
-                    .await
-                    .map_err(|e| {
-                        Error::Conflict(format!(
-                            "cannot ask {} which password it holds for '{login}': {e}; nothing \
-                             changed, try again when it answers",
-                            endpoint.label()
-                        ))
-                    })
+                connector.accepts(login, &password).await.map_err(|e| {
+                    Error::Conflict(format!(
+                        "cannot ask {label} which password it holds for '{login}': {e}; nothing \
+                         changed, try again when it answers"
+                    ))
+                })
             }
         };
         let mut tried: Vec<Secret> = Vec::new();
