@@ -116,7 +116,8 @@ pub fn parse_url(text: &str) -> Result<(String, u16, String), String> {
     let database = if database.is_empty() {
         DEFAULT_DATABASE.to_string()
     } else {
-        percent_decode(database).ok_or_else(|| "the url: the database name is not UTF-8 text".to_string())?
+        percent_decode(database)
+            .ok_or_else(|| "the url: the database name is not UTF-8 text".to_string())?
     };
     Ok((host, url.port().unwrap_or(DEFAULT_PORT), database))
 }
@@ -180,8 +181,8 @@ impl PostgresConnector {
             target: target.clone(),
             reason,
         };
-        let (tls, offered) = PinVerifier::config(self.endpoint.pinned_certificate.clone())
-            .map_err(&unreachable)?;
+        let (tls, offered) =
+            PinVerifier::config(self.endpoint.pinned_certificate.clone()).map_err(&unreachable)?;
         let mut make = MakeRustlsConnect::new(tls);
         let tls = <MakeRustlsConnect as MakeTlsConnect<Capped<TcpStream>>>::make_tls_connect(
             &mut make,

@@ -49,9 +49,7 @@ pub struct PinVerifier {
 impl PinVerifier {
     /// A rustls client configuration for a target with `pinned` (or none yet), and where the
     /// offered fingerprint is written.
-    pub fn config(
-        pinned: Option<String>,
-    ) -> Result<(rustls::ClientConfig, Offered), String> {
+    pub fn config(pinned: Option<String>) -> Result<(rustls::ClientConfig, Offered), String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let offered = Arc::new(Mutex::new(None));
         let verifier = PinVerifier {
