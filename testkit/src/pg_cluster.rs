@@ -149,6 +149,23 @@ impl PgCluster {
         self.pg_ctl("start");
     }
 
+    /// Appends `line` to `postgresql.conf` (takes effect at the next start or reload).
+    pub fn configure(&self, line: &str) {
+        let path = self.dir.join("data").join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(line);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// Puts `line` first in `pg_hba.conf` (so it decides before the others) and reloads.
+    pub fn hba_first(&self, line: &str) {
+        let path = self.dir.join("data").join("pg_hba.conf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{line}\n{text}")).unwrap();
+        self.pg_ctl("reload");
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
     }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use common::pg_cluster::PgCluster;
 use common::{Api, Server};
 use lockstep_server::reset::connector::postgres::{PgEndpoint, PostgresConnector};
-use lockstep_server::reset::connector::{Admin, AdminKind, Connector, Timeouts, scram};
+use lockstep_server::reset::connector::{
+    Admin, AdminKind, Connector, KeyRecorder, TargetKey, Timeouts, scram,
+};
 use lockstep_server::vault::Secret;
 use serde_json::{Value, json};
 
@@ -50,11 +52,27 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Creates `n` roles named `prefix00001…` that log in with [`START_PW`], in one statement.
+/// The admin gets ADMIN OPTION on each (PostgreSQL 16 and later require it).
 fn create_roles(pg: &PgCluster, prefix: &str, n: usize) {
     pg.sql(&format!(
-        "DO $$ BEGIN FOR i IN 1..{n} LOOP EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', \
-         '{prefix}' || lpad(i::text, 5, '0'), '{START_PW}'); END LOOP; END $$"
+        "DO $$ BEGIN FOR i IN 1..{n} LOOP \
+         EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', \
+         '{prefix}' || lpad(i::text, 5, '0'), '{START_PW}'); \
+         EXECUTE format('GRANT %I TO {ADMIN} WITH ADMIN OPTION', \
+         '{prefix}' || lpad(i::text, 5, '0')); END LOOP; END $$"
     ));
+}
+
+/// The bare client pins nothing (the engine records the key at first use).
+struct Unpinned;
+
+impl KeyRecorder for Unpinned {
+    fn record<'a>(
+        &'a self,
+        _key: &'a TargetKey,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 fn connector(pg: &PgCluster) -> Arc<PostgresConnector> {
@@ -85,7 +103,7 @@ async fn bare_same_work(pg: &PgCluster, roles: Vec<String>) -> (f64, usize) {
                     return verified;
                 };
                 let new = Secret::new(format!("Bench-{}-Pw-9", common::random_hex(8)));
-                c.apply(&admin, &role, &new).await.result.unwrap();
+                c.apply(&admin, &role, &new, &Unpinned).await.unwrap();
                 if c.accepts(&role, &new).await.unwrap() {
                     verified += 1;
                 }

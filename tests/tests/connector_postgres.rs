@@ -17,11 +17,12 @@ const ADMIN_PW: &str = "Admin-Pw-1";
 const START_PW: &str = "Start-Pw-1";
 
 /// A role that may log in with [`START_PW`]; `name` is quoted, whatever it holds.
+/// The admin is given ADMIN OPTION on it, which PostgreSQL 16 and later require of a
+/// CREATEROLE admin for roles it did not create.
 fn create_role(pg: &PgCluster, name: &str) {
-    pg.sql(&format!(
-        "CREATE ROLE \"{}\" LOGIN PASSWORD '{START_PW}'",
-        name.replace('"', "\"\"")
-    ));
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    pg.sql(&format!("CREATE ROLE {quoted} LOGIN PASSWORD '{START_PW}'"));
+    pg.sql(&format!("GRANT {quoted} TO {ADMIN} WITH ADMIN OPTION"));
 }
 
 /// A PostgreSQL resource for `pg` with the admin role (CREATEROLE, not superuser) and
@@ -82,6 +83,12 @@ fn cluster_with(roles: &[&str]) -> PgCluster {
         create_role(&pg, r);
     }
     pg
+}
+
+/// Logins the cluster logged, successful or not.
+fn login_attempts(log: &str) -> usize {
+    log.matches("connection authorized").count()
+        + log.matches("password authentication failed").count()
 }
 
 async fn reset(api: &Api, token: &str, account: &str) -> Value {
@@ -167,19 +174,28 @@ async fn roles_get_verified_passwords_and_the_server_only_ever_sees_verifiers() 
         "the statements are in the server's log: {pg_log}"
     );
     let audit = api.get("/v1/audit?limit=500", &root).await.text;
-    for pw in &new_passwords {
+    let job_text = job.to_string();
+    // The verifiers Lockstep sent, as PostgreSQL logged them: derived from the passwords, they
+    // belong in no log or record of Lockstep's.
+    let verifiers: Vec<&str> = pg_log
+        .split('\'')
+        .filter(|w| w.starts_with("SCRAM-SHA-256$"))
+        .collect();
+    assert_eq!(verifiers.len(), roles.len(), "{pg_log}");
+    let mut secrets: Vec<&str> = new_passwords.iter().map(String::as_str).collect();
+    secrets.push(ADMIN_PW);
+    for secret in &secrets {
+        assert!(!pg_log.contains(secret), "a password in PostgreSQL's log");
+    }
+    secrets.push(START_PW);
+    secrets.extend(&verifiers);
+    for secret in secrets {
         assert!(
-            !pg_log.contains(pw.as_str()),
-            "a password in PostgreSQL's log"
+            !server.log_text().contains(secret),
+            "a secret in the server log"
         );
-        assert!(
-            !server.log_text().contains(pw.as_str()),
-            "a password in the server log"
-        );
-        assert!(
-            !audit.contains(pw.as_str()),
-            "a password in the audit trail"
-        );
+        assert!(!audit.contains(secret), "a secret in the audit trail");
+        assert!(!job_text.contains(secret), "a secret in the job");
     }
 }
 
@@ -261,15 +277,15 @@ async fn failures_change_nothing_and_say_why() {
     // A different certificate pinned: the handshake fails before any password is sent.
     let other = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     put_admin(weak.clone(), json!({"tls_certificate": other})).await;
-    let before = pg.log().matches("connection authorized").count();
+    let before = login_attempts(&pg.log());
     let job = reset(&api, &root, app).await;
     failed_cleanly(&job);
     assert!(detail(&job).contains("TLS certificate"), "{job}");
     assert!(detail(&job).contains(&pg.certificate_fingerprint), "{job}");
     assert_eq!(
-        pg.log().matches("connection authorized").count(),
+        login_attempts(&pg.log()),
         before,
-        "nobody logged in"
+        "no login was even tried: the handshake ended first"
     );
     let bad = api
         .call(
@@ -328,8 +344,14 @@ async fn a_server_killed_mid_bulk_loses_no_database_password() {
     loop {
         let j = api.get(&format!("/v1/reset-jobs/{id}"), &root).await.json();
         let p = &j["progress"];
-        if p["succeeded"].as_u64().unwrap_or(0) >= 2 {
-            eprintln!("killed at {p}");
+        let in_flight = j["items"].as_array().unwrap().iter().any(|i| {
+            matches!(
+                i["state"].as_str(),
+                Some("pending-written" | "applied" | "verified")
+            )
+        });
+        if p["succeeded"].as_u64().unwrap_or(0) >= 1 && in_flight {
+            eprintln!("killed at {p}, with an item in flight");
             break;
         }
         assert!(j["status"] != "finished", "finished before the kill: {p}");
@@ -460,4 +482,72 @@ async fn listeners_run_around_database_resets_and_a_veto_touches_nothing() {
         !d.to_string().contains(&new),
         "no password in a delivery: {d}"
     );
+}
+
+#[tokio::test]
+async fn a_server_that_drops_tls_or_checks_no_password_proves_nothing() {
+    let pg = cluster_with(&["app", "trusting"]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let long = "r".repeat(64);
+    let (_, _, accounts) =
+        resource_for(&api, &root, &pg, "db1", &["app", "trusting", long.as_str()]).await;
+    let (app, trusting, too_long) = (&accounts[0].0, &accounts[1].0, &accounts[2].0);
+    let detail = |job: &Value| job["items"][0]["detail"].as_str().unwrap_or("").to_string();
+
+    // A first reset pins the certificate.
+    let job = reset(&api, &root, app).await;
+    assert_eq!(job["items"][0]["state"], "done", "{job}");
+
+    // A login name PostgreSQL would cut to 63 bytes (and so could name another role).
+    let job = reset(&api, &root, too_long).await;
+    assert_eq!(job["items"][0]["state"], "failed", "{job}");
+    assert!(detail(&job).contains("longer than"), "{job}");
+
+    // `trust` for one role: any password "logs in", so no login proves the new one. The
+    // change is applied, then the item stays in flight with both passwords, never committed.
+    pg.hba_first("hostssl all trusting 127.0.0.1/32 trust");
+    let r = api
+        .post(
+            &format!("/v1/accounts/{trusting}/reset"),
+            &root,
+            json!({"reason": "a server that checks nothing"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if server.log_text().contains("channel binding") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was never logged: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let j = api.get(&format!("/v1/reset-jobs/{id}"), &root).await.json();
+    assert_ne!(j["status"], "finished", "{j}");
+    assert_ne!(j["items"][0]["state"], "done", "{j}");
+    assert_eq!(
+        stored_password(&api, &root, trusting).await,
+        START_PW,
+        "the vault keeps the stored password until the target proves the new one"
+    );
+
+    // The server stops offering TLS: the pinned certificate is gone, nothing is sent.
+    pg.stop();
+    pg.configure("ssl = off");
+    pg.start_again();
+    let before = login_attempts(&pg.log());
+    let job = reset(&api, &root, app).await;
+    assert_eq!(job["items"][0]["state"], "failed", "{job}");
+    assert!(
+        detail(&job).contains("TLS certificate") && detail(&job).contains("no TLS at all"),
+        "{job}"
+    );
+    assert_eq!(login_attempts(&pg.log()), before, "no login was tried");
 }

@@ -148,31 +148,24 @@ pub enum AdminKind {
     Sudo,
 }
 
-/// What a target proved about itself while a change was applied: the key to pin at first use.
+/// The key a target shows: pinned at first use, checked ever after.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pin {
+pub enum TargetKey {
     /// An SSH host key's `SHA256:…` fingerprint.
     SshHostKey(String),
     /// A TLS leaf certificate's `SHA256:…` fingerprint.
     TlsCertificate(String),
 }
 
-/// How one [`Connector::apply`] ended.
-#[derive(Debug)]
-pub struct Applied {
-    /// The key the target showed after the admin logged in, if it got that far.
-    pub pin: Option<Pin>,
-    pub result: Result<(), ApplyFailure>,
-}
-
-impl Applied {
-    /// Ended before the admin was logged in.
-    pub fn failed(e: impl Into<ApplyFailure>) -> Applied {
-        Applied {
-            pin: None,
-            result: Err(e.into()),
-        }
-    }
+/// Where a connector records the key its target showed, once the admin is logged in and
+/// before anything is sent: at first use the key becomes the resource's pin, and a key that
+/// differs from one pinned meanwhile (by another connection of the same bulk job) stops the
+/// change. An error means nothing may be sent.
+pub trait KeyRecorder: Sync {
+    fn record<'a>(
+        &'a self,
+        key: &'a TargetKey,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// One way of setting and checking passwords. Implementations hold where the target is and
@@ -182,15 +175,16 @@ pub trait Connector: Sync {
     /// The target's name in messages and its concurrency limit (`host:port`).
     fn label(&self) -> String;
 
-    /// Sets `login`'s password to `new` as `admin`: how that ended, and the key the target
-    /// showed once the admin was logged in (pinned by the engine at first use, however the
-    /// change itself ended, so the target is asked afterwards under that pin).
+    /// Sets `login`'s password to `new` as `admin`. The key the target showed goes to
+    /// `keys` after the admin logged in and before the change is sent; if it refuses, nothing
+    /// is sent ([`ApplyFailure::NotSent`]).
     fn apply(
         &self,
         admin: &Admin,
         login: &str,
         new: &Secret,
-    ) -> impl Future<Output = Applied> + Send;
+        keys: &dyn KeyRecorder,
+    ) -> impl Future<Output = Result<(), ApplyFailure>> + Send;
 
     /// Logs in as `login` with `password`, afresh: `Ok(true)` accepted, `Ok(false)` refused.
     /// An error means the target could not be asked: nothing is proven.
@@ -243,10 +237,16 @@ impl Connector for AnyConnector<'_> {
         }
     }
 
-    async fn apply(&self, admin: &Admin, login: &str, new: &Secret) -> Applied {
+    async fn apply(
+        &self,
+        admin: &Admin,
+        login: &str,
+        new: &Secret,
+        keys: &dyn KeyRecorder,
+    ) -> Result<(), ApplyFailure> {
         match self {
-            AnyConnector::Ssh(c) => c.apply(admin, login, new).await,
-            AnyConnector::Postgres(c) => c.apply(admin, login, new).await,
+            AnyConnector::Ssh(c) => c.apply(admin, login, new, keys).await,
+            AnyConnector::Postgres(c) => c.apply(admin, login, new, keys).await,
         }
     }
 

@@ -6,17 +6,18 @@
 //! else its IP address (or name) on port 5432 and the database `postgres`. Accounts are
 //! checked by connecting to that database, so they need `CONNECT` on it.
 //!
-//! **TLS, always, pinned.** The connection must be TLS: without it, a server (or whoever
-//! answers in its place) that asks for `password` authentication gets the admin's password in
-//! clear, and the verifier could be read off the wire. The leaf certificate is pinned at first
-//! use like an SSH host key (`tls_certificate` in the reset settings); SCRAM uses channel
-//! binding (`SCRAM-SHA-256-PLUS`) when the server offers it, so a relay in the middle fails.
+//! **TLS, always, pinned; SCRAM bound to it.** The connection must be TLS, its leaf
+//! certificate pinned at first use like an SSH host key (`tls_certificate` in the reset
+//! settings), and every login SCRAM-SHA-256-PLUS (channel binding required): no password
+//! goes out in clear or as md5 to whoever answers (`password` or `md5` in `pg_hba.conf`, or an
+//! impostor at first use), a server that checks no password (`trust`) proves nothing, and a
+//! relay in the middle fails. Notices the server sends are dropped, never logged.
 //!
 //! **Bounded.** Everything the server sends on one connection is capped at [`ANSWER_CAP`]
 //! bytes (a reset needs a few hundred): a hostile server cannot grow this process's memory.
 
 use std::io;
-use std::pin::Pin as StdPin;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,7 +29,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::tls_pin::{Offered, PinVerifier};
-use super::{Admin, Applied, ApplyFailure, Connector, Pin, TargetFailure, Timeouts, scram};
+use super::{
+    Admin, ApplyFailure, Connector, KeyRecorder, TargetFailure, TargetKey, Timeouts, scram,
+};
 use crate::vault::Secret;
 
 /// Bytes one connection may receive from the server, handshake and answers together.
@@ -170,7 +173,8 @@ fn role_name(login: &str) -> Result<&str, String> {
 }
 
 impl PostgresConnector {
-    /// An authenticated session as `user`, over pinned TLS; the certificate offered, if any.
+    /// An authenticated session as `user`, over pinned TLS with SCRAM bound to the channel;
+    /// the certificate offered.
     async fn connect(
         &self,
         user: &str,
@@ -190,13 +194,16 @@ impl PostgresConnector {
         )
         .map_err(|e| unreachable(format!("TLS setup: {e}")))?;
         let mut config = tokio_postgres::Config::new();
+        // Channel binding required: no password goes out in clear or as md5 (to a server, or
+        // an impostor at first use, that asks for them), a server that asks for none (`trust`)
+        // proves nothing, and a relay in the middle fails.
         config
             .user(user)
             .password(password.expose().as_bytes())
             .dbname(&self.endpoint.database)
             .application_name("lockstep")
             .ssl_mode(SslMode::Require)
-            .channel_binding(ChannelBinding::Prefer);
+            .channel_binding(ChannelBinding::Require);
         let session = async {
             let socket = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
                 .await
@@ -211,24 +218,36 @@ impl PostgresConnector {
                 .await
                 .map_err(|e| self.connect_failure(user, &e, &offered))
         };
-        let (client, connection) = tokio::time::timeout(self.timeouts.connect, session)
+        let (client, mut connection) = tokio::time::timeout(self.timeouts.connect, session)
             .await
             .map_err(|_| TargetFailure::Timeout {
                 target: target.clone(),
                 step: "connecting and logging in",
                 seconds: self.timeouts.connect.as_secs(),
             })??;
+        // The session is driven here, not by `Connection`'s own future, which writes every
+        // notice the server sends into this process's log (a hostile server's words, or a
+        // trigger quoting the statement). It lives at most as long as one exchange may.
+        let lifetime = self.timeouts.connect + self.timeouts.command * 2;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
+            let drive = std::future::poll_fn(|cx| {
+                loop {
+                    match connection.poll_message(cx) {
+                        // Notices and notifications: dropped.
+                        Poll::Ready(Some(Ok(_))) => continue,
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            });
+            let _ = tokio::time::timeout(lifetime, drive).await;
         });
         let offered = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok((client, offered))
     }
 
-    /// What a failed connect means: a changed certificate, a refused password, or a server
-    /// that could not be reached or spoken to.
+    /// What a failed connect means: a changed certificate (or TLS gone where one is
+    /// pinned), a refused password, or a server that could not be reached or spoken to.
     fn connect_failure(
         &self,
         user: &str,
@@ -237,14 +256,25 @@ impl PostgresConnector {
     ) -> TargetFailure {
         let target = self.label();
         let offered = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let (Some(expected), Some(actual)) = (&self.endpoint.pinned_certificate, &offered)
-            && expected != actual
-        {
-            return TargetFailure::CertificateChanged {
-                target,
-                expected: expected.clone(),
-                actual: actual.clone(),
-            };
+        let words = server_words(e, &[]);
+        if let Some(expected) = &self.endpoint.pinned_certificate {
+            match &offered {
+                Some(actual) if actual != expected => {
+                    return TargetFailure::CertificateChanged {
+                        target,
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    };
+                }
+                None if words.contains("does not support TLS") => {
+                    return TargetFailure::CertificateChanged {
+                        target,
+                        expected: expected.clone(),
+                        actual: "no TLS at all".into(),
+                    };
+                }
+                _ => {}
+            }
         }
         match e.code() {
             Some(c) if *c == SqlState::INVALID_PASSWORD => TargetFailure::AuthRejected {
@@ -253,30 +283,58 @@ impl PostgresConnector {
             },
             Some(_) => TargetFailure::Protocol {
                 target,
-                reason: server_words(e),
+                reason: words,
             },
-            None if offered.is_none() && e.to_string().contains("TLS") => {
-                TargetFailure::Unreachable {
-                    target,
-                    reason: format!(
-                        "{}; Lockstep talks to PostgreSQL over TLS only: turn on ssl in the \
-                         server's postgresql.conf",
-                        server_words(e)
-                    ),
-                }
-            }
+            None if words.contains("does not support TLS") => TargetFailure::Unreachable {
+                target,
+                reason: format!(
+                    "{words}; Lockstep talks to PostgreSQL over TLS only: turn on ssl in the \
+                     server's postgresql.conf"
+                ),
+            },
+            None if words.contains("channel binding") => TargetFailure::Protocol {
+                target,
+                reason: format!(
+                    "{words}: the server asked for a way of logging in without SCRAM channel \
+                     binding (trust, password or md5 in pg_hba.conf, or an md5-stored \
+                     password); Lockstep logs in only with SCRAM-SHA-256-PLUS, so use \
+                     scram-sha-256 for this host and SCRAM passwords for '{user}'"
+                ),
+            },
             None => TargetFailure::Unreachable {
                 target,
-                reason: server_words(e),
+                reason: words,
             },
         }
     }
 }
 
-/// The error and its causes in one line (the server's own message where there is one), cut
-/// to a few hundred bytes and without control characters.
-fn server_words(e: &tokio_postgres::Error) -> String {
-    let mut text = match e.as_db_error() {
+/// Whether a statement error proves the statement did not commit: an ERROR (not FATAL or
+/// PANIC, which end the session, possibly after the commit) of a class raised while the
+/// statement is checked or run, before its commit.
+fn rolled_back(db: &tokio_postgres::error::DbError) -> bool {
+    use tokio_postgres::error::Severity;
+    let before_commit = [
+        "0A", // feature not supported
+        "0L", // invalid grantor
+        "0P", // invalid role specification
+        "22", // data exception
+        "25", // invalid transaction state
+        "28", // invalid authorization
+        "42", // syntax error or access rule violation (no such role, permission denied)
+    ];
+    db.parsed_severity() == Some(Severity::Error)
+        && before_commit
+            .iter()
+            .any(|c| db.code().code().starts_with(c))
+}
+
+/// The error and its causes in one line (the server's own message where there is one), with
+/// every `secret` and anything shaped like a SCRAM verifier taken out *before* it is cut to
+/// a few hundred bytes (a secret straddling the cut could not be found after), and without
+/// control characters.
+fn server_words(e: &tokio_postgres::Error, secrets: &[&str]) -> String {
+    let text = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => {
             let mut text = e.to_string();
@@ -289,6 +347,21 @@ fn server_words(e: &tokio_postgres::Error) -> String {
             text
         }
     };
+    clean(text, secrets)
+}
+
+/// `text` without `secrets` or anything shaped like a SCRAM verifier, then cut to 300 bytes
+/// and without control characters: redacted before it is cut, so nothing straddles the cut.
+fn clean(mut text: String, secrets: &[&str]) -> String {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "[redacted]");
+    }
+    while let Some(at) = text.find("SCRAM-SHA-256$") {
+        let end = text[at..]
+            .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+            .map_or(text.len(), |n| at + n);
+        text.replace_range(at..end, "[redacted]");
+    }
     if text.len() > 300 {
         let mut end = 300;
         while !text.is_char_boundary(end) {
@@ -306,62 +379,71 @@ impl Connector for PostgresConnector {
         self.endpoint.label()
     }
 
-    async fn apply(&self, admin: &Admin, login: &str, new: &Secret) -> Applied {
-        let role = match role_name(login) {
-            Ok(r) => r,
-            Err(e) => return Applied::failed(ApplyFailure::Unrepresentable(e)),
-        };
+    async fn apply(
+        &self,
+        admin: &Admin,
+        login: &str,
+        new: &Secret,
+        keys: &dyn KeyRecorder,
+    ) -> Result<(), ApplyFailure> {
+        let role = role_name(login).map_err(ApplyFailure::Unrepresentable)?;
         if new.expose().contains('\0') {
-            return Applied::failed(ApplyFailure::Unrepresentable(
+            return Err(ApplyFailure::Unrepresentable(
                 "the new password contains NUL, which PostgreSQL cannot take".into(),
             ));
         }
         // PostgreSQL stores anything that does not parse as a verifier as the password
         // itself: a malformed one never leaves here.
-        let verifier =
-            match scram::verifier(new.expose()).and_then(|v| scram::check(&v).map(|()| v)) {
-                Ok(v) => v,
-                Err(e) => return Applied::failed(ApplyFailure::Unrepresentable(e)),
-            };
+        let verifier = scram::verifier(new.expose())
+            .and_then(|v| scram::check(&v).map(|()| v))
+            .map_err(ApplyFailure::Unrepresentable)?;
         let statement = Zeroizing::new(format!(
             "ALTER ROLE {} PASSWORD '{}'",
             quote_ident(role),
             verifier.as_str()
         ));
-        let (client, offered) = match self.connect(&admin.login, &admin.password).await {
-            Ok(c) => c,
-            Err(e) => return Applied::failed(e),
+        let (client, offered) = self.connect(&admin.login, &admin.password).await?;
+        // Required TLS: a session always has a certificate; it is pinned (or checked against
+        // the pin another connection recorded meanwhile) before the statement goes out.
+        let Some(offered) = offered else {
+            return Err(ApplyFailure::Unrepresentable(format!(
+                "{}: a session without a certificate; nothing was sent",
+                self.label()
+            )));
         };
+        keys.record(&TargetKey::TlsCertificate(offered))
+            .await
+            .map_err(ApplyFailure::Unrepresentable)?;
         let target = self.label();
+        let secrets = [verifier.as_str(), new.expose(), admin.password.expose()];
         let sent = tokio::time::timeout(self.timeouts.command, client.batch_execute(&statement));
-        let result = match sent.await {
+        match sent.await {
             Ok(Ok(())) => Ok(()),
-            // The server answered with an error: the statement rolled back, nothing changed.
-            Ok(Err(e)) if e.as_db_error().is_some() => Err(ApplyFailure::Rejected {
+            // An error raised before the commit: the statement rolled back, nothing changed.
+            Ok(Err(e)) if e.as_db_error().is_some_and(rolled_back) => Err(ApplyFailure::Rejected {
                 target,
-                reason: server_words(&e).replace(verifier.as_str(), "[redacted]"),
+                reason: server_words(&e, &secrets),
             }),
-            // The connection broke after the statement went out: it may have committed.
+            // Anything else (a FATAL after the commit, a broken connection) may have come
+            // after the statement committed: the target is asked.
             Ok(Err(e)) => Err(ApplyFailure::Interrupted(TargetFailure::Protocol {
                 target,
-                reason: server_words(&e).replace(verifier.as_str(), "[redacted]"),
+                reason: server_words(&e, &secrets),
             })),
             Err(_) => Err(ApplyFailure::Interrupted(TargetFailure::Timeout {
                 target,
                 step: "ALTER ROLE",
                 seconds: self.timeouts.command.as_secs(),
             })),
-        };
-        Applied {
-            pin: offered.map(Pin::TlsCertificate),
-            result,
         }
     }
 
     async fn accepts(&self, login: &str, password: &Secret) -> Result<bool, TargetFailure> {
-        if role_name(login).is_err() {
-            return Ok(false);
-        }
+        // A name the server would cut or refuse proves nothing either way.
+        role_name(login).map_err(|reason| TargetFailure::Protocol {
+            target: self.label(),
+            reason,
+        })?;
         match self.connect(login, password).await {
             Ok(_) => Ok(true),
             Err(TargetFailure::AuthRejected { .. }) => Ok(false),
@@ -378,7 +460,7 @@ struct Capped<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
     fn poll_read(
-        mut self: StdPin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
@@ -389,7 +471,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         }
         let before = buf.filled().len();
         let this = &mut *self;
-        let r = StdPin::new(&mut this.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let got = (buf.filled().len() - before) as u64;
         this.left = this.left.saturating_sub(got);
         r
@@ -398,19 +480,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
     fn poll_write(
-        mut self: StdPin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        StdPin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: StdPin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        StdPin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -442,6 +524,26 @@ mod tests {
             let e = parse_url(bad).unwrap_err();
             assert!(!e.contains("pw") && !e.contains("s3cret"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_target_s_words_lose_secrets_before_they_are_cut() {
+        let verifier = scram::verifier("pw").unwrap();
+        // A verifier straddling the 300-byte cut would leave its salt and key behind if it
+        // were cut first.
+        let text = format!(
+            "{}ALTER ROLE x PASSWORD '{}' and Admin-Pw-1\x1b[2J",
+            "x".repeat(280),
+            verifier.as_str()
+        );
+        let words = clean(text, &["Admin-Pw-1"]);
+        assert!(
+            !words.contains("SCRAM-SHA-256$") && !words.contains("4096:"),
+            "{words}"
+        );
+        assert!(words.len() <= 300 && !words.contains('\x1b'), "{words}");
+        let other = clean("note: SCRAM-SHA-256$4096:abc$def:ghi end".into(), &[]);
+        assert_eq!(other, "note: [redacted] end");
     }
 
     #[test]

@@ -76,11 +76,11 @@ pub fn check(verifier: &str) -> Result<(), String> {
     let Some((iterations, salt)) = params.split_once(':') else {
         return bad("no salt");
     };
-    if !iterations.bytes().all(|b| b.is_ascii_digit()) || iterations.parse::<u32>().is_err() {
+    // 1 to i32::MAX: the server reads it with `strtol` into an int.
+    if !iterations.bytes().all(|b| b.is_ascii_digit())
+        || !iterations.parse::<i32>().is_ok_and(|n| n > 0)
+    {
         return bad("the iteration count");
-    }
-    if iterations.parse::<u32>() == Ok(0) {
-        return bad("zero iterations");
     }
     if STANDARD.decode(salt).map_or(true, |s| s.is_empty()) {
         return bad("the salt");
@@ -133,6 +133,7 @@ mod tests {
             good.replace("SCRAM-SHA-256", "SCRAM-SHA-1"),
             good.replacen("4096", "0", 1),
             good.replacen("4096", "-1", 1),
+            good.replacen("4096", "2147483648", 1),
             good.replacen("4096", "", 1),
             format!("{}'; DROP ROLE x; --", good.as_str()),
             good[..good.len() - 4].to_string(),

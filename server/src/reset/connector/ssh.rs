@@ -9,7 +9,7 @@ use crate::reset::remote;
 use crate::reset::ssh::{self, Endpoint};
 use crate::vault::Secret;
 
-use super::{Admin, Applied, ApplyFailure, Connector, Pin, TargetFailure, Timeouts};
+use super::{Admin, ApplyFailure, Connector, KeyRecorder, TargetFailure, TargetKey, Timeouts};
 
 /// A target reached over SSH.
 pub struct SshConnector<'e> {
@@ -28,23 +28,29 @@ impl Connector for SshConnector<'_> {
         self.endpoint.label()
     }
 
-    async fn apply(&self, admin: &Admin, login: &str, new: &Secret) -> Applied {
+    async fn apply(
+        &self,
+        admin: &Admin,
+        login: &str,
+        new: &Secret,
+        keys: &dyn KeyRecorder,
+    ) -> Result<(), ApplyFailure> {
         let Admin {
             login: user,
             password: admin_pw,
             kind,
         } = admin;
-        let (conn, reused) = match self.pool.get(&self.endpoint, user, admin_pw).await {
-            Ok(c) => c,
-            Err(e) => return Applied::failed(e),
-        };
-        let pin = Some(Pin::SshHostKey(conn.host_key.clone()));
-        let key = format!("{}\n{user}", self.label());
+        let (conn, reused) = self.pool.get(&self.endpoint, user, admin_pw).await?;
+        let key = TargetKey::SshHostKey(conn.host_key.clone());
+        keys.record(&key)
+            .await
+            .map_err(ApplyFailure::Unrepresentable)?;
+        let queue = format!("{}\n{user}", self.label());
         let label = self.label();
         let r = self
             .batcher
             .apply(
-                &key,
+                &queue,
                 &conn,
                 *kind,
                 admin_pw,
@@ -54,25 +60,23 @@ impl Connector for SshConnector<'_> {
                 &label,
             )
             .await;
-        let result = match r {
+        match r {
             // A kept connection may have died in between; one fresh try.
             Err(ApplyFailure::NotSent(_)) if reused => {
                 self.pool.forget(&self.endpoint, user, admin_pw).await;
-                match self.pool.get(&self.endpoint, user, admin_pw).await {
-                    Ok((conn, _)) => {
-                        remote::apply(&conn, *kind, admin_pw, self.command, login, new, &label)
-                            .await
-                    }
-                    Err(e) => Err(e.into()),
-                }
+                let (conn, _) = self.pool.get(&self.endpoint, user, admin_pw).await?;
+                let key = TargetKey::SshHostKey(conn.host_key.clone());
+                keys.record(&key)
+                    .await
+                    .map_err(ApplyFailure::Unrepresentable)?;
+                remote::apply(&conn, *kind, admin_pw, self.command, login, new, &label).await
             }
             Err(e @ ApplyFailure::NotSent(_)) => {
                 self.pool.forget(&self.endpoint, user, admin_pw).await;
                 Err(e)
             }
             other => other,
-        };
-        Applied { pin, result }
+        }
     }
 
     async fn accepts(&self, login: &str, password: &Secret) -> Result<bool, TargetFailure> {

@@ -9,7 +9,7 @@ use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::reset::connector::{Admin, ApplyFailure, Connector, Held, Pin};
+use crate::reset::connector::{Admin, ApplyFailure, Connector, Held, KeyRecorder, TargetKey};
 use crate::reset::history_purpose;
 use crate::reset::settings::get_settings;
 use crate::reset::target::SshTargetExec;
@@ -354,8 +354,7 @@ impl Engine {
     }
 
     /// Changes the password on the target through the admin account, with the resource's
-    /// connector; pins the key the target showed at first use (even when the change failed:
-    /// the target is then asked which password it holds, under that pin).
+    /// connector; the key the target shows is pinned at first use before anything is sent.
     pub(super) async fn apply(
         &self,
         s: &Subject,
@@ -365,29 +364,51 @@ impl Engine {
         let connector = self
             .connector(s.method, &s.resource, &s.settings, &s.command)
             .map_err(ApplyFailure::Unrepresentable)?;
-        let applied = connector.apply(admin, &s.account.login_name, new).await;
-        if s.unpinned()
-            && let Some(pin) = &applied.pin
-        {
-            self.pin(&s.resource.id, pin)
-                .await
-                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
-        }
-        applied.result
+        let keys = PinAtFirstUse {
+            engine: self,
+            resource_id: &s.resource.id,
+            pinned: !s.unpinned(),
+        };
+        connector
+            .apply(admin, &s.account.login_name, new, &keys)
+            .await
     }
 
-    /// Records the key a target showed at first use, unless one was recorded meanwhile.
-    async fn pin(&self, resource_id: &str, pin: &Pin) -> Result<()> {
+    /// Records the key a target showed at first use, unless one was recorded meanwhile; then
+    /// the recorded one must be this one (two connections of one bulk job that met different
+    /// keys at first use: the second sends nothing).
+    async fn pin(&self, resource_id: &str, key: &TargetKey) -> Result<()> {
         let mut tx = self.store.begin_write().await?;
-        match pin {
-            Pin::SshHostKey(key) => {
-                store::reset_settings::pin_host_key(tx.conn(), resource_id, key).await?
+        let (offered, pinned) = match key {
+            TargetKey::SshHostKey(k) => {
+                store::reset_settings::pin_host_key(tx.conn(), resource_id, k).await?;
+                (
+                    k,
+                    store::reset_settings::pinned_host_key(tx.conn(), resource_id).await?,
+                )
             }
-            Pin::TlsCertificate(cert) => {
-                store::reset_settings::pin_tls_certificate(tx.conn(), resource_id, cert).await?
+            TargetKey::TlsCertificate(c) => {
+                store::reset_settings::pin_tls_certificate(tx.conn(), resource_id, c).await?;
+                (
+                    c,
+                    store::reset_settings::pinned_tls_certificate(tx.conn(), resource_id).await?,
+                )
             }
+        };
+        tx.commit().await?;
+        match pinned {
+            Some(p) if p == *offered => Ok(()),
+            Some(p) => {
+                tracing::error!(resource = %resource_id, pinned = %p, offered = %offered, "ALERT: two connections to one target met different keys at first use");
+                Err(Error::Conflict(format!(
+                    "the target showed {offered} but {p} was pinned by another connection at \
+                     first use; one of them was not the target: check the resource's pinned key"
+                )))
+            }
+            None => Err(Error::Internal(
+                "the resource's reset settings are gone; the key was not pinned".into(),
+            )),
         }
-        tx.commit().await
     }
 
     /// Logs in to the reset's target as `login` with `password`, with its connector.
@@ -474,5 +495,30 @@ impl Engine {
         item.listeners = record;
         item.attempts = attempts;
         self.post_phase(item, s, old).await
+    }
+}
+
+/// What a connector records the target's key with during an apply: nothing to do when the
+/// resource has a pin (the connection was checked against it), else [`Engine::pin`].
+struct PinAtFirstUse<'e> {
+    engine: &'e Engine,
+    resource_id: &'e str,
+    pinned: bool,
+}
+
+impl KeyRecorder for PinAtFirstUse<'_> {
+    fn record<'a>(
+        &'a self,
+        key: &'a TargetKey,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            if self.pinned {
+                return Ok(());
+            }
+            self.engine
+                .pin(self.resource_id, key)
+                .await
+                .map_err(|e| format!("{e}; nothing was sent"))
+        })
     }
 }

@@ -44,9 +44,12 @@ impl Engine {
     }
 
     /// After a change whose verification failed, or after a crash: which password does the
-    /// target accept? New: commit. Old: nothing changed; after a crash (`retry`) the reset starts
-    /// over, otherwise it fails. Neither: out-of-sync, keep both. Cannot ask: an error, and the
-    /// item stays in flight with both passwords until it can.
+    /// target accept? New: commit. Old: after a crash (`retry`) nothing changed and the reset
+    /// starts over; after a change the target acknowledged (not `retry`) it fails, and the new
+    /// password is *kept* with the item: the target said it took it, so a path that still
+    /// shows the old one (a standby that lags, a pooler's cache) may show the new one later.
+    /// Neither: out-of-sync, keep both. Cannot ask: an error, and the item stays in flight
+    /// with both passwords until it can.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn settle(
         self: Arc<Self>,
@@ -59,8 +62,9 @@ impl Engine {
         retry: bool,
     ) -> Result<()> {
         let mut old = old;
+        // An acknowledged change is asked about again after pauses until two answers agree.
         let held = self
-            .ask_target(&item, &s, &new, &mut old, false)
+            .ask_target(&item, &s, &new, &mut old, !retry)
             .await?
             .map_err(|e| Error::Conflict(format!("cannot settle {}: {e}", item.id)))?;
         match held {
@@ -72,13 +76,28 @@ impl Engine {
                 tracing::info!(item = %item.id, "interrupted before the target changed; starting over");
                 self.restart(&item, attempts).await
             }
-            Held::Old => {
+            Held::Old if retry => {
                 self.step(
                     &item,
                     state::FAILED,
                     Some("the target kept the old password; nothing changed"),
                     &listeners,
                     attempts,
+                )
+                .await
+            }
+            Held::Old => {
+                self.step_keeping(
+                    &item,
+                    state::FAILED,
+                    Some(
+                        "the target acknowledged the change but a fresh login still takes only \
+                         the old password; the stored password stays, and the new one is kept \
+                         with this item in case the change shows later",
+                    ),
+                    &listeners,
+                    attempts,
+                    true,
                 )
                 .await
             }
