@@ -38,8 +38,7 @@ pub enum TargetFailure {
         expected: String,
         actual: String,
     },
-    /// The TLS certificate differs from the one recorded at first use, or the target stopped
-    /// offering TLS after it had.
+    /// The TLS certificate differs from the one recorded at first use.
     #[error(
         "the TLS certificate of {target} changed: {actual} was offered, {expected} is pinned; if \
          the server's certificate was replaced, clear the resource's pinned certificate \
@@ -50,6 +49,20 @@ pub enum TargetFailure {
         expected: String,
         actual: String,
     },
+    /// The target will not show whether a password is right (it asks for none, or only in a
+    /// way Lockstep does not send passwords): no login there proves anything, now or later.
+    #[error("{target} cannot prove which password '{user}' has: {reason}")]
+    Unprovable {
+        target: String,
+        user: String,
+        reason: String,
+    },
+    /// A target with a pinned TLS certificate answered without TLS.
+    #[error(
+        "{target} no longer offers TLS, and its certificate {expected} is pinned; nothing was \
+         sent: turn TLS back on (Lockstep reaches it only over TLS)"
+    )]
+    TlsGone { target: String, expected: String },
     /// The password was refused.
     #[error("{target} refused the password of '{user}'")]
     AuthRejected { target: String, user: String },
@@ -160,7 +173,8 @@ pub enum TargetKey {
 /// Where a connector records the key its target showed, once the admin is logged in and
 /// before anything is sent: at first use the key becomes the resource's pin, and a key that
 /// differs from one pinned meanwhile (by another connection of the same bulk job) stops the
-/// change. An error means nothing may be sent.
+/// change. An error means nothing may be sent (the connector then fails with
+/// [`ApplyFailure::Unrepresentable`], which says nothing was).
 pub trait KeyRecorder: Sync {
     fn record<'a>(
         &'a self,

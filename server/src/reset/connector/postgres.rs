@@ -267,10 +267,9 @@ impl PostgresConnector {
                     };
                 }
                 None if words.contains("does not support TLS") => {
-                    return TargetFailure::CertificateChanged {
+                    return TargetFailure::TlsGone {
                         target,
                         expected: expected.clone(),
-                        actual: "no TLS at all".into(),
                     };
                 }
                 _ => {}
@@ -292,13 +291,16 @@ impl PostgresConnector {
                      server's postgresql.conf"
                 ),
             },
-            None if words.contains("channel binding") => TargetFailure::Protocol {
+            None if words.contains("channel binding") => TargetFailure::Unprovable {
                 target,
+                user: user.to_string(),
                 reason: format!(
                     "{words}: the server asked for a way of logging in without SCRAM channel \
-                     binding (trust, password or md5 in pg_hba.conf, or an md5-stored \
-                     password); Lockstep logs in only with SCRAM-SHA-256-PLUS, so use \
-                     scram-sha-256 for this host and SCRAM passwords for '{user}'"
+                     binding (trust, password, md5, ldap, pam or radius in pg_hba.conf, an \
+                     md5-stored password, a pooler such as PgBouncer in between, PostgreSQL \
+                     before 11, or a certificate signed with Ed25519 or RSA-PSS); Lockstep \
+                     logs in only with SCRAM-SHA-256-PLUS, so use scram-sha-256 for this host \
+                     and a SCRAM password for '{user}'"
                 ),
             },
             None => TargetFailure::Unreachable {
@@ -415,7 +417,9 @@ impl Connector for PostgresConnector {
             .await
             .map_err(ApplyFailure::Unrepresentable)?;
         let target = self.label();
-        let secrets = [verifier.as_str(), new.expose(), admin.password.expose()];
+        // Not the admin's password: it is never sent in clear, so it could reach the server's
+        // words only through a name someone chose, and redacting it would confirm a guess.
+        let secrets = [verifier.as_str(), new.expose()];
         let sent = tokio::time::timeout(self.timeouts.command, client.batch_execute(&statement));
         match sent.await {
             Ok(Ok(())) => Ok(()),

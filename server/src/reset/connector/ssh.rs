@@ -45,7 +45,13 @@ impl Connector for SshConnector<'_> {
         keys.record(&key)
             .await
             .map_err(ApplyFailure::Unrepresentable)?;
-        let queue = format!("{}\n{user}", self.label());
+        // One run per target, admin and pin: a change of another resource at the same address
+        // never rides a connection checked against another pin.
+        let queue = format!(
+            "{}\n{user}\n{}",
+            self.label(),
+            self.endpoint.pinned_host_key.as_deref().unwrap_or("")
+        );
         let label = self.label();
         let r = self
             .batcher

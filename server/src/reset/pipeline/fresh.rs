@@ -5,11 +5,13 @@ use lockstep_runtime::manifest::Phase;
 use std::sync::Arc;
 
 use super::lease::{lease_of, still_held};
-use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, state};
+use super::{Engine, MAX_GENERATED_ATTEMPTS, Subject, is_pinned, state};
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::reset::connector::{Admin, ApplyFailure, Connector, Held, KeyRecorder, TargetKey};
+use crate::reset::connector::{
+    Admin, ApplyFailure, Connector, Held, KeyRecorder, TargetFailure, TargetKey,
+};
 use crate::reset::history_purpose;
 use crate::reset::settings::get_settings;
 use crate::reset::target::SshTargetExec;
@@ -194,16 +196,26 @@ impl Engine {
                 failure,
                 ApplyFailure::Interrupted(_) | ApplyFailure::Abandoned
             );
-            let held = self
-                .ask_target(&item, &s, &new, &mut old, running)
-                .await?
-                .map_err(|e| {
-                    Error::Conflict(format!(
-                        "{}: the change may have been applied ({failure}) and the target cannot be \
-                     asked which password it holds ({e}); both are kept and it is asked again",
+            let held = match self.ask_target(&item, &s, &new, &mut old, running).await? {
+                Ok(held) => held,
+                Err(e @ TargetFailure::Unprovable { .. }) => {
+                    let why = format!(
+                        "the change may have been applied ({failure}) and {e}; both passwords \
+                         are kept for a person to check"
+                    );
+                    return self
+                        .out_of_sync(&item, &s, &why, &listeners, attempts)
+                        .await;
+                }
+                Err(e) => {
+                    return Err(Error::Conflict(format!(
+                        "{}: the change may have been applied ({failure}) and the target cannot \
+                         be asked which password it holds ({e}); both are kept and it is asked \
+                         again",
                         item.id
-                    ))
-                })?;
+                    )));
+                }
+            };
             match held {
                 Held::New => {
                     tracing::info!(item = %item.id, error = %failure, "the change was applied although its command failed");
@@ -361,13 +373,25 @@ impl Engine {
         admin: &Admin,
         new: &Secret,
     ) -> std::result::Result<(), ApplyFailure> {
+        // Unpinned when the item was claimed: another connection (or a person) may have
+        // pinned a key since, which this connection must then be checked against before it
+        // sends the admin's password.
+        let fresh;
+        let settings = if s.unpinned() {
+            fresh = get_settings(&self.store, &s.resource.id)
+                .await
+                .map_err(|e| ApplyFailure::Unrepresentable(e.to_string()))?;
+            &fresh
+        } else {
+            &s.settings
+        };
         let connector = self
-            .connector(s.method, &s.resource, &s.settings, &s.command)
+            .connector(s.method, &s.resource, settings, &s.command)
             .map_err(ApplyFailure::Unrepresentable)?;
         let keys = PinAtFirstUse {
             engine: self,
             resource_id: &s.resource.id,
-            pinned: !s.unpinned(),
+            pinned: is_pinned(s.method, settings),
         };
         connector
             .apply(admin, &s.account.login_name, new, &keys)

@@ -168,6 +168,16 @@ fn endpoint_of(resource: &Resource, settings: &ResetSettings) -> Endpoint {
     }
 }
 
+/// Whether `settings` pin the key a target of `method` must present (a method without a
+/// connector has none to pin).
+fn is_pinned(method: ResetMethod, settings: &ResetSettings) -> bool {
+    match method {
+        ResetMethod::Ssh => settings.ssh_host_key.is_some(),
+        ResetMethod::Postgres => settings.tls_certificate.is_some(),
+        ResetMethod::Agent | ResetMethod::Local => true,
+    }
+}
+
 /// Everything one item's reset needs to know about its account.
 struct Subject {
     account: Account,
@@ -199,11 +209,7 @@ impl Subject {
 
     /// Whether the key the target must present is still to be pinned at first use.
     fn unpinned(&self) -> bool {
-        match self.method {
-            ResetMethod::Ssh => self.settings.ssh_host_key.is_none(),
-            ResetMethod::Postgres => self.settings.tls_certificate.is_none(),
-            ResetMethod::Agent | ResetMethod::Local => false,
-        }
+        !is_pinned(self.method, &self.settings)
     }
 
     /// The agent that applies this reset, when the resource has one.

@@ -48,8 +48,8 @@ impl Engine {
     /// starts over; after a change the target acknowledged (not `retry`) it fails, and the new
     /// password is *kept* with the item: the target said it took it, so a path that still
     /// shows the old one (a standby that lags, a pooler's cache) may show the new one later.
-    /// Neither: out-of-sync, keep both. Cannot ask: an error, and the item stays in flight
-    /// with both passwords until it can.
+    /// Neither, or a target that cannot prove any password: out-of-sync, keep both. Cannot
+    /// ask: an error, and the item stays in flight with both passwords until it can.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn settle(
         self: Arc<Self>,
@@ -62,11 +62,19 @@ impl Engine {
         retry: bool,
     ) -> Result<()> {
         let mut old = old;
-        // An acknowledged change is asked about again after pauses until two answers agree.
-        let held = self
-            .ask_target(&item, &s, &new, &mut old, !retry)
-            .await?
-            .map_err(|e| Error::Conflict(format!("cannot settle {}: {e}", item.id)))?;
+        // Asked again after pauses until two answers agree: an acknowledged change, or a
+        // command (or commit) a crash cut off, may show late.
+        let held = match self.ask_target(&item, &s, &new, &mut old, true).await? {
+            Ok(held) => held,
+            // The target cannot prove any password: asking again will not help.
+            Err(e @ TargetFailure::Unprovable { .. }) => {
+                let why = format!("{e}; both passwords are kept for a person to check");
+                return self
+                    .out_of_sync(&item, &s, &why, &listeners, attempts)
+                    .await;
+            }
+            Err(e) => return Err(Error::Conflict(format!("cannot settle {}: {e}", item.id))),
+        };
         match held {
             Held::New => {
                 self.commit(item, s, new, Some(old), listeners, attempts)
@@ -76,13 +84,18 @@ impl Engine {
                 tracing::info!(item = %item.id, "interrupted before the target changed; starting over");
                 self.restart(&item, attempts).await
             }
+            // The command a crash cut off may still apply the password: it stays kept.
             Held::Old if retry => {
-                self.step(
+                self.step_keeping(
                     &item,
                     state::FAILED,
-                    Some("the target kept the old password; nothing changed"),
+                    Some(
+                        "the target kept the old password; the new one is kept with this item \
+                         in case the interrupted change applies it later",
+                    ),
                     &listeners,
                     attempts,
+                    true,
                 )
                 .await
             }
