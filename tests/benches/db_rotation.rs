@@ -163,44 +163,6 @@ async fn bare_kept_sessions(pg: &PgCluster, roles: Vec<String>) -> (f64, usize) 
     (roles.len() as f64 / start.elapsed().as_secs_f64(), verified)
 }
 
-/// A PostgreSQL resource with the admin and `roles` as accounts; returns the account ids.
-async fn register(api: &Api, root: &str, pg: &PgCluster, roles: &[String]) -> Vec<String> {
-    let r = api
-        .post(
-            "/v1/resources",
-            root,
-            json!({"name": "bench-db", "resource_type": "PostgreSQL", "url": pg.url()}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let rid = r.json()["id"].as_str().unwrap().to_string();
-    let add = |login: String, pw: &'static str| {
-        let path = format!("/v1/resources/{rid}/accounts");
-        async move {
-            let r = api
-                .post(&path, root, json!({"login_name": login, "password": pw}))
-                .await;
-            assert_eq!(r.status, 201, "{}", r.text);
-            r.json()["id"].as_str().unwrap().to_string()
-        }
-    };
-    let admin = add(ADMIN.into(), ADMIN_PW).await;
-    let r = api
-        .call(
-            "PUT",
-            &format!("/v1/resources/{rid}/reset-settings"),
-            Some(root),
-            Some(json!({"admin_account_id": admin})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let mut ids = Vec::new();
-    for role in roles {
-        ids.push(add(role.clone(), START_PW).await);
-    }
-    ids
-}
-
 #[tokio::main]
 async fn main() {
     let n = env_usize("LOCKSTEP_BENCH_ROLES", 1000);
@@ -228,7 +190,19 @@ async fn main() {
     });
     let api = Api::new(&server);
     let root = server.root_token.clone();
-    let ids = register(&api, &root, &pg, &names("l", n)).await;
+    let logins = names("l", n);
+    let logins: Vec<&str> = logins.iter().map(String::as_str).collect();
+    let (_, _, accounts) = pg
+        .register(
+            &api,
+            &root,
+            "bench-db",
+            (ADMIN, ADMIN_PW),
+            &logins,
+            START_PW,
+        )
+        .await;
+    let ids: Vec<String> = accounts.into_iter().map(|(id, _)| id).collect();
     let start = Instant::now();
     let r = api
         .post(

@@ -34,43 +34,8 @@ async fn resource_for(
     name: &str,
     logins: &[&str],
 ) -> (String, String, Vec<(String, String)>) {
-    let r = api
-        .post(
-            "/v1/resources",
-            token,
-            json!({"name": name, "resource_type": "PostgreSQL", "url": pg.url()}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let rid = r.json()["id"].as_str().unwrap().to_string();
-    let add = |login: String, pw: String| {
-        let path = format!("/v1/resources/{rid}/accounts");
-        async move {
-            let r = api
-                .post(&path, token, json!({"login_name": login, "password": pw}))
-                .await;
-            assert_eq!(r.status, 201, "{}", r.text);
-            r.json()["id"].as_str().unwrap().to_string()
-        }
-    };
-    let admin = add(ADMIN.into(), ADMIN_PW.into()).await;
-    let r = api
-        .call(
-            "PUT",
-            &format!("/v1/resources/{rid}/reset-settings"),
-            Some(token),
-            Some(json!({"admin_account_id": admin})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let mut accounts = Vec::new();
-    for login in logins {
-        accounts.push((
-            add(login.to_string(), START_PW.into()).await,
-            login.to_string(),
-        ));
-    }
-    (rid, admin, accounts)
+    pg.register(api, token, name, (ADMIN, ADMIN_PW), logins, START_PW)
+        .await
 }
 
 /// A cluster with the admin role; `roles` log in with [`START_PW`].
