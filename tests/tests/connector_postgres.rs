@@ -491,6 +491,20 @@ async fn a_server_that_drops_tls_or_checks_no_password_proves_nothing() {
     let queue = api.get("/v1/attention", &root).await;
     assert_eq!(queue.status, 200, "{}", queue.text);
     assert!(queue.text.contains(trusting.as_str()), "{}", queue.text);
+    // Resolving it cannot prove anything either, and says why instead of "try again".
+    let r = api
+        .post(
+            &format!("/v1/accounts/{trusting}/resolve"),
+            &root,
+            json!({"reason": "check which password it holds"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.text.contains("cannot prove") && !r.text.contains("try again"),
+        "{}",
+        r.text
+    );
 
     // The server stops offering TLS: the pinned certificate is gone, nothing is sent.
     pg.stop();

@@ -17,7 +17,7 @@ use super::Engine;
 use crate::audit::{self, Actor, NewEvent, Outcome};
 use crate::error::{Error, Result};
 use crate::inventory::resource_types::ResetMethod;
-use crate::reset::connector::Connector;
+use crate::reset::connector::{Connector, TargetFailure};
 use crate::reset::settings::get_settings;
 use crate::states::SyncStatus;
 use crate::store::resets::KeptPassword;
@@ -124,11 +124,15 @@ impl Engine {
             let password = password.clone();
             let (connector, label) = (&connector, &label);
             async move {
-                connector.accepts(login, &password).await.map_err(|e| {
-                    Error::Conflict(format!(
+                connector.accepts(login, &password).await.map_err(|e| match e {
+                    // Asking again will not help: the target must change how it checks.
+                    TargetFailure::Unprovable { .. } => {
+                        Error::Conflict(format!("{e}; nothing changed"))
+                    }
+                    e => Error::Conflict(format!(
                         "cannot ask {label} which password it holds for '{login}': {e}; nothing \
                          changed, try again when it answers"
-                    ))
+                    )),
                 })
             }
         };
