@@ -231,6 +231,51 @@ async fn a_template_that_changes_the_password_and_then_exits_1_commits_it() {
 }
 
 #[tokio::test]
+async fn a_change_the_target_acknowledged_but_does_not_show_keeps_its_password() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let admin = ("root", "Root-Pw-1", "root");
+    let (_, ids) = resource(&api, &root, &t, "ack", admin, &["app"], "App-Pw-1").await;
+    // Exits 0 without changing anything: as a standby behind a virtual IP, or a cache, would
+    // look right after a change it shows only later.
+    set_template(
+        &api,
+        &root,
+        json!({"program": "/bin/sh", "args": ["-c", "IFS= read -r p; exit 0"],
+            "stdin": "{password}\n"}),
+    )
+    .await;
+    let job = run_job(
+        &api,
+        &root,
+        &format!("/v1/accounts/{}/reset", ids[0]),
+        json!({"reason": "acknowledged, not shown"}),
+    )
+    .await;
+    let it = item_of(&job, &ids[0]);
+    assert_eq!(it["state"], "failed", "{job}");
+    assert!(
+        it["detail"].as_str().unwrap().contains("acknowledged"),
+        "{job}"
+    );
+    every_stored_password_logs_in(&api, &root, &t, &[(&ids[0], "app")]).await;
+    // The password the target said it took stays sealed with the item, for a later reset
+    // that finds neither password working.
+    let mut db = common::database_writer(&server.sqlite_url()).await;
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reset_items WHERE account_id = $1 AND state = 'failed' \
+         AND pending_ciphertext IS NOT NULL",
+    )
+    .bind(&ids[0])
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1, "{job}");
+}
+
+#[tokio::test]
 async fn an_admin_connection_cut_after_the_command_started_loses_nothing() {
     let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
     let server = Server::start();
