@@ -191,7 +191,7 @@ pub trait Connector: Sync {
 
     /// Sets `login`'s password to `new` as `admin`. The key the target showed goes to
     /// `keys` after the admin logged in and before the change is sent; if it refuses, nothing
-    /// is sent ([`ApplyFailure::NotSent`]).
+    /// is sent ([`ApplyFailure::Unrepresentable`]).
     fn apply(
         &self,
         admin: &Admin,
