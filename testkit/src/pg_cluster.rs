@@ -5,7 +5,7 @@
 //! (`log_statement = all`, `log_min_error_statement = error`) so tests can scan the server's
 //! own log for secrets. Stopped (`immediate`) and removed when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -276,10 +276,6 @@ impl PgCluster {
             accounts.push((id, login.to_string()));
         }
         (rid, admin_id, accounts)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

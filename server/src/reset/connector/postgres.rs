@@ -257,6 +257,7 @@ impl PostgresConnector {
         let target = self.label();
         let offered = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let words = server_words(e, &[]);
+        let no_tls = words.contains("does not support TLS");
         if let Some(expected) = &self.endpoint.pinned_certificate {
             match &offered {
                 Some(actual) if actual != expected => {
@@ -266,7 +267,7 @@ impl PostgresConnector {
                         actual: actual.clone(),
                     };
                 }
-                None if words.contains("does not support TLS") => {
+                None if no_tls => {
                     return TargetFailure::TlsGone {
                         target,
                         expected: expected.clone(),
@@ -284,7 +285,7 @@ impl PostgresConnector {
                 target,
                 reason: words,
             },
-            None if words.contains("does not support TLS") => TargetFailure::Unreachable {
+            None if no_tls => TargetFailure::Unreachable {
                 target,
                 reason: format!(
                     "{words}; Lockstep talks to PostgreSQL over TLS only: turn on ssl in the \

@@ -46,13 +46,20 @@ impl Engine {
         }
         let by_connector = s.by_connector();
         let over_ssh = by_connector && s.method == ResetMethod::Ssh;
-        if by_connector
-            && let Err(why) = self.connector(s.method, &s.resource, &s.settings, &s.command)
-        {
-            return self
-                .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
-                .await;
-        }
+        // Where the change goes, for the target's concurrency limit; a resource that does
+        // not say where its server is fails here, before anything runs.
+        let label = if by_connector {
+            match self.connector(s.method, &s.resource, &s.settings, &s.command) {
+                Ok(c) => c.label(),
+                Err(why) => {
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
+            }
+        } else {
+            s.endpoint().label()
+        };
         if over_ssh {
             // The template runs as root on the target: only the approved one, sealed.
             match self
@@ -121,7 +128,7 @@ impl Engine {
 
         // From here on the target is touched: respect its concurrency limit.
         let _slot = self
-            .target_slots(&self.target_label(&s))
+            .target_slots(&label)
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("target slots closed".into()))?;
@@ -447,13 +454,6 @@ impl Engine {
             .accepts(login, password)
             .await
             .map_err(|e| e.to_string())
-    }
-
-    /// The name of the reset's target, for its concurrency limit.
-    fn target_label(&self, s: &Subject) -> String {
-        self.connector(s.method, &s.resource, &s.settings, &s.command)
-            .map(|c| c.label())
-            .unwrap_or_else(|_| s.endpoint().label())
     }
 
     /// Re-reads the settings (the host key may have been pinned just now).
