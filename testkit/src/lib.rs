@@ -26,7 +26,9 @@
 
 pub mod agent;
 pub mod components;
+pub mod db_resource;
 pub mod listeners;
+pub mod mariadb;
 pub mod pg_cluster;
 pub mod postgres;
 pub mod registry;

@@ -18,6 +18,9 @@ pub enum ResetMethod {
     /// Agentless, as the resource's admin role over PostgreSQL's protocol
     /// (`reset/connector/postgres.rs`).
     Postgres,
+    /// Agentless, as the resource's admin account over MySQL's protocol (MySQL and MariaDB;
+    /// `reset/connector/mysql/`).
+    Mysql,
     /// Through the resource's `lockstep-agent`.
     Agent,
     /// In the vault only; listeners still run.
@@ -29,6 +32,7 @@ impl ResetMethod {
         match self {
             ResetMethod::Ssh => "ssh",
             ResetMethod::Postgres => "postgres",
+            ResetMethod::Mysql => "mysql",
             ResetMethod::Agent => "agent",
             ResetMethod::Local => "local",
         }
@@ -37,7 +41,7 @@ impl ResetMethod {
     /// Whether the server itself sets passwords with this method (through a connector).
     pub fn has_connector(self) -> bool {
         match self {
-            ResetMethod::Ssh | ResetMethod::Postgres => true,
+            ResetMethod::Ssh | ResetMethod::Postgres | ResetMethod::Mysql => true,
             ResetMethod::Agent | ResetMethod::Local => false,
         }
     }
@@ -47,6 +51,7 @@ impl ResetMethod {
         match s {
             "ssh" => ResetMethod::Ssh,
             "postgres" => ResetMethod::Postgres,
+            "mysql" => ResetMethod::Mysql,
             "agent" => ResetMethod::Agent,
             _ => ResetMethod::Local,
         }
@@ -145,8 +150,8 @@ pub const BUILTIN_TYPES: &[(&str, ResetMethod, &str)] = &[
     ("HPiLO", ResetMethod::Ssh, "HP Integrated Lights-Out"),
     (
         "MySQL",
-        ResetMethod::Local,
-        "MySQL or MariaDB database; vault-only reset, listeners apply it",
+        ResetMethod::Mysql,
+        "MySQL or MariaDB database: ALTER USER as the admin account over TLS, verified by login",
     ),
     (
         "PostgreSQL",

@@ -149,9 +149,18 @@ async fn validate(store: &Store, r: &ResourceRow, custom: &BTreeMap<String, Stri
     let rtype = store::resource_types::get(store.pool(), &r.resource_type).await?;
     let method = rtype.as_ref().map(|t| ResetMethod::parse(&t.reset_method));
     if let Some(url) = &r.url {
-        if method == Some(ResetMethod::Postgres) {
-            // Where the connector connects: parsed now, so a reset never meets a bad one.
-            if let Err(e) = crate::reset::connector::postgres::parse_url(url) {
+        // Where a connector connects: parsed now, so a reset never meets a bad one.
+        let parsed = match method {
+            Some(ResetMethod::Postgres) => {
+                Some(crate::reset::connector::postgres::parse_url(url).map(drop))
+            }
+            Some(ResetMethod::Mysql) => {
+                Some(crate::reset::connector::mysql::parse_url(url).map(drop))
+            }
+            _ => None,
+        };
+        if let Some(parsed) = parsed {
+            if let Err(e) = parsed {
                 problems.push(FieldProblem::new("url", e));
             }
         } else {

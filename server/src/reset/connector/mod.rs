@@ -5,6 +5,12 @@
 //!
 //! - `ssh`: the command templates run over SSH (`reset/ssh.rs`, `remote.rs`, `batch.rs`).
 //! - `postgres`: `ALTER ROLE … PASSWORD` with a SCRAM verifier computed here (`scram`).
+//! - `mysql`: `ALTER USER … IDENTIFIED WITH mysql_native_password AS` a hash computed here,
+//!   over the few parts of the MySQL protocol it needs (`mysql/wire.rs`).
+//!
+//! Shared by the database connectors: `tls_pin` (certificates pinned like host keys),
+//! `capped` (what a target may send), `server_url` (a resource's `url`) and `words` (a
+//! target's messages made safe to keep).
 //!
 //! **What a failure means.** Only [`ApplyFailure::may_have_changed`] false says the target is
 //! untouched; anything else makes the engine ask the target which password it accepts before
@@ -16,10 +22,14 @@ use std::time::Duration;
 
 use crate::vault::Secret;
 
+pub mod capped;
+pub mod mysql;
 pub mod postgres;
 pub mod scram;
+pub mod server_url;
 pub mod ssh;
 pub mod tls_pin;
+pub mod words;
 
 /// Why a target could not be reached or asked. Every message names the target and is safe to
 /// show and audit (no password, no verifier).
@@ -241,6 +251,7 @@ pub async fn held<C: Connector>(
 pub enum AnyConnector<'e> {
     Ssh(ssh::SshConnector<'e>),
     Postgres(postgres::PostgresConnector),
+    Mysql(mysql::MysqlConnector),
 }
 
 impl Connector for AnyConnector<'_> {
@@ -248,6 +259,7 @@ impl Connector for AnyConnector<'_> {
         match self {
             AnyConnector::Ssh(c) => c.label(),
             AnyConnector::Postgres(c) => c.label(),
+            AnyConnector::Mysql(c) => c.label(),
         }
     }
 
@@ -261,6 +273,7 @@ impl Connector for AnyConnector<'_> {
         match self {
             AnyConnector::Ssh(c) => c.apply(admin, login, new, keys).await,
             AnyConnector::Postgres(c) => c.apply(admin, login, new, keys).await,
+            AnyConnector::Mysql(c) => c.apply(admin, login, new, keys).await,
         }
     }
 
@@ -268,6 +281,7 @@ impl Connector for AnyConnector<'_> {
         match self {
             AnyConnector::Ssh(c) => c.accepts(login, password).await,
             AnyConnector::Postgres(c) => c.accepts(login, password).await,
+            AnyConnector::Mysql(c) => c.accepts(login, password).await,
         }
     }
 }

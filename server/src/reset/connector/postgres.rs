@@ -16,11 +16,8 @@
 //! **Bounded.** Everything the server sends on one connection is capped at [`ANSWER_CAP`]
 //! bytes (a reset needs a few hundred): a hostile server cannot grow this process's memory.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::config::{ChannelBinding, SslMode};
 use tokio_postgres::error::SqlState;
@@ -28,7 +25,10 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
+use super::capped::Capped;
+use super::server_url;
 use super::tls_pin::{Offered, PinVerifier};
+use super::words::clean;
 use super::{
     Admin, ApplyFailure, Connector, KeyRecorder, TargetFailure, TargetKey, Timeouts, scram,
 };
@@ -79,11 +79,7 @@ impl PgEndpoint {
     }
 
     pub fn label(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        server_url::label(&self.host, self.port)
     }
 }
 
@@ -91,28 +87,14 @@ impl PgEndpoint {
 /// options and a socket path: the admin's credential comes from the vault only.
 pub fn parse_url(text: &str) -> Result<(String, u16, String), String> {
     let hint = "write it as postgres://host[:port][/database]";
-    let url = url::Url::parse(text).map_err(|e| format!("the url: {e}; {hint}"))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(format!(
-            "the url: the scheme must be postgres:// for a PostgreSQL resource; {hint}"
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "url of a PostgreSQL resource: credentials do not belong in it (the admin account \
-             of the reset settings logs in); {hint}"
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("the url: no options are read from it; {hint}"));
-    }
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => a.to_string(),
-        _ => return Err(format!("the url: no host; {hint}")),
-    };
-    let database = url.path().trim_start_matches('/');
+    let url = server_url::parse(
+        text,
+        &["postgres", "postgresql"],
+        "PostgreSQL",
+        DEFAULT_PORT,
+        hint,
+    )?;
+    let database = url.path.trim_start_matches('/');
     if database.contains('/') {
         return Err(format!("the url: one database name only; {hint}"));
     }
@@ -122,7 +104,7 @@ pub fn parse_url(text: &str) -> Result<(String, u16, String), String> {
         percent_decode(database)
             .ok_or_else(|| "the url: the database name is not UTF-8 text".to_string())?
     };
-    Ok((host, url.port().unwrap_or(DEFAULT_PORT), database))
+    Ok((url.host, url.port, database))
 }
 
 /// `%XX` escapes of a URL path segment, as UTF-8.
@@ -209,10 +191,7 @@ impl PostgresConnector {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             let _ = socket.set_nodelay(true);
-            let stream = Capped {
-                inner: socket,
-                left: ANSWER_CAP,
-            };
+            let stream = Capped::new(socket, ANSWER_CAP);
             config
                 .connect_raw(stream, tls)
                 .await
@@ -353,30 +332,6 @@ fn server_words(e: &tokio_postgres::Error, secrets: &[&str]) -> String {
     clean(text, secrets)
 }
 
-/// `text` without `secrets` or anything shaped like a SCRAM verifier, then cut to 300 bytes
-/// and without control characters: redacted before it is cut, so nothing straddles the cut.
-fn clean(mut text: String, secrets: &[&str]) -> String {
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "[redacted]");
-    }
-    while let Some(at) = text.find("SCRAM-SHA-256$") {
-        let end = text[at..]
-            .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
-            .map_or(text.len(), |n| at + n);
-        text.replace_range(at..end, "[redacted]");
-    }
-    if text.len() > 300 {
-        let mut end = 300;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
 impl Connector for PostgresConnector {
     fn label(&self) -> String {
         self.endpoint.label()
@@ -457,50 +412,6 @@ impl Connector for PostgresConnector {
     }
 }
 
-/// A stream that fails once the peer has sent more than `left` bytes.
-struct Capped<S> {
-    inner: S,
-    left: u64,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.left == 0 {
-            return Poll::Ready(Err(io::Error::other(format!(
-                "the server sent more than {ANSWER_CAP} bytes on one connection"
-            ))));
-        }
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let got = (buf.filled().len() - before) as u64;
-        this.left = this.left.saturating_sub(got);
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,26 +440,6 @@ mod tests {
             let e = parse_url(bad).unwrap_err();
             assert!(!e.contains("pw") && !e.contains("s3cret"), "{e}");
         }
-    }
-
-    #[test]
-    fn a_target_s_words_lose_secrets_before_they_are_cut() {
-        let verifier = scram::verifier("pw").unwrap();
-        // A verifier straddling the 300-byte cut would leave its salt and key behind if it
-        // were cut first.
-        let text = format!(
-            "{}ALTER ROLE x PASSWORD '{}' and Admin-Pw-1\x1b[2J",
-            "x".repeat(280),
-            verifier.as_str()
-        );
-        let words = clean(text, &["Admin-Pw-1"]);
-        assert!(
-            !words.contains("SCRAM-SHA-256$") && !words.contains("4096:"),
-            "{words}"
-        );
-        assert!(words.len() <= 300 && !words.contains('\x1b'), "{words}");
-        let other = clean("note: SCRAM-SHA-256$4096:abc$def:ghi end".into(), &[]);
-        assert_eq!(other, "note: [redacted] end");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::CommandBatcher;
+use super::connector::mysql::{MyEndpoint, MysqlConnector};
 use super::connector::postgres::{PgEndpoint, PostgresConnector};
 use super::connector::ssh::SshConnector;
 use super::connector::{Admin, AdminKind, AnyConnector, Timeouts};
@@ -173,7 +174,7 @@ fn endpoint_of(resource: &Resource, settings: &ResetSettings) -> Endpoint {
 fn is_pinned(method: ResetMethod, settings: &ResetSettings) -> bool {
     match method {
         ResetMethod::Ssh => settings.ssh_host_key.is_some(),
-        ResetMethod::Postgres => settings.tls_certificate.is_some(),
+        ResetMethod::Postgres | ResetMethod::Mysql => settings.tls_certificate.is_some(),
         ResetMethod::Agent | ResetMethod::Local => true,
     }
 }
@@ -588,6 +589,19 @@ impl Engine {
                 )
                 .map_err(|e| format!("resource '{}': {e}", resource.name))?;
                 Ok(AnyConnector::Postgres(PostgresConnector {
+                    endpoint,
+                    timeouts: self.timeouts,
+                }))
+            }
+            ResetMethod::Mysql => {
+                let host = resource.ip_address.as_deref().unwrap_or(&resource.name);
+                let endpoint = MyEndpoint::new(
+                    resource.url.as_deref(),
+                    host,
+                    settings.tls_certificate.clone(),
+                )
+                .map_err(|e| format!("resource '{}': {e}", resource.name))?;
+                Ok(AnyConnector::Mysql(MysqlConnector {
                     endpoint,
                     timeouts: self.timeouts,
                 }))
