@@ -37,6 +37,15 @@ if command -v pg_isready >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; the
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
+# The MySQL connector tests start a private MariaDB server (testkit/src/mariadb.rs) from the
+# machine's own binaries: mariadbd, mariadb-install-db and the mariadb clients.
+if ! command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null \
+  || ! command -v mariadb-admin >/dev/null; then
+  apt-get install -y --no-install-recommends mariadb-server mariadb-client >/dev/null \
+    || { apt-get update -qq && apt-get install -y --no-install-recommends mariadb-server mariadb-client >/dev/null; } \
+    || { echo "install mariadb-server: the MySQL connector tests start a private MariaDB" >&2; exit 1; }
+fi
+
 # The SSH reset tests run Debian's sshd and sudo in namespaces with a private /etc; this
 # extracts them into ~/.cache/lockstep-testbed without installing anything on the host.
 ./scripts/testbed-deps.sh >/dev/null

@@ -204,6 +204,24 @@ impl MariaDb {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// Holds the global read lock (`FLUSH TABLES WITH READ LOCK`) from a client of its own
+    /// until the returned process is killed or the server dies: every `ALTER USER` sent
+    /// meanwhile waits, sent and unanswered.
+    pub fn hold_global_read_lock(&self) -> Child {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.path("sock").display()))
+            .args([
+                "-uroot",
+                "-e",
+                "FLUSH TABLES WITH READ LOCK; SELECT SLEEP(120)",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a mariadb client")
+    }
+
     /// `mysql://127.0.0.1:PORT`, the resource's URL.
     pub fn url(&self) -> String {
         format!("mysql://127.0.0.1:{}", self.port)

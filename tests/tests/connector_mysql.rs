@@ -290,7 +290,7 @@ async fn failures_change_nothing_and_say_why() {
 }
 
 #[tokio::test]
-async fn a_database_killed_mid_bulk_loses_no_password() {
+async fn a_database_killed_with_changes_in_flight_loses_no_password() {
     let logins: Vec<String> = (1..=30).map(|i| format!("u{i:02}")).collect();
     let names: Vec<&str> = logins.iter().map(String::as_str).collect();
     let db = server_with(&names);
@@ -298,24 +298,31 @@ async fn a_database_killed_mid_bulk_loses_no_password() {
     let api = Api::new(&server);
     let root = server.root_token.clone();
     let (rid, _, accounts) = resource_for(&api, &root, &db, "db1", &names).await;
+    // Every ALTER USER now waits on the lock: sent, unanswered, when the server dies.
+    let mut lock = db.hold_global_read_lock();
     let id = bulk(&api, &root, &[&rid]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let j = api.get(&format!("/v1/reset-jobs/{id}"), &root).await.json();
-        let p = &j["progress"];
-        if p["succeeded"].as_u64().unwrap_or(0) >= 3 {
-            eprintln!("killed the database at {p}");
-            break;
-        }
-        assert!(j["status"] != "finished", "finished before the kill: {p}");
-        assert!(Instant::now() < deadline, "no progress: {p}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while db.general_log().matches("ALTER USER").count() < 4 {
+        assert!(Instant::now() < deadline, "no statement reached the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     db.kill();
+    let _ = lock.kill();
+    let _ = lock.wait();
     tokio::time::sleep(Duration::from_millis(500)).await;
     db.start_again();
     let job = wait_finished(&api, &root, &id, Duration::from_secs(180)).await;
     eprintln!("after the restart: {}", job["progress"]);
+    // The interrupted changes were asked about, found not applied, and sent again.
+    let log = db.general_log();
+    let resent = names
+        .iter()
+        .filter(|u| log.matches(&format!("ALTER USER '{u}'@")).count() >= 2)
+        .count();
+    assert!(
+        resent >= 1,
+        "no change was interrupted and sent again: {log}"
+    );
     for (account, login) in &accounts {
         let state = item(&job, account)["state"].as_str().unwrap().to_string();
         let stored = stored_password(&api, &root, account).await;
@@ -430,13 +437,18 @@ async fn listeners_run_around_database_resets_and_a_veto_touches_nothing() {
 }
 
 #[tokio::test]
-async fn a_server_without_tls_is_never_sent_a_login() {
-    let db = server_with(&["app"]);
+async fn a_login_that_proves_nothing_commits_nothing() {
+    let db = server_with(&["app", "shadowed"]);
+    // Two accounts of one user: a login from 127.0.0.1 is 'shadowed'@'%', never the other.
+    db.sql(&format!(
+        "CREATE USER 'shadowed'@'10.9.9.%' IDENTIFIED BY '{START_PW}'"
+    ));
     let server = Server::start();
     let api = Api::new(&server);
     let root = server.root_token.clone();
-    let (_, _, accounts) = resource_for(&api, &root, &db, "db1", &["app"]).await;
-    let app = &accounts[0].0;
+    let (rid, _, accounts) =
+        resource_for(&api, &root, &db, "db1", &["app", "shadowed@10.9.9.%"]).await;
+    let (app, shadowed) = (&accounts[0].0, &accounts[1].0);
     let detail = |job: &Value| job["items"][0]["detail"].as_str().unwrap_or("").to_string();
 
     // The machine's shared MariaDB offers no TLS: refused at its greeting.
@@ -459,6 +471,41 @@ async fn a_server_without_tls_is_never_sent_a_login() {
     // A first reset pins the certificate; then the server loses TLS.
     let job = reset(&api, &root, app).await;
     assert_eq!(job["items"][0]["state"], "done", "{job}");
+
+    // The change reaches 'shadowed'@'10.9.9.%', but a login from here is the other account:
+    // it proves nothing, so both passwords are kept and a person is asked.
+    let job = reset(&api, &root, shadowed).await;
+    assert_eq!(job["items"][0]["state"], "out-of-sync", "{job}");
+    assert!(
+        detail(&job).contains("is the account 'shadowed@%'"),
+        "{job}"
+    );
+    assert_eq!(stored_password(&api, &root, shadowed).await, START_PW);
+    assert_eq!(db.logs_in("shadowed", START_PW), Some(true));
+
+    // With the pin cleared, no login proves anything: resolving says so.
+    let settings = format!("/v1/resources/{rid}/reset-settings");
+    let current = api.get(&settings, &root).await.json();
+    let put = |pin: Value| {
+        let mut body = json!({"admin_account_id": current["admin_account_id"]});
+        body["tls_certificate"] = pin;
+        api.call("PUT", &settings, Some(&root), Some(body))
+    };
+    assert_eq!(put(Value::Null).await.status, 200);
+    let r = api
+        .post(
+            &format!("/v1/accounts/{shadowed}/resolve"),
+            &root,
+            json!({"reason": "which password does it hold"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.text.contains("no TLS certificate is pinned"),
+        "{}",
+        r.text
+    );
+    assert_eq!(put(json!(db.certificate_fingerprint)).await.status, 200);
     let pw = stored_password(&api, &root, app).await;
     db.without_tls();
     let before = connects(&db);

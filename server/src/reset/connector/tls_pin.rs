@@ -17,6 +17,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 
+use super::TargetFailure;
+
 /// The `SHA256:…` fingerprint of a certificate (unpadded base64, as OpenSSH writes host keys).
 pub fn fingerprint(der: &[u8]) -> String {
     format!(
@@ -120,6 +122,50 @@ impl ServerCertVerifier for PinVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// A TLS client handshake over `stream` to a target whose certificate must match `pinned`
+/// (any certificate when none is pinned yet): the session and the fingerprint of the
+/// certificate it presented. A different certificate is
+/// [`TargetFailure::CertificateChanged`]; any other failure, [`TargetFailure::Unreachable`].
+/// Nothing is sent over the session before this returns.
+pub async fn handshake<S>(
+    stream: S,
+    host: &str,
+    pinned: Option<&String>,
+    target: &str,
+) -> Result<(tokio_rustls::client::TlsStream<S>, String), TargetFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let unreachable = |reason: String| TargetFailure::Unreachable {
+        target: target.to_string(),
+        reason,
+    };
+    let (config, offered) = PinVerifier::config(pinned.cloned()).map_err(&unreachable)?;
+    // The pin, not the name, is what is checked: a name rustls cannot take is sent as none.
+    let name = ServerName::try_from(host.to_string()).unwrap_or(ServerName::IpAddress(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+    ));
+    let session = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await;
+    let offered = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match (session, offered) {
+        (Ok(s), Some(actual)) => Ok((s, actual)),
+        (Err(_), Some(actual)) if pinned.is_some_and(|p| *p != actual) => {
+            Err(TargetFailure::CertificateChanged {
+                target: target.to_string(),
+                expected: pinned.cloned().unwrap_or_default(),
+                actual,
+            })
+        }
+        (Err(e), _) => Err(unreachable(super::words::clean(
+            format!("TLS handshake: {e}"),
+            &[],
+        ))),
+        (Ok(_), None) => Err(unreachable("TLS without a certificate".into())),
     }
 }
 

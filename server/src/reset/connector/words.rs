@@ -1,9 +1,9 @@
 //! A target's own words (an error message, a refusal) made safe to store, show and audit.
 
-use super::mysql::native_password;
-
 /// The longest a target's words are kept.
 const MAX_WORDS: usize = 300;
+/// Hex digits after a `*` that are taken for (a piece of) a native-password hash.
+const MIN_HASH_PIECE: usize = 8;
 
 /// `text` without `secrets` or anything shaped like a password hash a connector sends (a
 /// SCRAM verifier, a `mysql_native_password` hash), then cut to [`MAX_WORDS`] bytes and
@@ -18,15 +18,19 @@ pub fn clean(mut text: String, secrets: &[&str]) -> String {
             .map_or(text.len(), |n| at + n);
         text.replace_range(at..end, "[redacted]");
     }
+    // A native-password hash, or a piece of one (a server quoting a statement cuts it), in
+    // either case: `*` and 8 or more hex digits.
     let mut from = 0;
     while let Some(n) = text[from..].find('*') {
         let at = from + n;
-        match text.get(at..at + 41) {
-            Some(h) if native_password::is_stored_hash(&h.to_ascii_uppercase()) => {
-                text.replace_range(at..at + 41, "[redacted]");
-            }
-            _ => from = at + 1,
+        let digits = text[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        if digits >= MIN_HASH_PIECE {
+            text.replace_range(at..at + 1 + digits, "[redacted]");
         }
+        from = at + 1;
     }
     if text.len() > MAX_WORDS {
         let mut end = MAX_WORDS;
@@ -43,6 +47,7 @@ pub fn clean(mut text: String, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reset::connector::mysql::native_password;
     use crate::reset::connector::scram;
 
     #[test]
@@ -75,5 +80,12 @@ mod tests {
         );
         let words = clean(text, &[]);
         assert_eq!(words, "near 'AS '[redacted]' at line 1 *x* and [redacted]");
+        // MySQL quotes at most 80 characters of a statement it cannot parse.
+        let cut = format!("near 'mysql_native_password AS '{}' at line 1", &hash[..38]);
+        assert_eq!(
+            clean(cut, &[]),
+            "near 'mysql_native_password AS '[redacted]' at line 1"
+        );
+        assert_eq!(clean("*1234567 *beef".into(), &[]), "*1234567 *beef");
     }
 }

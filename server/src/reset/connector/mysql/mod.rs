@@ -128,10 +128,12 @@ fn rolled_back(code: u16) -> bool {
             | 1227 // needs CREATE USER
             | 1290 // --read-only or --skip-grant-tables
             | 1372 // a hash of the wrong length
+            | 1470 // a user or host name too long for the server
             | 1396 // no such account
             | 1524 // the plugin is not loaded (MySQL 8.4 and later, by default)
             | 1819 // a password policy refused it
             | 1827 // a hash of the wrong format
+            | 3638 // the password history refused it (MySQL)
     )
 }
 
@@ -166,26 +168,24 @@ impl Connector for MysqlConnector {
             hash.as_str()
         ));
         let target = self.label();
-        let mut session = match session::login(
-            &self.endpoint,
-            &self.timeouts,
-            &admin.login,
-            &admin.password,
-        )
-        .await?
-        {
-            Login::Session(s) => s,
-            Login::Expired => {
-                return Err(ApplyFailure::NotSent(TargetFailure::Protocol {
-                    target,
-                    reason: format!(
-                        "the password of the admin account '{}' has expired: set a new one \
+        let (admin_user, _) = account(&admin.login)
+            .map_err(|e| ApplyFailure::Unrepresentable(format!("the admin account: {e}")))?;
+        let mut session =
+            match session::login(&self.endpoint, &self.timeouts, admin_user, &admin.password)
+                .await?
+            {
+                Login::Session(s) => s,
+                Login::Expired => {
+                    return Err(ApplyFailure::NotSent(TargetFailure::Protocol {
+                        target,
+                        reason: format!(
+                            "the password of the admin account '{}' has expired: set a new one \
                              on the server and in the vault",
-                        admin.login
-                    ),
-                }));
-            }
-        };
+                            admin.login
+                        ),
+                    }));
+                }
+            };
         // Pinned (or checked against the pin another connection recorded meanwhile) before
         // the statement goes out.
         keys.record(&TargetKey::TlsCertificate(session.certificate.clone()))
@@ -208,11 +208,7 @@ impl Connector for MysqlConnector {
             })),
             Ok(Err(e)) => Err(ApplyFailure::Interrupted(TargetFailure::Protocol {
                 target,
-                reason: match e {
-                    wire::WireError::Io(e) => super::words::clean(e.to_string(), &secrets),
-                    wire::WireError::Malformed(m) => super::words::clean(m, &secrets),
-                    wire::WireError::Server(e) => server_words(&e, &secrets),
-                },
+                reason: wire_words(e, &secrets),
             })),
             Err(_) => Err(ApplyFailure::Interrupted(TargetFailure::Timeout {
                 target,
@@ -223,20 +219,83 @@ impl Connector for MysqlConnector {
     }
 
     async fn accepts(&self, login: &str, password: &Secret) -> Result<bool, TargetFailure> {
-        let (user, _) = account(login).map_err(|reason| TargetFailure::Protocol {
-            target: self.label(),
+        let target = self.label();
+        let (user, host) = account(login).map_err(|reason| TargetFailure::Protocol {
+            target: target.clone(),
             reason,
         })?;
-        match session::login(&self.endpoint, &self.timeouts, user, password).await {
-            Ok(Login::Session(s)) => {
-                s.quit().await;
-                Ok(true)
-            }
-            // Expiry is reported only after the password was found right.
-            Ok(Login::Expired) => Ok(true),
-            Err(TargetFailure::AuthRejected { .. }) => Ok(false),
-            Err(e) => Err(e),
+        // A native-password server never proves who it is: without the pinned certificate,
+        // anyone in its place could answer "logged in". (A reset pins it before it verifies.)
+        if self.endpoint.pinned_certificate.is_none() {
+            return Err(TargetFailure::Unprovable {
+                target,
+                user: login.to_string(),
+                reason: "no TLS certificate is pinned for it, and a MySQL login proves nothing \
+                         without one: set tls_certificate in the resource's reset settings \
+                         (or run a reset, which pins it at first use)"
+                    .into(),
+            });
         }
+        let mut session = match session::login(&self.endpoint, &self.timeouts, user, password).await
+        {
+            Ok(Login::Session(s)) => s,
+            // Expiry is reported only after the password was found right, but for whichever
+            // account the server matched, which an expired session cannot be asked.
+            Ok(Login::Expired) => {
+                return Err(TargetFailure::Unprovable {
+                    target,
+                    user: login.to_string(),
+                    reason: "the server says the password has expired, without saying which \
+                             account it matched"
+                        .into(),
+                });
+            }
+            Err(TargetFailure::AuthRejected { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // The server logs a login in as the account whose host pattern matches best, which
+        // may be another account of the same user: only a login as this one proves anything.
+        let matched = tokio::time::timeout(self.timeouts.command, session.current_user()).await;
+        session.quit().await;
+        let matched = match matched {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                return Err(TargetFailure::Protocol {
+                    target,
+                    reason: format!("asking CURRENT_USER(): {}", wire_words(e, &[])),
+                });
+            }
+            Err(_) => {
+                return Err(TargetFailure::Timeout {
+                    target,
+                    step: "CURRENT_USER()",
+                    seconds: self.timeouts.command.as_secs(),
+                });
+            }
+        };
+        let same = matched
+            .split_once('@')
+            .is_some_and(|(u, h)| u == user && h.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(TargetFailure::Unprovable {
+                target,
+                user: login.to_string(),
+                reason: format!(
+                    "a login as '{user}' from here is the account '{}', not '{user}'@'{host}'",
+                    super::words::clean(matched, &[])
+                ),
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// A failed exchange in one line, cleaned of `secrets`.
+fn wire_words(e: wire::WireError, secrets: &[&str]) -> String {
+    match e {
+        wire::WireError::Io(e) => super::words::clean(e.to_string(), secrets),
+        wire::WireError::Malformed(m) => super::words::clean(m, secrets),
+        wire::WireError::Server(e) => server_words(&e, secrets),
     }
 }
 

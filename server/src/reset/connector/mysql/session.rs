@@ -1,17 +1,14 @@
 //! One connection to a MySQL or MariaDB server: TCP, the greeting, TLS (required, pinned),
 //! a `mysql_native_password` login, then statements.
 
-use std::sync::Arc;
-
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::native_password;
 use super::wire::{self, AuthReply, ServerError, WireError};
 use super::{ANSWER_CAP, MyEndpoint};
 use crate::reset::connector::capped::Capped;
-use crate::reset::connector::tls_pin::PinVerifier;
+use crate::reset::connector::tls_pin;
 use crate::reset::connector::words::clean;
 use crate::reset::connector::{TargetFailure, Timeouts};
 use crate::vault::Secret;
@@ -106,38 +103,29 @@ async fn login_now(
     wire::write_packet(&mut socket, seq, &wire::ssl_request())
         .await
         .map_err(&protocol)?;
-    let (config, offered) =
-        PinVerifier::config(endpoint.pinned_certificate.clone()).map_err(&unreachable)?;
-    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).unwrap_or(
-        rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()),
-    );
-    let handshake = TlsConnector::from(Arc::new(config))
-        .connect(name, socket)
-        .await;
-    let offered = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut stream = match (handshake, offered) {
-        (Ok(s), Some(_)) => s,
-        (Err(_), Some(actual))
-            if endpoint
-                .pinned_certificate
-                .as_ref()
-                .is_some_and(|p| *p != actual) =>
-        {
-            return Err(TargetFailure::CertificateChanged {
-                target,
-                expected: endpoint.pinned_certificate.clone().unwrap_or_default(),
-                actual,
-            });
-        }
-        (Err(e), _) => return Err(unreachable(clean(format!("TLS handshake: {e}"), &[]))),
-        (Ok(_), None) => return Err(unreachable("TLS without a certificate".into())),
-    };
-    let certificate =
-        fingerprint_of(&stream).ok_or_else(|| unreachable("no certificate".into()))?;
+    let (mut stream, certificate) = tls_pin::handshake(
+        socket,
+        &endpoint.host,
+        endpoint.pinned_certificate.as_ref(),
+        &target,
+    )
+    .await?;
 
     // Only ever a native-password answer: to the greeting's nonce first, then to the nonce of
     // a switch to the same plugin. Any other plugin is refused before an answer is sent.
     seq = seq.wrapping_add(1);
+    let nonce_of = |nonce: &[u8]| {
+        if nonce.len() == native_password::NONCE_LEN {
+            Ok(())
+        } else {
+            // A short or fixed nonce would make the answer replayable.
+            Err(TargetFailure::Protocol {
+                target: target.clone(),
+                reason: format!("a login nonce of {} bytes, not 20", nonce.len()),
+            })
+        }
+    };
+    nonce_of(&greeting.nonce)?;
     let answer = native_password::answer(password.expose().as_bytes(), &greeting.nonce);
     let packet = wire::login(user, &answer, NATIVE).map_err(&protocol)?;
     wire::write_packet(&mut stream, seq, &packet)
@@ -166,6 +154,7 @@ async fn login_now(
                 });
             }
             AuthReply::Switch { plugin, nonce } if plugin == NATIVE => {
+                nonce_of(&nonce)?;
                 seq = got.wrapping_add(1);
                 let answer = native_password::answer(password.expose().as_bytes(), &nonce);
                 wire::write_packet(&mut stream, seq, &answer)
@@ -192,12 +181,6 @@ async fn login_now(
     })
 }
 
-fn fingerprint_of(stream: &TlsStream<Capped<TcpStream>>) -> Option<String> {
-    let (_, conn) = stream.get_ref();
-    let leaf = conn.peer_certificates()?.first()?;
-    Some(crate::reset::connector::tls_pin::fingerprint(leaf.as_ref()))
-}
-
 impl Session {
     /// Runs `sql` as one statement: the server's OK, or its error.
     pub async fn run(&mut self, sql: &str) -> Result<Result<(), ServerError>, WireError> {
@@ -206,10 +189,45 @@ impl Session {
         wire::parse_statement_reply(&reply)
     }
 
-    /// Ends the session politely; a failure here changes nothing.
+    /// The account the server matched this login to, as `user@host` (`CURRENT_USER()`):
+    /// the most specific host pattern that matched, which need not be the one asked about.
+    pub async fn current_user(&mut self) -> Result<String, WireError> {
+        wire::write_packet(&mut self.stream, 0, &wire::query("SELECT CURRENT_USER()")).await?;
+        let (_, first) = wire::read_packet(&mut self.stream).await?;
+        match wire::parse_answer(&first)? {
+            wire::Answer::Columns(1) => {}
+            wire::Answer::Err(e) => return Err(WireError::Server(e)),
+            _ => {
+                return Err(WireError::Malformed(
+                    "CURRENT_USER() did not answer one column".into(),
+                ));
+            }
+        }
+        // The column's definition, then the EOF after it.
+        wire::read_packet(&mut self.stream).await?;
+        let (_, eof) = wire::read_packet(&mut self.stream).await?;
+        if !wire::is_eof(&eof) {
+            return Err(WireError::Malformed(
+                "more than one column definition".into(),
+            ));
+        }
+        let (_, row) = wire::read_packet(&mut self.stream).await?;
+        let value = wire::parse_single_value(&row)?
+            .ok_or_else(|| WireError::Malformed("CURRENT_USER() is NULL".into()))?;
+        let (_, end) = wire::read_packet(&mut self.stream).await?;
+        if !wire::is_eof(&end) {
+            return Err(WireError::Malformed("more than one row".into()));
+        }
+        Ok(String::from_utf8_lossy(&value).into_owned())
+    }
+
+    /// Ends the session politely, within a second; a failure here changes nothing.
     pub async fn quit(mut self) {
-        let _ = wire::write_packet(&mut self.stream, 0, &wire::QUIT).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        let bye = async {
+            let _ = wire::write_packet(&mut self.stream, 0, &wire::QUIT).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), bye).await;
     }
 }
 

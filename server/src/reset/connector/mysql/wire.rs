@@ -319,6 +319,82 @@ pub fn parse_statement_reply(payload: &[u8]) -> Result<Result<(), ServerError>, 
     }
 }
 
+/// What a statement answered: OK, an error, or the start of a result set (its column count).
+pub enum Answer {
+    Ok,
+    Err(ServerError),
+    Columns(u64),
+}
+
+/// The first packet of a statement's answer when a result set may follow (`SELECT`).
+pub fn parse_answer(payload: &[u8]) -> Result<Answer, WireError> {
+    match payload.first() {
+        Some(0x00) => Ok(Answer::Ok),
+        Some(0xFF) => Ok(Answer::Err(parse_err(payload)?)),
+        Some(0xFB) => Err(WireError::Malformed(
+            "the server asked to read a local file, which this client never sends".into(),
+        )),
+        Some(_) => {
+            let mut r = Reader {
+                bytes: payload,
+                what: "column count",
+            };
+            let n = lenenc_int(&mut r)?;
+            if !r.bytes.is_empty() {
+                return Err(WireError::Malformed(
+                    "a column count with trailing bytes".into(),
+                ));
+            }
+            Ok(Answer::Columns(n))
+        }
+        None => Err(WireError::Malformed(
+            "an empty answer to a statement".into(),
+        )),
+    }
+}
+
+/// Whether a packet is the EOF that ends column definitions or rows (no `DEPRECATE_EOF`).
+pub fn is_eof(payload: &[u8]) -> bool {
+    payload.first() == Some(&0xFE) && payload.len() < 9
+}
+
+/// A text-protocol row of one column: its value (`None` for NULL).
+pub fn parse_single_value(payload: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    if payload == [0xFB] {
+        return Ok(None);
+    }
+    let mut r = Reader {
+        bytes: payload,
+        what: "row",
+    };
+    let len = usize::try_from(lenenc_int(&mut r)?)
+        .map_err(|_| WireError::Malformed("a value too long".into()))?;
+    let value = r.take(len)?.to_vec();
+    if !r.bytes.is_empty() {
+        return Err(WireError::Malformed("a row of more than one value".into()));
+    }
+    Ok(Some(value))
+}
+
+/// A length-encoded integer.
+fn lenenc_int(r: &mut Reader<'_>) -> Result<u64, WireError> {
+    let first = r.u8()?;
+    let width = match first {
+        0..=0xFA => return Ok(u64::from(first)),
+        0xFC => 2,
+        0xFD => 3,
+        0xFE => 8,
+        _ => {
+            return Err(WireError::Malformed(format!(
+                "a length that begins with {first:#04x}"
+            )));
+        }
+    };
+    let mut bytes = [0u8; 8];
+    bytes[..width].copy_from_slice(r.take(width)?);
+    Ok(u64::from_le_bytes(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +475,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_one_value_result_set_parses_and_nothing_else_does() {
+        assert!(matches!(parse_answer(&[1]), Ok(Answer::Columns(1))));
+        assert!(matches!(
+            parse_answer(&[0xFC, 1]),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(is_eof(&[0xFE, 0, 0, 2, 0]));
+        assert_eq!(
+            parse_single_value(b"\x05app@%").unwrap(),
+            Some(b"app@%".to_vec())
+        );
+        assert_eq!(parse_single_value(&[0xFB]).unwrap(), None);
+        assert!(parse_single_value(b"\x05app@").is_err());
+        assert!(parse_single_value(b"\x01a\x01b").is_err());
     }
 
     #[tokio::test]
