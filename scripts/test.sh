@@ -49,6 +49,9 @@ fi
 # The SSH reset tests run Debian's sshd and sudo in namespaces with a private /etc; this
 # extracts them into ~/.cache/lockstep-testbed without installing anything on the host.
 ./scripts/testbed-deps.sh >/dev/null
+# The Active Directory connector tests provision a Samba domain controller from Debian's
+# packages, extracted the same way (scripts/samba-deps.sh).
+./scripts/samba-deps.sh >/dev/null
 
 # The API fuzzer (schemathesis, from PyPI) in its own virtualenv; tests/tests/api_fuzz.rs.
 ./scripts/fuzz-deps.sh >/dev/null

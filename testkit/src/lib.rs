@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod registry;
 #[cfg(feature = "server")]
 pub mod resets;
+pub mod samba_dc;
 pub mod sim_agent;
 #[cfg(feature = "server")]
 pub mod soak;

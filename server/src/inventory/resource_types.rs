@@ -21,6 +21,9 @@ pub enum ResetMethod {
     /// Agentless, as the resource's admin account over MySQL's protocol (MySQL and MariaDB;
     /// `reset/connector/mysql/`).
     Mysql,
+    /// Agentless, as the resource's admin account over LDAPS (Active Directory;
+    /// `reset/connector/active_directory.rs`).
+    ActiveDirectory,
     /// Through the resource's `lockstep-agent`.
     Agent,
     /// In the vault only; listeners still run.
@@ -33,6 +36,7 @@ impl ResetMethod {
             ResetMethod::Ssh => "ssh",
             ResetMethod::Postgres => "postgres",
             ResetMethod::Mysql => "mysql",
+            ResetMethod::ActiveDirectory => "active-directory",
             ResetMethod::Agent => "agent",
             ResetMethod::Local => "local",
         }
@@ -41,7 +45,10 @@ impl ResetMethod {
     /// Whether the server itself sets passwords with this method (through a connector).
     pub fn has_connector(self) -> bool {
         match self {
-            ResetMethod::Ssh | ResetMethod::Postgres | ResetMethod::Mysql => true,
+            ResetMethod::Ssh
+            | ResetMethod::Postgres
+            | ResetMethod::Mysql
+            | ResetMethod::ActiveDirectory => true,
             ResetMethod::Agent | ResetMethod::Local => false,
         }
     }
@@ -52,6 +59,7 @@ impl ResetMethod {
             "ssh" => ResetMethod::Ssh,
             "postgres" => ResetMethod::Postgres,
             "mysql" => ResetMethod::Mysql,
+            "active-directory" => ResetMethod::ActiveDirectory,
             "agent" => ResetMethod::Agent,
             _ => ResetMethod::Local,
         }
@@ -136,8 +144,8 @@ pub const BUILTIN_TYPES: &[(&str, ResetMethod, &str)] = &[
     ),
     (
         "WindowsDomain",
-        ResetMethod::Agent,
-        "Active Directory domain, reset by an agent on a domain member",
+        ResetMethod::ActiveDirectory,
+        "Active Directory domain: unicodePwd over LDAPS as the admin account, verified by bind",
     ),
     (
         "Kubernetes",

@@ -157,6 +157,9 @@ async fn validate(store: &Store, r: &ResourceRow, custom: &BTreeMap<String, Stri
             Some(ResetMethod::Mysql) => {
                 Some(crate::reset::connector::mysql::parse_url(url).map(drop))
             }
+            Some(ResetMethod::ActiveDirectory) => {
+                Some(crate::reset::connector::active_directory::parse_url(url).map(drop))
+            }
             _ => None,
         };
         if let Some(parsed) = parsed {

@@ -42,7 +42,7 @@ pub async fn out_of_sync(pool: &AnyPool, after: &str, limit: i64) -> Result<Vec<
          COALESCE(r.updated_at, a.updated_at) AS since, r.detail, r.job_id, r.id AS item_id, \
          NULL AS subject_id, NULL AS party, ",
         count_kept_sql!("a.id"),
-        " AS count, CASE WHEN t.reset_method IN ('ssh', 'postgres', 'mysql') AND NOT EXISTS (SELECT 1 FROM agents g \
+        " AS count, CASE WHEN t.reset_method IN ('ssh', 'postgres', 'mysql', 'active-directory') AND NOT EXISTS (SELECT 1 FROM agents g \
          WHERE g.resource_id = a.resource_id) THEN 1 ELSE 0 END AS resolvable \
          FROM accounts a JOIN resources s ON s.id = a.resource_id \
          JOIN resource_types t ON t.name = s.resource_type \

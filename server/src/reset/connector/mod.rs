@@ -7,10 +7,11 @@
 //! - `postgres`: `ALTER ROLE … PASSWORD` with a SCRAM verifier computed here (`scram`).
 //! - `mysql`: `ALTER USER … IDENTIFIED WITH mysql_native_password AS` a hash computed here,
 //!   over the few parts of the MySQL protocol it needs (`mysql/wire.rs`).
+//! - `active_directory`: `unicodePwd` replaced over LDAPS, checked by a simple bind.
 //!
-//! Shared by the database connectors: `tls_pin` (certificates pinned like host keys),
-//! `capped` (what a target may send), `server_url` (a resource's `url`) and `words` (a
-//! target's messages made safe to keep).
+//! Shared by the TLS connectors: `tls_pin` (certificates pinned like host keys), `tls_tunnel`
+//! (a pinned session handed to a client crate), `capped` (what a target may send),
+//! `server_url` (a resource's `url`) and `words` (a target's messages made safe to keep).
 //!
 //! **What a failure means.** Only [`ApplyFailure::may_have_changed`] false says the target is
 //! untouched; anything else makes the engine ask the target which password it accepts before
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use crate::vault::Secret;
 
+pub mod active_directory;
 pub mod capped;
 pub mod mysql;
 pub mod postgres;
@@ -29,6 +31,7 @@ pub mod scram;
 pub mod server_url;
 pub mod ssh;
 pub mod tls_pin;
+pub mod tls_tunnel;
 pub mod words;
 
 /// Why a target could not be reached or asked. Every message names the target and is safe to
@@ -130,6 +133,10 @@ pub enum ApplyFailure {
     /// that failed and rolled back): nothing changed. `reason` is the target's own words.
     #[error("{target} refused the change: {reason}; nothing changed")]
     Rejected { target: String, reason: String },
+    /// The target's password policy refused the new password (complexity, length, history),
+    /// atomically: nothing changed, and another generated password may pass.
+    #[error("{target} refused the new password by its policy: {reason}; nothing changed")]
+    PolicyRefused { target: String, reason: String },
     /// The login or password cannot be written in the command's input; nothing was sent.
     #[error("{0}")]
     Unrepresentable(String),
@@ -145,7 +152,8 @@ impl ApplyFailure {
         match self {
             ApplyFailure::NotSent(_)
             | ApplyFailure::Unrepresentable(_)
-            | ApplyFailure::Rejected { .. } => false,
+            | ApplyFailure::Rejected { .. }
+            | ApplyFailure::PolicyRefused { .. } => false,
             ApplyFailure::Interrupted(_)
             | ApplyFailure::Refused { .. }
             | ApplyFailure::Abandoned => true,
@@ -252,6 +260,7 @@ pub enum AnyConnector<'e> {
     Ssh(ssh::SshConnector<'e>),
     Postgres(postgres::PostgresConnector),
     Mysql(mysql::MysqlConnector),
+    ActiveDirectory(active_directory::ActiveDirectoryConnector),
 }
 
 impl Connector for AnyConnector<'_> {
@@ -260,6 +269,7 @@ impl Connector for AnyConnector<'_> {
             AnyConnector::Ssh(c) => c.label(),
             AnyConnector::Postgres(c) => c.label(),
             AnyConnector::Mysql(c) => c.label(),
+            AnyConnector::ActiveDirectory(c) => c.label(),
         }
     }
 
@@ -274,6 +284,7 @@ impl Connector for AnyConnector<'_> {
             AnyConnector::Ssh(c) => c.apply(admin, login, new, keys).await,
             AnyConnector::Postgres(c) => c.apply(admin, login, new, keys).await,
             AnyConnector::Mysql(c) => c.apply(admin, login, new, keys).await,
+            AnyConnector::ActiveDirectory(c) => c.apply(admin, login, new, keys).await,
         }
     }
 
@@ -282,6 +293,7 @@ impl Connector for AnyConnector<'_> {
             AnyConnector::Ssh(c) => c.accepts(login, password).await,
             AnyConnector::Postgres(c) => c.accepts(login, password).await,
             AnyConnector::Mysql(c) => c.accepts(login, password).await,
+            AnyConnector::ActiveDirectory(c) => c.accepts(login, password).await,
         }
     }
 }

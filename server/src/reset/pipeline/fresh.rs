@@ -176,6 +176,35 @@ impl Engine {
             };
             let failure = match self.apply(&s, admin, &new).await {
                 Ok(()) => break,
+                // The target's policy refused a generated password and changed nothing: try a
+                // fresh one (keeping this one if an interrupted command may still apply it).
+                Err(ApplyFailure::PolicyRefused { .. })
+                    if given.is_none() && attempts < MAX_GENERATED_ATTEMPTS =>
+                {
+                    if sent_by_interrupted {
+                        self.keep(&item, &new).await?;
+                        sent_by_interrupted = false;
+                    }
+                    new = self.fresh_password(&s).await?;
+                    continue;
+                }
+                // Refused every time: a person must look at the target's policy.
+                Err(e @ ApplyFailure::PolicyRefused { .. }) if given.is_none() => {
+                    let why = format!(
+                        "the target refused {attempts} generated passwords by its policy and \
+                         still has the stored one; a person must look: {e}"
+                    );
+                    return self
+                        .step_keeping(
+                            &item,
+                            state::PARKED,
+                            Some(&why),
+                            &listeners,
+                            attempts,
+                            sent_by_interrupted,
+                        )
+                        .await;
+                }
                 // Nothing reached the target: the reset fails cleanly.
                 Err(e) if !e.may_have_changed() => {
                     return self

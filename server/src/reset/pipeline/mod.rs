@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::CommandBatcher;
+use super::connector::active_directory::{ActiveDirectoryConnector, AdEndpoint};
 use super::connector::mysql::{MyEndpoint, MysqlConnector};
 use super::connector::postgres::{PgEndpoint, PostgresConnector};
 use super::connector::ssh::SshConnector;
@@ -174,7 +175,9 @@ fn endpoint_of(resource: &Resource, settings: &ResetSettings) -> Endpoint {
 fn is_pinned(method: ResetMethod, settings: &ResetSettings) -> bool {
     match method {
         ResetMethod::Ssh => settings.ssh_host_key.is_some(),
-        ResetMethod::Postgres | ResetMethod::Mysql => settings.tls_certificate.is_some(),
+        ResetMethod::Postgres | ResetMethod::Mysql | ResetMethod::ActiveDirectory => {
+            settings.tls_certificate.is_some()
+        }
         ResetMethod::Agent | ResetMethod::Local => true,
     }
 }
@@ -602,6 +605,20 @@ impl Engine {
                 )
                 .map_err(|e| format!("resource '{}': {e}", resource.name))?;
                 Ok(AnyConnector::Mysql(MysqlConnector {
+                    endpoint,
+                    timeouts: self.timeouts,
+                }))
+            }
+            ResetMethod::ActiveDirectory => {
+                let host = resource.ip_address.as_deref().unwrap_or(&resource.name);
+                let endpoint = AdEndpoint::new(
+                    resource.url.as_deref(),
+                    host,
+                    resource.domain_name.as_deref(),
+                    settings.tls_certificate.clone(),
+                )
+                .map_err(|e| format!("resource '{}': {e}", resource.name))?;
+                Ok(AnyConnector::ActiveDirectory(ActiveDirectoryConnector {
                     endpoint,
                     timeouts: self.timeouts,
                 }))

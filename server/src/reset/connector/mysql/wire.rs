@@ -183,7 +183,13 @@ pub fn parse_err(payload: &[u8]) -> Result<ServerError, WireError> {
     let code = r.u16()?;
     let state = if r.bytes.first() == Some(&b'#') {
         r.take(1)?;
-        text(r.take(5)?)
+        // Five letters and digits, or nothing: a server's bytes are not passed on as a state.
+        let raw = r.take(5)?;
+        if raw.iter().all(u8::is_ascii_alphanumeric) {
+            text(raw)
+        } else {
+            String::new()
+        }
     } else {
         String::new()
     };
