@@ -124,17 +124,19 @@ fn template() -> &'static (PathBuf, String) {
     })
 }
 
-/// A loopback address whose port 636 is free.
+/// A loopback address whose port 636 is free, from 127.0.0.20 to .249, starting where this
+/// process's id points so that test processes running at once seldom try the same ones.
 fn free_address() -> String {
-    static NEXT: AtomicU8 = AtomicU8::new(60);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < 250, "no free loopback address for a domain controller");
-        let ip = format!("127.0.0.{n}");
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let start = std::process::id() % 230;
+    for _ in 0..230 {
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let ip = format!("127.0.0.{}", 20 + (start + n) % 230);
         if std::net::TcpListener::bind((ip.as_str(), 636)).is_ok() {
             return ip;
         }
     }
+    panic!("no free loopback address for a domain controller");
 }
 
 /// A running domain controller.

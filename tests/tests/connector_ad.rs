@@ -92,9 +92,9 @@ async fn domain_users_get_verified_passwords_over_ldaps() {
         .await
         .json();
     assert_eq!(t["reset_method"], "active-directory", "{t}");
-    // A login written to widen the search filter, beside a sAMAccountName, a user principal
-    // name and a distinguished name.
-    let hostile = "svc*)(sAMAccountName=*";
+    // A login written to widen the search filter (to every svc account), beside a
+    // sAMAccountName, a user principal name and a distinguished name.
+    let hostile = "svc*";
     let upn = format!("svc3@{}", samba_dc::DOMAIN);
     let dn = format!("CN=svc4,{}", samba_dc::USERS);
     let logins = ["svc1", "svc2", upn.as_str(), dn.as_str(), hostile];
@@ -213,6 +213,15 @@ async fn failures_change_nothing_and_say_why() {
     // The DC is down: nothing reached it.
     let r = put(json!({"admin_account_id": plain, "tls_certificate": null})).await;
     assert_eq!(r.status, 200);
+    // With no pin, no bind proves anything: resolving says so rather than trusting one.
+    let r = api
+        .post(
+            &format!("/v1/accounts/{app}/resolve"),
+            &root,
+            json!({"reason": "which password does it hold"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
     dc.kill();
     let job = reset(&api, &root, app, json!({})).await;
     failed(&job);

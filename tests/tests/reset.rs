@@ -1582,3 +1582,54 @@ async fn an_older_reset_command_restored_with_its_seal_never_runs() {
     );
     assert!(t.shadow_hash("app").starts_with("$6$"));
 }
+
+#[tokio::test]
+async fn a_type_whose_systems_have_no_chpasswd_runs_nothing_until_it_has_a_template() {
+    let t = SshTarget::start("Root-Pw-1", &[TargetUser::new("app", "App-Pw-1")]);
+    let server = Server::start();
+    let api = Api::new(&server);
+    let root = server.root_token.clone();
+    let (rid, _, app) = resource_for(
+        &api,
+        &root,
+        &t,
+        "switch1",
+        ("root", "Root-Pw-1", "root"),
+        "App-Pw-1",
+        None,
+    )
+    .await;
+    let r = api
+        .call(
+            "PATCH",
+            &format!("/v1/resources/{rid}"),
+            Some(&root),
+            Some(json!({"resource_type": "CiscoIOS"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ios = api.get("/v1/resource-types/CiscoIOS", &root).await.json();
+    assert_eq!(ios["reset_method"], "ssh", "{ios}");
+    assert_eq!(ios["reset_command"], Value::Null, "no default: {ios}");
+    let before = t.shadow_hash("app");
+    let job = reset(&api, &root, &app, json!({"reason": "no template yet"})).await;
+    assert_eq!(item(&job)["state"], "failed", "{job}");
+    let detail = item(&job)["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("has no reset command") && detail.contains("reset-command"),
+        "{job}"
+    );
+    assert_eq!(t.shadow_hash("app"), before, "nothing ran on the target");
+
+    // Once a second administrator approves a template for the type, it runs.
+    set_reset_command(
+        &api,
+        &root,
+        "CiscoIOS",
+        Some(json!({"program": "/usr/sbin/chpasswd", "args": [], "stdin": "{login}:{password}\n"})),
+    )
+    .await;
+    let job = reset(&api, &root, &app, json!({"reason": "with a template"})).await;
+    assert_eq!(item(&job)["state"], "done", "{job}");
+    assert_ne!(t.shadow_hash("app"), before);
+}

@@ -97,6 +97,24 @@ impl ExecutionMode {
     }
 }
 
+/// Built-in SSH types whose systems have no `chpasswd`: without a template of their own,
+/// their resets fail with the fix instead of running a command that cannot exist.
+const NO_CHPASSWD_TYPES: &[&str] = &[
+    "Mac",
+    "Solaris",
+    "HPUX",
+    "CiscoIOS",
+    "CiscoPIX",
+    "CiscoCatOS",
+    "HPiLO",
+];
+
+/// The command an SSH type runs without a template of its own: `chpasswd`, except on the
+/// built-in types whose systems have none (a custom type is its creator's choice).
+pub fn default_command(type_name: &str, builtin: bool) -> Option<ResetCommand> {
+    (!(builtin && NO_CHPASSWD_TYPES.contains(&type_name))).then(ResetCommand::chpasswd)
+}
+
 /// Types whose listeners may run in agent mode (the reference product's rule).
 const AGENT_TYPES: &[&str] = &[
     "Windows",
@@ -129,13 +147,21 @@ pub const BUILTIN_TYPES: &[(&str, ResetMethod, &str)] = &[
         ResetMethod::Ssh,
         "Linux server, reset over SSH with chpasswd",
     ),
-    ("Mac", ResetMethod::Ssh, "macOS, reset over SSH"),
+    (
+        "Mac",
+        ResetMethod::Ssh,
+        "macOS, reset over SSH with its approved command template",
+    ),
     (
         "Solaris",
         ResetMethod::Ssh,
-        "Oracle Solaris, reset over SSH",
+        "Oracle Solaris, reset over SSH with its approved command template",
     ),
-    ("HPUX", ResetMethod::Ssh, "HP-UX, reset over SSH"),
+    (
+        "HPUX",
+        ResetMethod::Ssh,
+        "HP-UX, reset over SSH with its approved command template",
+    ),
     ("AIX", ResetMethod::Ssh, "IBM AIX, reset over SSH"),
     (
         "Windows",
@@ -192,7 +218,8 @@ pub struct ResourceType {
     /// Listener execution modes allowed for resources of this type.
     pub listener_modes: Vec<ExecutionMode>,
     /// How passwords are set over SSH (`ssh` types only): the type's own template, or the
-    /// default, `chpasswd`.
+    /// default, `chpasswd` (none for the built-in types whose systems have no chpasswd: Mac,
+    /// Solaris, HPUX, CiscoIOS, CiscoPIX, CiscoCatOS, HPiLO).
     pub reset_command: Option<ResetCommand>,
 }
 
@@ -206,7 +233,8 @@ impl From<ResourceTypeRow> for ResourceType {
             .and_then(|json| serde_json::from_str(json).ok());
         ResourceType {
             reset_command: (reset_method == ResetMethod::Ssh)
-                .then(|| stored.unwrap_or_else(ResetCommand::chpasswd)),
+                .then(|| stored.or_else(|| default_command(&r.name, r.builtin != 0)))
+                .flatten(),
             listener_modes: allowed_modes(&r.name),
             reset_method,
             builtin: r.builtin != 0,
@@ -389,10 +417,20 @@ pub async fn approved_command(
             id: name.to_string(),
         })?;
     let Some(json) = row.reset_command else {
-        return Ok(Ok(SealedCommand {
-            command: ResetCommand::chpasswd(),
-            seal: None,
-        }));
+        return Ok(default_command(name, row.builtin != 0)
+            .map(|command| SealedCommand {
+                command,
+                seal: None,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "resource type '{name}' has no reset command: its systems have no chpasswd, \
+                     and Lockstep has no connector for them; propose a command template \
+                     (PUT /v1/resource-types/{name}/reset-command, approved by a second \
+                     administrator; docs/resets.md has examples), or reset the vault only \
+                     (\"apply_remote\": false)"
+                )
+            }));
     };
     let Some(seal) = row
         .reset_command_seal

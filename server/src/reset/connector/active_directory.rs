@@ -32,8 +32,8 @@ use zeroize::Zeroizing;
 
 use super::words::clean;
 use super::{
-    Admin, ApplyFailure, Connector, KeyRecorder, TargetFailure, TargetKey, Timeouts, server_url,
-    tls_tunnel,
+    Admin, ApplyFailure, Connector, KeyRecorder, TargetFailure, TargetKey, Timeouts, ber_frames,
+    server_url, tls_tunnel,
 };
 use crate::vault::Secret;
 
@@ -48,6 +48,9 @@ const MAX_LOGIN: usize = 1024;
 const INVALID_CREDENTIALS: u32 = 49;
 /// LDAP's constraintViolation, AD's answer to a password its policy refuses.
 const CONSTRAINT_VIOLATION: u32 = 19;
+/// A person's account: a normal user account (`SAM_USER_OBJECT`), never a computer, a
+/// trust or `krbtgt`.
+const PERSON: &str = "(&(sAMAccountType=805306368)(!(sAMAccountName=krbtgt)))";
 
 /// Where a domain controller is, the domain, and the certificate it must present.
 #[derive(Debug, Clone)]
@@ -192,6 +195,17 @@ enum Bound {
     RightButBlocked(String),
 }
 
+/// Whether a modify's result code is one a directory raises while it checks the change,
+/// before anything is written: auth method, referral, confidentiality required, strong
+/// auth, no such attribute, undefined type, constraint, syntax, no such object, bad DN,
+/// access, unwilling, object class.
+fn checked_before_change(rc: u32) -> bool {
+    matches!(
+        rc,
+        7 | 8 | 10 | 13 | 16 | 17 | 19 | 21 | 32 | 34 | 50 | 53 | 65
+    )
+}
+
 /// AD's sub-code in a refused bind's text (`…, data 52e, v4563`).
 fn ad_data(text: &str) -> Option<&str> {
     let at = text.find("data ")? + 5;
@@ -239,6 +253,7 @@ impl ActiveDirectoryConnector {
                 self.endpoint.pinned_certificate.as_ref(),
                 ANSWER_CAP,
                 lifetime,
+                ber_frames::next_message,
                 &target,
             )
             .await?;
@@ -297,47 +312,80 @@ impl ActiveDirectoryConnector {
 
     /// The distinguished name of the account `login` names: exactly one user entry.
     async fn find(&self, ldap: &mut Ldap, login: &Login<'_>) -> Result<String, String> {
+        let base_dn = self.endpoint.base_dn();
         let (base, scope, filter) = match login {
-            Login::Dn(dn) => (
-                dn.to_string(),
-                Scope::Base,
-                "(objectClass=user)".to_string(),
-            ),
+            Login::Dn(dn) => {
+                let suffix = format!(",{}", base_dn.to_ascii_lowercase());
+                if !dn.to_ascii_lowercase().ends_with(&suffix) {
+                    return Err(format!(
+                        "the distinguished name '{}' is not under {base_dn}",
+                        dn.escape_debug()
+                    ));
+                }
+                (dn.to_string(), Scope::Base, PERSON.to_string())
+            }
+            // Also the account whose userPrincipalName is `sam@domain`, the name it binds as:
+            // a login that names two accounts is refused before anything is sent.
             Login::Sam(sam) => (
-                self.endpoint.base_dn(),
+                base_dn,
                 Scope::Subtree,
                 format!(
-                    "(&(objectClass=user)(sAMAccountName={}))",
-                    ldap3::ldap_escape(*sam)
+                    "(&{PERSON}(|(sAMAccountName={})(userPrincipalName={})))",
+                    ldap3::ldap_escape(*sam),
+                    ldap3::ldap_escape(self.endpoint.bind_name(login))
                 ),
             ),
             Login::Principal(p) => (
-                self.endpoint.base_dn(),
+                base_dn,
                 Scope::Subtree,
-                format!(
-                    "(&(objectClass=user)(userPrincipalName={}))",
-                    ldap3::ldap_escape(*p)
-                ),
+                format!("(&{PERSON}(userPrincipalName={}))", ldap3::ldap_escape(*p)),
             ),
         };
         let search = ldap
             .with_search_options(ldap3::SearchOptions::new().sizelimit(2))
-            .search(&base, scope, &filter, vec!["1.1"]);
+            .search(&base, scope, &filter, vec!["sAMAccountName"]);
         let found = tokio::time::timeout(self.timeouts.command, search)
             .await
             .map_err(|_| "searching for the account timed out".to_string())?
             .map_err(|e| clean(format!("searching for the account: {e}"), &[]))?;
-        // A size limit reached is rc 4 with the entries found: more than one either way.
-        let mut entries = found.0.into_iter();
+        // A size limit reached (4) means more than one; any other error, an answer that may be
+        // partial.
+        let (entries, result) = (found.0, found.1);
+        if !matches!(result.rc, 0 | 4) {
+            return Err(clean(
+                format!("searching for the account: {} ({})", result.text, result.rc),
+                &[],
+            ));
+        }
+        let mut entries = entries.into_iter();
         match (entries.next(), entries.next()) {
-            (Some(one), None) => Ok(SearchEntry::construct(one).dn),
+            (Some(one), None) => {
+                let entry = SearchEntry::construct(one);
+                // Found by its user principal name alone: `sam@domain` is another account.
+                if let Login::Sam(sam) = login {
+                    let same = entry
+                        .attrs
+                        .get("sAMAccountName")
+                        .and_then(|v| v.first())
+                        .is_some_and(|v| v.eq_ignore_ascii_case(sam));
+                    if !same {
+                        return Err(format!(
+                            "'{}' is the user principal name of another account than '{sam}': \
+                             name the account by its user principal name or distinguished name",
+                            self.endpoint.bind_name(login)
+                        ));
+                    }
+                }
+                Ok(entry.dn)
+            }
             (None, _) => Err(format!(
                 "no user account '{}' in {}",
                 self.endpoint.bind_name(login).escape_debug(),
                 self.endpoint.base_dn()
             )),
             (Some(_), Some(_)) => Err(format!(
-                "more than one user account matches '{}'",
+                "more than one user account matches '{}' (as a sAMAccountName or a user \
+                 principal name): name the account by its distinguished name",
                 self.endpoint.bind_name(login).escape_debug()
             )),
         }
@@ -398,16 +446,23 @@ impl Connector for ActiveDirectoryConnector {
             HashSet::from([value.to_vec()]),
         )];
         let sent = tokio::time::timeout(self.timeouts.command, ldap.modify(&dn, change)).await;
-        let secrets = [new.expose()];
+        let secrets = [new.expose(), admin.password.expose()];
         let outcome = match sent {
             Ok(Ok(r)) if r.rc == 0 => Ok(()),
-            // A modify is applied whole or not at all: any answered error changed nothing.
+            // A directory applies a modify whole or not at all, but a proxy or load balancer
+            // in front of it may answer "busy" or "other" after passing it on: only errors
+            // raised while the change is checked prove nothing changed.
             Ok(Ok(r)) => {
                 let reason = clean(format!("{} ({})", r.text, r.rc), &secrets);
                 if r.rc == CONSTRAINT_VIOLATION && r.text.contains("0000052D") {
                     Err(ApplyFailure::PolicyRefused { target, reason })
-                } else {
+                } else if checked_before_change(r.rc) {
                     Err(ApplyFailure::Rejected { target, reason })
+                } else {
+                    Err(ApplyFailure::Interrupted(TargetFailure::Protocol {
+                        target,
+                        reason,
+                    }))
                 }
             }
             Ok(Err(e)) => Err(ApplyFailure::Interrupted(TargetFailure::Protocol {
@@ -425,20 +480,63 @@ impl Connector for ActiveDirectoryConnector {
     }
 
     async fn accepts(&self, login: &str, password: &Secret) -> Result<bool, TargetFailure> {
+        let target = self.label();
         let account = login_of(login).map_err(|reason| TargetFailure::Protocol {
-            target: self.label(),
+            target: target.clone(),
             reason,
         })?;
-        let name = self.endpoint.bind_name(&account);
-        match self.bind(&name, login, password).await {
-            Ok((Bound::Session(mut ldap), _)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
-                Ok(true)
-            }
-            Ok((Bound::RightButBlocked(_), _)) => Ok(true),
-            Err(TargetFailure::AuthRejected { .. }) => Ok(false),
-            Err(e) => Err(e),
+        // A simple bind never proves who answered it: without the pinned certificate, anyone
+        // in the DC's place could say "bound". (A reset pins it before it verifies.)
+        if self.endpoint.pinned_certificate.is_none() {
+            return Err(TargetFailure::Unprovable {
+                target,
+                user: login.to_string(),
+                reason: "no TLS certificate is pinned for it, and a bind proves nothing without \
+                         one: set tls_certificate in the resource's reset settings (or run a \
+                         reset, which pins it at first use)"
+                    .into(),
+            });
         }
+        let name = self.endpoint.bind_name(&account);
+        let mut ldap = match self.bind(&name, login, password).await {
+            Ok((Bound::Session(ldap), _)) => ldap,
+            Ok((Bound::RightButBlocked(_), _)) => return Ok(true),
+            Err(TargetFailure::AuthRejected { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // `sam@domain` binds as the account whose userPrincipalName it is, if one has it, and
+        // only otherwise as the account of that sAMAccountName: the two must be one account.
+        let one = match &account {
+            Login::Sam(sam) => {
+                let filter = format!(
+                    "(|(sAMAccountName={})(userPrincipalName={}))",
+                    ldap3::ldap_escape(*sam),
+                    ldap3::ldap_escape(name.as_str())
+                );
+                let base = self.endpoint.base_dn();
+                let search = ldap
+                    .with_search_options(ldap3::SearchOptions::new().sizelimit(2))
+                    .search(&base, Scope::Subtree, &filter, vec!["1.1"]);
+                matches!(
+                    tokio::time::timeout(self.timeouts.command, search).await,
+                    Ok(Ok(found)) if found.0.len() == 1 && found.1.rc == 0
+                )
+            }
+            Login::Principal(_) | Login::Dn(_) => true,
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
+        if one {
+            return Ok(true);
+        }
+        Err(TargetFailure::Unprovable {
+            target,
+            user: login.to_string(),
+            reason: format!(
+                "'{name}' may name another account (by its userPrincipalName) than the one whose \
+                 sAMAccountName is '{login}', or the account cannot read its own entry: name it \
+                 by its user principal name or distinguished name"
+            ),
+        })
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::vault::Secret;
 
 pub mod active_directory;
+pub mod ber_frames;
 pub mod capped;
 pub mod mysql;
 pub mod postgres;

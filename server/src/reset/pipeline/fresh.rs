@@ -205,15 +205,17 @@ impl Engine {
                         )
                         .await;
                 }
-                // Nothing reached the target: the reset fails cleanly.
+                // Nothing reached the target this time: the reset fails cleanly (keeping `new`
+                // if an earlier, interrupted attempt carried it and may still apply it).
                 Err(e) if !e.may_have_changed() => {
                     return self
-                        .step(
+                        .step_keeping(
                             &item,
                             state::FAILED,
                             Some(&e.to_string()),
                             &listeners,
                             attempts,
+                            sent_by_interrupted,
                         )
                         .await;
                 }
