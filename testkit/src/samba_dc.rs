@@ -64,8 +64,20 @@ fn in_overlay(script: &str) -> Command {
 fn template() -> &'static (PathBuf, String) {
     static T: OnceLock<(PathBuf, String)> = OnceLock::new();
     T.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("lockstep-dc-template-{}", crate::random_hex(6)));
+        // One template per test process, named by its id; those of processes that are gone
+        // (each holds a domain database and a private key) are removed first.
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.strip_prefix("lockstep-dc-template-");
+                if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("lockstep-dc-template-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki).unwrap();
         let (cert, key) = (pki.join("cert.pem"), pki.join("key.pem"));

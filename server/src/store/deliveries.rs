@@ -159,8 +159,10 @@ pub async fn due(pool: &AnyPool, now: &str) -> Result<Option<String>, super::Err
 }
 
 /// Claims pending delivery `id` for one attempt, counting it: `None` when it is not pending,
-/// a live lease holds it (another worker took it first), or its limits are used up (attempts
-/// that were never recorded: [`give_up`] ends it).
+/// a live lease holds it (another worker took it first), its next attempt is not due yet (a
+/// worker that found it due before another ran that attempt and scheduled the next), or its
+/// limits are used up (attempts that were never recorded: [`give_up`] ends it). A first
+/// attempt (none counted yet) is the post phase's to run in order, due or not.
 pub async fn claim(
     pool: &AnyPool,
     id: &str,
@@ -172,6 +174,7 @@ pub async fn claim(
         "UPDATE reset_deliveries SET lease_owner = $2, lease_until = $4, \
          attempts = attempts + 1, updated_at = $3 \
          WHERE id = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+         AND (attempts = 0 OR next_attempt_at <= $3) \
          AND attempts < max_attempts AND expires_at > $3",
     )
     .bind(id)
