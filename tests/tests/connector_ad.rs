@@ -213,15 +213,6 @@ async fn failures_change_nothing_and_say_why() {
     // The DC is down: nothing reached it.
     let r = put(json!({"admin_account_id": plain, "tls_certificate": null})).await;
     assert_eq!(r.status, 200);
-    // With no pin, no bind proves anything: resolving says so rather than trusting one.
-    let r = api
-        .post(
-            &format!("/v1/accounts/{app}/resolve"),
-            &root,
-            json!({"reason": "which password does it hold"}),
-        )
-        .await;
-    assert_eq!(r.status, 409, "{}", r.text);
     dc.kill();
     let job = reset(&api, &root, app, json!({})).await;
     failed(&job);
@@ -252,6 +243,48 @@ async fn failures_change_nothing_and_say_why() {
     let job = reset(&api, &root, &nodomain[0].0, json!({})).await;
     failed(&job);
     assert!(detail(&job).contains("needs its domain_name"), "{job}");
+}
+
+#[tokio::test]
+async fn a_bind_proves_a_password_only_to_a_pinned_dc() {
+    use lockstep_server::reset::connector::active_directory::{
+        ActiveDirectoryConnector, AdEndpoint,
+    };
+    use lockstep_server::reset::connector::{Connector, TargetFailure, Timeouts};
+    use lockstep_server::vault::Secret;
+    let dc = SambaDc::start();
+    dc.create_users(&["app"], START_PW);
+    let connector = |pin: Option<String>| ActiveDirectoryConnector {
+        endpoint: AdEndpoint::new(Some(&dc.url()), &dc.ip, Some(samba_dc::DOMAIN), pin).unwrap(),
+        timeouts: Timeouts::default(),
+    };
+    let right = Secret::new(START_PW.into());
+    let pinned = connector(Some(dc.certificate_fingerprint.clone()));
+    assert_eq!(pinned.accepts("app", &right).await, Ok(true));
+    assert_eq!(
+        pinned
+            .accepts("app", &Secret::new("Wrong-Pw-1x".into()))
+            .await,
+        Ok(false)
+    );
+    // An empty password would be an unauthenticated bind: never sent, never proof.
+    assert!(matches!(
+        pinned.accepts("app", &Secret::new(String::new())).await,
+        Err(TargetFailure::Unprovable { .. })
+    ));
+    // Without the pin, anyone in the DC's place could answer "bound".
+    match connector(None).accepts("app", &right).await {
+        Err(TargetFailure::Unprovable { reason, .. }) => {
+            assert!(reason.contains("no TLS certificate is pinned"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another certificate pinned: refused in the handshake.
+    let other = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string();
+    assert!(matches!(
+        connector(Some(other)).accepts("app", &right).await,
+        Err(TargetFailure::CertificateChanged { .. })
+    ));
 }
 
 #[tokio::test]

@@ -395,14 +395,16 @@ pub async fn check_reset_command(
 /// A type's command as its row holds it, once the row's own seal held.
 #[derive(Debug, Clone)]
 pub struct SealedCommand {
-    pub command: ResetCommand,
+    /// `None`: the type has no template and no default (its systems have no chpasswd).
+    pub command: Option<ResetCommand>,
     /// The seal over the type's own template; `None`: the type has none and uses the default.
     /// `registry` compares it with the registry ledger before the command runs.
     pub seal: Option<String>,
 }
 
 /// The command that sets `name`'s passwords, if its stored template matches its seal:
-/// `chpasswd` when the type has none, the template when the master key's seal over it holds,
+/// the default when the type has none (`chpasswd`, or none at all for the built-in types
+/// whose systems lack it), the template when the master key's seal over it holds,
 /// and otherwise the reason it must not run (an edited or unapproved row). Whether that seal
 /// is the approval in force is the registry's to say (`Registry::approved_command`).
 pub async fn approved_command(
@@ -417,20 +419,10 @@ pub async fn approved_command(
             id: name.to_string(),
         })?;
     let Some(json) = row.reset_command else {
-        return Ok(default_command(name, row.builtin != 0)
-            .map(|command| SealedCommand {
-                command,
-                seal: None,
-            })
-            .ok_or_else(|| {
-                format!(
-                    "resource type '{name}' has no reset command: its systems have no chpasswd, \
-                     and Lockstep has no connector for them; propose a command template \
-                     (PUT /v1/resource-types/{name}/reset-command, approved by a second \
-                     administrator; docs/resets.md has examples), or reset the vault only \
-                     (\"apply_remote\": false)"
-                )
-            }));
+        return Ok(Ok(SealedCommand {
+            command: default_command(name, row.builtin != 0),
+            seal: None,
+        }));
     };
     let Some(seal) = row
         .reset_command_seal
@@ -444,7 +436,7 @@ pub async fn approved_command(
     };
     Ok(serde_json::from_str(&json)
         .map(|command| SealedCommand {
-            command,
+            command: Some(command),
             seal: Some(seal),
         })
         .map_err(|_| format!("the approved reset command of '{name}' cannot be read")))
@@ -498,6 +490,16 @@ pub async fn delete(store: &Store, actor: &Actor, name: &str) -> Result<()> {
     tx.commit().await
 }
 
+/// Why a type without a template and without a default runs nothing, with the fix.
+pub fn no_command(name: &str) -> String {
+    format!(
+        "resource type '{name}' has no reset command: its systems have no chpasswd, and \
+         Lockstep has no connector for them; propose a command template \
+         (PUT /v1/resource-types/{name}/reset-command, approved by a second administrator; \
+         docs/resets.md has examples), or reset the vault only (\"apply_remote\": false)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,3 +521,4 @@ mod tests {
         );
     }
 }
+

@@ -25,7 +25,8 @@ pub(super) const SUBJECT_PREFIX: &str = "reset-command:";
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetCommandChange {
-    /// The template (`null`: back to the default, `chpasswd`).
+    /// The template (`null`: back to the default, `chpasswd`, or none for the built-in types
+    /// whose systems lack it).
     pub reset_command: Option<ResetCommand>,
     /// The administrator (with approve-listeners, independent of you) who must approve it.
     pub approver: String,
@@ -36,12 +37,13 @@ pub struct ResetCommandChange {
 impl Registry {
     /// The command that sets `name`'s passwords: its template when the row's seal holds and is
     /// the one the registry ledger holds for the type, the default when the type has neither a
-    /// template nor a ledger entry; otherwise the reason it must not run. A type whose approved
+    /// template nor a ledger entry (`None` when the type has no default either); otherwise the
+    /// reason it must not run. A type whose approved
     /// template was deleted does not fall back to the default: its resets stop.
     pub async fn approved_command(
         &self,
         name: &str,
-    ) -> Result<std::result::Result<ResetCommand, String>> {
+    ) -> Result<std::result::Result<Option<ResetCommand>, String>> {
         let mut checks = 0;
         loop {
             let ledger = match self.ledger().await? {

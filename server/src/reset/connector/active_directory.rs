@@ -316,7 +316,12 @@ impl ActiveDirectoryConnector {
         let (base, scope, filter) = match login {
             Login::Dn(dn) => {
                 let suffix = format!(",{}", base_dn.to_ascii_lowercase());
-                if !dn.to_ascii_lowercase().ends_with(&suffix) {
+                let lower = dn.to_ascii_lowercase();
+                // The comma must be a separator, not an escaped one (`\,`) inside a name.
+                let escaped = lower.strip_suffix(&suffix).is_some_and(|head| {
+                    head.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1
+                });
+                if !lower.ends_with(&suffix) || escaped {
                     return Err(format!(
                         "the distinguished name '{}' is not under {base_dn}",
                         dn.escape_debug()
@@ -509,7 +514,7 @@ impl Connector for ActiveDirectoryConnector {
         let one = match &account {
             Login::Sam(sam) => {
                 let filter = format!(
-                    "(|(sAMAccountName={})(userPrincipalName={}))",
+                    "(&{PERSON}(|(sAMAccountName={})(userPrincipalName={})))",
                     ldap3::ldap_escape(*sam),
                     ldap3::ldap_escape(name.as_str())
                 );
@@ -517,10 +522,37 @@ impl Connector for ActiveDirectoryConnector {
                 let search = ldap
                     .with_search_options(ldap3::SearchOptions::new().sizelimit(2))
                     .search(&base, Scope::Subtree, &filter, vec!["1.1"]);
-                matches!(
-                    tokio::time::timeout(self.timeouts.command, search).await,
-                    Ok(Ok(found)) if found.0.len() == 1 && found.1.rc == 0
-                )
+                match tokio::time::timeout(self.timeouts.command, search).await {
+                    // Exactly one entry by both rules: the bind was this account.
+                    Ok(Ok(found)) if found.1.rc == 0 || found.1.rc == 4 => found.0.len() == 1,
+                    // The DC could not answer now: asked again later, nothing concluded.
+                    Ok(Ok(found)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
+                        return Err(TargetFailure::Protocol {
+                            target,
+                            reason: clean(
+                                format!(
+                                    "checking the bound account: {} ({})",
+                                    found.1.text, found.1.rc
+                                ),
+                                &[password.expose()],
+                            ),
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        return Err(TargetFailure::Protocol {
+                            target,
+                            reason: clean(format!("checking the bound account: {e}"), &[]),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(TargetFailure::Timeout {
+                            target,
+                            step: "checking the bound account",
+                            seconds: self.timeouts.command.as_secs(),
+                        });
+                    }
+                }
             }
             Login::Principal(_) | Login::Dn(_) => true,
         };

@@ -8,7 +8,8 @@
 
 /// The largest message passed on (a bind, search or modify answer is a few hundred bytes).
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// The deepest nesting passed on (an LDAP answer nests about six deep).
+/// The deepest nesting passed on, the message itself included (an LDAP answer nests about
+/// six deep).
 pub const MAX_DEPTH: usize = 16;
 
 /// An element's header at the front of `b`: (tag, content length, header length), `None`
@@ -23,9 +24,10 @@ fn header(b: &[u8]) -> Result<Option<(u8, usize, usize)>, String> {
     if first < 0x80 {
         return Ok(Some((tag, usize::from(first), 2)));
     }
+    // Windows writes every length in 4 bytes (`84 00 00 00 7D`), however short.
     let n = usize::from(first & 0x7F);
-    if n == 0 || n > 3 {
-        return Err("a BER length that is indefinite or longer than 3 bytes".into());
+    if n == 0 || n > 4 {
+        return Err("a BER length that is indefinite or longer than 4 bytes".into());
     }
     let Some(bytes) = b.get(2..2 + n) else {
         return Ok(None);
@@ -75,7 +77,7 @@ fn check_nesting(content: &[u8]) -> Result<(), String> {
             return Err("an element longer than its parent".into());
         }
         if tag & 0x20 != 0 {
-            if ends.len() > MAX_DEPTH {
+            if ends.len() >= MAX_DEPTH {
                 return Err(format!("elements nested more than {MAX_DEPTH} deep"));
             }
             ends.push(body_end);
@@ -104,6 +106,22 @@ mod tests {
         for n in 0..BIND_OK.len() {
             assert_eq!(next_message(&BIND_OK[..n]), Ok(None), "{n}");
         }
+    }
+
+    #[test]
+    fn nesting_is_counted_to_the_limit_and_no_further() {
+        // `depth` SEQUENCEs inside each other, the message included.
+        let nested = |depth: usize| {
+            let mut m: Vec<u8> = Vec::new();
+            for _ in 0..depth {
+                let mut outer = vec![0x30, u8::try_from(m.len()).unwrap()];
+                outer.extend_from_slice(&m);
+                m = outer;
+            }
+            m
+        };
+        assert!(next_message(&nested(MAX_DEPTH)).is_ok());
+        assert!(next_message(&nested(MAX_DEPTH + 1)).is_err());
     }
 
     #[test]
@@ -137,7 +155,15 @@ mod tests {
     fn malformed_framing_is_refused() {
         assert!(next_message(&[0x04, 0x00]).is_err());
         assert!(next_message(&[0x30, 0x80]).is_err());
-        assert!(next_message(&[0x30, 0x84, 0, 0, 0, 1]).is_err());
+        assert!(next_message(&[0x30, 0x85, 0, 0, 0, 0, 1]).is_err());
+        // Windows' long form of a short length passes.
+        let windows = [0x30, 0x84, 0, 0, 0, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(next_message(&windows), Ok(Some(9)));
+        assert_eq!(next_message(&windows[..7]), Ok(None));
+        assert!(
+            next_message(&[0x30, 0x84, 0, 0x01, 0, 0x01]).is_err(),
+            "over 64 KiB"
+        );
         assert!(next_message(&[0x30, 0x03, 0x04, 0x05, 0x00]).is_err());
         assert!(next_message(&[0x3F, 0x00]).is_err());
     }

@@ -54,19 +54,29 @@ pub async fn open(
     ours.set_nonblocking(true)
         .map_err(|e| unreachable(e.to_string()))?;
     let ours = tokio::net::UnixStream::from_std(ours).map_err(|e| unreachable(e.to_string()))?;
+    let target = target.to_string();
     tokio::spawn(async move {
         let (mut from_client, mut to_client) = ours.into_split();
         let (mut from_target, mut to_target) = tokio::io::split(session);
-        let up = tokio::io::copy(&mut from_client, &mut to_target);
+        let up = async {
+            let copied = tokio::io::copy(&mut from_client, &mut to_target).await;
+            // The client is done sending: the target still answers what it sent.
+            let _ = to_target.shutdown().await;
+            copied
+        };
         let down = relay_messages(&mut from_target, &mut to_client, framing);
-        // Whichever direction ends first ends the session (both halves are dropped).
-        let _ = tokio::time::timeout(lifetime, async {
+        tokio::pin!(up, down);
+        let relayed = tokio::time::timeout(lifetime, async {
             tokio::select! {
-                _ = up => {}
-                _ = down => {}
+                _ = &mut up => down.await,
+                // The target closed or sent what is not passed on: the session ends.
+                ended = &mut down => ended,
             }
         })
         .await;
+        if let Ok(Err(why)) = relayed {
+            tracing::warn!(peer = %target, "ended a session the target sent this on: {why}");
+        }
     });
     Ok(Tunnel {
         local: theirs,

@@ -67,7 +67,15 @@ impl Engine {
                 .approved_command(&s.resource.resource_type)
                 .await?
             {
-                Ok(command) => s.command = command,
+                Ok(Some(command)) => s.command = command,
+                // No template and no default: a setup gap, not tampering.
+                Ok(None) => {
+                    let why =
+                        crate::inventory::resource_types::no_command(&s.resource.resource_type);
+                    return self
+                        .step(&item, state::FAILED, Some(&why), &listeners, item.attempts)
+                        .await;
+                }
                 Err(why) => {
                     tracing::error!(resource_type = %s.resource.resource_type, "ALERT: {why}");
                     audit::record(
